@@ -1,0 +1,10 @@
+"""allpole-triton: an exact, differentiable, time-varying all-pole (IIR) filter for PyTorch.
+
+``y[n] = x[n] - sum_{i=1..M} a[n, i-1] * y[n-i]``, evaluated as a Triton parallel scan on
+CUDA tensors and a Numba recursion on CPU tensors.
+"""
+from .functional import allpole, sample_wise_lpc
+from .modules import AllPole
+
+__all__ = ["allpole", "sample_wise_lpc", "AllPole"]
+__version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""Functional API: :func:`allpole` and the torchlpc-compatible :func:`sample_wise_lpc`."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .op import filter_rows, resolve_backend
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _check_inputs(x: Tensor, a: Tensor, zi: Tensor | None) -> tuple[int, ...]:
+    """Validate shapes, dtypes and devices; return the broadcast leading shape."""
+    named = {"x": x, "a": a} | ({} if zi is None else {"zi": zi})
+    for name, t in named.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"{name} must be a floating-point or complex tensor, got dtype {t.dtype}")
+    dtypes = {name: t.dtype for name, t in named.items()}
+    if len(set(dtypes.values())) > 1:
+        raise TypeError(f"x, a and zi must share one dtype, got {dtypes}")
+    devices = {name: t.device for name, t in named.items()}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"x, a and zi must be on one device, got {devices}")
+    if x.ndim < 1:
+        raise ValueError(f"x must have shape (..., T), got a 0-d tensor")
+    if a.ndim < 2:
+        raise ValueError(f"a must have shape (..., T, M), got shape {tuple(a.shape)}")
+    T, (Ta, M) = x.shape[-1], a.shape[-2:]
+    if M == 0:
+        raise ValueError(f"a must have order M >= 1 in its last dim, got shape {tuple(a.shape)}")
+    if Ta not in (1, T):
+        raise ValueError(
+            f"a's time dim must be T={T} or 1, got a of shape {tuple(a.shape)} for x of shape {tuple(x.shape)}"
+        )
+    if zi is not None and (zi.ndim < 1 or zi.shape[-1] != M):
+        raise ValueError(f"zi must have shape (..., M) with M={M}, got shape {tuple(zi.shape)}")
+    leads = [x.shape[:-1], a.shape[:-2]] + ([] if zi is None else [zi.shape[:-1]])
+    try:
+        return tuple(torch.broadcast_shapes(*leads))
+    except RuntimeError:
+        shapes = {name: tuple(t.shape) for name, t in named.items()}
+        raise ValueError(f"leading dims of x (..., T), a (..., T, M) and zi (..., M) do not broadcast: {shapes}") from None
+
+
+def allpole(
+    x: Tensor,
+    a: Tensor,
+    zi: Tensor | None = None,
+    *,
+    return_zf: bool = False,
+    backend: str = "auto",
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Time-varying all-pole filter: ``y[n] = x[n] - sum_{i=1..M} a[n, i-1] * y[n-i]``.
+
+    Exact (no approximation) and differentiable in ``x``, ``a`` and ``zi`` to any order.
+
+    Args:
+        x: input, ``(..., T)``.
+        a: denominator coefficients without the leading 1, ``(..., T, M)``; the time dim may be 1
+            for coefficients constant over time (broadcast, never materialised to T).
+        zi: initial state ``(..., M)`` with ``zi[..., i] = y[-1-i]``; zeros when ``None``.
+        return_zf: also return the final state ``zf[..., i] = y[T-1-i]`` (the next block's zi).
+        backend: ``"auto"`` (Triton for CUDA tensors, Numba for CPU), ``"numba"``, ``"triton"``
+            (CUDA, or CPU under ``TRITON_INTERPRET=1``), or ``"naive"`` (a plain torch loop).
+
+    Leading dims of x, a and zi broadcast against each other; a whose leading dims are all 1
+    is shared by every row without a copy. float16/bfloat16 inputs are computed in float32 and
+    returned in the input dtype. NaN and Inf propagate as in a sequential loop.
+
+    Returns:
+        ``y`` of shape ``(*lead, T)``, or ``(y, zf)`` with ``zf`` of shape ``(*lead, M)``.
+    """
+    lead = _check_inputs(x, a, zi)
+    backend = resolve_backend(backend, x.device)
+    T, (Ta, M) = x.shape[-1], a.shape[-2:]
+    rows = math.prod(lead)
+    out_dtype = x.dtype
+    if out_dtype in _LOW_PRECISION:
+        x, a = x.float(), a.float()
+        zi = None if zi is None else zi.float()
+
+    x_rows = x.expand(*lead, T).reshape(rows, T)
+    a_rows = a.reshape(1, Ta, M) if math.prod(a.shape[:-2]) == 1 else a.expand(*lead, Ta, M).reshape(rows, Ta, M)
+    zi_rows = x.new_zeros(rows, M) if zi is None else zi.expand(*lead, M).reshape(rows, M)
+
+    y_rows = filter_rows(x_rows, a_rows, zi_rows, backend)
+    y = y_rows.reshape(*lead, T).to(out_dtype)
+    if not return_zf:
+        return y
+    # zf[i] = y[T-1-i], reaching into zi when the block is shorter than M
+    zf_rows = torch.cat([y_rows[:, max(T - M, 0):].flip(-1), zi_rows], dim=-1)[:, :M]
+    return y, zf_rows.reshape(*lead, M).to(out_dtype)
+
+
+def sample_wise_lpc(
+    x: Tensor, A: Tensor, zi: Tensor | None = None, return_zf: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Drop-in for ``torchlpc.sample_wise_lpc``: x ``(B, T)``, A ``(B, T, M)``, zi ``(B, M)``.
+
+    Same recursion, state conventions and return convention (``y`` or ``(y, zf)``).
+    """
+    if isinstance(x, Tensor) and x.ndim != 2:
+        raise ValueError(f"x must have shape (B, T), got shape {tuple(x.shape)}")
+    if isinstance(A, Tensor) and A.ndim != 3:
+        raise ValueError(f"A must have shape (B, T, M), got shape {tuple(A.shape)}")
+    return allpole(x, A, zi, return_zf=return_zf)

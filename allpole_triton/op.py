@@ -1,0 +1,239 @@
+"""The filter as ``torch.library`` custom ops, and the autograd rule that ties them together.
+
+Two ops, both on flattened rows (``x (B, T)``, ``a (Ba, Ta, M)``, ``zi (B, M)``, contiguous):
+
+- ``allpole_triton::allpole(x, a, zi, backend) -> y``
+- ``allpole_triton::allpole_backward(grad_y, a, y, zi, backend, need_grad_a) -> (grad_x, grad_zi, grad_a)``:
+  the adjoint filter run backwards in time with the shifted coefficients gathered in the kernel,
+  grad_a fused into the same pass.
+
+:class:`AllPoleFunction` uses the fused backward op for first-order gradients. When the backward
+itself is being differentiated (``create_graph=True``) it instead expresses the adjoint as the
+forward filter on time-reversed, shifted coefficients, so double backward is the filter op again.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .kernels import numba_cpu
+
+BACKENDS = ("auto", "numba", "triton", "naive")
+
+
+def triton_interpret() -> bool:
+    """Whether Triton kernels run on CPU tensors through Triton's interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Map ``"auto"`` to a concrete backend and check that the backend can run on ``device``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return {"cuda": "triton", "cpu": "numba"}.get(device.type, "naive")
+    if backend == "numba" and device.type != "cpu":
+        raise ValueError(f"backend='numba' runs on CPU tensors only; got tensors on {device}")
+    if backend == "triton" and not (device.type == "cuda" or (device.type == "cpu" and triton_interpret())):
+        raise ValueError(
+            f"backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1; got tensors on {device}"
+        )
+    return backend
+
+
+def _triton():
+    from .kernels import triton_scan  # imported lazily: Triton is optional on CPU-only machines
+
+    return triton_scan
+
+
+@torch.library.custom_op("allpole_triton::allpole", mutates_args=())
+def allpole_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
+    y = torch.empty_like(x)
+    if y.numel() == 0:
+        return y
+    if backend == "numba":
+        numba_cpu.allpole_forward(x.numpy(), a.numpy(), zi.numpy(), y.numpy())
+    elif backend == "triton":
+        _triton().allpole_forward(x, a, zi, y)
+    else:
+        raise ValueError(f"allpole op: unknown backend {backend!r}")
+    return y
+
+
+@allpole_op.register_fake
+def _(x, a, zi, backend):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("allpole_triton::allpole_backward", mutates_args=())
+def allpole_backward_op(
+    grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend: str, need_grad_a: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    grad_x = torch.empty_like(grad_y)
+    grad_zi = torch.empty_like(zi)
+    grad_a = grad_y.new_empty(_grad_a_shape(grad_y, a, need_grad_a))
+    if grad_y.numel() == 0:
+        return grad_x, grad_zi.copy_(zi * 0), grad_a.zero_()
+    if backend == "numba":
+        numba_cpu.allpole_backward(
+            grad_y.numpy(), a.numpy(), y.numpy(), zi.numpy(),
+            grad_x.numpy(), grad_zi.numpy(), grad_a.numpy(), need_grad_a,
+        )
+    elif backend == "triton":
+        _triton().allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a)
+    else:
+        raise ValueError(f"allpole_backward op: unknown backend {backend!r}")
+    return grad_x, grad_zi, grad_a
+
+
+def _grad_a_shape(grad_y: Tensor, a: Tensor, need_grad_a: bool) -> tuple[int, ...]:
+    """grad_a is per row (B, Ta, M); broadcast rows are summed by the caller."""
+    return (grad_y.shape[0], a.shape[1], a.shape[2]) if need_grad_a else (0,)
+
+
+@allpole_backward_op.register_fake
+def _(grad_y, a, y, zi, backend, need_grad_a):
+    return (
+        torch.empty_like(grad_y),
+        torch.empty_like(zi),
+        grad_y.new_empty(_grad_a_shape(grad_y, a, need_grad_a)),
+    )
+
+
+# vmap: fold the vmapped dim into the row dim. a keeps a single shared row when it is unbatched
+# and shared; otherwise it is expanded to one row per (vmap index, row).
+def _fold_rows(batch: int, t: Tensor, bdim: int | None, rows: int) -> Tensor:
+    t = t.unsqueeze(0).expand(batch, *t.shape) if bdim is None else t.movedim(bdim, 0)
+    return t.expand(batch, rows, *t.shape[2:]).reshape(batch * rows, *t.shape[2:])
+
+
+def _fold_coefficients(batch: int, a: Tensor, bdim: int | None, rows: int) -> Tensor:
+    if bdim is None and a.shape[0] == 1:
+        return a
+    return _fold_rows(batch, a, bdim, rows).contiguous()
+
+
+def _allpole_vmap(info, in_dims, x, a, zi, backend):
+    batch = info.batch_size
+    x_dim, a_dim, zi_dim, _ = in_dims
+    rows = (x if x_dim is None else x.movedim(x_dim, 0)[0]).shape[0]
+    y = allpole_op(
+        _fold_rows(batch, x, x_dim, rows).contiguous(),
+        _fold_coefficients(batch, a, a_dim, rows),
+        _fold_rows(batch, zi, zi_dim, rows).contiguous(),
+        backend,
+    )
+    return y.reshape(batch, rows, -1), 0
+
+
+def _allpole_backward_vmap(info, in_dims, grad_y, a, y, zi, backend, need_grad_a):
+    batch = info.batch_size
+    g_dim, a_dim, y_dim, zi_dim, _, _ = in_dims
+    rows = (grad_y if g_dim is None else grad_y.movedim(g_dim, 0)[0]).shape[0]
+    grad_x, grad_zi, grad_a = allpole_backward_op(
+        _fold_rows(batch, grad_y, g_dim, rows).contiguous(),
+        _fold_coefficients(batch, a, a_dim, rows),
+        _fold_rows(batch, y, y_dim, rows).contiguous(),
+        _fold_rows(batch, zi, zi_dim, rows).contiguous(),
+        backend,
+        need_grad_a,
+    )
+    unfold = lambda t: t.reshape(batch, rows, *t.shape[1:]) if t.numel() else t.expand(batch, 0)
+    return (unfold(grad_x), unfold(grad_zi), unfold(grad_a)), (0, 0, 0)
+
+
+torch.library.register_vmap("allpole_triton::allpole", _allpole_vmap)
+torch.library.register_vmap("allpole_triton::allpole_backward", _allpole_backward_vmap)
+
+
+def past_outputs(y: Tensor, zi: Tensor) -> Tensor:
+    """``(B, T, M)`` windows with ``[:, n, i-1] = y[n-i]`` (from zi when n < i). Differentiable."""
+    M = zi.shape[-1]
+    history = torch.cat([zi.flip(-1), y[:, :-1]], dim=-1)  # history[k] = y[k - M]
+    return history.unfold(-1, M, 1).flip(-1)
+
+
+def _reduce_rows(grad_a: Tensor, a: Tensor) -> Tensor:
+    """Sum per-row (and, for constant coefficients, per-sample) grad_a down to a's shape."""
+    return grad_a.sum_to_size(a.shape)
+
+
+def _adjoint_as_filter(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend: str):
+    """The adjoint written as the (differentiable) forward filter in reversed time.
+
+    Used only when the backward is itself differentiated; it materialises the shifted,
+    reversed coefficients, which the fused backward kernel never does.
+    """
+    B, T = grad_y.shape
+    M = a.shape[-1]
+    a_full = a.expand(a.shape[0], T, M)
+    # reversed time m = T-1-n over n = T-1 .. -M; tap i reads conj(a[n+i, i-1]), zero outside [0, T)
+    shifted = torch.stack(
+        [F.pad(a_full[:, :, i - 1].flip(-1).conj(), (i, M - i)) for i in range(1, M + 1)], dim=-1
+    )
+    padded_grad = F.pad(grad_y.flip(-1), (0, M))
+    lam = AllPoleFunction.apply(padded_grad, shifted, grad_y.new_zeros(B, M), backend)
+    grad_x = lam[:, :T].flip(-1)
+    grad_zi = lam[:, T:]
+    grad_a = -grad_x.unsqueeze(-1) * past_outputs(y, zi).conj()
+    return grad_x, grad_zi, grad_a
+
+
+class AllPoleFunction(torch.autograd.Function):
+    """Differentiable all-pole filter over flattened rows; see the module docstring."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
+        return allpole_op(x, a, zi, backend)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, a, zi, backend = inputs
+        ctx.save_for_backward(a, zi, output)
+        ctx.save_for_forward(a, zi, output)
+        ctx.backend = backend
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        a, zi, y = ctx.saved_tensors
+        need_x, need_a, need_zi, _ = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            grad_x, grad_zi, grad_a = _adjoint_as_filter(grad_y, a, y, zi, ctx.backend)
+        else:
+            grad_x, grad_zi, grad_a = allpole_backward_op(grad_y.contiguous(), a, y, zi, ctx.backend, need_a)
+        return (
+            grad_x if need_x else None,
+            _reduce_rows(grad_a, a) if need_a else None,
+            grad_zi if need_zi else None,
+            None,
+        )
+
+
+class AllPoleFunctionWithJvp(AllPoleFunction):
+    """Adds forward-mode AD. Dynamo cannot trace a custom ``jvp``, so compiled code uses the base."""
+
+    @staticmethod
+    def jvp(ctx, x_dot, a_dot, zi_dot, _):
+        a, zi, y = ctx.saved_tensors
+        drive = torch.zeros_like(y) if x_dot is None else x_dot
+        if a_dot is not None:
+            drive = drive - (a_dot * past_outputs(y, zi)).sum(-1)
+        return AllPoleFunctionWithJvp.apply(
+            drive, a, torch.zeros_like(zi) if zi_dot is None else zi_dot, ctx.backend
+        )
+
+
+def filter_rows(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
+    """Run a concrete backend on flattened rows (shapes as in the module docstring)."""
+    if backend == "naive":
+        from .kernels.naive import allpole_naive
+
+        return allpole_naive(x, a, zi)
+    fn = AllPoleFunction if torch.compiler.is_compiling() else AllPoleFunctionWithJvp
+    return fn.apply(x.contiguous(), a.contiguous(), zi.contiguous(), backend)
