@@ -1,0 +1,288 @@
+"""The core op: exactness against the float64 loop, gradients, transforms, compile, errors."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from allpole_triton import AllPole, allpole, sample_wise_lpc
+from allpole_triton.kernels.naive import allpole_naive
+from conftest import random_signal, stable_coefficients
+
+TOL = {torch.float32: 2e-4, torch.float64: 1e-10, torch.complex64: 2e-4, torch.complex128: 1e-10}
+
+
+def reference(x, a, zi=None):
+    """Float64 naive loop on broadcast rows, independent of every fast kernel."""
+    wide = torch.complex128 if x.dtype.is_complex else torch.float64
+    T, (Ta, M) = x.shape[-1], a.shape[-2:]
+    lead = torch.broadcast_shapes(x.shape[:-1], a.shape[:-2], *([] if zi is None else [zi.shape[:-1]]))
+    rows = x.to(wide).expand(*lead, T).reshape(-1, T)
+    coeffs = a.to(wide).expand(*lead, Ta, M).reshape(-1, Ta, M)
+    state = torch.zeros(rows.shape[0], M, dtype=wide) if zi is None else zi.to(wide).expand(*lead, M).reshape(-1, M)
+    return allpole_naive(rows, coeffs, state).reshape(*lead, T)
+
+
+def relative_error(actual, expected):
+    scale = expected.abs().max().clamp(min=1.0)
+    return (actual.to(expected.dtype) - expected).abs().max() / scale
+
+
+def assert_close(actual, expected, dtype):
+    err = relative_error(actual, expected)
+    assert err <= TOL[dtype], f"relative error {err:.3g} > {TOL[dtype]:.1g}"
+
+
+def assert_close_to_rounding(y, x, a, zi):
+    """y within rounding of the float64 loop on the same inputs.
+
+    High orders with poles near the unit circle amplify rounding in any sequential evaluation.
+    The amplification is measured by running the plain loop in single precision on the same
+    inputs; y may be off by up to 8x that, rescaled to y's precision.
+    """
+    expected = reference(x, a, zi)
+    single = torch.complex64 if x.dtype.is_complex else torch.float32
+    T, (Ta, M) = x.shape[-1], a.shape[-2:]
+    rows = x.to(single).reshape(-1, T)
+    state = rows.new_zeros(rows.shape[0], M) if zi is None else zi.to(single).reshape(-1, M)
+    loop = allpole_naive(rows, a.to(single).reshape(-1, Ta, M), state).reshape(expected.shape)
+    eps_ratio = torch.finfo(y.real.dtype).eps / torch.finfo(torch.float32).eps
+    bound = max(TOL[x.dtype], 8 * float(relative_error(loop, expected)) * eps_ratio)
+    err = relative_error(y, expected)
+    assert err <= bound, f"relative error {err:.3g} > {bound:.3g}"
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 8, 16])
+@pytest.mark.parametrize("T", [1, 5, 1000, 4097])
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
+def test_forward_matches_float64_loop(M, T, lead):
+    a64 = stable_coefficients(lead, T, M, seed=M + T)
+    x64 = random_signal((*lead, T))
+    zi64 = random_signal((*lead, M), seed=7)
+    for zi in (None, zi64):
+        for dtype in (torch.float32, torch.float64):
+            inputs = [None if t is None else t.to(dtype) for t in (x64, a64, zi)]
+            y = allpole(*inputs)
+            assert y.dtype == dtype and y.shape == (*lead, T)
+            assert_close_to_rounding(y, *inputs)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 8, 16])
+@pytest.mark.parametrize("T", [1, 1000])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_complex_forward_matches_float64_loop(M, T, dtype):
+    inputs = [
+        stable_coefficients((2,), T, M, dtype=torch.complex128, seed=M).to(dtype)
+        if name == "a" else random_signal(shape, torch.complex128, seed=seed).to(dtype)
+        for name, shape, seed in [("x", (2, T), 1), ("a", None, None), ("zi", (2, M), 3)]
+    ]
+    assert_close_to_rounding(allpole(*inputs), *inputs)
+
+
+def test_constant_and_shared_coefficients_broadcast():
+    a_const = stable_coefficients((), 1, 4, seed=5)  # (1, M): one filter for every row and sample
+    x = random_signal((3, 2, 300))
+    assert_close(allpole(x, a_const), reference(x, a_const), torch.float64)
+    a_rows = stable_coefficients((2,), 300, 4, seed=6)  # broadcast over the first dim of x
+    assert_close(allpole(x, a_rows), reference(x, a_rows), torch.float64)
+    scipy_signal = pytest.importorskip("scipy.signal")
+    y = allpole(x, a_const)
+    expected = scipy_signal.lfilter([1.0], [1.0, *a_const[0].tolist()], x.numpy(), axis=-1)
+    assert_close(y, torch.from_numpy(expected), torch.float64)
+
+
+@pytest.mark.parametrize("M", [1, 3, 8])
+def test_streaming_chains_zf_into_zi(M):
+    T = 1000
+    a = stable_coefficients((2,), T, M, seed=11)
+    x = random_signal((2, T))
+    zi = random_signal((2, M), seed=12)
+    whole, zf_whole = allpole(x, a, zi, return_zf=True)
+    state, pieces = zi, []
+    for lo, hi in [(0, 1), (1, 2), (2, 37), (37, 500), (500, 503), (503, T)]:
+        y, state = allpole(x[..., lo:hi], a[..., lo:hi, :], state, return_zf=True)
+        pieces.append(y)
+    assert_close(torch.cat(pieces, -1), whole, torch.float64)
+    assert_close(state, zf_whole, torch.float64)
+    assert torch.equal(zf_whole, whole[..., -M:].flip(-1))
+
+
+def test_zf_of_block_shorter_than_order_reaches_into_zi():
+    a = stable_coefficients((1,), 2, 5, seed=1)
+    x, zi = random_signal((1, 2)), random_signal((1, 5), seed=2)
+    y, zf = allpole(x, a, zi, return_zf=True)
+    assert torch.equal(zf, torch.cat([y.flip(-1), zi[:, :3]], -1))
+
+
+def _small_inputs(dtype, Ta=7, Ba=2, M=3):
+    a = stable_coefficients((Ba,), Ta, M, dtype=dtype, seed=2)
+    x = random_signal((2, 7), dtype)
+    zi = random_signal((2, M), dtype, seed=4)
+    return [t.clone().requires_grad_() for t in (x, a, zi)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("Ta,Ba", [(7, 2), (1, 2), (7, 1)])
+def test_gradcheck_and_gradgradcheck(dtype, Ta, Ba):
+    inputs = _small_inputs(dtype, Ta, Ba)
+    assert torch.autograd.gradcheck(allpole, inputs)
+    assert torch.autograd.gradgradcheck(allpole, inputs)
+
+
+@pytest.mark.parametrize("M", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_gradients_match_autograd_through_loop(M, dtype):
+    T = 300
+    a = stable_coefficients((3,), T, M, dtype=dtype, seed=M)
+    x, zi = random_signal((3, T), dtype), random_signal((3, M), dtype, seed=9)
+    g = random_signal((3, T), dtype, seed=10)
+    grads = []
+    for backend in ("numba", "naive"):
+        inputs = [t.clone().requires_grad_() for t in (x, a, zi)]
+        y, zf = allpole(*inputs, return_zf=True, backend=backend)
+        loss = (y * g.conj()).real.sum() + zf.abs().pow(2).sum()
+        grads.append(torch.autograd.grad(loss, inputs))
+    for fast, slow in zip(*grads):
+        assert_close(fast, slow, torch.float64)
+
+
+def test_jvp_matches_vjp_jacobian():
+    x, a, zi = (t.detach() for t in _small_inputs(torch.float64))
+    tangents = tuple(torch.randn_like(t) for t in (x, a, zi))
+    _, jvp_out = torch.func.jvp(allpole, (x, a, zi), tangents)
+    jac = torch.autograd.functional.jacobian(lambda *t: allpole(*t), (x, a, zi))
+    expected = sum((j * t).flatten(-t.ndim).sum(-1) for j, t in zip(jac, tangents))
+    assert_close(jvp_out, expected, torch.float64)
+
+
+def test_vmap_matches_loop():
+    a = stable_coefficients((4, 3), 50, 3, seed=1)
+    x, zi = random_signal((4, 3, 50)), random_signal((4, 3, 3), seed=2)
+    out = torch.func.vmap(allpole)(x, a, zi)
+    assert_close(out, torch.stack([allpole(*t) for t in zip(x, a, zi)]), torch.float64)
+    shared = torch.func.vmap(allpole, in_dims=(0, None, None))(x, a[0], zi[0])
+    assert_close(shared, torch.stack([allpole(xi, a[0], zi[0]) for xi in x]), torch.float64)
+    grad_vmapped = torch.func.vmap(torch.func.grad(lambda x, a: allpole(x, a).pow(2).sum(), argnums=(0, 1)))(x, a)
+    for i in range(4):
+        xi, ai = x[i].clone().requires_grad_(), a[i].clone().requires_grad_()
+        expected = torch.autograd.grad(allpole(xi, ai).pow(2).sum(), (xi, ai))
+        for got, want in zip(grad_vmapped, expected):
+            assert_close(got[i], want, torch.float64)
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    a = stable_coefficients((2,), 200, 4, dtype=torch.float32, seed=3)
+    x = random_signal((2, 200), torch.float32)
+    zi = random_signal((2, 4), torch.float32, seed=5)
+
+    def loss_fn(x, a, zi):
+        y, zf = allpole(x, a, zi, return_zf=True)
+        return y.pow(2).mean() + zf.sum()
+
+    grads = []
+    for fn in (loss_fn, torch.compile(loss_fn, fullgraph=True, backend="aot_eager")):
+        inputs = [t.clone().requires_grad_() for t in (x, a, zi)]
+        loss = fn(*inputs)
+        loss.backward()
+        grads.append([loss.detach()] + [t.grad for t in inputs])
+    for eager, compiled in zip(*grads):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchlpc") is None, reason="torchlpc not installed")
+@pytest.mark.parametrize("M", [1, 2, 6])
+def test_parity_with_torchlpc(M):
+    import torchlpc
+
+    T = 2000
+    a = stable_coefficients((3,), T, M, seed=M)
+    x, zi = random_signal((3, T)), random_signal((3, M), seed=3)
+    results = []
+    for fn in (torchlpc.sample_wise_lpc, sample_wise_lpc):
+        inputs = [t.clone().requires_grad_() for t in (x, a, zi)]
+        y, zf = fn(*inputs, return_zf=True)
+        (y.pow(2).sum() + zf.sum()).backward()
+        results.append([y.detach(), zf.detach()] + [t.grad for t in inputs])
+    for theirs, ours in zip(*results):
+        assert_close(ours, theirs, torch.float64)
+
+
+def test_empty_time_and_batch():
+    a = torch.zeros(2, 0, 3)
+    zi = torch.randn(2, 3)
+    y, zf = allpole(torch.zeros(2, 0), a, zi, return_zf=True)
+    assert y.shape == (2, 0) and torch.equal(zf, zi)
+    assert allpole(torch.zeros(0, 5), torch.zeros(0, 5, 2)).shape == (0, 5)
+    x = torch.zeros(2, 0, requires_grad=True)
+    allpole(x, torch.zeros(2, 1, 3)).sum().backward()
+    assert x.grad.shape == (2, 0)
+
+
+def test_non_contiguous_inputs():
+    a = stable_coefficients((3,), 100, 2, seed=1)
+    x = random_signal((100, 3)).t()  # (3, 100), non-contiguous
+    a_nc = a.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not x.is_contiguous() and not a_nc.is_contiguous()
+    assert_close(allpole(x, a_nc), reference(x, a), torch.float64)
+
+
+def test_nan_and_inf_propagate_like_a_loop():
+    a = stable_coefficients((1,), 20, 2, seed=1)
+    for bad in (float("nan"), float("inf")):
+        x = random_signal((1, 20))
+        x[0, 5] = bad
+        assert torch.equal(allpole(x, a).isnan(), reference(x, a).isnan())
+        assert torch.equal(allpole(x, a).isinf(), reference(x, a).isinf())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_computes_in_float32(dtype):
+    a = stable_coefficients((2,), 500, 2, seed=1)
+    x = random_signal((2, 500))
+    y = allpole(x.to(dtype), a.to(dtype))
+    assert y.dtype == dtype
+    expected = reference(x.to(dtype).double(), a.to(dtype).double())
+    assert (y.double() - expected).abs().max() <= 1e-2 * expected.abs().max()
+
+
+def test_module_and_backends_agree():
+    a = stable_coefficients((2,), 64, 3, seed=1)
+    x = random_signal((2, 64))
+    module = AllPole(return_zf=True)
+    y, zf = module(x, a)
+    for backend in ("numba", "naive"):
+        y2, zf2 = AllPole(backend=backend, return_zf=True)(x, a)
+        assert_close(y2, y, torch.float64)
+        assert_close(zf2, zf, torch.float64)
+    assert "backend='auto'" in repr(module)
+
+
+BAD_INPUTS = [
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 9, 2)), ValueError, "time dim"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(3, 10, 2)), ValueError, "do not broadcast"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 2), torch.zeros(2, 3)), ValueError, "zi must have shape"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 2), torch.zeros(5, 2)), ValueError, "do not broadcast"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 0)), ValueError, "order M >= 1"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(10)), ValueError, "a must have shape"),
+    (lambda: allpole(torch.zeros((), dtype=torch.float32), torch.zeros(1, 1)), ValueError, "x must have shape"),
+    (lambda: allpole(torch.zeros(2, 10, dtype=torch.int64), torch.zeros(2, 10, 2)), TypeError, "x must be a floating"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 2, dtype=torch.bool)), TypeError, "a must be a floating"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 2, dtype=torch.float64)), TypeError, "share one dtype"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 2), torch.zeros(2, 2, device="meta")), ValueError, "one device"),
+    (lambda: allpole([1.0], torch.zeros(1, 2)), TypeError, "x must be a torch.Tensor"),
+    (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 2), backend="cuda"), ValueError, "backend must be one of"),
+    (lambda: sample_wise_lpc(torch.zeros(10), torch.zeros(10, 2)), ValueError, "x must have shape \\(B, T\\)"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD_INPUTS)
+def test_bad_input_raises_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_triton_backend_on_cpu_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        allpole(torch.zeros(1, 4), torch.zeros(1, 4, 2), backend="triton")
