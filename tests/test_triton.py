@@ -1,0 +1,138 @@
+"""The Triton chunked scan against the float64 loop and the Numba kernels.
+
+Without a GPU the kernels run on CPU tensors under TRITON_INTERPRET=1 (set in conftest), with
+16-sample chunks so that T in {1, L-1, L, 3L+5} crosses every chunk boundary case cheaply. With
+a GPU the same tests also run on CUDA tensors with the compiled kernels.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from allpole_triton import allpole
+from allpole_triton.op import triton_interpret
+from conftest import random_signal, stable_coefficients
+from test_allpole import assert_close, assert_close_to_rounding
+
+pytest.importorskip("triton")
+from allpole_triton.kernels import triton_scan  # noqa: E402
+
+DEVICES = [d for d, ok in [("cpu", triton_interpret()), ("cuda", torch.cuda.is_available())] if ok]
+L = triton_scan.CHUNK_INTERPRET
+pytestmark = pytest.mark.skipif(not DEVICES, reason="needs CUDA or TRITON_INTERPRET=1")
+
+
+def chunk_length(device: str) -> int:
+    return triton_scan.CHUNK_GPU if device == "cuda" else L
+
+
+def run_both(x, a, zi, g, backends=("triton", "numba")):
+    """Forward output and all three gradients for each backend."""
+    results = []
+    for backend in backends:
+        inputs = [t.clone().requires_grad_() for t in (x, a, zi)]
+        y = allpole(*inputs, backend=backend if x.device.type == "cpu" or backend != "numba" else "naive")
+        grads = torch.autograd.grad((y * g.conj()).real.sum(), inputs)
+        results.append((y.detach(), *grads))
+    return results
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 8, 16, 33])
+@pytest.mark.parametrize("T_of_L", [lambda L: 1, lambda L: L - 1, lambda L: L, lambda L: 3 * L + 5], ids=["1", "L-1", "L", "3L+5"])
+def test_forward_and_backward_match_references(device, M, T_of_L):
+    T = T_of_L(chunk_length(device))
+    lead = (2,) if M > 8 else (3,)
+    a = stable_coefficients(lead, T, M, seed=M + T).to(device)
+    x, zi = random_signal((*lead, T)).to(device), random_signal((*lead, M), seed=5).to(device)
+    g = random_signal((*lead, T), seed=6).to(device)
+    y = allpole(x, a, zi, backend="triton")
+    assert_close_to_rounding(y.cpu(), x.cpu(), a.cpu(), zi.cpu())
+    triton_out, reference_out = run_both(x, a, zi, g, ("triton", "naive"))
+    for fast, slow in zip(triton_out, reference_out):
+        assert_close(fast.cpu(), slow.cpu(), torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.complex128])
+@pytest.mark.parametrize("M", [1, 3, 5])
+def test_dtypes_match_numba(device, dtype, M):
+    T = 3 * chunk_length(device) + 5
+    wide = torch.complex128 if dtype.is_complex else torch.float64
+    a = stable_coefficients((2,), T, M, dtype=wide, seed=M).to(dtype)
+    x, zi, g = (random_signal(s, wide, seed=k).to(dtype) for k, s in enumerate([(2, T), (2, M), (2, T)]))
+    assert_close_to_rounding(allpole(x.to(device), a.to(device), zi.to(device), backend="triton").cpu(), x, a, zi)
+    fast, slow = run_both(x, a, zi, g)
+    for f, s in zip(fast, slow):
+        scale = s.abs().max().clamp(min=1)
+        assert (f - s).abs().max() / scale < (1e-10 if dtype == torch.complex128 else 5e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shapes", [
+    ((2, 3), (2, 3), (2, 3)),  # x lead, a lead, zi lead
+    ((), (), ()),
+    ((4,), (1,), (4,)),  # one filter shared by every row: read with row stride 0
+], ids=["2x3", "scalar", "shared"])
+@pytest.mark.parametrize("Ta", ["T", 1], ids=["varying", "constant"])
+def test_leading_shapes_and_constant_coefficients(device, shapes, Ta):
+    T, M = 2 * chunk_length(device) + 3, 3
+    x_lead, a_lead, zi_lead = shapes
+    a = stable_coefficients(a_lead, T if Ta == "T" else 1, M, seed=3).to(device)
+    x, zi = random_signal((*x_lead, T)).to(device), random_signal((*zi_lead, M), seed=4).to(device)
+    g = random_signal((*x_lead, T), seed=7).to(device)
+    triton_out, reference_out = run_both(x, a, zi, g, ("triton", "naive"))
+    for fast, slow in zip(triton_out, reference_out):
+        assert fast.shape == slow.shape
+        assert_close(fast.cpu(), slow.cpu(), torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_streaming_and_zf(device):
+    T, M = 3 * chunk_length(device) + 5, 4
+    a = stable_coefficients((2,), T, M, seed=8).to(device)
+    x, zi = random_signal((2, T)).to(device), random_signal((2, M), seed=9).to(device)
+    whole, zf = allpole(x, a, zi, return_zf=True, backend="triton")
+    first, state = allpole(x[:, :7], a[:, :7], zi, return_zf=True, backend="triton")
+    rest, zf_pieces = allpole(x[:, 7:], a[:, 7:], state, return_zf=True, backend="triton")
+    assert_close(torch.cat([first, rest], -1).cpu(), whole.cpu(), torch.float64)
+    assert_close(zf_pieces.cpu(), zf.cpu(), torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradgradcheck_through_triton(device):
+    a = stable_coefficients((1,), 9, 2, seed=1).to(device)
+    inputs = [t.to(device).requires_grad_() for t in (random_signal((1, 9)), a, random_signal((1, 2), seed=2))]
+    fn = lambda *t: allpole(*t, backend="triton")
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_low_precision_inputs_return_their_dtype(device):
+    T = chunk_length(device) + 3
+    a = stable_coefficients((2,), T, 2, seed=1)
+    x = random_signal((2, T))
+    y = allpole(x.to(device, torch.bfloat16), a.to(device, torch.bfloat16), backend="triton")
+    assert y.dtype == torch.bfloat16
+    expected = allpole(x.bfloat16().double(), a.bfloat16().double(), backend="naive")
+    assert (y.double().cpu() - expected).abs().max() <= 2e-2 * expected.abs().max()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_over_triton(device):
+    T = chunk_length(device) + 3
+    a = stable_coefficients((2,), T, 3, dtype=torch.float32, seed=2).to(device)
+    x = random_signal((2, T), torch.float32).to(device)
+
+    def loss_fn(x, a):
+        return allpole(x, a, backend="triton").pow(2).mean()
+
+    results = []
+    for fn in (loss_fn, torch.compile(loss_fn, fullgraph=True, backend="aot_eager")):
+        inputs = [t.clone().requires_grad_() for t in (x, a)]
+        loss = fn(*inputs)
+        loss.backward()
+        results.append([loss.detach()] + [t.grad for t in inputs])
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
