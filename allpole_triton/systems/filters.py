@@ -1,0 +1,202 @@
+"""Time-varying pole-zero filtering built on the exact all-pole op.
+
+``lfilter`` evaluates the time-varying difference equation (direct form I)::
+
+    y[n] = sum_{k=0..K} b[n, k] * x[n-k]  -  sum_{i=1..M} a[n, i-1] * y[n-i]
+
+as a differentiable FIR with time-varying taps followed by :func:`allpole_triton.allpole`.
+``sosfilt`` runs a cascade of such filters of order 2 (biquads). Both carry their state in a
+:class:`FilterState` (the last K inputs and the last M outputs), so a signal filtered block by
+block with each block's final state passed on as the next block's initial state gives the same
+output as filtering it in one call.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..functional import allpole
+
+
+class FilterState(NamedTuple):
+    """Direct-form-I state of a pole-zero filter, newest sample first.
+
+    Attributes:
+        inputs: ``(..., K)`` with ``inputs[..., i] = x[-1-i]`` (the FIR part's memory).
+        outputs: ``(..., M)`` with ``outputs[..., i] = y[-1-i]`` (the all-pole part's memory;
+            the ``zi``/``zf`` convention of :func:`allpole_triton.allpole`).
+
+    For :func:`sosfilt` both fields have an extra section dim: ``(..., S, 2)``.
+    """
+
+    inputs: Tensor
+    outputs: Tensor
+
+    def detach(self) -> "FilterState":
+        return FilterState(self.inputs.detach(), self.outputs.detach())
+
+
+def _require_tensor(name: str, value: object, min_ndim: int, shape_doc: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(value).__name__}")
+    if value.ndim < min_ndim:
+        raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(value.shape)}")
+    return value
+
+
+def _check_time_dim(name: str, coefficients: Tensor, T: int, x: Tensor) -> None:
+    if coefficients.shape[-2] not in (1, T):
+        raise ValueError(
+            f"{name}'s time dim must be T={T} or 1, got {name} of shape {tuple(coefficients.shape)} "
+            f"for x of shape {tuple(x.shape)}"
+        )
+
+
+def _check_state(zi: object, inputs_size: int, outputs_size: int, shape_doc: str) -> FilterState:
+    if not isinstance(zi, FilterState):
+        raise TypeError(f"zi must be a FilterState(inputs, outputs) or None, got {type(zi).__name__}")
+    for field, size in (("inputs", inputs_size), ("outputs", outputs_size)):
+        t = getattr(zi, field)
+        _require_tensor(f"zi.{field}", t, 1, shape_doc)
+        if t.shape[-1] != size:
+            raise ValueError(f"zi.{field} must have shape {shape_doc} with last dim {size}, got {tuple(t.shape)}")
+    return zi
+
+
+def time_varying_fir(
+    x: Tensor, b: Tensor, zi: Tensor | None = None, *, return_zf: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """FIR filter with time-varying taps: ``w[n] = sum_{k=0..K} b[n, k] * x[n-k]``.
+
+    A differentiable convolution (in x, b and zi); its state is the last K inputs.
+
+    Args:
+        x: ``(..., T)``.
+        b: ``(..., T or 1, K+1)``.
+        zi: ``(..., K)`` with ``zi[..., i] = x[-1-i]``; zeros when ``None``.
+        return_zf: also return ``zf (..., K)``, the last K inputs (newest first).
+    Returns:
+        ``w (..., T)`` or ``(w, zf)``; leading dims are the broadcast of x's, b's and zi's.
+    """
+    x = _require_tensor("x", x, 1, "(..., T)")
+    b = _require_tensor("b", b, 2, "(..., T or 1, K+1)")
+    T, K = x.shape[-1], b.shape[-1] - 1
+    if K < 0:
+        raise ValueError(f"b must have at least one tap in its last dim, got shape {tuple(b.shape)}")
+    _check_time_dim("b", b, T, x)
+    if zi is not None and (_require_tensor("zi", zi, 1, "(..., K)").shape[-1] != K):
+        raise ValueError(f"zi must have shape (..., K) with K={K}, got shape {tuple(zi.shape)}")
+    try:
+        lead = torch.broadcast_shapes(x.shape[:-1], b.shape[:-2], *([] if zi is None else [zi.shape[:-1]]))
+    except RuntimeError:
+        raise ValueError(
+            f"leading dims of x {tuple(x.shape)}, b {tuple(b.shape)}"
+            f"{'' if zi is None else f' and zi {tuple(zi.shape)}'} do not broadcast"
+        ) from None
+    past = x.new_zeros(*lead, K) if zi is None else zi.expand(*lead, K)
+    history = torch.cat([past.flip(-1), x.expand(*lead, T)], dim=-1)  # history[K + n] = x[n]
+    w = sum(b[..., k] * history[..., K - k : K - k + T] for k in range(K + 1))
+    if not return_zf:
+        return w
+    return w, history[..., history.shape[-1] - K :].flip(-1)
+
+
+def lfilter(
+    x: Tensor,
+    b: Tensor,
+    a: Tensor,
+    zi: FilterState | None = None,
+    *,
+    return_zf: bool = False,
+    backend: str = "auto",
+) -> Tensor | tuple[Tensor, FilterState]:
+    """Exact time-varying pole-zero filter ``y = (b / [1, a]) x``, differentiable in x, b, a, zi.
+
+    ``y[n] = sum_{k=0..K} b[n, k] x[n-k] - sum_{i=1..M} a[n, i-1] y[n-i]`` (direct form I).
+    With constant coefficients this is ``scipy.signal.lfilter(b, [1, *a], x)``.
+
+    Args:
+        x: input ``(..., T)``.
+        b: numerator ``(..., T or 1, K+1)``.
+        a: denominator without the leading 1, ``(..., T or 1, M)`` (the :func:`allpole`
+            convention); ``M = 0`` gives a pure FIR filter.
+        zi: initial :class:`FilterState` with ``inputs (..., K)``, ``outputs (..., M)``;
+            zeros when ``None``.
+        return_zf: also return the final :class:`FilterState` (the next block's ``zi``).
+        backend: passed to :func:`allpole_triton.allpole`.
+    Returns:
+        ``y (*lead, T)`` or ``(y, zf)``; ``lead`` broadcasts the leading dims of all inputs.
+    """
+    x = _require_tensor("x", x, 1, "(..., T)")
+    b = _require_tensor("b", b, 2, "(..., T or 1, K+1)")
+    a = _require_tensor("a", a, 2, "(..., T or 1, M)")
+    T, K, M = x.shape[-1], b.shape[-1] - 1, a.shape[-1]
+    _check_time_dim("a", a, T, x)
+    if zi is not None:
+        _check_state(zi, K, M, f"inputs (..., K={K}), outputs (..., M={M})")
+    w, inputs_zf = time_varying_fir(x, b, None if zi is None else zi.inputs, return_zf=True)
+    if M == 0:
+        y = w
+        outputs_zf = w.new_zeros(*w.shape[:-1], 0)
+    else:
+        y, outputs_zf = allpole(w, a, None if zi is None else zi.outputs, return_zf=True, backend=backend)
+    if not return_zf:
+        return y
+    lead = y.shape[:-1]
+    return y, FilterState(inputs_zf.expand(*lead, K), outputs_zf.expand(*lead, M))
+
+
+def sosfilt(
+    x: Tensor,
+    sos: Tensor,
+    zi: FilterState | None = None,
+    *,
+    return_zf: bool = False,
+    backend: str = "auto",
+) -> Tensor | tuple[Tensor, FilterState]:
+    """Cascade of S exact time-varying biquads; each section is an :func:`lfilter` call.
+
+    With constant coefficients this is ``scipy.signal.sosfilt(sos, x)``.
+
+    Args:
+        x: input ``(..., T)``.
+        sos: ``(..., T or 1, S, 6)``, rows ``[b0, b1, b2, a0, a1, a2]`` as in scipy; each
+            section is normalised by its ``a0`` per sample.
+        zi: initial :class:`FilterState` with ``inputs (..., S, 2)``, ``outputs (..., S, 2)``
+            (section s's inputs are section s-1's outputs); zeros when ``None``.
+        return_zf: also return the final :class:`FilterState`.
+        backend: passed to :func:`allpole_triton.allpole`.
+    Returns:
+        ``y (*lead, T)`` or ``(y, zf)``.
+    """
+    x = _require_tensor("x", x, 1, "(..., T)")
+    sos = _require_tensor("sos", sos, 3, "(..., T or 1, S, 6)")
+    if sos.shape[-1] != 6 or sos.shape[-2] < 1:
+        raise ValueError(f"sos must have shape (..., T or 1, S, 6) with S >= 1, got shape {tuple(sos.shape)}")
+    if sos.shape[-3] not in (1, x.shape[-1]):
+        raise ValueError(
+            f"sos's time dim must be T={x.shape[-1]} or 1, got sos of shape {tuple(sos.shape)} "
+            f"for x of shape {tuple(x.shape)}"
+        )
+    S = sos.shape[-2]
+    if zi is not None:
+        _check_state(zi, 2, 2, "inputs (..., S, 2), outputs (..., S, 2)")
+        for field in zi:
+            if field.ndim < 2 or field.shape[-2] != S:
+                raise ValueError(f"zi fields must have shape (..., S={S}, 2), got {tuple(field.shape)}")
+    a0 = sos[..., 3:4]
+    b, a = sos[..., :3] / a0, sos[..., 4:] / a0
+    y, finals = x, []
+    for s in range(S):
+        section_zi = None if zi is None else FilterState(zi.inputs[..., s, :], zi.outputs[..., s, :])
+        y, zf = lfilter(y, b[..., s, :], a[..., s, :], section_zi, return_zf=True, backend=backend)
+        finals.append(zf)
+    if not return_zf:
+        return y
+    lead = y.shape[:-1]
+    return y, FilterState(
+        torch.stack([f.inputs.expand(*lead, 2) for f in finals], dim=-2),
+        torch.stack([f.outputs.expand(*lead, 2) for f in finals], dim=-2),
+    )
