@@ -1,0 +1,112 @@
+"""``allpole-bench`` / ``python -m allpole_triton.bench``: sweep a grid, write CSV, Markdown, PNGs."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from .backends import DEFAULT_FS, fs_backends, select
+from .cases import COEFFS, PASSES, grid
+
+QUICK = dict(B=[8], T=[1024, 8192], M=[1, 2, 16], repeat=3, budget=0.5, fs=[(128, 256), (128, 1024), (512, 2048)])
+FULL = dict(B=[8], T=[4096, 16384, 65536], M=[1, 2, 16], repeat=7, budget=3.0, fs=list(DEFAULT_FS))
+
+
+def _fs_config(text: str) -> tuple[int, int]:
+    try:
+        hop, n_fft = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOP:N_FFT, got {text!r}") from None
+    if n_fft < hop:
+        raise argparse.ArgumentTypeError(f"n_fft must be >= hop, got {text!r}")
+    return hop, n_fft
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="allpole-bench",
+        description="Benchmark the exact time-varying all-pole filter against its peers and the "
+        "frequency-sampling approximation; writes results.csv, report.md and PNG plots.",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64"])
+    p.add_argument("-B", "--batch", dest="B", nargs="+", type=int, help=f"batch sizes (default {FULL['B']})")
+    p.add_argument("-T", "--length", dest="T", nargs="+", type=int, help=f"lengths (default {FULL['T']})")
+    p.add_argument("-M", "--order", dest="M", nargs="+", type=int, help=f"orders (default {FULL['M']})")
+    p.add_argument("--passes", nargs="+", default=list(PASSES), choices=PASSES)
+    p.add_argument("--coeffs", nargs="+", default=list(COEFFS), choices=COEFFS,
+                   help="tv: time-varying (B, T, M); lti: one constant set (where scipy/torchaudio run)")
+    p.add_argument("--backends", nargs="+", default=["all"],
+                   help="backend names or families (ours, torchlpc, philtorch, scipy, torchaudio, "
+                   "accelerated-scan, fs, naive); default all")
+    p.add_argument("--fs", nargs="+", type=_fs_config, metavar="HOP:N_FFT",
+                   help=f"frequency-sampling configurations (default {FULL['fs']}, --quick {QUICK['fs']})")
+    p.add_argument("--repeat", type=int, help="timed repetitions per case (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (CPU)")
+    p.add_argument("--budget", type=float, help="CPU seconds of timed calls per case and backend before "
+                   "stopping short of --repeat (default 3, --quick 0.5)")
+    p.add_argument("--quick", action="store_true", help=f"a small grid: {QUICK}")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak-memory runs")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip PNG plots")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--list-backends", action="store_true", help="print backends and why any is skipped, then exit")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                     f"built with CUDA {torch.version.cuda}); use --device cpu")
+    if kind not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu or cuda, got {device!r}")
+    preset = QUICK if args.quick else FULL
+    B, T, M = args.B or preset["B"], args.T or preset["T"], args.M or preset["M"]
+    repeat = args.repeat or preset["repeat"]
+    try:
+        backends = select(args.backends, fs_backends(args.fs or preset["fs"]))
+    except ValueError as exc:
+        parser.error(str(exc))
+    cases = grid(B=B, T=T, M=M, dtypes=args.dtype, passes=args.passes, coeffs=args.coeffs, device=device)
+
+    if args.list_backends:
+        for b in backends:
+            reasons = {b.skip_reason(c) for c in cases}
+            state = "runs" if None in reasons else f"skipped: {sorted(reasons)[0]}"
+            print(f"{b.name:18s} {b.family:16s} {state}")
+        return 0
+
+    from .machine import machine_info
+    from .report import write_csv, write_report
+    from .sweep import run_sweep
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(device)
+    print(f"{len(cases)} cases x {len(backends)} backends on {machine.get('gpu', machine['cpu'])} "
+          f"({machine['cpu_cores']} cores) -> {args.out}", flush=True)
+    rows = run_sweep(cases, backends, repeat=repeat, warmup=args.warmup, memory=args.memory,
+                     progress=args.progress, budget=args.budget or preset["budget"])
+    write_csv(rows, args.out / "results.csv")
+    (args.out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
+    plots = []
+    if args.plots:
+        try:
+            from .plots import write_plots
+
+            plots = write_plots(rows, args.out)
+        except ImportError as exc:
+            print(f"plots skipped: {exc}", file=sys.stderr)
+    write_report(rows, machine, args.out / "report.md", plots)
+    failed = [r for r in rows if r["status"] == "error"]
+    for r in failed:
+        print(f"error: {r['backend']} {r['pass']} B={r['B']} T={r['T']} M={r['M']}: {r['reason']}", file=sys.stderr)
+    print(f"wrote {args.out / 'results.csv'}, {args.out / 'report.md'}"
+          + "".join(f", {p}" for p in plots), flush=True)
+    return 0

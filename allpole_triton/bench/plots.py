@@ -1,0 +1,128 @@
+"""PNG plots of a sweep: time vs T, speed-up vs M, and the FS error/time trade-off."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ok(rows):
+    return [r for r in rows if r["status"] == "ok"]
+
+
+def _pick(values, prefer):
+    values = sorted(set(values))
+    return prefer if prefer in values else values[len(values) // 2]
+
+
+def plot_time_vs_T(rows, path, M=None) -> Path | None:
+    """ns/sample against T per backend, one panel per pass (time-varying case, fixed M, B, dtype)."""
+    rows = [r for r in _ok(rows) if r["coeffs"] == "tv"]
+    if not rows:
+        return None
+    M = M if M is not None else _pick([r["M"] for r in rows], 2)
+    B = _pick([r["B"] for r in rows], 8)
+    dtype = _pick([r["dtype"] for r in rows], "float32")
+    rows = [r for r in rows if r["M"] == M and r["B"] == B and r["dtype"] == dtype]
+    passes = sorted({r["pass"] for r in rows}, key=["fwd", "fwdbwd"].index)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(passes), figsize=(6 * len(passes), 4.5), squeeze=False)
+    for ax, pass_ in zip(axes[0], passes):
+        series = defaultdict(list)
+        for r in rows:
+            if r["pass"] == pass_:
+                series[r["backend"]].append((r["T"], r["time_s"]))
+        for name, pts in sorted(series.items()):
+            pts.sort()
+            ax.loglog([p[0] for p in pts], [p[1] * 1e3 for p in pts], "o-" if "fs" not in name else "x--", label=name)
+        ax.set_xlabel("T (samples)")
+        ax.set_ylabel("time (ms)")
+        ax.set_title(f"{'forward' if pass_ == 'fwd' else 'forward+backward'}, B={B}, M={M}, {dtype}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_speedup_vs_M(rows, path) -> Path | None:
+    """Speed-up over torchlpc against M per backend, at the largest T (time-varying case)."""
+    rows = [r for r in _ok(rows) if r["coeffs"] == "tv" and r.get("speedup_vs_torchlpc")]
+    if not rows:
+        return None
+    T = max(r["T"] for r in rows)
+    B = _pick([r["B"] for r in rows], 8)
+    dtype = _pick([r["dtype"] for r in rows], "float32")
+    rows = [r for r in rows if r["T"] == T and r["B"] == B and r["dtype"] == dtype]
+    passes = sorted({r["pass"] for r in rows}, key=["fwd", "fwdbwd"].index)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(passes), figsize=(6 * len(passes), 4.5), squeeze=False)
+    for ax, pass_ in zip(axes[0], passes):
+        series = defaultdict(list)
+        for r in rows:
+            if r["pass"] == pass_ and r["backend"] != "torchlpc":
+                series[r["backend"]].append((r["M"], r["speedup_vs_torchlpc"]))
+        for name, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if "fs" not in name else "x--", label=name)
+        ax.axhline(1.0, color="k", lw=0.8, ls=":", label="torchlpc")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("order M")
+        ax.set_ylabel("speed-up vs torchlpc (×)")
+        ax.set_title(f"{'forward' if pass_ == 'fwd' else 'forward+backward'}, B={B}, T={T}, {dtype}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_fs_tradeoff(rows, path) -> Path | None:
+    """ESR (dB) against forward time: FS configurations next to the exact backends."""
+    rows = [r for r in _ok(rows) if r["pass"] == "fwd" and r["coeffs"] == "tv" and r.get("esr_db") is not None]
+    fs = [r for r in rows if r["family"] == "fs"]
+    if not fs:
+        return None
+    T = max(r["T"] for r in fs)
+    M = _pick([r["M"] for r in fs], 2)
+    rows = [r for r in rows if r["T"] == T and r["M"] == M]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in rows:
+        marker = "x" if r["family"] == "fs" else "o"
+        esr = max(r["esr_db"], -200.0)  # an exact match (-inf) is drawn at the floor
+        ax.scatter(r["time_s"] * 1e3, esr, marker=marker)
+        label = f"hop {r['hop']}, N {r['n_fft']}" if r["family"] == "fs" else r["backend"]
+        ax.annotate(label, (r["time_s"] * 1e3, esr), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("forward time (ms)")
+    ax.set_ylabel("ESR vs exact filter (dB)")
+    B, dtype = rows[0]["B"], rows[0]["dtype"]
+    ax.set_title(f"FS approximation vs exact, B={B}, T={T}, M={M}, {dtype}")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_plots(rows, out_dir) -> list[Path]:
+    """All three plots under ``out_dir`` (those with data); needs matplotlib."""
+    out_dir = Path(out_dir)
+    made = [
+        plot_time_vs_T(rows, out_dir / "time_vs_T.png"),
+        plot_speedup_vs_M(rows, out_dir / "speedup_vs_M.png"),
+        plot_fs_tradeoff(rows, out_dir / "fs_error_vs_time.png"),
+    ]
+    return [p for p in made if p is not None]

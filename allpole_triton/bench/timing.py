@@ -1,0 +1,62 @@
+"""Timing: a perf-counter median on CPU; ``triton.testing.do_bench`` (or CUDA events) on GPU."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def time_cpu(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, budget: float = 2.0) -> list[float]:
+    """Wall times of ``fn()`` in seconds (report the median): ``repeat`` calls after ``warmup``
+    calls (the first call of a Numba backend compiles or loads its cache), fewer when the calls
+    together pass ``budget`` seconds (slow peers; at least one call is timed)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    while len(times) < max(repeat, 1):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if sum(times) > budget:
+            break
+    return times
+
+
+def time_cuda(fn: Callable[[], object], *, repeat: int = 20, warmup: int = 3) -> list[float]:
+    """GPU time of ``fn()`` in seconds: the median of ``triton.testing.do_bench`` when Triton
+    imports (it flushes L2 between calls), otherwise CUDA events around each call."""
+    try:
+        from triton.testing import do_bench
+    except Exception:
+        do_bench = None
+    if do_bench is not None:
+        return [do_bench(fn, warmup=25, rep=max(100, 5 * repeat), return_mode="median") / 1e3]
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(max(repeat, 1)):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times
+
+
+def time_fn(fn: Callable[[], object], device: str, *, repeat: int, warmup: int, budget: float = 2.0) -> list[float]:
+    """Seconds per call on ``device`` (CUDA: do_bench median / events; CPU: perf counter)."""
+    if torch.device(device).type == "cuda":
+        return time_cuda(fn, repeat=repeat, warmup=warmup)
+    return time_cpu(fn, repeat=repeat, warmup=warmup, budget=budget)
+
+
+def copy_bandwidth(device: str, nbytes: int = 1 << 28, repeat: int = 20) -> float:
+    """Device-to-device copy bandwidth in bytes/s (read + write), timed like the kernels."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    seconds = statistics.median(time_fn(lambda: dst.copy_(src), device, repeat=repeat, warmup=3))
+    return 2 * nbytes / seconds

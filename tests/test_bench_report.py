@@ -1,0 +1,172 @@
+"""The benchmark's writers, FS error measurement, case construction and CLI (fast)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from allpole_triton import allpole
+from allpole_triton.bench import BACKENDS, Case, main, stable_coefficients
+from allpole_triton.bench.report import markdown_report, markdown_table, read_csv, write_csv
+from allpole_triton.bench.sweep import add_speedups
+from allpole_triton.fs import fs_filter
+from allpole_triton.metrics import esr_db
+
+
+def _row(backend, time_s, **kw):
+    row = dict(backend=backend, family=backend, exact=True, coeffs="tv", pass_="fwd", B=8, T=1024, M=2,
+               dtype="float32", device="cpu", status="ok", reason="", time_s=time_s,
+               ns_per_sample=None if time_s is None else 1e9 * time_s / 8192, gb_per_s=1.0, peak_mem_bytes=2.0 * 2**20, esr_db=-140.0,
+               hop=None, n_fft=None, repeat=5)
+    row["pass"] = row.pop("pass_")
+    row.update(kw)
+    return row
+
+
+@pytest.fixture
+def rows():
+    rows = [
+        _row("torchlpc", 4e-3),
+        _row("numba", 1e-3),
+        _row("fs-h128-n256", 2e-3, family="fs", exact=False, esr_db=-12.5, hop=128, n_fft=256, peak_mem_bytes=math.nan),
+        _row("scipy", None, status="skipped", reason="scipy takes constant coefficients only", ns_per_sample=None,
+             gb_per_s=None, peak_mem_bytes=None, esr_db=None),
+        _row("numba", 3e-3, M=16),  # another case, no torchlpc there
+    ]
+    add_speedups(rows)
+    return rows
+
+
+def test_speedups_are_per_case(rows):
+    assert rows[0]["speedup_vs_torchlpc"] == pytest.approx(1.0)
+    assert rows[1]["speedup_vs_torchlpc"] == pytest.approx(4.0)
+    assert rows[2]["speedup_vs_torchlpc"] == pytest.approx(2.0)
+    assert rows[3]["speedup_vs_torchlpc"] is None  # skipped
+    assert rows[4]["speedup_vs_torchlpc"] is None  # no baseline for M=16
+
+
+def test_csv_round_trip(rows, tmp_path):
+    path = write_csv(rows, tmp_path / "results.csv")
+    text = path.read_text()
+    assert text.splitlines()[0].startswith("backend,family,exact,coeffs,pass,B,T,M,dtype,device,status")
+    back = read_csv(path)
+    assert len(back) == len(rows)
+    assert back[1]["backend"] == "numba" and back[1]["B"] == 8 and back[1]["M"] == 2
+    assert back[1]["time_s"] == pytest.approx(1e-3) and back[1]["speedup_vs_torchlpc"] == pytest.approx(4.0)
+    assert back[1]["exact"] is True and back[2]["exact"] is False
+    assert back[2]["hop"] == 128 and back[2]["n_fft"] == 256 and back[2]["esr_db"] == pytest.approx(-12.5)
+    assert back[2]["peak_mem_bytes"] is None  # NaN -> empty cell -> None
+    assert back[3]["status"] == "skipped" and back[3]["reason"] == "scipy takes constant coefficients only"
+    assert back[3]["time_s"] is None
+
+
+def test_markdown_table(rows):
+    table = markdown_table([r for r in rows if r["M"] == 2]).splitlines()
+    assert table[0] == "| backend | ns/sample | speed-up vs torchlpc | GB/s | peak mem | ESR (dB) |"
+    assert table[1] == "|---|---:|---:|---:|---:|---:|"
+    body = [line.split(" | ")[0].strip("| ") for line in table[2:]]
+    assert body == ["numba", "fs-h128-n256", "torchlpc"]  # fastest first; skipped rows left out
+    numba = table[2]
+    assert "| 122.07 |" in numba and "4.00×" in numba and "2.0 MiB" in numba and "-140.0" in numba
+    assert "| – |" in table[3]  # NaN memory
+    gpu = markdown_table([dict(rows[1], copy_fraction=0.5)])
+    assert "% of copy BW" in gpu and "50.0%" in gpu
+
+
+def test_markdown_report(rows):
+    text = markdown_report(rows, {"cpu": "Test CPU", "date": "2026-01-01"}, plots=["out/time_vs_T.png"])
+    assert "- **cpu**: Test CPU" in text and "- **date**: 2026-01-01" in text
+    assert "## forward, B=8, T=1024, M=2, float32, cpu, time-varying" in text
+    assert "## forward, B=8, T=1024, M=16, float32, cpu, time-varying" in text
+    assert "- scipy: scipy takes constant coefficients only" in text  # skipped with its reason
+    assert "![time_vs_T](time_vs_T.png)" in text
+
+
+def _fs_esr(x, a, ref, n_fft, hop=128):
+    return esr_db(fs_filter(x, a, hop=hop, n_fft=n_fft), ref)
+
+
+def test_fs_error_falls_as_fft_size_grows():
+    # slowly moving poles near the unit circle: long impulse responses, so time aliasing of the
+    # truncated response (not the frame hold) dominates the FS error at small n_fft
+    g = torch.Generator().manual_seed(0)
+    B, T, M = 2, 8192, 4
+    x = torch.randn(B, T, generator=g, dtype=torch.float64)
+    a = stable_coefficients(B, T, M, knots=4, radius=(0.97, 0.985), angle_step=0.01, generator=g)
+    ref = allpole(x, a)
+    errors = [_fs_esr(x.float(), a.float(), ref, n) for n in (128, 256, 512)]
+    assert errors[0] > errors[1] + 3 > errors[2] + 6, errors
+    assert errors[-1] < -30, errors
+
+
+def test_fs_error_far_above_float32_rounding_for_fast_coefficients():
+    g = torch.Generator().manual_seed(1)
+    B, T, M = 2, 8192, 4
+    x = torch.randn(B, T, generator=g, dtype=torch.float64)
+    a = stable_coefficients(B, T, M, knots=T // 16, radius=(0.5, 0.95), generator=g)
+    ref = allpole(x, a)
+    exact = esr_db(allpole(x.float(), a.float()), ref)  # float32 rounding only
+    fs = max(_fs_esr(x.float(), a.float(), ref, n) for n in (256, 1024, 4096))
+    fs_best = min(_fs_esr(x.float(), a.float(), ref, n) for n in (256, 1024, 4096))
+    assert exact < -90, exact
+    assert fs_best > -20 and fs_best > exact + 70, (fs_best, fs, exact)
+
+
+@pytest.mark.parametrize("M", [1, 2, 5, 16])
+def test_stable_coefficients_are_stable(M):
+    a = stable_coefficients(3, 500, M, knots=7, radius=(0.5, 0.98), generator=torch.Generator().manual_seed(M))
+    assert a.shape == (3, 500, M) and a.dtype == torch.float64
+    radii = [np.abs(np.roots(np.r_[1.0, a[b, t].numpy()])).max() for b in range(3) for t in range(0, 500, 37)]
+    assert max(radii) < 0.98 + 1e-9
+
+
+def test_backends_skip_with_reasons():
+    tv = Case("fwd", 2, 64, 2)
+    assert "constant coefficients only" in BACKENDS["scipy"].skip_reason(tv)
+    assert "forward only" in BACKENDS["scipy"].skip_reason(Case("fwdbwd", 2, 64, 2, coeffs="lti"))
+    assert "only timed up to" in BACKENDS["naive"].skip_reason(Case("fwd", 2, 1 << 16, 2))
+    assert "M<=1" in BACKENDS["accelerated-scan"].skip_reason(Case("fwd", 2, 64, 2, device="cuda"))
+    assert "cuda" in BACKENDS["triton"].skip_reason(tv)
+    assert BACKENDS["numba"].skip_reason(tv) is None
+    try:
+        import torchaudio.functional  # noqa: F401
+    except Exception:
+        assert "not importable" in BACKENDS["torchaudio"].skip_reason(Case("fwd", 2, 64, 2, coeffs="lti"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_cuda_without_gpu_exits_with_a_clear_message(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cuda"])
+    assert exc.value.code == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_cli_writes_all_artefacts(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    code = main(["--device", "cpu", "-B", "2", "-T", "256", "-M", "2", "--backends", "numba",
+                 "torchlpc", "scipy", "fs", "--fs", "64:128", "64:512", "--repeat", "1", "--warmup", "1", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0
+    for name in ("results.csv", "report.md", "machine.json", "time_vs_T.png", "speedup_vs_M.png",
+                 "fs_error_vs_time.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = read_csv(out / "results.csv")
+    ok = {(r["backend"], r["coeffs"], r["pass"]) for r in rows if r["status"] == "ok"}
+    assert ("numba", "tv", "fwdbwd") in ok and ("scipy", "lti", "fwd") in ok and ("fs-h64-n512", "tv", "fwd") in ok
+    if importlib_ok("torchlpc"):
+        assert ("torchlpc", "tv", "fwd") in ok
+    numba = [r for r in rows if r["backend"] == "numba" and r["status"] == "ok"]
+    assert all(r["esr_db"] < -100 for r in numba)
+    assert any(r["peak_mem_bytes"] is not None for r in numba )
+
+
+def importlib_ok(module):
+    try:
+        __import__(module)
+        return True
+    except Exception:
+        return False
