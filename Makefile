@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
 	echo "$(TORCH)" > $(VENV)/constraints.txt
-	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[test,examples]"
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[test,examples,bench]"
 	@# peers for parity tests and benchmarks: optional, skipped with a reason when missing
 	$(BIN)/pip install -q -c $(VENV)/constraints.txt --no-build-isolation torchlpc \
 		|| echo "torchlpc could not be built: its parity tests and benchmarks will be skipped"

@@ -5,6 +5,7 @@ CUDA tensors and a Numba recursion on CPU tensors.
 """
 from .functional import allpole, sample_wise_lpc
 from .modules import AllPole
+from .systems import Compressor, Phaser, SubtractiveSynth, lfilter, sosfilt
 
-__all__ = ["allpole", "sample_wise_lpc", "AllPole"]
+__all__ = ["allpole", "sample_wise_lpc", "AllPole", "lfilter", "sosfilt", "Phaser", "SubtractiveSynth", "Compressor"]
 __version__ = "0.1.0"
