@@ -128,7 +128,7 @@ class StreamingSystem(nn.Module):
 
     def physical_parameters(self) -> dict[str, float]:
         """Current parameter values as plain floats, for printing."""
-        return {name: float(v) for name, v in self.values().items()}
+        return {name: float(v.detach()) for name, v in self.values().items()}
 
     def _render(self, inputs: Tensor, state: Any, method: str) -> tuple[Tensor, Any]:
         raise NotImplementedError

@@ -1,0 +1,174 @@
+"""lfilter / sosfilt: against scipy (constant coefficients), a float64 loop (time-varying), streaming, grads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import signal
+
+from allpole_triton.systems import FilterState, lfilter, sosfilt
+
+
+def loop_lfilter(x: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Float64 reference of the time-varying DF-I recursion for x (T,), b (T, K+1), a (T, M)."""
+    T, K, M = len(x), b.shape[1] - 1, a.shape[1]
+    y = np.zeros(T)
+    for n in range(T):
+        acc = sum(b[n, k] * x[n - k] for k in range(K + 1) if n - k >= 0)
+        acc -= sum(a[n, i - 1] * y[n - i] for i in range(1, M + 1) if n - i >= 0)
+        y[n] = acc
+    return y
+
+
+def stable_denominators(T: int, M: int, generator: torch.Generator) -> torch.Tensor:
+    """(T, M) slowly varying denominators with poles inside radius 0.9 (real-coefficient pairs)."""
+    t = torch.linspace(0, 1, T, dtype=torch.float64)
+    polys = []
+    for n in range(T):
+        roots = []
+        for j in range(M // 2):
+            r, w = 0.9 - 0.2 * j / M, 0.3 + 2 * t[n] + j
+            roots += [r * np.exp(1j * float(w)), r * np.exp(-1j * float(w))]
+        if M % 2:
+            roots.append(0.5 * float(torch.cos(3 * t[n])))
+        polys.append(np.real(np.poly(roots))[1:])
+    return torch.tensor(np.array(polys))
+
+
+@pytest.mark.parametrize("K,M", [(0, 1), (2, 2), (4, 4), (3, 6)])
+def test_lfilter_matches_scipy_constant(K, M):
+    g = torch.Generator().manual_seed(K * 10 + M)
+    x = torch.randn(3, 400, generator=g, dtype=torch.float64)
+    b = torch.randn(K + 1, generator=g, dtype=torch.float64)
+    a = stable_denominators(1, M, g)[0]
+    y = lfilter(x, b[None], a[None])
+    expected = signal.lfilter(b.numpy(), np.r_[1.0, a.numpy()], x.numpy(), axis=-1)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_sosfilt_matches_scipy_constant():
+    sos = signal.butter(8, [0.1, 0.3], btype="bandpass", output="sos")
+    x = torch.randn(2, 1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = sosfilt(x, torch.tensor(sos)[None])
+    np.testing.assert_allclose(y.numpy(), signal.sosfilt(sos, x.numpy(), axis=-1), rtol=1e-9, atol=1e-12)
+
+
+def test_sosfilt_normalises_a0():
+    sos = signal.butter(4, 0.2, output="sos")
+    scaled = sos * np.array([[2.0], [0.5]])  # same filter, a0 != 1
+    x = torch.randn(300, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    np.testing.assert_allclose(sosfilt(x, torch.tensor(scaled)[None]).numpy(), signal.sosfilt(sos, x.numpy()), atol=1e-12)
+
+
+@pytest.mark.parametrize("K,M", [(1, 1), (2, 2), (3, 5)])
+def test_lfilter_matches_loop_time_varying(K, M):
+    g = torch.Generator().manual_seed(7 + K + M)
+    T = 300
+    x = torch.randn(T, generator=g, dtype=torch.float64)
+    b = torch.randn(T, K + 1, generator=g, dtype=torch.float64)
+    a = stable_denominators(T, M, g)
+    y = lfilter(x, b, a)
+    np.testing.assert_allclose(y.numpy(), loop_lfilter(x.numpy(), b.numpy(), a.numpy()), rtol=1e-10, atol=1e-10)
+
+
+def test_sosfilt_matches_loop_time_varying():
+    g = torch.Generator().manual_seed(3)
+    T, S = 250, 3
+    x = torch.randn(T, generator=g, dtype=torch.float64)
+    a = torch.stack([stable_denominators(T, 2, g) * (0.9 - 0.1 * s) ** torch.tensor([1.0, 2.0]) for s in range(S)], 1)
+    b = torch.randn(T, S, 3, generator=g, dtype=torch.float64)
+    a0 = 1 + 0.5 * torch.rand(T, S, 1, generator=g, dtype=torch.float64)
+    sos = torch.cat([b * a0, a0, a * a0], dim=-1)  # un-normalised rows
+    expected = x.numpy()
+    for s in range(S):
+        expected = loop_lfilter(expected, b[:, s].numpy(), a[:, s].numpy())
+    np.testing.assert_allclose(sosfilt(x, sos).numpy(), expected, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("block", [1, 37, 512])
+def test_streaming_equals_offline(block):
+    g = torch.Generator().manual_seed(block)
+    T = 1100 if block > 1 else 150
+    x = torch.randn(2, T, generator=g, dtype=torch.float64)
+    b = torch.randn(T, 3, generator=g, dtype=torch.float64)
+    a = stable_denominators(T, 2, g)
+    sos = torch.stack([torch.cat([b, torch.ones(T, 1, dtype=torch.float64), a], -1)] * 2, dim=-2)
+    offline_l, offline_s = lfilter(x, b, a), sosfilt(x, sos)
+    state_l = state_s = None
+    chunks_l, chunks_s = [], []
+    for start in range(0, T, block):
+        sl = slice(start, start + block)
+        y, state_l = lfilter(x[:, sl], b[sl], a[sl], state_l, return_zf=True)
+        chunks_l.append(y)
+        y, state_s = sosfilt(x[:, sl], sos[sl], state_s, return_zf=True)
+        chunks_s.append(y)
+    torch.testing.assert_close(torch.cat(chunks_l, -1), offline_l, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.cat(chunks_s, -1), offline_s, rtol=1e-12, atol=1e-12)
+    assert state_l.inputs.shape == (2, 2) and state_l.outputs.shape == (2, 2)
+    assert state_s.inputs.shape == (2, 2, 2) and state_s.outputs.shape == (2, 2, 2)
+
+
+def test_state_shorter_block_than_order():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(20, generator=g, dtype=torch.float64)
+    b = torch.randn(1, 6, generator=g, dtype=torch.float64)
+    a = stable_denominators(1, 5, g)
+    offline = lfilter(x, b, a)
+    state, chunks = None, []
+    for chunk in x.split(3):
+        y, state = lfilter(chunk, b, a, state, return_zf=True)
+        chunks.append(y)
+    torch.testing.assert_close(torch.cat(chunks), offline)
+
+
+def test_gradcheck_lfilter():
+    g = torch.Generator().manual_seed(11)
+    T = 12
+    x = torch.randn(2, T, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(T, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    a = (0.3 * stable_denominators(T, 2, g)).requires_grad_()
+    zi_in = torch.randn(2, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    zi_out = torch.randn(2, 2, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def run(x, b, a, zi_in, zi_out):
+        y, zf = lfilter(x, b, a, FilterState(zi_in, zi_out), return_zf=True)
+        return y, zf.inputs, zf.outputs
+
+    assert torch.autograd.gradcheck(run, (x, b, a, zi_in, zi_out))
+
+
+def test_gradcheck_sosfilt():
+    g = torch.Generator().manual_seed(12)
+    T = 10
+    x = torch.randn(T, generator=g, dtype=torch.float64, requires_grad=True)
+    sos = torch.cat([
+        torch.randn(T, 2, 3, generator=g, dtype=torch.float64),
+        1 + 0.1 * torch.rand(T, 2, 1, generator=g, dtype=torch.float64),
+        0.3 * torch.randn(T, 2, 2, generator=g, dtype=torch.float64),
+    ], -1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, sos: sosfilt(x, sos), (x, sos))
+
+
+def test_errors_name_the_argument():
+    x = torch.randn(10)
+    with pytest.raises(ValueError, match="b's time dim"):
+        lfilter(x, torch.randn(5, 3), torch.randn(1, 2))
+    with pytest.raises(ValueError, match="a's time dim"):
+        lfilter(x, torch.randn(1, 3), torch.randn(4, 2))
+    with pytest.raises(TypeError, match="zi must be a FilterState"):
+        lfilter(x, torch.randn(1, 3), torch.randn(1, 2), (torch.zeros(2), torch.zeros(2)))
+    with pytest.raises(ValueError, match="zi.outputs"):
+        lfilter(x, torch.randn(1, 3), torch.randn(1, 2), FilterState(torch.zeros(2), torch.zeros(3)))
+    with pytest.raises(TypeError, match="b must be a torch.Tensor"):
+        lfilter(x, [1.0, 2.0], torch.randn(1, 2))
+    with pytest.raises(ValueError, match="sos must have shape"):
+        sosfilt(x, torch.randn(1, 2, 5))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        lfilter(torch.randn(3, 10), torch.randn(2, 1, 3), torch.randn(1, 2))
+
+
+def test_pure_fir():
+    x = torch.randn(50, dtype=torch.float64)
+    b = torch.tensor([[0.5, -0.25, 0.125]], dtype=torch.float64)
+    y = lfilter(x, b, torch.zeros(1, 0, dtype=torch.float64))
+    np.testing.assert_allclose(y.numpy(), signal.lfilter(b[0].numpy(), [1.0], x.numpy()), atol=1e-14)
