@@ -16,6 +16,7 @@ from typing import Callable
 
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -115,7 +116,7 @@ def _scipy(x, a):
     import scipy.signal
 
     den = _denominator(a).cpu().numpy()
-    y = scipy.signal.lfilter(den[:1] * 0 + 1, den, x.detach().cpu().numpy(), axis=-1)
+    y = scipy.signal.lfilter(np.ones(1, dtype=den.dtype), den, x.detach().cpu().numpy(), axis=-1)
     return torch.from_numpy(y).to(x.device)
 
 
