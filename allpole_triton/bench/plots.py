@@ -46,12 +46,8 @@ def plot_time_vs_T(rows, path, M=None) -> Path | None:
         ax.set_xlabel("T (samples)")
         ax.set_ylabel("time (ms)")
         ax.set_title(f"{'forward' if pass_ == 'fwd' else 'forward+backward'}, B={B}, M={M}, {dtype}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+        _style(ax)
+    return _save(fig, path)
 
 
 def plot_speedup_vs_M(rows, path) -> Path | None:
@@ -80,12 +76,8 @@ def plot_speedup_vs_M(rows, path) -> Path | None:
         ax.set_xlabel("order M")
         ax.set_ylabel("speed-up vs torchlpc (×)")
         ax.set_title(f"{'forward' if pass_ == 'fwd' else 'forward+backward'}, B={B}, T={T}, {dtype}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+        _style(ax)
+    return _save(fig, path)
 
 
 def plot_fs_tradeoff(rows, path) -> Path | None:
@@ -111,10 +103,7 @@ def plot_fs_tradeoff(rows, path) -> Path | None:
     B, dtype = rows[0]["B"], rows[0]["dtype"]
     ax.set_title(f"FS approximation vs exact, B={B}, T={T}, M={M}, {dtype}")
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def write_plots(rows, out_dir) -> list[Path]:
@@ -126,3 +115,17 @@ def write_plots(rows, out_dir) -> list[Path]:
         plot_fs_tradeoff(rows, out_dir / "fs_error_vs_time.png"),
     ]
     return [p for p in made if p is not None]
+
+
+def _style(ax) -> None:
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
