@@ -69,7 +69,8 @@ def allpole(
 
     Leading dims of x, a and zi broadcast against each other; a whose leading dims are all 1
     is shared by every row without a copy. float16/bfloat16 inputs are computed in float32 and
-    returned in the input dtype. NaN and Inf propagate as in a sequential loop.
+    returned in the input dtype (the Triton kernels read them as they are; the CPU backends work
+    on a float32 copy). NaN and Inf propagate as in a sequential loop.
 
     Returns:
         ``y`` of shape ``(*lead, T)``, or ``(y, zf)`` with ``zf`` of shape ``(*lead, M)``.
@@ -79,7 +80,7 @@ def allpole(
     T, (Ta, M) = x.shape[-1], a.shape[-2:]
     rows = math.prod(lead)
     out_dtype = x.dtype
-    if out_dtype in _LOW_PRECISION:
+    if out_dtype in _LOW_PRECISION and backend != "triton":  # Triton loads 16-bit itself
         x, a = x.float(), a.float()
         zi = None if zi is None else zi.float()
 

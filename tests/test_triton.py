@@ -75,8 +75,9 @@ def test_dtypes_match_numba(device, dtype, M):
     ((4,), (1,), (4,)),  # one filter shared by every row: read with row stride 0
 ], ids=["2x3", "scalar", "shared"])
 @pytest.mark.parametrize("Ta", ["T", 1], ids=["varying", "constant"])
-def test_leading_shapes_and_constant_coefficients(device, shapes, Ta):
-    T, M = 2 * chunk_length(device) + 3, 3
+@pytest.mark.parametrize("M", [1, 3])
+def test_leading_shapes_and_constant_coefficients(device, shapes, Ta, M):
+    T = 2 * chunk_length(device) + 3
     x_lead, a_lead, zi_lead = shapes
     a = stable_coefficients(a_lead, T if Ta == "T" else 1, M, seed=3).to(device)
     x, zi = random_signal((*x_lead, T)).to(device), random_signal((*zi_lead, M), seed=4).to(device)
@@ -109,14 +110,55 @@ def test_gradgradcheck_through_triton(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_low_precision_inputs_return_their_dtype(device):
-    T = chunk_length(device) + 3
-    a = stable_coefficients((2,), T, 2, seed=1)
-    x = random_signal((2, T))
-    y = allpole(x.to(device, torch.bfloat16), a.to(device, torch.bfloat16), backend="triton")
-    assert y.dtype == torch.bfloat16
-    expected = allpole(x.bfloat16().double(), a.bfloat16().double(), backend="naive")
-    assert (y.double().cpu() - expected).abs().max() <= 2e-2 * expected.abs().max()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M", [1, 2])
+def test_low_precision_inputs_accumulate_in_float32(device, dtype, M):
+    """16-bit tensors go into the kernels as they are; outputs and gradients come back in their
+    dtype, within that dtype's rounding of the float64 result on the same (rounded) inputs."""
+    T = 2 * chunk_length(device) + 3
+    inputs = [t.to(dtype) for t in (random_signal((2, T)), stable_coefficients((2,), T, M, seed=1), random_signal((2, M), seed=2))]
+    g = random_signal((2, T), seed=3).to(dtype)
+    fast = run_both(*(t.to(device) for t in inputs), g.to(device), ("triton",))[0]
+    exact = run_both(*(t.double() for t in inputs), g.double(), ("naive",))[0]
+    for f, e in zip(fast, exact):
+        assert f.dtype == dtype
+        assert (f.double().cpu() - e).abs().max() <= 2e-2 * e.abs().max()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 3])
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_carry_hierarchy_matches_a_sequential_carry_loop(device, M, complex_):
+    """The hierarchical carry scan alone: 11 chunks in groups of 2 is four levels deep."""
+    dtype = torch.complex128 if complex_ else torch.float64
+    g = torch.Generator().manual_seed(M)
+    B, n = 3, 11
+    phi = torch.randn(B, n, M, M, dtype=dtype, generator=g) / (2 * M)
+    z = torch.randn(B, n, M, dtype=dtype, generator=g)
+    start = torch.randn(B, M, dtype=dtype, generator=g)
+    expected, s = [], start
+    for c in range(n):
+        expected.append(s)
+        s = (phi[:, c] @ s.unsqueeze(-1)).squeeze(-1) + z[:, c]
+    plane = triton_scan._plane
+    carry = torch.empty_like(plane(z)).to(device)
+    triton_scan._scan_carries(
+        plane(z).to(device), plane(phi).to(device), plane(start).to(device), carry, M, 2, complex_
+    )
+    carry = torch.view_as_complex(carry.cpu()) if complex_ else carry.cpu()
+    torch.testing.assert_close(carry, torch.stack(expected, 1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 2, 16])
+def test_long_sequence_many_chunks(device, M):
+    """Enough chunks for three levels of carry groups, forward and backward."""
+    T = 9 * chunk_length(device) + 7
+    a = stable_coefficients((1,), T, M, seed=M)
+    x, zi, g = random_signal((1, T)), random_signal((1, M), seed=1), random_signal((1, T), seed=2)
+    triton_out = run_both(*(t.to(device) for t in (x, a, zi, g)), ("triton",))[0]
+    for fast, slow in zip(triton_out, run_both(x, a, zi, g, ("numba",))[0]):
+        assert_close(fast.cpu(), slow, torch.float64)
 
 
 @pytest.mark.parametrize("device", DEVICES)
