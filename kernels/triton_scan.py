@@ -38,6 +38,8 @@ FIRST_ORDER_CHUNK_GPU = 1024
 CARRY_GROUP_GPU = 32
 CHUNK_INTERPRET = 16
 CARRY_GROUP_INTERPRET = 2
+# Fused multiply-adds round once instead of twice; pinned because Triton 3.10 flips the default.
+_COMPILE = {"enable_fp_fusion": True}
 
 
 @triton.jit
@@ -401,15 +403,15 @@ def _scan_carries(z, phi, start, carry, M, group, is_complex):
     m_pad = triton.next_power_of_2(M)
     warps = _warps(M)["carry"]
     if n_chunks <= group:
-        _carry_scan[(B, 1)](z, phi, start, carry, M, n_chunks, n_chunks, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps)
+        _carry_scan[(B, 1)](z, phi, start, carry, M, n_chunks, n_chunks, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps, **_COMPILE)
         return
     n_groups = triton.cdiv(n_chunks, group)
     w = z.new_empty((B, n_groups, *z.shape[2:]))
     psi = phi.new_empty((B, n_groups, *phi.shape[2:]))
-    _carry_compose[(B, n_groups)](z, phi, w, psi, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps)
+    _carry_compose[(B, n_groups)](z, phi, w, psi, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps, **_COMPILE)
     group_start = torch.empty_like(w)
     _scan_carries(w, psi, start, group_start, M, group, is_complex)
-    _carry_scan[(B, n_groups)](z, phi, group_start, carry, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps)
+    _carry_scan[(B, n_groups)](z, phi, group_start, carry, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps, **_COMPILE)
 
 
 def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
@@ -438,7 +440,7 @@ def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
     warps = _warps(M)
     summary[(B, n_chunks)](
         u_, a_, z, phi, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-        CHUNK=chunk, M_PAD=m_pad, LANES=lanes, IS_COMPLEX=is_complex, REVERSE=reverse, num_warps=warps["summary"],
+        CHUNK=chunk, M_PAD=m_pad, LANES=lanes, IS_COMPLEX=is_complex, REVERSE=reverse, num_warps=warps["summary"], **_COMPILE,
     )
     _scan_carries(z, phi, start, carry, M, group, is_complex)
     per_sample = grad_a is not None and grad_a.shape[1] == T and Ta == T
@@ -450,7 +452,7 @@ def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
         _plane(grad_a_target) if grad_a_target is not None else u_,
         T, steps, Ta, M, time_step, a_row_step, n_chunks,
         CHUNK=chunk, M_PAD=m_pad, IS_COMPLEX=is_complex,
-        REVERSE=reverse, GRAD_A=grad_a is not None, GRAD_A_PER_SAMPLE=per_sample, num_warps=warps["finish"],
+        REVERSE=reverse, GRAD_A=grad_a is not None, GRAD_A_PER_SAMPLE=per_sample, num_warps=warps["finish"], **_COMPILE,
     )
     if partial is not None:
         sums = partial.sum(1)

@@ -66,7 +66,7 @@ def main(orders: list[int]) -> None:
                         # carries are float32 for 16-bit inputs
                         carry_only = kernel in (ts._carry_scan, ts._carry_compose)
                         ptr = "*fp32" if carry_only and pointer == "*bf16" else pointer
-                        compiled = triton.compile(source(kernel, ptr, constexprs), target=TARGET, options={"num_warps": warps})
+                        compiled = triton.compile(source(kernel, ptr, constexprs), target=TARGET, options={"num_warps": warps, **ts._COMPILE})
                         results.append({
                             "kernel": kernel.__name__, "pointer": pointer, "M": M, "complex": is_complex,
                             "reverse": reverse, "warps": warps, **{k: v for k, v in constexprs.items() if k.startswith("GRAD")},
