@@ -149,6 +149,52 @@ def spectrogram_panel(signal: Tensor, sample_rate: int) -> Callable:
     return draw
 
 
+def target_and_prediction_spectrograms(history: dict, prediction: Tensor, sample_rate: int, method: str,
+                                       true: dict | None) -> list[tuple[str, Callable]]:
+    return [
+        ("target", spectrogram_panel(history["target"], sample_rate)),
+        (f"prediction (trained {method}, run exactly)", spectrogram_panel(prediction, sample_rate)),
+    ]
+
+
+def run_example(
+    name: str,
+    title: str,
+    fit: Callable[..., dict],
+    *,
+    description: str,
+    default_steps: int,
+    default_seconds: float,
+    sample_rate: int,
+    true: dict[str, float],
+    panels: Callable[..., list[tuple[str, Callable]]] = target_and_prediction_spectrograms,
+    input_is_audio: bool = True,
+) -> None:
+    """The command line every example shares: fit (on a rendered target, or on --input/--target
+    WAVs), print ESR and parameters, then run the fitted model exactly and write
+    ``{name}_{method}.png`` and the WAVs."""
+    args = parse_args(description, default_steps, default_seconds)
+    torch.manual_seed(args.seed)
+    data = None
+    if args.input is not None:
+        x, y, sample_rate = read_wav_pair(args.input, args.target, args.seconds)
+        data, true = (x, y), None
+    with Timer() as timer:
+        history = fit(args.steps, args.seed, args.method, args.seconds, args.device, data=data,
+                      sample_rate=sample_rate, progress=True)
+    report(f"{title}, trained with method={args.method}", history["before"], history["after"],
+           history["recovered"], true, timer.seconds)
+    model, x, target = history["model"], history["x"], history["target"]
+    with torch.no_grad():
+        model.method = "td"
+        prediction = model(x)
+    figure = args.out / f"{name}_{args.method}.png"
+    save_figure(figure, history["losses"], panels(history, prediction, sample_rate, args.method, true))
+    signals = {f"{name}_input": x} if input_is_audio else {}
+    write_wavs(args.out, sample_rate, **signals, **{f"{name}_target": target, f"{name}_prediction_{args.method}": prediction})
+    print(f"\nwrote {figure} and WAVs")
+
+
 class Timer:
     def __enter__(self):
         self.start = time.perf_counter()

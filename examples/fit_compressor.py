@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from allpole_triton.systems import Compressor, FrequencySampling, static_gain_db
-from example_utils import Timer, evaluate, parse_args, read_wav_pair, report, save_figure, train, write_wavs
+from example_utils import evaluate, run_example, train
 
 SAMPLE_RATE = 44100
 TRUE = dict(threshold_db=-24.0, ratio=4.0, knee_db=4.0, makeup_db=3.0, attack_ms=5.0, release_ms=60.0, detector_ms=2.0)
@@ -54,50 +54,37 @@ def fit(steps: int = 600, seed: int = 0, method: str = "td", seconds: float = 3.
                 model=model, x=x, target=target)
 
 
-def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], default_steps=600, default_seconds=3.0)
-    data, sample_rate, true = None, SAMPLE_RATE, TRUE
-    if args.input is not None:
-        x, y, sample_rate = read_wav_pair(args.input, args.target, args.seconds)
-        data, true = (x, y), None
-    with Timer() as timer:
-        history = fit(args.steps, args.seed, args.method, args.seconds, args.device, data=data,
-                      sample_rate=sample_rate, progress=True)
-    report(f"compressor, trained with method={args.method}", history["before"], history["after"],
-           history["recovered"], true, timer.seconds)
-    model, x, target = history["model"], history["x"], history["target"]
-    with torch.no_grad():
-        model.method = "td"
-        prediction = model(x)
+def compressor_panels(history: dict, prediction: torch.Tensor, sample_rate: int, method: str, true: dict | None):
+    """Static curve (recovered vs true) and gain over time (target vs prediction)."""
     levels = torch.linspace(-60, 0, 200)
 
+    def output_level(parameters):
+        p = {k: torch.tensor(v) for k, v in parameters.items()}
+        return levels + static_gain_db(levels, p["threshold_db"], p["ratio"], p["knee_db"]) + p["makeup_db"]
+
     def static_curves(ax):
-        recovered = {k: torch.tensor(v) for k, v in history["recovered"].items()}
-        ax.plot(levels, levels + static_gain_db(levels, recovered["threshold_db"], recovered["ratio"],
-                                                recovered["knee_db"]) + recovered["makeup_db"], label="recovered")
+        ax.plot(levels, output_level(history["recovered"]), label="recovered")
         if true is not None:
-            t = {k: torch.tensor(v) for k, v in true.items()}
-            ax.plot(levels, levels + static_gain_db(levels, t["threshold_db"], t["ratio"], t["knee_db"])
-                    + t["makeup_db"], "--", label="true")
+            ax.plot(levels, output_level(true), "--", label="true")
         ax.set(xlabel="input level (dB)", ylabel="output level (dB)")
         ax.legend()
 
     def gains(ax):
-        xs = x.detach().cpu().reshape(-1)
+        xs = history["x"].detach().cpu().reshape(-1)
         keep = xs.abs() > 1e-3
         times = torch.arange(xs.numel())[keep] / sample_rate
-        for signal, label in ((target, "target"), (prediction, f"prediction ({args.method}-trained, run exactly)")):
+        for signal, label in ((history["target"], "target"), (prediction, f"prediction ({method}-trained, run exactly)")):
             gain_db = 20 * torch.log10((signal.detach().cpu().reshape(-1)[keep] / xs[keep]).abs() + 1e-9)
             ax.plot(times, gain_db, ".", markersize=1, label=label)
         ax.set(xlabel="time (s)", ylabel="gain (dB)")
         ax.legend(markerscale=10)
 
-    out = args.out
-    save_figure(out / f"compressor_{args.method}.png", history["losses"],
-                [("static curve", static_curves), ("gain over time", gains)])
-    write_wavs(out, sample_rate, compressor_input=x, compressor_target=target,
-               **{f"compressor_prediction_{args.method}": prediction})
-    print(f"\nwrote {out}/compressor_{args.method}.png and WAVs")
+    return [("static curve", static_curves), ("gain over time", gains)]
+
+
+def main() -> None:
+    run_example("compressor", "compressor", fit, description=__doc__.splitlines()[0], default_steps=600,
+                default_seconds=3.0, sample_rate=SAMPLE_RATE, true=TRUE, panels=compressor_panels)
 
 
 if __name__ == "__main__":

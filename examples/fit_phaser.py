@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 
 from allpole_triton.systems import FrequencySampling, Phaser
-from example_utils import (
-    Timer, evaluate, parse_args, read_wav_pair, report, save_figure, spectrogram_panel, train, write_wavs,
-)
+from example_utils import evaluate, run_example, train
 
 SAMPLE_RATE = 44100
 TRUE = dict(rate_hz=0.7, lfo_phase=1.0, depth_octaves=2.0, centre_hz=900.0, feedback=0.7, mix=0.5)
@@ -50,28 +48,8 @@ def fit(steps: int = 300, seed: int = 0, method: str = "td", seconds: float = 2.
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], default_steps=300, default_seconds=2.0)
-    torch.manual_seed(args.seed)
-    data, sample_rate, true = None, SAMPLE_RATE, TRUE
-    if args.input is not None:
-        x, y, sample_rate = read_wav_pair(args.input, args.target, args.seconds)
-        data, true = (x, y), None
-    with Timer() as timer:
-        history = fit(args.steps, args.seed, args.method, args.seconds, args.device, data=data,
-                      sample_rate=sample_rate, progress=True)
-    report(f"phaser, trained with method={args.method}", history["before"], history["after"],
-           history["recovered"], true, timer.seconds)
-    model, x, target = history["model"], history["x"], history["target"]
-    with torch.no_grad():
-        model.method = "td"
-        prediction = model(x)
-    out = args.out
-    save_figure(out / f"phaser_{args.method}.png", history["losses"], [
-        ("target", spectrogram_panel(target, sample_rate)),
-        (f"prediction (trained {args.method}, run exactly)", spectrogram_panel(prediction, sample_rate)),
-    ])
-    write_wavs(out, sample_rate, phaser_input=x, phaser_target=target, **{f"phaser_prediction_{args.method}": prediction})
-    print(f"\nwrote {out}/phaser_{args.method}.png and WAVs")
+    run_example("phaser", "phaser", fit, description=__doc__.splitlines()[0], default_steps=300,
+                default_seconds=2.0, sample_rate=SAMPLE_RATE, true=TRUE)
 
 
 if __name__ == "__main__":

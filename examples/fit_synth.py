@@ -15,9 +15,7 @@ import math
 import torch
 
 from allpole_triton.systems import FrequencySampling, SubtractiveSynth
-from example_utils import (
-    Timer, evaluate, parse_args, read_wav_pair, report, save_figure, spectrogram_panel, train, write_wavs,
-)
+from example_utils import evaluate, run_example, train
 
 SAMPLE_RATE = 44100
 SECTIONS = 2  # 24 dB/oct
@@ -56,27 +54,8 @@ def fit(steps: int = 300, seed: int = 0, method: str = "td", seconds: float = 1.
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], default_steps=300, default_seconds=1.5)
-    data, sample_rate, true = None, SAMPLE_RATE, TRUE
-    if args.input is not None:
-        f0, y, sample_rate = read_wav_pair(args.input, args.target, args.seconds)
-        data, true = (f0, y), None
-    with Timer() as timer:
-        history = fit(args.steps, args.seed, args.method, args.seconds, args.device, data=data,
-                      sample_rate=sample_rate, progress=True)
-    report(f"subtractive synth, trained with method={args.method}", history["before"], history["after"],
-           history["recovered"], true, timer.seconds)
-    model, f0, target = history["model"], history["x"], history["target"]
-    with torch.no_grad():
-        model.method = "td"
-        prediction = model(f0)
-    out = args.out
-    save_figure(out / f"synth_{args.method}.png", history["losses"], [
-        ("target", spectrogram_panel(target, sample_rate)),
-        (f"prediction (trained {args.method}, run exactly)", spectrogram_panel(prediction, sample_rate)),
-    ])
-    write_wavs(out, sample_rate, synth_target=target, **{f"synth_prediction_{args.method}": prediction})
-    print(f"\nwrote {out}/synth_{args.method}.png and WAVs")
+    run_example("synth", "subtractive synth", fit, description=__doc__.splitlines()[0], default_steps=300,
+                default_seconds=1.5, sample_rate=SAMPLE_RATE, true=TRUE, input_is_audio=False)
 
 
 if __name__ == "__main__":
