@@ -28,13 +28,18 @@ def allpole_forward(x, a, zi, y):
         _forward_long(x, a, zi, y, rows_per_group)
 
 
+@nb.njit(cache=True)
+def _broadcast_steps(a):  # pragma: no cover - compiled
+    """Row and time strides (in rows / samples) of a (Ba, Ta, M): 0 along a broadcast dim."""
+    return (1 if a.shape[0] > 1 else 0), (1 if a.shape[1] > 1 else 0)
+
+
 @nb.njit(**_FLAGS)
 def _forward_short(x, a, zi, y):  # pragma: no cover - compiled
     """Few taps: keep y[n-1] in a register so only one FMA sits on the loop-carried chain."""
     B, T = x.shape
-    Ba, Ta, M = a.shape
-    row_step = 1 if Ba > 1 else 0
-    time_step = 1 if Ta > 1 else 0
+    M = a.shape[2]
+    row_step, time_step = _broadcast_steps(a)
     for b in nb.prange(B):
         ab = b * row_step
         newest = zi[b, 0]
@@ -54,9 +59,8 @@ def _forward_long(x, a, zi, y, rows_per_group):  # pragma: no cover - compiled
     """Many taps: past outputs kept time-reversed so a[n, :] . y[n-1 .. n-M] is one contiguous,
     vectorised dot product (0-based views, so no negative-index wraparound blocks vectorising)."""
     B, T = x.shape
-    Ba, Ta, M = a.shape
-    row_step = 1 if Ba > 1 else 0
-    time_step = 1 if Ta > 1 else 0
+    M = a.shape[2]
+    row_step, time_step = _broadcast_steps(a)
     for group in nb.prange((B + rows_per_group - 1) // rows_per_group):
         first = group * rows_per_group
         rows = min(B, first + rows_per_group) - first
@@ -89,9 +93,8 @@ def allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  #
     diagonal a[n+i, i-1].
     """
     B, T = grad_y.shape
-    Ba, Ta, M = a.shape
-    row_step = 1 if Ba > 1 else 0
-    time_step = 1 if Ta > 1 else 0
+    M = a.shape[2]
+    row_step, time_step = _broadcast_steps(a)
     for b in nb.prange(B):
         ab = b * row_step
         # pending[j] = partial sum for lam[m-1-j]; pending[M] stays 0 so the last tap needs no case
