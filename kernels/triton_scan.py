@@ -80,12 +80,14 @@ def _step_input(u_ptr, row, m, T, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexp
 
 @triton.jit
 def _step_coefficients(
-    a_ptr, a_row, m, slot, T, Ta, M, time_step,
+    a_ptr, a_row, m, pos, slot, T, Ta, M, time_step,
     IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
 ):
     """Coefficients at step m in the circular buffer's order: slot p multiplies y[t], t = p mod M,
-    which is tap i = ((m - 1 - p) mod M) + 1 of step m."""
-    tap = (m - 1 - slot + M) % M + 1
+    which is tap i = ((m - 1 - p) mod M) + 1 of step m. ``pos`` = m mod M is kept by the caller
+    as a counter, so the loop does no 64-bit remainders."""
+    lag = pos - slot
+    tap = tl.where(lag >= 1, lag, lag + M)
     # adjoint tap i at reversed time m reads conj(a[n+i, i-1]) with n = T-1-m
     t = T - 1 - m + tap if REVERSE else tap * 0 + m
     in_range = (slot < M) & (t >= 0) & (t < T)
@@ -108,21 +110,23 @@ def _chunk_summary(
     start = chunk * CHUNK
     stop = tl.minimum(start + CHUNK, steps)
     lane = tl.arange(0, LANES)[:, None]
-    slot = tl.arange(0, M_PAD)[None, :].to(tl.int64)
+    slot = tl.arange(0, M_PAD)[None, :]
     # lane 0 is driven from a zero state; lane j >= 1 starts from unit state e_{j-1}: y[start-j] = 1
     unit_slot = (start - lane + M) % M
     h_re = tl.where((lane >= 1) & (lane <= M) & (slot == unit_slot), 1.0, 0.0)
     h_re = h_re.to(z_ptr.dtype.element_ty)  # float32 for 16-bit inputs
     h_im = tl.zeros_like(h_re)
+    pos = (start % M).to(tl.int32)
     for m in range(start, stop):
         u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
-        c_re, c_im = _step_coefficients(a_ptr, a_row, m, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
+        c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
         p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
         new_re = tl.where(lane == 0, u_re, 0.0) - tl.sum(p_re, axis=1)[:, None]
-        h_re = tl.where(slot == m % M, new_re, h_re)
+        h_re = tl.where(slot == pos, new_re, h_re)
         if IS_COMPLEX:
             new_im = tl.where(lane == 0, u_im, 0.0) - tl.sum(p_im, axis=1)[:, None]
-            h_im = tl.where(slot == m % M, new_im, h_im)
+            h_im = tl.where(slot == pos, new_im, h_im)
+        pos = tl.where(pos == M - 1, 0, pos + 1)
     # state component k = y[stop-1-k] sits in slot (stop-1-k) mod M
     k = (stop - 1 - slot + M) % M
     base = row * n_chunks + chunk
@@ -219,22 +223,24 @@ def _chunk_finish(
     a_row = row * a_row_step
     start = chunk * CHUNK
     stop = tl.minimum(start + CHUNK, steps)
-    slot = tl.arange(0, M_PAD).to(tl.int64)
+    slot = tl.arange(0, M_PAD)
     keep = slot < M
     # incoming state component k = y[start-1-k] goes to slot (start-1-k) mod M
     k = (start - 1 - slot + M) % M
     h_re, h_im = _load(carry_ptr, (row * n_chunks + chunk) * M + k, keep, IS_COMPLEX)
     ga_re = tl.zeros_like(h_re)
     ga_im = tl.zeros_like(h_re)
+    pos = (start % M).to(tl.int32)
     for m in range(start, stop):
         u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
-        c_re, c_im = _step_coefficients(a_ptr, a_row, m, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
+        c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
         p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
         new_re = u_re - tl.sum(p_re, axis=0)
         new_im = u_im - tl.sum(p_im, axis=0)
-        h_re = tl.where(slot == m % M, new_re, h_re)
+        h_re = tl.where(slot == pos, new_re, h_re)
         if IS_COMPLEX:
-            h_im = tl.where(slot == m % M, new_im, h_im)
+            h_im = tl.where(slot == pos, new_im, h_im)
+        pos = tl.where(pos == M - 1, 0, pos + 1)
         if REVERSE:
             n = T - 1 - m
             _store(out_ptr, row * T + n, new_re, new_im, n >= 0, IS_COMPLEX)
@@ -289,7 +295,7 @@ def _first_order_prefix(
     live = m < steps
     acc = acc_ptr.dtype.element_ty
     u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
-    c_re, c_im = _step_coefficients(a_ptr, a_row, m, m * 0, T, Ta, 1, time_step, IS_COMPLEX, REVERSE)
+    c_re, c_im = _step_coefficients(a_ptr, a_row, m, 0, 0, T, Ta, 1, time_step, IS_COMPLEX, REVERSE)
     f_re = tl.where(live, -c_re.to(acc), 1.0)
     f_im = -c_im.to(acc)
     u_re = u_re.to(acc)
