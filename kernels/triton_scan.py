@@ -5,8 +5,8 @@ chunks of ``CHUNK`` samples and evaluated in three launches:
 
 1. ``_chunk_summary``   grid (rows, chunks): from a zero state, each chunk's end state z_c and
    its transition Phi_c = C[end]...C[start], built by running M+1 recursions side by side
-   (the driven one plus M homogeneous ones started from unit states): O(M^2) per sample,
-   never a (B, T, M, M) tensor.
+   (the driven one as a vector, the M homogeneous ones from unit states as an M x M tile):
+   O(M^2) per sample, never a (B, T, M, M) tensor.
 2. ``_carry_scan``      grid (rows, groups): s_c = Phi_c s_{c-1} + z_c across chunks, from zi.
    With many chunks this is hierarchical: ``_carry_compose`` folds groups of chunks into one
    (w, Psi) pair each, the group carries are scanned the same way, and the groups are then
@@ -101,7 +101,7 @@ def _step_coefficients(
 @triton.jit
 def _chunk_summary(
     u_ptr, a_ptr, z_ptr, phi_ptr, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr, LANES: tl.constexpr,
+    CHUNK: tl.constexpr, M_PAD: tl.constexpr,
     IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -109,30 +109,34 @@ def _chunk_summary(
     a_row = row * a_row_step
     start = chunk * CHUNK
     stop = tl.minimum(start + CHUNK, steps)
-    lane = tl.arange(0, LANES)[:, None]
-    slot = tl.arange(0, M_PAD)[None, :]
-    # lane 0 is driven from a zero state; lane j >= 1 starts from unit state e_{j-1}: y[start-j] = 1
-    unit_slot = (start - lane + M) % M
-    h_re = tl.where((lane >= 1) & (lane <= M) & (slot == unit_slot), 1.0, 0.0)
-    h_re = h_re.to(z_ptr.dtype.element_ty)  # float32 for 16-bit inputs
+    slot = tl.arange(0, M_PAD)
+    lane = tl.arange(0, M_PAD)[:, None]
+    acc = z_ptr.dtype.element_ty  # float32 for 16-bit inputs
+    # d: the driven recursion from a zero state. h: lane j is the homogeneous recursion from unit
+    # state e_j (y[start-1-j] = 1), so its end state is column j of Phi_c.
+    d_re = tl.zeros([M_PAD], dtype=acc)
+    d_im = tl.zeros([M_PAD], dtype=acc)
+    unit_slot = (start - 1 - lane + M) % M
+    h_re = tl.where((lane < M) & (slot[None, :] == unit_slot), 1.0, 0.0).to(acc)
     h_im = tl.zeros_like(h_re)
     pos = (start % M).to(tl.int32)
     for m in range(start, stop):
         u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
         c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
-        p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
-        new_re = tl.where(lane == 0, u_re, 0.0) - tl.sum(p_re, axis=1)[:, None]
-        h_re = tl.where(slot == pos, new_re, h_re)
+        p_re, p_im = _mul(c_re, c_im, d_re, d_im, IS_COMPLEX)
+        d_re = tl.where(slot == pos, u_re - tl.sum(p_re, axis=0), d_re)
+        q_re, q_im = _mul(c_re[None, :], c_im[None, :], h_re, h_im, IS_COMPLEX)
+        h_re = tl.where(slot[None, :] == pos, -tl.sum(q_re, axis=1)[:, None], h_re)
         if IS_COMPLEX:
-            new_im = tl.where(lane == 0, u_im, 0.0) - tl.sum(p_im, axis=1)[:, None]
-            h_im = tl.where(slot == pos, new_im, h_im)
+            d_im = tl.where(slot == pos, u_im - tl.sum(p_im, axis=0), d_im)
+            h_im = tl.where(slot[None, :] == pos, -tl.sum(q_im, axis=1)[:, None], h_im)
         pos = tl.where(pos == M - 1, 0, pos + 1)
     # state component k = y[stop-1-k] sits in slot (stop-1-k) mod M
     k = (stop - 1 - slot + M) % M
     base = row * n_chunks + chunk
     keep = slot < M
-    _store(z_ptr, base * M + k + 0 * lane, h_re, h_im, keep & (lane == 0), IS_COMPLEX)
-    _store(phi_ptr, (base * M + k) * M + lane - 1, h_re, h_im, keep & (lane >= 1) & (lane <= M), IS_COMPLEX)
+    _store(z_ptr, base * M + k, d_re, d_im, keep, IS_COMPLEX)
+    _store(phi_ptr, (base * M + k[None, :]) * M + lane, h_re, h_im, keep[None, :] & (lane < M), IS_COMPLEX)
 
 
 @triton.jit
@@ -315,7 +319,7 @@ def _last(v, m, start, CHUNK: tl.constexpr):
 @triton.jit
 def _first_order_summary(
     u_ptr, a_ptr, z_ptr, phi_ptr, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr, LANES: tl.constexpr,
+    CHUNK: tl.constexpr, M_PAD: tl.constexpr,
     IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
 ):
     """``_chunk_summary`` for M = 1 (same arguments)."""
@@ -391,11 +395,11 @@ def _warps(M: int) -> dict[str, int]:
     """Warps per kernel: about 16 register-tile elements per thread, since a sequential step is
     latency bound and a small tile reduces fastest inside one warp. tests/test_triton_compile.py
     compiles every kernel for sm_90 with these and checks for register spills."""
-    m_pad, lanes = triton.next_power_of_2(M), triton.next_power_of_2(M + 1)
-    per_tile = lambda tile: max(1, min(8, tile // 512))
     if M == 1:
         return {"summary": 4, "finish": 4, "carry": 1}
-    return {"summary": per_tile(lanes * m_pad), "finish": 1, "carry": per_tile(m_pad * m_pad)}
+    tile = triton.next_power_of_2(M) ** 2  # summaries and carries both hold an M x M tile
+    warps = max(1, min(8, tile // 512))
+    return {"summary": warps, "finish": 1, "carry": warps}
 
 
 def _scan_carries(z, phi, start, carry, M, group, is_complex):
@@ -428,7 +432,6 @@ def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
     chunk, group = _launch_shape(u.device, M)
     n_chunks = triton.cdiv(steps, chunk)
     m_pad = triton.next_power_of_2(M)
-    lanes = triton.next_power_of_2(M + 1)
     is_complex = u.is_complex()
     real = u.real.dtype if is_complex else u.dtype
     acc = torch.float32 if real in (torch.float16, torch.bfloat16) else real
@@ -446,7 +449,7 @@ def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
     warps = _warps(M)
     summary[(B, n_chunks)](
         u_, a_, z, phi, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-        CHUNK=chunk, M_PAD=m_pad, LANES=lanes, IS_COMPLEX=is_complex, REVERSE=reverse, num_warps=warps["summary"], **_COMPILE,
+        CHUNK=chunk, M_PAD=m_pad, IS_COMPLEX=is_complex, REVERSE=reverse, num_warps=warps["summary"], **_COMPILE,
     )
     _scan_carries(z, phi, start, carry, M, group, is_complex)
     per_sample = grad_a is not None and grad_a.shape[1] == T and Ta == T

@@ -45,11 +45,11 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
 def variants(M: int, is_complex: bool, reverse: bool):
     """(kernel, constexprs, warps) as ``triton_scan._scan`` launches them on a GPU."""
     chunk, _ = ts._launch_shape(type("cuda", (), {"type": "cuda"})(), M)
-    m_pad, lanes = triton.next_power_of_2(M), triton.next_power_of_2(M + 1)
+    m_pad = triton.next_power_of_2(M)
     warps = ts._warps(M)
     summary, finish = (ts._first_order_summary, ts._first_order_finish) if M == 1 else (ts._chunk_summary, ts._chunk_finish)
     shared = dict(CHUNK=chunk, M_PAD=m_pad, IS_COMPLEX=is_complex, REVERSE=reverse)
-    yield summary, dict(shared, LANES=lanes), warps["summary"]
+    yield summary, shared, warps["summary"]
     for grad_a, per_sample in [(False, False)] + ([(True, False), (True, True)] if reverse else []):
         yield finish, dict(shared, GRAD_A=grad_a, GRAD_A_PER_SAMPLE=per_sample), warps["finish"]
     for carry_kernel in (ts._carry_scan, ts._carry_compose):
