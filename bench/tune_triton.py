@@ -1,11 +1,11 @@
-"""Sweep the Triton launch table (chunk length, carry group) on a GPU and print the best per shape.
+"""Sweep the Triton launch table (chunk length, carry group, loop stages) on a GPU.
 
     python bench/tune_triton.py --device cuda -B 1 16 256 -T 4096 65536 1048576 -M 1 2 4 16
 
-Times forward and forward+backward (fp32, time-varying coefficients) for every candidate, side
-by side in one run; copy the winners into ``CHUNK_GPU`` / ``FIRST_ORDER_CHUNK_GPU`` /
-``CARRY_GROUP_GPU`` in ``kernels/triton_scan.py``. Needs CUDA (under the interpreter the numbers
-mean nothing).
+Prints forward and forward+backward times (fp32, time-varying coefficients) for every
+candidate, side by side in one run, as CSV; copy the winners into ``CHUNK_GPU``,
+``FIRST_ORDER_CHUNK_GPU``, ``CARRY_GROUP_GPU`` and ``LOOP_STAGES_GPU`` in
+``kernels/triton_scan.py``. Needs CUDA (under the interpreter the numbers mean nothing).
 """
 from __future__ import annotations
 
@@ -42,19 +42,22 @@ def main() -> None:
     p.add_argument("--chunks", nargs="+", type=int, default=[64, 128, 256, 512])
     p.add_argument("--first-order-chunks", nargs="+", type=int, default=[512, 1024, 2048, 4096])
     p.add_argument("--groups", nargs="+", type=int, default=[16, 32, 64, 128])
+    p.add_argument("--stages", nargs="+", type=int, default=[1, 3, 6], help="software-pipeline stages (M > 1)")
     args = p.parse_args()
     if not args.device.startswith("cuda"):
         raise SystemExit("tune_triton.py needs a CUDA device")
-    print("B,T,M,chunk,group,forward_ms,forward_backward_ms")
+    print("B,T,M,chunk,group,stages,forward_ms,forward_backward_ms")
     for B, T, M in itertools.product(args.B, args.T, args.M):
         if B * T * M > 2**31:  # (B, T, M) coefficients would not fit comfortably
             continue
         chunks = args.first_order_chunks if M == 1 else args.chunks
-        for chunk, group in itertools.product(chunks, args.groups):
+        stages = [1] if M == 1 else args.stages
+        for chunk, group, stage in itertools.product(chunks, args.groups, stages):
             triton_scan.CHUNK_GPU = triton_scan.FIRST_ORDER_CHUNK_GPU = chunk
             triton_scan.CARRY_GROUP_GPU = group
+            triton_scan.LOOP_STAGES_GPU = stage
             forward, both = _time_pair(B, T, M, args.device)
-            print(f"{B},{T},{M},{chunk},{group},{1e3 * forward:.4f},{1e3 * both:.4f}", flush=True)
+            print(f"{B},{T},{M},{chunk},{group},{stage},{1e3 * forward:.4f},{1e3 * both:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import triton.language as tl
 CHUNK_GPU = 256
 FIRST_ORDER_CHUNK_GPU = 1024
 CARRY_GROUP_GPU = 32
+LOOP_STAGES_GPU = 1
 CHUNK_INTERPRET = 16
 CARRY_GROUP_INTERPRET = 2
 # Fused multiply-adds round once instead of twice; pinned because Triton 3.10 flips the default.
@@ -101,7 +102,7 @@ def _step_coefficients(
 @triton.jit
 def _chunk_summary(
     u_ptr, a_ptr, z_ptr, phi_ptr, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr,
+    CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr,
     IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -120,7 +121,7 @@ def _chunk_summary(
     h_re = tl.where((lane < M) & (slot[None, :] == unit_slot), 1.0, 0.0).to(acc)
     h_im = tl.zeros_like(h_re)
     pos = (start % M).to(tl.int32)
-    for m in range(start, stop):
+    for m in tl.range(start, stop, num_stages=STAGES):
         u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
         c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
         p_re, p_im = _mul(c_re, c_im, d_re, d_im, IS_COMPLEX)
@@ -217,7 +218,7 @@ def _carry_compose(
 def _chunk_finish(
     u_ptr, a_ptr, carry_ptr, out_ptr, tail_ptr, y_ptr, zi_ptr, grad_a_ptr,
     T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
+    CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr,
 ):
     """Forward: out = y. Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per
@@ -235,7 +236,7 @@ def _chunk_finish(
     ga_re = tl.zeros_like(h_re)
     ga_im = tl.zeros_like(h_re)
     pos = (start % M).to(tl.int32)
-    for m in range(start, stop):
+    for m in tl.range(start, stop, num_stages=STAGES):
         u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
         c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
         p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
@@ -319,7 +320,7 @@ def _last(v, m, start, CHUNK: tl.constexpr):
 @triton.jit
 def _first_order_summary(
     u_ptr, a_ptr, z_ptr, phi_ptr, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr,
+    CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr,
     IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
 ):
     """``_chunk_summary`` for M = 1 (same arguments)."""
@@ -338,7 +339,7 @@ def _first_order_summary(
 def _first_order_finish(
     u_ptr, a_ptr, carry_ptr, out_ptr, tail_ptr, y_ptr, zi_ptr, grad_a_ptr,
     T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
+    CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr,
 ):
     """``_chunk_finish`` for M = 1 (same arguments and outputs)."""
@@ -378,17 +379,20 @@ def _plane(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
-def _launch_shape(device: torch.device, M: int) -> tuple[int, int]:
-    """(chunk length, chunks per carry-scan program) for order M.
+def _launch_shape(device: torch.device, M: int) -> tuple[int, int, int]:
+    """(chunk length, chunks per carry-scan program, software-pipeline stages of the sequential
+    loops) for order M.
 
     On the interpreter: tiny chunks and groups, so short tests cross every boundary and every
     level of the carry hierarchy. On a GPU: a starting table, not yet tuned on hardware
     (``bench/tune_triton.py`` sweeps it). M = 1 runs one ``tl.associative_scan`` over the whole
-    chunk, so its chunk is a vector length rather than a sequential loop.
+    chunk, so its chunk is a vector length rather than a sequential loop. Stages > 1 prefetch
+    each step's inputs through shared memory (cp.async), which hides load latency when few
+    programs run but costs about 30 instructions per step when many do.
     """
     if device.type != "cuda":
-        return CHUNK_INTERPRET, CARRY_GROUP_INTERPRET
-    return (FIRST_ORDER_CHUNK_GPU if M == 1 else CHUNK_GPU), CARRY_GROUP_GPU
+        return CHUNK_INTERPRET, CARRY_GROUP_INTERPRET, 1
+    return (FIRST_ORDER_CHUNK_GPU if M == 1 else CHUNK_GPU), CARRY_GROUP_GPU, LOOP_STAGES_GPU
 
 
 def _warps(M: int) -> dict[str, int]:
@@ -429,7 +433,7 @@ def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
     B, T = u.shape
     Ba, Ta, M = a.shape
     steps = T + M if reverse else T
-    chunk, group = _launch_shape(u.device, M)
+    chunk, group, stages = _launch_shape(u.device, M)
     n_chunks = triton.cdiv(steps, chunk)
     m_pad = triton.next_power_of_2(M)
     is_complex = u.is_complex()
@@ -449,7 +453,7 @@ def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
     warps = _warps(M)
     summary[(B, n_chunks)](
         u_, a_, z, phi, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-        CHUNK=chunk, M_PAD=m_pad, IS_COMPLEX=is_complex, REVERSE=reverse, num_warps=warps["summary"], **_COMPILE,
+        CHUNK=chunk, M_PAD=m_pad, STAGES=stages, IS_COMPLEX=is_complex, REVERSE=reverse, num_warps=warps["summary"], **_COMPILE,
     )
     _scan_carries(z, phi, start, carry, M, group, is_complex)
     per_sample = grad_a is not None and grad_a.shape[1] == T and Ta == T
@@ -460,7 +464,7 @@ def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
         _plane(y) if y is not None else u_, zi_,
         _plane(grad_a_target) if grad_a_target is not None else u_,
         T, steps, Ta, M, time_step, a_row_step, n_chunks,
-        CHUNK=chunk, M_PAD=m_pad, IS_COMPLEX=is_complex,
+        CHUNK=chunk, M_PAD=m_pad, STAGES=stages, IS_COMPLEX=is_complex,
         REVERSE=reverse, GRAD_A=grad_a is not None, GRAD_A_PER_SAMPLE=per_sample, num_warps=warps["finish"], **_COMPILE,
     )
     if partial is not None:

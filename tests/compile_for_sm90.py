@@ -42,18 +42,25 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     return {"registers": int(found.group(1)), "stack": int(found.group(2))}
 
 
-def variants(M: int, is_complex: bool, reverse: bool):
-    """(kernel, constexprs, warps) as ``triton_scan._scan`` launches them on a GPU."""
-    chunk, _ = ts._launch_shape(type("cuda", (), {"type": "cuda"})(), M)
+def variants(M: int, is_complex: bool, reverse: bool, stages: int | None = None):
+    """(kernel, constexprs, warps) as ``triton_scan._scan`` launches them on a GPU (``stages``
+    overrides the table's software-pipeline depth, as bench/tune_triton.py does)."""
+    chunk, _, default_stages = ts._launch_shape(type("cuda", (), {"type": "cuda"})(), M)
+    stages = default_stages if stages is None else stages
     m_pad = triton.next_power_of_2(M)
     warps = ts._warps(M)
     summary, finish = (ts._first_order_summary, ts._first_order_finish) if M == 1 else (ts._chunk_summary, ts._chunk_finish)
-    shared = dict(CHUNK=chunk, M_PAD=m_pad, IS_COMPLEX=is_complex, REVERSE=reverse)
+    shared = dict(CHUNK=chunk, M_PAD=m_pad, STAGES=stages, IS_COMPLEX=is_complex, REVERSE=reverse)
     yield summary, shared, warps["summary"]
     for grad_a, per_sample in [(False, False)] + ([(True, False), (True, True)] if reverse else []):
         yield finish, dict(shared, GRAD_A=grad_a, GRAD_A_PER_SAMPLE=per_sample), warps["finish"]
     for carry_kernel in (ts._carry_scan, ts._carry_compose):
         yield carry_kernel, dict(M_PAD=m_pad, IS_COMPLEX=is_complex), warps["carry"]
+
+
+def compile_one(kernel, pointer: str, constexprs: dict, warps: int) -> dict:
+    compiled = triton.compile(source(kernel, pointer, constexprs), target=TARGET, options={"num_warps": warps, **ts._COMPILE})
+    return {"kernel": kernel.__name__, "warps": warps, **resource_usage(compiled.asm["cubin"])}
 
 
 def main(orders: list[int]) -> None:
@@ -63,15 +70,17 @@ def main(orders: list[int]) -> None:
             for is_complex in ([False] if pointer == "*bf16" else [False, True]):
                 for reverse in (False, True):
                     for kernel, constexprs, warps in variants(M, is_complex, reverse):
-                        # carries are float32 for 16-bit inputs
                         carry_only = kernel in (ts._carry_scan, ts._carry_compose)
-                        ptr = "*fp32" if carry_only and pointer == "*bf16" else pointer
-                        compiled = triton.compile(source(kernel, ptr, constexprs), target=TARGET, options={"num_warps": warps, **ts._COMPILE})
-                        results.append({
-                            "kernel": kernel.__name__, "pointer": pointer, "M": M, "complex": is_complex,
-                            "reverse": reverse, "warps": warps, **{k: v for k, v in constexprs.items() if k.startswith("GRAD")},
-                            **resource_usage(compiled.asm["cubin"]),
-                        })
+                        ptr = "*fp32" if carry_only and pointer == "*bf16" else pointer  # float32 carries
+                        results.append({"pointer": pointer, "M": M, "complex": is_complex, "reverse": reverse,
+                                        **compile_one(kernel, ptr, constexprs, warps)})
+    # the software-pipelined loops that bench/tune_triton.py tries
+    for M in orders:
+        for reverse in (False, True):
+            for kernel, constexprs, warps in variants(M, False, reverse, stages=4):
+                if "STAGES" in constexprs and M > 1:
+                    results.append({"pointer": "*fp32", "M": M, "complex": False, "reverse": reverse, "stages": 4,
+                                    **compile_one(kernel, "*fp32", constexprs, warps)})
     json.dump({"triton": triton.__version__, "kernels": results}, sys.stdout)
 
 
