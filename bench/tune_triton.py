@@ -39,9 +39,9 @@ def main() -> None:
     p.add_argument("-B", nargs="+", type=int, default=[1, 16, 256])
     p.add_argument("-T", nargs="+", type=int, default=[4096, 65536, 1048576])
     p.add_argument("-M", nargs="+", type=int, default=[1, 2, 4, 16])
-    p.add_argument("--chunks", nargs="+", type=int, default=[64, 128, 256, 512])
-    p.add_argument("--first-order-chunks", nargs="+", type=int, default=[512, 1024, 2048, 4096])
-    p.add_argument("--groups", nargs="+", type=int, default=[16, 32, 64, 128])
+    p.add_argument("--chunks", nargs="+", type=int, default=[32, 64, 128, 256, 512])
+    p.add_argument("--first-order-chunks", nargs="+", type=int, default=[256, 512, 1024, 2048, 4096])
+    p.add_argument("--groups", nargs="+", type=int, default=[4, 8, 16, 32, 64])
     p.add_argument("--stages", nargs="+", type=int, default=[1, 3, 6], help="software-pipeline stages (M > 1)")
     args = p.parse_args()
     if not args.device.startswith("cuda"):
@@ -53,7 +53,9 @@ def main() -> None:
         chunks = args.first_order_chunks if M == 1 else args.chunks
         stages = [1] if M == 1 else args.stages
         for chunk, group, stage in itertools.product(chunks, args.groups, stages):
-            triton_scan.CHUNK_GPU = triton_scan.FIRST_ORDER_CHUNK_GPU = chunk
+            # a fixed chunk: both bounds of the table's range set to the candidate
+            triton_scan.CHUNK_GPU = triton_scan.CHUNK_MIN_GPU = chunk
+            triton_scan.FIRST_ORDER_CHUNK_GPU = triton_scan.FIRST_ORDER_CHUNK_MIN_GPU = chunk
             triton_scan.CARRY_GROUP_GPU = group
             triton_scan.LOOP_STAGES_GPU = stage
             forward, both = _time_pair(B, T, M, args.device)

@@ -33,9 +33,10 @@ import triton
 import triton.language as tl
 
 # Launch shapes (see _launch_shape): small chunks keep the interpreter quick, GPUs want longer ones.
-CHUNK_GPU = 256
-FIRST_ORDER_CHUNK_GPU = 1024
-CARRY_GROUP_GPU = 32
+CHUNK_GPU, CHUNK_MIN_GPU = 256, 64
+FIRST_ORDER_CHUNK_GPU, FIRST_ORDER_CHUNK_MIN_GPU = 1024, 256
+PROGRAMS_PER_SM = 8
+CARRY_GROUP_GPU = 16
 LOOP_STAGES_GPU = 1
 CHUNK_INTERPRET = 16
 CARRY_GROUP_INTERPRET = 2
@@ -173,10 +174,12 @@ def _carry_compose(
     M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
 ):
     """One level up the carry hierarchy: for the ``group`` chunks of program (row, g), the
-    zero-state end state w and the transition Psi = Phi_last ... Phi_first.
+    zero-state end state w and the transition Psi = Phi_last ... Phi_first (M^3 per chunk,
+    against M^2 * CHUNK for the chunk itself).
 
-    Both are updated one column k of Phi at a time (M^3 per chunk, against M^2 * CHUNK for the
-    chunk itself), so only Psi and its update are M x M tiles in registers.
+    Up to M_PAD = 16 the product is one broadcast multiply and a single reduction (one short
+    dependency chain per chunk); above, one column k of Phi at a time, so only M x M tiles sit in
+    registers.
     """
     row = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1).to(tl.int64)
@@ -193,22 +196,33 @@ def _carry_compose(
     first = g * group
     for c in range(first, tl.minimum(first + group, n_chunks)):
         base = row * n_chunks + c
-        next_w_re, next_w_im = _load(z_ptr, base * M + r, keep, IS_COMPLEX)
-        next_re = tl.zeros_like(psi_re)
-        next_im = tl.zeros_like(psi_re)
-        for k in range(M):
-            col_re, col_im = _load(phi_ptr, (base * M + r) * M + k, keep, IS_COMPLEX)
-            wk_re = tl.sum(tl.where(r == k, w_re, 0.0), axis=0)
-            wk_im = tl.sum(tl.where(r == k, w_im, 0.0), axis=0)
-            q_re, q_im = _mul(col_re, col_im, wk_re, wk_im, IS_COMPLEX)
-            next_w_re += q_re
-            next_w_im += q_im
-            row_re = tl.sum(tl.where(i == k, psi_re, 0.0), axis=0)[None, :]
-            row_im = tl.sum(tl.where(i == k, psi_im, 0.0), axis=0)[None, :]
-            q_re, q_im = _mul(col_re[:, None], col_im[:, None], row_re, row_im, IS_COMPLEX)
-            next_re += q_re
-            next_im += q_im
-        w_re, w_im, psi_re, psi_im = next_w_re, next_w_im, next_re, next_im
+        z_re, z_im = _load(z_ptr, base * M + r, keep, IS_COMPLEX)
+        if M_PAD <= 16:
+            f_re, f_im = _load(phi_ptr, (base * M + i) * M + j, (i < M) & (j < M), IS_COMPLEX)
+            p_re, p_im = _mul(f_re, f_im, w_re[None, :], w_im[None, :], IS_COMPLEX)
+            q_re, q_im = _mul(f_re[:, :, None], f_im[:, :, None], psi_re[None, :, :], psi_im[None, :, :], IS_COMPLEX)
+            w_re = tl.sum(p_re, axis=1) + z_re
+            psi_re = tl.sum(q_re, axis=1)
+            if IS_COMPLEX:
+                w_im = tl.sum(p_im, axis=1) + z_im
+                psi_im = tl.sum(q_im, axis=1)
+        else:
+            next_w_re, next_w_im = z_re, z_im
+            next_re = tl.zeros_like(psi_re)
+            next_im = tl.zeros_like(psi_re)
+            for k in range(M):
+                col_re, col_im = _load(phi_ptr, (base * M + r) * M + k, keep, IS_COMPLEX)
+                wk_re = tl.sum(tl.where(r == k, w_re, 0.0), axis=0)
+                wk_im = tl.sum(tl.where(r == k, w_im, 0.0), axis=0)
+                q_re, q_im = _mul(col_re, col_im, wk_re, wk_im, IS_COMPLEX)
+                next_w_re += q_re
+                next_w_im += q_im
+                row_re = tl.sum(tl.where(i == k, psi_re, 0.0), axis=0)[None, :]
+                row_im = tl.sum(tl.where(i == k, psi_im, 0.0), axis=0)[None, :]
+                q_re, q_im = _mul(col_re[:, None], col_im[:, None], row_re, row_im, IS_COMPLEX)
+                next_re += q_re
+                next_im += q_im
+            w_re, w_im, psi_re, psi_im = next_w_re, next_w_im, next_re, next_im
     out = row * n_groups + g
     _store(w_ptr, out * M + r, w_re, w_im, keep, IS_COMPLEX)
     _store(psi_ptr, (out * M + i) * M + j, psi_re, psi_im, (i < M) & (j < M), IS_COMPLEX)
@@ -379,31 +393,42 @@ def _plane(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
-def _launch_shape(device: torch.device, M: int) -> tuple[int, int, int]:
+def _launch_shape(device: torch.device, M: int, rows: int, steps: int) -> tuple[int, int, int]:
     """(chunk length, chunks per carry-scan program, software-pipeline stages of the sequential
     loops) for order M.
 
     On the interpreter: tiny chunks and groups, so short tests cross every boundary and every
     level of the carry hierarchy. On a GPU: a starting table, not yet tuned on hardware
-    (``bench/tune_triton.py`` sweeps it). M = 1 runs one ``tl.associative_scan`` over the whole
-    chunk, so its chunk is a vector length rather than a sequential loop. Stages > 1 prefetch
-    each step's inputs through shared memory (cp.async), which hides load latency when few
-    programs run but costs about 30 instructions per step when many do.
+    (``bench/tune_triton.py`` sweeps it). Stages > 1 prefetch each step's inputs through shared
+    memory (cp.async), which hides load latency when few programs run but costs about 30
+    instructions per step when many do.
     """
     if device.type != "cuda":
         return CHUNK_INTERPRET, CARRY_GROUP_INTERPRET, 1
-    return (FIRST_ORDER_CHUNK_GPU if M == 1 else CHUNK_GPU), CARRY_GROUP_GPU, LOOP_STAGES_GPU
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return gpu_chunk_length(M, rows, steps, sms), CARRY_GROUP_GPU, LOOP_STAGES_GPU
+
+
+def gpu_chunk_length(M: int, rows: int, steps: int, sms: int) -> int:
+    """The longest chunk (a power of two within the table's bounds) that still gives every SM
+    ``PROGRAMS_PER_SM`` (row, chunk) programs: long chunks mean fewer carries, but a short
+    sequence with few rows needs short chunks to fill the GPU. M = 1 runs one
+    ``tl.associative_scan`` per chunk, so its chunk is a vector length, not a sequential loop."""
+    low, high = (FIRST_ORDER_CHUNK_MIN_GPU, FIRST_ORDER_CHUNK_GPU) if M == 1 else (CHUNK_MIN_GPU, CHUNK_GPU)
+    fill = max(1, rows * steps // (PROGRAMS_PER_SM * sms))
+    return min(max(1 << (fill.bit_length() - 1), low), high)  # the power of two at or below fill
 
 
 def _warps(M: int) -> dict[str, int]:
     """Warps per kernel: about 16 register-tile elements per thread, since a sequential step is
     latency bound and a small tile reduces fastest inside one warp. tests/test_triton_compile.py
     compiles every kernel for sm_90 with these and checks for register spills."""
+    per_tile = lambda tile: max(1, min(8, tile // 512))
+    m_pad = triton.next_power_of_2(M)
+    compose = m_pad**3 if m_pad <= 16 else m_pad**2  # see _carry_compose
     if M == 1:
-        return {"summary": 4, "finish": 4, "carry": 1}
-    tile = triton.next_power_of_2(M) ** 2  # summaries and carries both hold an M x M tile
-    warps = max(1, min(8, tile // 512))
-    return {"summary": warps, "finish": 1, "carry": warps}
+        return {"summary": 4, "finish": 4, "carry": 1, "compose": 1}
+    return {"summary": per_tile(m_pad**2), "finish": 1, "carry": per_tile(m_pad**2), "compose": per_tile(compose)}
 
 
 def _scan_carries(z, phi, start, carry, M, group, is_complex):
@@ -415,17 +440,17 @@ def _scan_carries(z, phi, start, carry, M, group, is_complex):
     """
     B, n_chunks = z.shape[:2]
     m_pad = triton.next_power_of_2(M)
-    warps = _warps(M)["carry"]
+    warps = _warps(M)
     if n_chunks <= group:
-        _carry_scan[(B, 1)](z, phi, start, carry, M, n_chunks, n_chunks, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps, **_COMPILE)
+        _carry_scan[(B, 1)](z, phi, start, carry, M, n_chunks, n_chunks, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps["carry"], **_COMPILE)
         return
     n_groups = triton.cdiv(n_chunks, group)
     w = z.new_empty((B, n_groups, *z.shape[2:]))
     psi = phi.new_empty((B, n_groups, *phi.shape[2:]))
-    _carry_compose[(B, n_groups)](z, phi, w, psi, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps, **_COMPILE)
+    _carry_compose[(B, n_groups)](z, phi, w, psi, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps["compose"], **_COMPILE)
     group_start = torch.empty_like(w)
     _scan_carries(w, psi, start, group_start, M, group, is_complex)
-    _carry_scan[(B, n_groups)](z, phi, group_start, carry, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps, **_COMPILE)
+    _carry_scan[(B, n_groups)](z, phi, group_start, carry, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps["carry"], **_COMPILE)
 
 
 def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
@@ -433,7 +458,7 @@ def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
     B, T = u.shape
     Ba, Ta, M = a.shape
     steps = T + M if reverse else T
-    chunk, group, stages = _launch_shape(u.device, M)
+    chunk, group, stages = _launch_shape(u.device, M, B, steps)
     n_chunks = triton.cdiv(steps, chunk)
     m_pad = triton.next_power_of_2(M)
     is_complex = u.is_complex()

@@ -45,8 +45,8 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
 def variants(M: int, is_complex: bool, reverse: bool, stages: int | None = None):
     """(kernel, constexprs, warps) as ``triton_scan._scan`` launches them on a GPU (``stages``
     overrides the table's software-pipeline depth, as bench/tune_triton.py does)."""
-    chunk, _, default_stages = ts._launch_shape(type("cuda", (), {"type": "cuda"})(), M)
-    stages = default_stages if stages is None else stages
+    chunk = ts.FIRST_ORDER_CHUNK_GPU if M == 1 else ts.CHUNK_GPU  # the longest; shorter ones compile alike
+    stages = ts.LOOP_STAGES_GPU if stages is None else stages
     m_pad = triton.next_power_of_2(M)
     warps = ts._warps(M)
     summary, finish = (ts._first_order_summary, ts._first_order_finish) if M == 1 else (ts._chunk_summary, ts._chunk_finish)
@@ -54,8 +54,8 @@ def variants(M: int, is_complex: bool, reverse: bool, stages: int | None = None)
     yield summary, shared, warps["summary"]
     for grad_a, per_sample in [(False, False)] + ([(True, False), (True, True)] if reverse else []):
         yield finish, dict(shared, GRAD_A=grad_a, GRAD_A_PER_SAMPLE=per_sample), warps["finish"]
-    for carry_kernel in (ts._carry_scan, ts._carry_compose):
-        yield carry_kernel, dict(M_PAD=m_pad, IS_COMPLEX=is_complex), warps["carry"]
+    yield ts._carry_scan, dict(M_PAD=m_pad, IS_COMPLEX=is_complex), warps["carry"]
+    yield ts._carry_compose, dict(M_PAD=m_pad, IS_COMPLEX=is_complex), warps["compose"]
 
 
 def compile_one(kernel, pointer: str, constexprs: dict, warps: int) -> dict:

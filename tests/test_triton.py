@@ -126,10 +126,11 @@ def test_low_precision_inputs_accumulate_in_float32(device, dtype, M):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("M", [1, 3])
+@pytest.mark.parametrize("M", [1, 3, 20])
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 def test_carry_hierarchy_matches_a_sequential_carry_loop(device, M, complex_):
-    """The hierarchical carry scan alone: 11 chunks in groups of 2 is four levels deep."""
+    """The hierarchical carry scan alone: 11 chunks in groups of 2 is four levels deep. M=20 takes
+    the column-at-a-time group product, smaller M the broadcast one."""
     dtype = torch.complex128 if complex_ else torch.float64
     g = torch.Generator().manual_seed(M)
     B, n = 3, 11
@@ -178,3 +179,23 @@ def test_torch_compile_fullgraph_over_triton(device):
         results.append([loss.detach()] + [t.grad for t in inputs])
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("M", [1, 2, 16])
+def test_gpu_chunk_length_fills_the_gpu_within_its_bounds(M):
+    low, high = (
+        (triton_scan.FIRST_ORDER_CHUNK_MIN_GPU, triton_scan.FIRST_ORDER_CHUNK_GPU) if M == 1
+        else (triton_scan.CHUNK_MIN_GPU, triton_scan.CHUNK_GPU)
+    )
+    sms, wanted = 132, 132 * triton_scan.PROGRAMS_PER_SM
+    previous, chosen = low, 0
+    for rows, steps in [(1, 1), (1, 4096), (1, 65536), (2, 2**17), (16, 65536), (16, 2**18), (256, 2**20)]:
+        chunk = triton_scan.gpu_chunk_length(M, rows, steps, sms)
+        assert low <= chunk <= high and chunk & (chunk - 1) == 0
+        assert chunk >= previous  # more work never gives shorter chunks
+        previous = chunk
+        if low < chunk < high:  # chosen, not clamped: the GPU gets its programs, and not twice over
+            programs = rows * -(-steps // chunk)
+            assert wanted <= programs < 2 * wanted
+            chosen += 1
+    assert chosen  # the sizes above reach the unclamped range
