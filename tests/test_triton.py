@@ -22,8 +22,15 @@ L = triton_scan.CHUNK_INTERPRET
 pytestmark = pytest.mark.skipif(not DEVICES, reason="needs CUDA or TRITON_INTERPRET=1")
 
 
-def chunk_length(device: str) -> int:
-    return triton_scan.CHUNK_GPU if device == "cuda" else L
+def chunk_length(device: str, M: int = 2) -> int:
+    """The chunk the kernels use for these (small) test sizes: on a GPU, the shortest in the table."""
+    if device != "cuda":
+        return L
+    return triton_scan.FIRST_ORDER_CHUNK_MIN_GPU if M == 1 else triton_scan.CHUNK_MIN_GPU
+
+
+def carry_group(device: str) -> int:
+    return triton_scan.CARRY_GROUP_GPU if device == "cuda" else triton_scan.CARRY_GROUP_INTERPRET
 
 
 def run_both(x, a, zi, g, backends=("triton", "numba")):
@@ -41,7 +48,7 @@ def run_both(x, a, zi, g, backends=("triton", "numba")):
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 8, 16, 33])
 @pytest.mark.parametrize("T_of_L", [lambda L: 1, lambda L: L - 1, lambda L: L, lambda L: 3 * L + 5], ids=["1", "L-1", "L", "3L+5"])
 def test_forward_and_backward_match_references(device, M, T_of_L):
-    T = T_of_L(chunk_length(device))
+    T = T_of_L(chunk_length(device, M))
     lead = (2,) if M > 8 else (3,)
     a = stable_coefficients(lead, T, M, seed=M + T).to(device)
     x, zi = random_signal((*lead, T)).to(device), random_signal((*lead, M), seed=5).to(device)
@@ -57,7 +64,7 @@ def test_forward_and_backward_match_references(device, M, T_of_L):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.complex128])
 @pytest.mark.parametrize("M", [1, 3, 5])
 def test_dtypes_match_numba(device, dtype, M):
-    T = 3 * chunk_length(device) + 5
+    T = 3 * chunk_length(device, M) + 5
     wide = torch.complex128 if dtype.is_complex else torch.float64
     a = stable_coefficients((2,), T, M, dtype=wide, seed=M).to(dtype)
     x, zi, g = (random_signal(s, wide, seed=k).to(dtype) for k, s in enumerate([(2, T), (2, M), (2, T)]))
@@ -77,7 +84,7 @@ def test_dtypes_match_numba(device, dtype, M):
 @pytest.mark.parametrize("Ta", ["T", 1], ids=["varying", "constant"])
 @pytest.mark.parametrize("M", [1, 3])
 def test_leading_shapes_and_constant_coefficients(device, shapes, Ta, M):
-    T = 2 * chunk_length(device) + 3
+    T = 2 * chunk_length(device, M) + 3
     x_lead, a_lead, zi_lead = shapes
     a = stable_coefficients(a_lead, T if Ta == "T" else 1, M, seed=3).to(device)
     x, zi = random_signal((*x_lead, T)).to(device), random_signal((*zi_lead, M), seed=4).to(device)
@@ -115,7 +122,7 @@ def test_gradgradcheck_through_triton(device):
 def test_low_precision_inputs_accumulate_in_float32(device, dtype, M):
     """16-bit tensors go into the kernels as they are; outputs and gradients come back in their
     dtype, within that dtype's rounding of the float64 result on the same (rounded) inputs."""
-    T = 2 * chunk_length(device) + 3
+    T = 2 * chunk_length(device, M) + 3
     inputs = [t.to(dtype) for t in (random_signal((2, T)), stable_coefficients((2,), T, M, seed=1), random_signal((2, M), seed=2))]
     g = random_signal((2, T), seed=3).to(dtype)
     fast = run_both(*(t.to(device) for t in inputs), g.to(device), ("triton",))[0]
@@ -153,8 +160,8 @@ def test_carry_hierarchy_matches_a_sequential_carry_loop(device, M, complex_):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M", [1, 2, 16])
 def test_long_sequence_many_chunks(device, M):
-    """Enough chunks for three levels of carry groups, forward and backward."""
-    T = 9 * chunk_length(device) + 7
+    """Enough chunks for at least two levels of carry groups, forward and backward."""
+    T = max(9, carry_group(device) ** 2 + 1) * chunk_length(device, M) + 7
     a = stable_coefficients((1,), T, M, seed=M)
     x, zi, g = random_signal((1, T)), random_signal((1, M), seed=1), random_signal((1, T), seed=2)
     triton_out = run_both(*(t.to(device) for t in (x, a, zi, g)), ("triton",))[0]
