@@ -23,29 +23,47 @@ def _pick(values, prefer):
     return prefer if prefer in values else values[len(values) // 2]
 
 
+def _at_one_shape(rows, **fixed):
+    """Rows at one B and dtype (8 and float32 when swept) plus ``fixed``; returns (rows, B, dtype)."""
+    B = _pick([r["B"] for r in rows], 8)
+    dtype = _pick([r["dtype"] for r in rows], "float32")
+    fixed = dict(fixed, B=B, dtype=dtype)
+    return [r for r in rows if all(r[k] == v for k, v in fixed.items())], B, dtype
+
+
+def _panels_by_pass(rows, x: str, y: str, skip=()):
+    """A figure with one axis per pass; yields (ax, pass title, {backend: points sorted by x})."""
+    passes = sorted({r["pass"] for r in rows}, key=["fwd", "fwdbwd"].index)
+    fig, axes = _pyplot().subplots(1, len(passes), figsize=(6 * len(passes), 4.5), squeeze=False)
+    panels = []
+    for ax, pass_ in zip(axes[0], passes):
+        series = defaultdict(list)
+        for r in rows:
+            if r["pass"] == pass_ and r["backend"] not in skip:
+                series[r["backend"]].append((r[x], r[y]))
+        title = "forward" if pass_ == "fwd" else "forward+backward"
+        panels.append((ax, title, {name: sorted(pts) for name, pts in sorted(series.items())}))
+    return fig, panels
+
+
+def _line_style(backend: str) -> str:
+    return "x--" if "fs" in backend else "o-"
+
+
 def plot_time_vs_T(rows, path, M=None) -> Path | None:
     """ns/sample against T per backend, one panel per pass (time-varying case, fixed M, B, dtype)."""
     rows = [r for r in _ok(rows) if r["coeffs"] == "tv"]
     if not rows:
         return None
     M = M if M is not None else _pick([r["M"] for r in rows], 2)
-    B = _pick([r["B"] for r in rows], 8)
-    dtype = _pick([r["dtype"] for r in rows], "float32")
-    rows = [r for r in rows if r["M"] == M and r["B"] == B and r["dtype"] == dtype]
-    passes = sorted({r["pass"] for r in rows}, key=["fwd", "fwdbwd"].index)
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(passes), figsize=(6 * len(passes), 4.5), squeeze=False)
-    for ax, pass_ in zip(axes[0], passes):
-        series = defaultdict(list)
-        for r in rows:
-            if r["pass"] == pass_:
-                series[r["backend"]].append((r["T"], r["time_s"]))
-        for name, pts in sorted(series.items()):
-            pts.sort()
-            ax.loglog([p[0] for p in pts], [p[1] * 1e3 for p in pts], "o-" if "fs" not in name else "x--", label=name)
+    rows, B, dtype = _at_one_shape(rows, M=M)
+    fig, panels = _panels_by_pass(rows, "T", "time_s")
+    for ax, title, series in panels:
+        for name, pts in series.items():
+            ax.loglog([p[0] for p in pts], [p[1] * 1e3 for p in pts], _line_style(name), label=name)
         ax.set_xlabel("T (samples)")
         ax.set_ylabel("time (ms)")
-        ax.set_title(f"{'forward' if pass_ == 'fwd' else 'forward+backward'}, B={B}, M={M}, {dtype}")
+        ax.set_title(f"{title}, B={B}, M={M}, {dtype}")
         _style(ax)
     return _save(fig, path)
 
@@ -56,26 +74,17 @@ def plot_speedup_vs_M(rows, path) -> Path | None:
     if not rows:
         return None
     T = max(r["T"] for r in rows)
-    B = _pick([r["B"] for r in rows], 8)
-    dtype = _pick([r["dtype"] for r in rows], "float32")
-    rows = [r for r in rows if r["T"] == T and r["B"] == B and r["dtype"] == dtype]
-    passes = sorted({r["pass"] for r in rows}, key=["fwd", "fwdbwd"].index)
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(passes), figsize=(6 * len(passes), 4.5), squeeze=False)
-    for ax, pass_ in zip(axes[0], passes):
-        series = defaultdict(list)
-        for r in rows:
-            if r["pass"] == pass_ and r["backend"] != "torchlpc":
-                series[r["backend"]].append((r["M"], r["speedup_vs_torchlpc"]))
-        for name, pts in sorted(series.items()):
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if "fs" not in name else "x--", label=name)
+    rows, B, dtype = _at_one_shape(rows, T=T)
+    fig, panels = _panels_by_pass(rows, "M", "speedup_vs_torchlpc", skip=("torchlpc",))
+    for ax, title, series in panels:
+        for name, pts in series.items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], _line_style(name), label=name)
         ax.axhline(1.0, color="k", lw=0.8, ls=":", label="torchlpc")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("order M")
         ax.set_ylabel("speed-up vs torchlpc (×)")
-        ax.set_title(f"{'forward' if pass_ == 'fwd' else 'forward+backward'}, B={B}, T={T}, {dtype}")
+        ax.set_title(f"{title}, B={B}, T={T}, {dtype}")
         _style(ax)
     return _save(fig, path)
 
