@@ -101,6 +101,28 @@ def _step_coefficients(
 
 
 @triton.jit
+def _recursion_step(u_re, u_im, c_re, c_im, h_re, h_im, slot, pos, IS_COMPLEX: tl.constexpr):
+    """y = u - sum_i c_i y_past on the circular buffer h: returns (y, h with y written to slot pos)."""
+    p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
+    new_re = u_re - tl.sum(p_re, axis=0)
+    new_im = u_im - tl.sum(p_im, axis=0)
+    h_re = tl.where(slot == pos, new_re, h_re)
+    if IS_COMPLEX:
+        h_im = tl.where(slot == pos, new_im, h_im)
+    return new_re, new_im, h_re, h_im
+
+
+@triton.jit
+def _apply_transition(phi_ptr, base, M, i, j, s_re, s_im, z_re, z_im, IS_COMPLEX: tl.constexpr):
+    """Phi_c s + z_c for chunk ``base``; also returns the loaded Phi_c tile."""
+    f_re, f_im = _load(phi_ptr, (base * M + i) * M + j, (i < M) & (j < M), IS_COMPLEX)
+    p_re, p_im = _mul(f_re, f_im, s_re[None, :], s_im[None, :], IS_COMPLEX)
+    out_re = tl.sum(p_re, axis=1) + z_re
+    out_im = tl.sum(p_im, axis=1) + z_im if IS_COMPLEX else s_im
+    return out_re, out_im, f_re, f_im
+
+
+@triton.jit
 def _chunk_summary(
     u_ptr, a_ptr, z_ptr, phi_ptr, T, steps, Ta, M, time_step, a_row_step, n_chunks,
     CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr,
@@ -125,12 +147,10 @@ def _chunk_summary(
     for m in tl.range(start, stop, num_stages=STAGES):
         u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
         c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
-        p_re, p_im = _mul(c_re, c_im, d_re, d_im, IS_COMPLEX)
-        d_re = tl.where(slot == pos, u_re - tl.sum(p_re, axis=0), d_re)
+        _, _, d_re, d_im = _recursion_step(u_re, u_im, c_re, c_im, d_re, d_im, slot, pos, IS_COMPLEX)
         q_re, q_im = _mul(c_re[None, :], c_im[None, :], h_re, h_im, IS_COMPLEX)
         h_re = tl.where(slot[None, :] == pos, -tl.sum(q_re, axis=1)[:, None], h_re)
         if IS_COMPLEX:
-            d_im = tl.where(slot == pos, u_im - tl.sum(p_im, axis=0), d_im)
             h_im = tl.where(slot[None, :] == pos, -tl.sum(q_im, axis=1)[:, None], h_im)
         pos = tl.where(pos == M - 1, 0, pos + 1)
     # state component k = y[stop-1-k] sits in slot (stop-1-k) mod M
@@ -160,12 +180,8 @@ def _carry_scan(
     for c in range(first, tl.minimum(first + group, n_chunks)):
         base = row * n_chunks + c
         _store(carry_ptr, base * M + tl.arange(0, M_PAD), s_re, s_im, keep, IS_COMPLEX)
-        f_re, f_im = _load(phi_ptr, (base * M + i) * M + j, (i < M) & (j < M), IS_COMPLEX)
         z_re, z_im = _load(z_ptr, base * M + tl.arange(0, M_PAD), keep, IS_COMPLEX)
-        p_re, p_im = _mul(f_re, f_im, s_re[None, :], s_im[None, :], IS_COMPLEX)
-        s_re = tl.sum(p_re, axis=1) + z_re
-        if IS_COMPLEX:
-            s_im = tl.sum(p_im, axis=1) + z_im
+        s_re, s_im, _, _ = _apply_transition(phi_ptr, base, M, i, j, s_re, s_im, z_re, z_im, IS_COMPLEX)
 
 
 @triton.jit
@@ -198,13 +214,10 @@ def _carry_compose(
         base = row * n_chunks + c
         z_re, z_im = _load(z_ptr, base * M + r, keep, IS_COMPLEX)
         if M_PAD <= 16:
-            f_re, f_im = _load(phi_ptr, (base * M + i) * M + j, (i < M) & (j < M), IS_COMPLEX)
-            p_re, p_im = _mul(f_re, f_im, w_re[None, :], w_im[None, :], IS_COMPLEX)
+            w_re, w_im, f_re, f_im = _apply_transition(phi_ptr, base, M, i, j, w_re, w_im, z_re, z_im, IS_COMPLEX)
             q_re, q_im = _mul(f_re[:, :, None], f_im[:, :, None], psi_re[None, :, :], psi_im[None, :, :], IS_COMPLEX)
-            w_re = tl.sum(p_re, axis=1) + z_re
             psi_re = tl.sum(q_re, axis=1)
             if IS_COMPLEX:
-                w_im = tl.sum(p_im, axis=1) + z_im
                 psi_im = tl.sum(q_im, axis=1)
         else:
             next_w_re, next_w_im = z_re, z_im
@@ -253,12 +266,7 @@ def _chunk_finish(
     for m in tl.range(start, stop, num_stages=STAGES):
         u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
         c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
-        p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
-        new_re = u_re - tl.sum(p_re, axis=0)
-        new_im = u_im - tl.sum(p_im, axis=0)
-        h_re = tl.where(slot == pos, new_re, h_re)
-        if IS_COMPLEX:
-            h_im = tl.where(slot == pos, new_im, h_im)
+        new_re, new_im, h_re, h_im = _recursion_step(u_re, u_im, c_re, c_im, h_re, h_im, slot, pos, IS_COMPLEX)
         pos = tl.where(pos == M - 1, 0, pos + 1)
         if REVERSE:
             n = T - 1 - m
