@@ -80,6 +80,17 @@ def train(
     return losses
 
 
+def fit_and_evaluate(model: StreamingSystem, inputs: Tensor, target: Tensor, *, steps: int, lr: float,
+                     progress: bool = False) -> dict:
+    """:func:`train` between two :func:`evaluate` calls. Returns ``losses``, ``before``, ``after``,
+    the ``recovered`` physical parameters, and ``model``, ``x`` (the inputs) and ``target``."""
+    before = evaluate(model, inputs, target)
+    losses = train(model, inputs, target, steps=steps, lr=lr, progress=progress)
+    after = evaluate(model, inputs, target)
+    return dict(losses=losses, before=before, after=after, recovered=model.physical_parameters(),
+                model=model, x=inputs, target=target)
+
+
 @torch.no_grad()
 def evaluate(model: StreamingSystem, inputs: Tensor, target: Tensor, block: int = 512) -> dict[str, float]:
     """ESR (dB) of the model against ``target``: offline with its own method, offline exact, streamed exact."""

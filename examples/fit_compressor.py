@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from allpole_triton.systems import Compressor, FrequencySampling, static_gain_db
-from example_utils import evaluate, run_example, train
+from example_utils import fit_and_evaluate, run_example
 
 SAMPLE_RATE = 44100
 TRUE = dict(threshold_db=-24.0, ratio=4.0, knee_db=4.0, makeup_db=3.0, attack_ms=5.0, release_ms=60.0, detector_ms=2.0)
@@ -47,11 +47,7 @@ def fit(steps: int = 600, seed: int = 0, method: str = "td", seconds: float = 3.
     torch.manual_seed(seed)
     x, target = make_data(seconds, seed, device) if data is None else (t.to(device) for t in data)
     model = Compressor(sample_rate, method=method, fs=FS).to(device)
-    before = evaluate(model, x, target)
-    losses = train(model, x, target, steps=steps, lr=lr, progress=progress)
-    after = evaluate(model, x, target)
-    return dict(losses=losses, before=before, after=after, recovered=model.physical_parameters(),
-                model=model, x=x, target=target)
+    return fit_and_evaluate(model, x, target, steps=steps, lr=lr, progress=progress)
 
 
 def compressor_panels(history: dict, prediction: torch.Tensor, sample_rate: int, method: str, true: dict | None):

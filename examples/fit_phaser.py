@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from allpole_triton.systems import FrequencySampling, Phaser
-from example_utils import evaluate, run_example, train
+from example_utils import fit_and_evaluate, run_example
 
 SAMPLE_RATE = 44100
 TRUE = dict(rate_hz=0.7, lfo_phase=1.0, depth_octaves=2.0, centre_hz=900.0, feedback=0.7, mix=0.5)
@@ -40,11 +40,7 @@ def fit(steps: int = 300, seed: int = 0, method: str = "td", seconds: float = 2.
     torch.manual_seed(seed)
     x, target = make_data(seconds, seed, device) if data is None else (t.to(device) for t in data)
     model = Phaser(sample_rate, method=method, fs=FS).to(device)
-    before = evaluate(model, x, target)
-    losses = train(model, x, target, steps=steps, lr=lr, progress=progress)
-    after = evaluate(model, x, target)
-    return dict(losses=losses, before=before, after=after, recovered=model.physical_parameters(),
-                model=model, x=x, target=target)
+    return fit_and_evaluate(model, x, target, steps=steps, lr=lr, progress=progress)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import math
 import torch
 
 from allpole_triton.systems import FrequencySampling, SubtractiveSynth
-from example_utils import evaluate, run_example, train
+from example_utils import fit_and_evaluate, run_example
 
 SAMPLE_RATE = 44100
 SECTIONS = 2  # 24 dB/oct
@@ -46,11 +46,7 @@ def fit(steps: int = 300, seed: int = 0, method: str = "td", seconds: float = 1.
     torch.manual_seed(seed)
     f0, target = make_data(seconds, seed, device) if data is None else (t.to(device) for t in data)
     model = SubtractiveSynth(sample_rate, SECTIONS, method=method, fs=FS).to(device)
-    before = evaluate(model, f0, target)
-    losses = train(model, f0, target, steps=steps, lr=lr, progress=progress)
-    after = evaluate(model, f0, target)
-    return dict(losses=losses, before=before, after=after, recovered=model.physical_parameters(),
-                model=model, x=f0, target=target)
+    return fit_and_evaluate(model, f0, target, steps=steps, lr=lr, progress=progress)
 
 
 def main() -> None:
