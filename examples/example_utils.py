@@ -185,7 +185,6 @@ def run_example(
     WAVs), print ESR and parameters, then run the fitted model exactly and write
     ``{name}_{method}.png`` and the WAVs."""
     args = parse_args(description, default_steps, default_seconds)
-    torch.manual_seed(args.seed)
     data = None
     if args.input is not None:
         x, y, sample_rate = read_wav_pair(args.input, args.target, args.seconds)
