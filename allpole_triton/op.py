@@ -107,8 +107,10 @@ def allpole_backward_op(
 
 
 def _grad_a_shape(grad_y: Tensor, a: Tensor, need_grad_a: bool) -> tuple[int, ...]:
-    """grad_a is per row (B, Ta, M); broadcast rows are summed by the caller."""
-    return (grad_y.shape[0], a.shape[1], a.shape[2]) if need_grad_a else (0,)
+    """grad_a is per row (B, Ta, M); broadcast rows are summed by the caller. When it is not
+    needed it is (B, 0, M): still 3-d, because Numba types the kernel's grad_a branch even when
+    ``need_grad_a`` is False."""
+    return (grad_y.shape[0], a.shape[1] if need_grad_a else 0, a.shape[2])
 
 
 @allpole_backward_op.register_fake
@@ -158,7 +160,7 @@ def _allpole_backward_vmap(info, in_dims, grad_y, a, y, zi, backend, need_grad_a
         backend,
         need_grad_a,
     )
-    unfold = lambda t: t.reshape(batch, rows, *t.shape[1:]) if t.numel() else t.expand(batch, 0)
+    unfold = lambda t: t.reshape(batch, rows, *t.shape[1:])
     return (unfold(grad_x), unfold(grad_zi), unfold(grad_a)), (0, 0, 0)
 
 
