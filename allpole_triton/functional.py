@@ -32,6 +32,11 @@ def _check_inputs(x: Tensor, a: Tensor, zi: Tensor | None) -> tuple[int, ...]:
     T, (Ta, M) = x.shape[-1], a.shape[-2:]
     if M == 0:
         raise ValueError(f"a must have order M >= 1 in its last dim, got shape {tuple(a.shape)}")
+    if Ta not in (1, T) and M == T and a.ndim == x.ndim:
+        raise ValueError(
+            f"a needs a trailing order dim: a (..., T, M) holds M coefficients per sample, got a of shape "
+            f"{tuple(a.shape)} for x of shape {tuple(x.shape)} (for order 1 use a[..., None])"
+        )
     if Ta not in (1, T):
         raise ValueError(
             f"a's time dim must be T={T} or 1, got a of shape {tuple(a.shape)} for x of shape {tuple(x.shape)}"
@@ -44,6 +49,21 @@ def _check_inputs(x: Tensor, a: Tensor, zi: Tensor | None) -> tuple[int, ...]:
     except RuntimeError:
         shapes = {name: tuple(t.shape) for name, t in named.items()}
         raise ValueError(f"leading dims of x (..., T), a (..., T, M) and zi (..., M) do not broadcast: {shapes}") from None
+
+
+def coefficient_rows(a: Tensor, lead: tuple[int, ...]) -> Tensor:
+    """a ``(..., Ta, M)`` as ``(Ba, Ta', M)`` rows for the kernels, without copying where a view will
+    do: leading dims that are all 1, or broadcast (stride 0), become one shared row (Ba = 1), and a
+    time dim of stride 0 (one coefficient set expanded over time) becomes Ta = 1. The kernels read
+    any strides, so a transposed or sliced ``a`` is not copied either."""
+    Ta, M = a.shape[-2:]
+    if all(n == 1 or stride == 0 for n, stride in zip(a.shape[:-2], a.stride()[:-2])):
+        rows = a[(0,) * (a.ndim - 2)].unsqueeze(0) if a.ndim > 2 else a.unsqueeze(0)
+    else:
+        rows = a.expand(*lead, Ta, M).reshape(math.prod(lead), Ta, M)
+    if Ta > 1 and rows.stride(1) == 0:
+        rows = rows[:, :1]
+    return rows
 
 
 def allpole(
@@ -85,7 +105,7 @@ def allpole(
         zi = None if zi is None else zi.float()
 
     x_rows = x.expand(*lead, T).reshape(rows, T)
-    a_rows = a.reshape(1, Ta, M) if math.prod(a.shape[:-2]) == 1 else a.expand(*lead, Ta, M).reshape(rows, Ta, M)
+    a_rows = coefficient_rows(a, lead)
     zi_rows = x.new_zeros(rows, M) if zi is None else zi.expand(*lead, M).reshape(rows, M)
 
     y_rows = filter_rows(x_rows, a_rows, zi_rows, backend)
@@ -98,14 +118,15 @@ def allpole(
 
 
 def sample_wise_lpc(
-    x: Tensor, A: Tensor, zi: Tensor | None = None, return_zf: bool = False
+    x: Tensor, a: Tensor, zi: Tensor | None = None, return_zf: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Drop-in for ``torchlpc.sample_wise_lpc``: x ``(B, T)``, A ``(B, T, M)``, zi ``(B, M)``.
+    """Drop-in for ``torchlpc.sample_wise_lpc``: x ``(B, T)``, a ``(B, T, M)``, zi ``(B, M)``.
 
-    Same recursion, state conventions and return convention (``y`` or ``(y, zf)``).
+    Same argument names and defaults, recursion, state conventions and return convention
+    (``y`` or ``(y, zf)``).
     """
     if isinstance(x, Tensor) and x.ndim != 2:
         raise ValueError(f"x must have shape (B, T), got shape {tuple(x.shape)}")
-    if isinstance(A, Tensor) and A.ndim != 3:
-        raise ValueError(f"A must have shape (B, T, M), got shape {tuple(A.shape)}")
-    return allpole(x, A, zi, return_zf=return_zf)
+    if isinstance(a, Tensor) and a.ndim != 3:
+        raise ValueError(f"a must have shape (B, T, M), got shape {tuple(a.shape)}")
+    return allpole(x, a, zi, return_zf=return_zf)

@@ -1,11 +1,17 @@
-"""The filter as ``torch.library`` custom ops, and the autograd rule that ties them together.
+"""The filter as ``torch.library`` ops, and the autograd rule that ties them together.
 
-Two ops, both on flattened rows (``x (B, T)``, ``a (Ba, Ta, M)``, ``zi (B, M)``, contiguous):
+All ops work on flattened rows: ``x (B, T)`` and ``zi (B, M)`` contiguous, ``a (Ba, Ta, M)`` with
+``Ba in {1, B}``, ``Ta in {1, T}`` and any strides (the kernels read it where it lies).
 
-- ``allpole_triton::allpole(x, a, zi, backend) -> y``
-- ``allpole_triton::allpole_backward(grad_y, a, y, zi, backend, need_grad_a) -> (grad_x, grad_zi, grad_a)``:
-  the adjoint filter run backwards in time with the shifted coefficients gathered in the kernel,
-  grad_a fused into the same pass.
+- ``allpole_triton::allpole(x, a, zi, backend) -> y`` and
+  ``allpole_triton::allpole_backward(grad_y, a, y, zi, backend, need_grad_a) -> (grad_x, grad_zi, grad_a)``:
+  custom ops for CPU tensors (Numba, or Triton's interpreter).
+- ``allpole_triton::allpole_cuda`` / ``allpole_triton::allpole_backward_cuda``: the same on CUDA
+  tensors as ``torch.library.triton_op`` s, so that Inductor sees the Triton launches (and
+  ``torch.compile(mode="reduce-overhead")`` can capture them in a CUDA graph).
+
+The backward is the adjoint filter run backwards in time with the shifted coefficients gathered
+in the kernel, grad_a fused into the same pass.
 
 :class:`AllPoleFunction` uses the fused backward op for first-order gradients. When the backward
 itself is being differentiated (``create_graph=True``) it instead expresses the adjoint as the
@@ -66,17 +72,44 @@ def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
     return like.new_empty(shape)
 
 
+def _triton_forward(x: Tensor, a: Tensor, zi: Tensor, launch=None) -> Tensor:
+    y = torch.empty_like(x)
+    if y.numel():
+        _triton().allpole_forward(x, a, zi, y, launch=launch)
+    return y
+
+
+def _triton_backward(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, need_grad_a: bool, launch=None):
+    grad_x = torch.empty_like(grad_y)
+    grad_zi = torch.empty_like(zi)
+    grad_a = grad_y.new_empty(_grad_a_shape(grad_y, a, need_grad_a))
+    if grad_y.numel() == 0:
+        return grad_x, grad_zi.zero_(), grad_a.zero_()
+    _triton().allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a, launch=launch)
+    return grad_x, grad_zi, grad_a
+
+
+@torch.library.triton_op("allpole_triton::allpole_cuda", mutates_args=())
+def allpole_cuda_op(x: Tensor, a: Tensor, zi: Tensor) -> Tensor:
+    return _triton_forward(x, a, zi, launch=torch.library.wrap_triton)
+
+
+@torch.library.triton_op("allpole_triton::allpole_backward_cuda", mutates_args=())
+def allpole_backward_cuda_op(
+    grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, need_grad_a: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _triton_backward(grad_y, a, y, zi, need_grad_a, launch=torch.library.wrap_triton)
+
+
 @torch.library.custom_op("allpole_triton::allpole", mutates_args=())
 def allpole_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
-    y = _empty(x.shape, x, backend)
-    if y.numel() == 0:
-        return y
-    if backend == "numba":
-        numba_cpu.allpole_forward(x.numpy(), a.numpy(), zi.numpy(), y.numpy())
-    elif backend == "triton":
-        _triton().allpole_forward(x, a, zi, y)
-    else:
+    if backend == "triton":
+        return _triton_forward(x, a, zi)
+    if backend != "numba":
         raise ValueError(f"allpole op: unknown backend {backend!r}")
+    y = _empty(x.shape, x, backend)
+    if y.numel():
+        numba_cpu.allpole_forward(x.numpy(), a.numpy(), zi.numpy(), y.numpy())
     return y
 
 
@@ -89,20 +122,19 @@ def _(x, a, zi, backend):
 def allpole_backward_op(
     grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend: str, need_grad_a: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
+    if backend == "triton":
+        return _triton_backward(grad_y, a, y, zi, need_grad_a)
+    if backend != "numba":
+        raise ValueError(f"allpole_backward op: unknown backend {backend!r}")
     grad_x = _empty(grad_y.shape, grad_y, backend)
     grad_zi = _empty(zi.shape, zi, backend)
     grad_a = _empty(_grad_a_shape(grad_y, a, need_grad_a), grad_y, backend)
     if grad_y.numel() == 0:
         return grad_x, grad_zi.zero_(), grad_a.zero_()
-    if backend == "numba":
-        numba_cpu.allpole_backward(
-            grad_y.numpy(), a.numpy(), y.numpy(), zi.numpy(),
-            grad_x.numpy(), grad_zi.numpy(), grad_a.numpy(), need_grad_a,
-        )
-    elif backend == "triton":
-        _triton().allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a)
-    else:
-        raise ValueError(f"allpole_backward op: unknown backend {backend!r}")
+    numba_cpu.allpole_backward(
+        grad_y.numpy(), a.numpy(), y.numpy(), zi.numpy(),
+        grad_x.numpy(), grad_zi.numpy(), grad_a.numpy(), need_grad_a,
+    )
     return grad_x, grad_zi, grad_a
 
 
@@ -201,6 +233,18 @@ def _adjoint_as_filter(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend
     return grad_x, grad_zi, grad_a
 
 
+def _forward_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
+    if backend == "triton" and x.is_cuda:
+        return allpole_cuda_op(x, a, zi)
+    return allpole_op(x, a, zi, backend)
+
+
+def _backward_op(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend: str, need_grad_a: bool):
+    if backend == "triton" and grad_y.is_cuda:
+        return allpole_backward_cuda_op(grad_y, a, y, zi, need_grad_a)
+    return allpole_backward_op(grad_y, a, y, zi, backend, need_grad_a)
+
+
 class AllPoleFunction(torch.autograd.Function):
     """Differentiable all-pole filter over flattened rows; see the module docstring."""
 
@@ -208,7 +252,7 @@ class AllPoleFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
-        return allpole_op(x, a, zi, backend)
+        return _forward_op(x, a, zi, backend)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -224,7 +268,7 @@ class AllPoleFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             grad_x, grad_zi, grad_a = _adjoint_as_filter(grad_y, a, y, zi, ctx.backend)
         else:
-            grad_x, grad_zi, grad_a = allpole_backward_op(grad_y.contiguous(), a, y, zi, ctx.backend, need_a)
+            grad_x, grad_zi, grad_a = _backward_op(grad_y.contiguous(), a, y, zi, ctx.backend, need_a)
         return (
             grad_x if need_x else None,
             _reduce_rows(grad_a, a) if need_a else None,
@@ -248,10 +292,11 @@ class AllPoleFunctionWithJvp(AllPoleFunction):
 
 
 def filter_rows(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
-    """Run a concrete backend on flattened rows (shapes as in the module docstring)."""
+    """Run a concrete backend on flattened rows (shapes as in the module docstring; ``a`` is
+    passed on with its strides)."""
     if backend == "naive":
         from .kernels.naive import allpole_naive
 
         return allpole_naive(x, a, zi)
     fn = AllPoleFunction if torch.compiler.is_compiling() else AllPoleFunctionWithJvp
-    return fn.apply(x.contiguous(), a.contiguous(), zi.contiguous(), backend)
+    return fn.apply(x.contiguous(), a, zi.contiguous(), backend)

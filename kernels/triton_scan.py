@@ -1,68 +1,64 @@
-"""Triton kernels: the all-pole recursion as a chunked companion-matrix scan.
+"""Triton kernels: the all-pole recursion as a chunked scan with independent recurrences on lanes.
 
-The state s[n] = (y[n], ..., y[n-M+1]) obeys s[n] = C[n] s[n-1] + e1 u[n]. Time is cut into
-chunks of ``CHUNK`` samples and evaluated in three launches:
+The state s[n] = (y[n], ..., y[n-M+1]) obeys s[n] = C[n] s[n-1] + e1 u[n]. Every GPU thread (lane)
+runs its own sequential recurrence with its state in registers, so a time step is M fused
+multiply-adds and no cross-lane traffic. Time is cut into chunks only when the rows alone cannot
+fill the GPU; then a pass is three launches:
 
-1. ``_chunk_summary``   grid (rows, chunks): from a zero state, each chunk's end state z_c and
-   its transition Phi_c = C[end]...C[start], built by running M+1 recursions side by side
-   (the driven one as a vector, the M homogeneous ones from unit states as an M x M tile):
-   O(M^2) per sample, never a (B, T, M, M) tensor.
-2. ``_carry_scan``      grid (rows, groups): s_c = Phi_c s_{c-1} + z_c across chunks, from zi.
-   With many chunks this is hierarchical: ``_carry_compose`` folds groups of chunks into one
-   (w, Psi) pair each, the group carries are scanned the same way, and the groups are then
-   finished in parallel, so long sequences with few rows keep the GPU busy.
-3. ``_chunk_finish``    grid (rows, chunks): re-run each chunk from its true incoming state and
-   write the outputs.
+1. ``_summary``: each chunk's map s_in -> Phi s_in + z from its M+1 recursions (the driven one
+   from a zero state, the M homogeneous ones from unit states), in float64 whatever the input
+   dtype: Phi is a product of up to thousands of companion matrices, very non-normal, and
+   applying it in float32 cancels catastrophically at high order with poles near the unit circle.
+   A lane runs the driven recursion and R homogeneous ones, so each coefficient it converts to
+   float64 serves R+1 recursions. Orders M <= 4 (``SCAN``): one lane per chunk holds all of them,
+   and the lanes of a block of consecutive chunks prefix-compose their maps with
+   ``tl.associative_scan``; higher orders store [Phi | z] column groups.
+2. ``_carry_short`` / ``_carry_long``: the state entering each block (short) or chunk (long), one
+   program per row, in float64: a scan of the block maps (log depth), or a walk over the chunks.
+3. ``_finish``: one lane per chunk re-runs the recursion from its true incoming state in the input's
+   precision (float32 for 16-bit inputs) and writes the outputs (forward: y; reverse: grad_x,
+   grad_zi and the fused grad_a).
 
-For M = 1 phases 1 and 3 are ``_first_order_summary`` / ``_first_order_finish``: each chunk is one
-``tl.associative_scan`` over affine maps s -> -a[n] s + x[n] instead of a sequential loop.
+With one chunk per row only the finish runs. The backward (adjoint) is the same recursion in
+reversed time m = T-1-n over T+M steps, with coefficients conj(a[n+i, i-1]) gathered by index (no
+flipped or shifted copies); grad_a[n, i-1] = -lam[n] conj(y[n-i]).
 
-The backward (adjoint) is the same recursion in reversed time m = T-1-n over T+M steps, with
-coefficients conj(a[n+i, i-1]) gathered by index inside the kernels (no flipped, padded or shifted
-copies), grad_zi read off the last M steps, and grad_a = -lam[n] conj(y[n-i]) fused into phase 3.
-
-The M most recent outputs live in a circular register buffer (slot t mod M holds y[t]), so a step
-is a masked dot product and a ``where`` write; the coefficient vector is gathered in the matching
-rotated order. Complex tensors run as real and imaginary planes; float16/bfloat16 are loaded as
-they are and accumulated in float32 (chunk summaries and carries too). Offsets are int64.
+A lane's M past outputs sit in a circular buffer along an in-thread tile axis: slot p holds y[t]
+for t = p (mod M), t counted from the chunk's start; a step gathers its coefficients in slot order,
+multiplies, reduces in-thread and writes one slot (``_step``). Chunks and unrolled loop bodies are
+whole multiples of M (orders up to 16), so inside a body every slot and every gathered offset is a
+compile-time constant: loads with immediate offsets, no index arithmetic. Per-lane tiles are
+addressed with offsets that are not increasing along the tile axis, so Triton sees no contiguity
+there and keeps the axis inside one thread (a contiguous one would be spread over a warp and
+reduced with shuffles). Complex tensors run as real and imaginary planes. Offsets are int64;
+grids are 1-D.
 """
 from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-# Launch shapes (see _launch_shape): small chunks keep the interpreter quick, GPUs want longer ones.
-CHUNK_GPU, CHUNK_MIN_GPU = 256, 64
-FIRST_ORDER_CHUNK_GPU, FIRST_ORDER_CHUNK_MIN_GPU = 1024, 256
-PROGRAMS_PER_SM = 8
-CARRY_GROUP_GPU = 16
-LOOP_STAGES_GPU = 1
-CHUNK_INTERPRET = 16
-CARRY_GROUP_INTERPRET = 2
+from . import triton_affine
+from .triton_tiles import SPLIT_TILES, load as _load, store as _store
+from .affine_codegen import SCAN_MAX_ORDER
+
 # Fused multiply-adds round once instead of twice; pinned because Triton 3.10 flips the default.
 _COMPILE = {"enable_fp_fusion": True}
-
-
-@triton.jit
-def _load(ptr, offset, mask, IS_COMPLEX: tl.constexpr):
-    """(re, im) of element ``offset``; complex tensors are passed as their real view."""
-    if IS_COMPLEX:
-        re = tl.load(ptr + 2 * offset, mask=mask, other=0.0)
-        im = tl.load(ptr + 2 * offset + 1, mask=mask, other=0.0)
-    else:
-        re = tl.load(ptr + offset, mask=mask, other=0.0)
-        im = tl.zeros_like(re)
-    return re, im
-
-
-@triton.jit
-def _store(ptr, offset, re, im, mask, IS_COMPLEX: tl.constexpr):
-    if IS_COMPLEX:
-        tl.store(ptr + 2 * offset, re, mask=mask)
-        tl.store(ptr + 2 * offset + 1, im, mask=mask)
-    else:
-        tl.store(ptr + offset, re, mask=mask)
+# Lengths and strides (do_not_specialize below) change from call to call: specialising on them
+# (== 1, % 16) would compile a new variant for most new T. Pointers keep their alignment
+# specialisation.
+_LENGTHS = ["T", "steps", "chunk_len", "n_chunks", "n_blocks", "n_lanes", "sa_row", "sa_time", "sa_tap"]
+# Coefficient layouts (A_LAYOUT): how a step's taps are addressed. Contiguous (B, T, M) rows make
+# every tap and unrolled step an immediate offset; constant coefficients are loaded once per lane.
+A_CONSTANT, A_CONTIGUOUS, A_STRIDED = 0, 1, 2
+# Coefficients come slot by slot (triton_tiles) up to this order: above it, the M loads of each of
+# the M-step bodies make Triton's coalescing pass (quadratic in memory ops) take minutes per kernel.
+SPLIT_MAX_ORDER: tl.constexpr = tl.constexpr(8)
 
 
 @triton.jit
@@ -74,326 +70,559 @@ def _mul(ar, ai, br, bi, IS_COMPLEX: tl.constexpr):
 
 
 @triton.jit
-def _step_input(u_ptr, row, m, T, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
-    """Drive u[m]: x[m] forward; grad_y[T-1-m] in reversed time (zero for the M grad_zi steps)."""
-    t = T - 1 - m if REVERSE else m
-    return _load(u_ptr, row * T + t, m < T, IS_COMPLEX)
+def _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE: tl.constexpr):
+    """Per-lane setup: steps left in the lane's chunk (int32; 0 for padding lanes), the offset of
+    its first input sample, and the offset of its coefficients at the chunk's first step (forward:
+    a[start]; reversed time: a[n0] with n0 = T-1-start, each tap then adds i time steps)."""
+    remaining = tl.where(valid, tl.minimum(steps - start, chunk_len), 0).to(tl.int32)
+    if REVERSE:
+        u_base = row * T + (T - 1 - start)
+        a_base = row * sa_row + (T - 1 - start) * sa_time
+    else:
+        u_base = row * T + start
+        a_base = row * sa_row + start * sa_time
+    return remaining, u_base, a_base
 
 
 @triton.jit
-def _step_coefficients(
-    a_ptr, a_row, m, pos, slot, T, Ta, M, time_step,
-    IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+def _body(u_base, a_base, t0, sa_time, M: tl.constexpr, A_LAYOUT: tl.constexpr, REVERSE: tl.constexpr):
+    """64-bit offsets of the input and the coefficients at the first step of an unrolled body."""
+    t = t0 + 0 * u_base  # int64 (t0 is a plain int under the interpreter)
+    step = M if A_LAYOUT == 1 else sa_time
+    if REVERSE:
+        return u_base - t, a_base - t * step
+    else:
+        return u_base + t, a_base + t * step
+
+
+@triton.jit
+def _drive(u_ptr, u_body, k: tl.constexpr, live, n, ACC: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
+    """u at step k of the unrolled body whose first sample is at ``u_body``: x forward; grad_y[n]
+    (n = T-1-m) in reversed time, zero for the M grad_zi steps (n < 0). ``k`` is static, so it
+    lands in the load's immediate offset."""
+    if REVERSE:
+        re, im = _load(u_ptr, u_body - k, live & (n >= 0), IS_COMPLEX)
+    else:
+        re, im = _load(u_ptr, u_body + k, live, IS_COMPLEX)
+    return re.to(ACC), im.to(ACC)
+
+
+@triton.jit
+def _taps(index, pos, M: tl.constexpr):
+    """The tap i that each entry of a coefficient tile holds, in the circular buffer's slot order at
+    position ``pos`` (the slot the step writes): slot p holds y[t-i] with i = ((pos - p - 1) mod M) + 1,
+    which decreases along the slots (with one wrap); entries p >= M are padding (tap M+1, never
+    loaded). With a static ``pos`` every offset is a compile-time constant."""
+    lag = pos - index
+    return tl.where(index < M, tl.where(lag >= 1, lag, lag + M), M + 1)
+
+
+@triton.jit
+def _tap_offsets(tap, sa_time, sa_tap, M: tl.constexpr, A_LAYOUT: tl.constexpr, REVERSE: tl.constexpr):
+    """Offset of tap i within a lane's step: i-1 taps along; in reversed time also i steps ahead."""
+    if A_LAYOUT == 1:
+        offset = (tap - 1).to(tl.int64)
+        if REVERSE:
+            offset += tap * M  # a[n+i, i-1]
+    else:
+        offset = (tap - 1).to(tl.int64) * sa_tap
+        if REVERSE:
+            offset += tap.to(tl.int64) * sa_time
+    return offset
+
+
+@triton.jit
+def _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, first: tl.constexpr, stride: tl.constexpr,
+                       count: tl.constexpr, M: tl.constexpr, ACC: tl.constexpr, A_LAYOUT: tl.constexpr,
+                       IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
+    """The coefficients of slots first, first + stride, ... (count of them) as [BLOCK, count], one
+    [BLOCK] load per slot joined along a new in-thread axis (no selects for the compiler to fold)."""
+    if count == 1:
+        if first < M:
+            tap = (pos - first - 1 + M) % M + 1  # _taps for one slot
+            if A_LAYOUT == 1:
+                offset = tap - 1
+                if REVERSE:
+                    offset += tap * M
+            else:
+                offset = (tap - 1) * sa_tap.to(tl.int64)
+                if REVERSE:
+                    offset += tap * sa_time.to(tl.int64)
+            if REVERSE:
+                mask = live & (n + tap >= 0) & (n + tap < T)
+            else:
+                mask = live
+            re, im = _load(a_ptr, body + offset, mask, IS_COMPLEX)
+            re = re.to(ACC)
+            im = im.to(ACC)
+        else:  # padding slot
+            re = tl.zeros(body.shape, dtype=ACC)
+            im = tl.zeros_like(re)
+        return tl.reshape(re, [re.numel, 1]), tl.reshape(im, [im.numel, 1])
+    else:
+        # slots with the lowest index bit clear, then set: the join's new (last) axis is that bit
+        e_re, e_im = _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, first, 2 * stride, count // 2,
+                                        M, ACC, A_LAYOUT, IS_COMPLEX, REVERSE)
+        o_re, o_im = _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, first + stride, 2 * stride,
+                                        count // 2, M, ACC, A_LAYOUT, IS_COMPLEX, REVERSE)
+        re = tl.join(e_re, o_re)
+        im = tl.join(e_im, o_im)
+        return tl.reshape(re, [re.shape[0], count]), tl.reshape(im, [im.shape[0], count])
+
+
+@triton.jit
+def _coefficients(
+    a_ptr, a_body, k: tl.constexpr, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
+    M: tl.constexpr, ACC: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
 ):
-    """Coefficients at step m in the circular buffer's order: slot p multiplies y[t], t = p mod M,
-    which is tap i = ((m - 1 - p) mod M) + 1 of step m. ``pos`` = m mod M is kept by the caller
-    as a counter, so the loop does no 64-bit remainders."""
-    lag = pos - slot
-    tap = tl.where(lag >= 1, lag, lag + M)
-    # adjoint tap i at reversed time m reads conj(a[n+i, i-1]) with n = T-1-m
-    t = T - 1 - m + tap if REVERSE else tap * 0 + m
-    in_range = (slot < M) & (t >= 0) & (t < T)
-    offset = (a_row * Ta + t * time_step) * M + tap - 1
-    re, im = _load(a_ptr, offset, in_range, IS_COMPLEX)
+    """Each entry's coefficient at step k of the unrolled body (coefficients of its first step at
+    ``a_body``): tap i reads a[m, i-1] forward and conj(a[n+i, i-1]) with n = T-1-m in reversed
+    time, zero outside [0, T). Constant coefficients (A_LAYOUT 0) come preloaded in const_*.
+    On the compiler each slot is loaded on its own (see triton_tiles)."""
+    if REVERSE:
+        t = n + tap
+        inside = (tap <= M) & (t >= 0) & (t < T)
+    if A_LAYOUT == 0:
+        if REVERSE:
+            return tl.where(inside, const_re, 0.0), tl.where(inside, const_im, 0.0)
+        else:
+            return const_re, const_im
+    if A_LAYOUT == 1:
+        step = k * M  # contiguous rows: static, so it lands in the load's immediate offset
+    else:
+        step = k * sa_time
+    if REVERSE:
+        body = a_body - step
+    else:
+        body = a_body + step
+    if SPLIT_TILES and M <= SPLIT_MAX_ORDER:
+        re, im = _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, 0, 1, index.shape[0], M, ACC, A_LAYOUT,
+                                    IS_COMPLEX, REVERSE)
+        re = tl.permute(re, (1, 0))[:, None, :]
+        im = tl.permute(im, (1, 0))[:, None, :]
+    else:
+        if REVERSE:
+            mask = live & inside
+        else:
+            mask = live & (tap <= M)
+        re, im = _load(a_ptr, body + tap_offset, mask, IS_COMPLEX)
+        re = re.to(ACC)
+        im = im.to(ACC)
     if REVERSE:
         im = -im
     return re, im
 
 
 @triton.jit
-def _recursion_step(u_re, u_im, c_re, c_im, h_re, h_im, slot, pos, IS_COMPLEX: tl.constexpr):
-    """y = u - sum_i c_i y_past on the circular buffer h: returns (y, h with y written to slot pos)."""
-    p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
-    new_re = u_re - tl.sum(p_re, axis=0)
-    new_im = u_im - tl.sum(p_im, axis=0)
-    h_re = tl.where(slot == pos, new_re, h_re)
-    if IS_COMPLEX:
-        h_im = tl.where(slot == pos, new_im, h_im)
-    return new_re, new_im, h_re, h_im
-
-
-@triton.jit
-def _apply_transition(phi_ptr, base, M, i, j, s_re, s_im, z_re, z_im, IS_COMPLEX: tl.constexpr):
-    """Phi_c s + z_c for chunk ``base``; also returns the loaded Phi_c tile."""
-    f_re, f_im = _load(phi_ptr, (base * M + i) * M + j, (i < M) & (j < M), IS_COMPLEX)
-    p_re, p_im = _mul(f_re, f_im, s_re[None, :], s_im[None, :], IS_COMPLEX)
-    out_re = tl.sum(p_re, axis=1) + z_re
-    out_im = tl.sum(p_im, axis=1) + z_im if IS_COMPLEX else s_im
-    return out_re, out_im, f_re, f_im
-
-
-@triton.jit
-def _chunk_summary(
-    u_ptr, a_ptr, z_ptr, phi_ptr, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr,
-    IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    chunk = tl.program_id(1).to(tl.int64)
-    a_row = row * a_row_step
-    start = chunk * CHUNK
-    stop = tl.minimum(start + CHUNK, steps)
-    slot = tl.arange(0, M_PAD)
-    lane = tl.arange(0, M_PAD)[:, None]
-    acc = z_ptr.dtype.element_ty  # float32 for 16-bit inputs
-    # d: the driven recursion from a zero state. h: lane j is the homogeneous recursion from unit
-    # state e_j (y[start-1-j] = 1), so its end state is column j of Phi_c.
-    d_re = tl.zeros([M_PAD], dtype=acc)
-    d_im = tl.zeros([M_PAD], dtype=acc)
-    unit_slot = (start - 1 - lane + M) % M
-    h_re = tl.where((lane < M) & (slot[None, :] == unit_slot), 1.0, 0.0).to(acc)
-    h_im = tl.zeros_like(h_re)
-    pos = (start % M).to(tl.int32)
-    for m in tl.range(start, stop, num_stages=STAGES):
-        u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
-        c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
-        _, _, d_re, d_im = _recursion_step(u_re, u_im, c_re, c_im, d_re, d_im, slot, pos, IS_COMPLEX)
-        q_re, q_im = _mul(c_re[None, :], c_im[None, :], h_re, h_im, IS_COMPLEX)
-        h_re = tl.where(slot[None, :] == pos, -tl.sum(q_re, axis=1)[:, None], h_re)
-        if IS_COMPLEX:
-            h_im = tl.where(slot[None, :] == pos, -tl.sum(q_im, axis=1)[:, None], h_im)
-        pos = tl.where(pos == M - 1, 0, pos + 1)
-    # state component k = y[stop-1-k] sits in slot (stop-1-k) mod M
-    k = (stop - 1 - slot + M) % M
-    base = row * n_chunks + chunk
-    keep = slot < M
-    _store(z_ptr, base * M + k, d_re, d_im, keep, IS_COMPLEX)
-    _store(phi_ptr, (base * M + k[None, :]) * M + lane, h_re, h_im, keep[None, :] & (lane < M), IS_COMPLEX)
-
-
-@triton.jit
-def _carry_scan(
-    z_ptr, phi_ptr, start_ptr, carry_ptr, M, n_chunks, group,
-    M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
-):
-    """carry[c] = s_{c-1} for the ``group`` chunks of program (row, g), from start[row, g]."""
-    row = tl.program_id(0).to(tl.int64)
-    g = tl.program_id(1).to(tl.int64)
-    n_groups = tl.num_programs(1).to(tl.int64)
-    i = tl.arange(0, M_PAD)[:, None].to(tl.int64)
-    j = tl.arange(0, M_PAD)[None, :].to(tl.int64)
-    keep = tl.arange(0, M_PAD) < M
-    s_re, s_im = _load(start_ptr, (row * n_groups + g) * M + tl.arange(0, M_PAD), keep, IS_COMPLEX)
-    s_re = s_re.to(carry_ptr.dtype.element_ty)  # zi may be 16-bit; carries are float32 then
-    s_im = s_im.to(carry_ptr.dtype.element_ty)
-    first = g * group
-    for c in range(first, tl.minimum(first + group, n_chunks)):
-        base = row * n_chunks + c
-        _store(carry_ptr, base * M + tl.arange(0, M_PAD), s_re, s_im, keep, IS_COMPLEX)
-        z_re, z_im = _load(z_ptr, base * M + tl.arange(0, M_PAD), keep, IS_COMPLEX)
-        s_re, s_im, _, _ = _apply_transition(phi_ptr, base, M, i, j, s_re, s_im, z_re, z_im, IS_COMPLEX)
-
-
-@triton.jit
-def _carry_compose(
-    z_ptr, phi_ptr, w_ptr, psi_ptr, M, n_chunks, group,
-    M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
-):
-    """One level up the carry hierarchy: for the ``group`` chunks of program (row, g), the
-    zero-state end state w and the transition Psi = Phi_last ... Phi_first (M^3 per chunk,
-    against M^2 * CHUNK for the chunk itself).
-
-    Up to M_PAD = 16 the product is one broadcast multiply and a single reduction (one short
-    dependency chain per chunk); above, one column k of Phi at a time, so only M x M tiles sit in
-    registers.
-    """
-    row = tl.program_id(0).to(tl.int64)
-    g = tl.program_id(1).to(tl.int64)
-    n_groups = tl.num_programs(1).to(tl.int64)
-    r = tl.arange(0, M_PAD).to(tl.int64)
-    i = r[:, None]
-    j = r[None, :]
-    keep = r < M
-    acc = w_ptr.dtype.element_ty
-    w_re = tl.zeros([M_PAD], dtype=acc)
-    w_im = tl.zeros([M_PAD], dtype=acc)
-    psi_re = tl.where((i == j) & (i < M), 1.0, 0.0).to(acc)
-    psi_im = tl.zeros_like(psi_re)
-    first = g * group
-    for c in range(first, tl.minimum(first + group, n_chunks)):
-        base = row * n_chunks + c
-        z_re, z_im = _load(z_ptr, base * M + r, keep, IS_COMPLEX)
-        if M_PAD <= 16:
-            w_re, w_im, f_re, f_im = _apply_transition(phi_ptr, base, M, i, j, w_re, w_im, z_re, z_im, IS_COMPLEX)
-            q_re, q_im = _mul(f_re[:, :, None], f_im[:, :, None], psi_re[None, :, :], psi_im[None, :, :], IS_COMPLEX)
-            psi_re = tl.sum(q_re, axis=1)
-            if IS_COMPLEX:
-                psi_im = tl.sum(q_im, axis=1)
-        else:
-            next_w_re, next_w_im = z_re, z_im
-            next_re = tl.zeros_like(psi_re)
-            next_im = tl.zeros_like(psi_re)
-            for k in range(M):
-                col_re, col_im = _load(phi_ptr, (base * M + r) * M + k, keep, IS_COMPLEX)
-                wk_re = tl.sum(tl.where(r == k, w_re, 0.0), axis=0)
-                wk_im = tl.sum(tl.where(r == k, w_im, 0.0), axis=0)
-                q_re, q_im = _mul(col_re, col_im, wk_re, wk_im, IS_COMPLEX)
-                next_w_re += q_re
-                next_w_im += q_im
-                row_re = tl.sum(tl.where(i == k, psi_re, 0.0), axis=0)[None, :]
-                row_im = tl.sum(tl.where(i == k, psi_im, 0.0), axis=0)[None, :]
-                q_re, q_im = _mul(col_re[:, None], col_im[:, None], row_re, row_im, IS_COMPLEX)
-                next_re += q_re
-                next_im += q_im
-            w_re, w_im, psi_re, psi_im = next_w_re, next_w_im, next_re, next_im
-    out = row * n_groups + g
-    _store(w_ptr, out * M + r, w_re, w_im, keep, IS_COMPLEX)
-    _store(psi_ptr, (out * M + i) * M + j, psi_re, psi_im, (i < M) & (j < M), IS_COMPLEX)
-
-
-@triton.jit
-def _chunk_finish(
-    u_ptr, a_ptr, carry_ptr, out_ptr, tail_ptr, y_ptr, zi_ptr, grad_a_ptr,
-    T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr, IS_COMPLEX: tl.constexpr,
-    REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr,
-):
-    """Forward: out = y. Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per
-    sample, or per chunk partial sums when a is constant over time)."""
-    row = tl.program_id(0).to(tl.int64)
-    chunk = tl.program_id(1).to(tl.int64)
-    a_row = row * a_row_step
-    start = chunk * CHUNK
-    stop = tl.minimum(start + CHUNK, steps)
-    slot = tl.arange(0, M_PAD)
-    keep = slot < M
-    # incoming state component k = y[start-1-k] goes to slot (start-1-k) mod M
-    k = (start - 1 - slot + M) % M
-    h_re, h_im = _load(carry_ptr, (row * n_chunks + chunk) * M + k, keep, IS_COMPLEX)
-    ga_re = tl.zeros_like(h_re)
-    ga_im = tl.zeros_like(h_re)
-    pos = (start % M).to(tl.int32)
-    for m in tl.range(start, stop, num_stages=STAGES):
-        u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
-        c_re, c_im = _step_coefficients(a_ptr, a_row, m, pos, slot, T, Ta, M, time_step, IS_COMPLEX, REVERSE)
-        new_re, new_im, h_re, h_im = _recursion_step(u_re, u_im, c_re, c_im, h_re, h_im, slot, pos, IS_COMPLEX)
-        pos = tl.where(pos == M - 1, 0, pos + 1)
-        if REVERSE:
-            n = T - 1 - m
-            _store(out_ptr, row * T + n, new_re, new_im, n >= 0, IS_COMPLEX)
-            _store(tail_ptr, row * M + (m - T), new_re, new_im, n < 0, IS_COMPLEX)
-            if GRAD_A:
-                # grad_a[n, i-1] = -lam[n] conj(y[n-i]); y[n-i] from zi when n < i
-                tap = slot + 1
-                past = n - tap
-                live = keep & (past + tap >= 0)  # n >= 0, as a tensor mask
-                from_y = live & (past >= 0)
-                from_zi = live & (past < 0)
-                y_re, y_im = _load(y_ptr, row * T + past, from_y, IS_COMPLEX)
-                z_re, z_im = _load(zi_ptr, row * M + (-1 - past), from_zi, IS_COMPLEX)
-                g_re, g_im = _mul(new_re, new_im, y_re + z_re, -(y_im + z_im), IS_COMPLEX)
-                if GRAD_A_PER_SAMPLE:
-                    _store(grad_a_ptr, (row * T + n) * M + slot, -g_re, -g_im, live, IS_COMPLEX)
-                else:
-                    ga_re -= g_re
-                    ga_im -= g_im
-        else:
-            _store(out_ptr, row * T + m, new_re, new_im, m < T, IS_COMPLEX)
-    if REVERSE and GRAD_A and not GRAD_A_PER_SAMPLE:
-        _store(grad_a_ptr, (row * n_chunks + chunk) * M + slot, ga_re, ga_im, keep, IS_COMPLEX)
-
-
-@triton.jit
-def _compose_affine(a1, b1, a2, b2):
-    """(a, b) is the map s -> a s + b; the result applies (a1, b1) first, then (a2, b2)."""
-    return a2 * a1, a2 * b1 + b2
-
-
-@triton.jit
-def _compose_affine_complex(a1_re, a1_im, b1_re, b1_im, a2_re, a2_im, b2_re, b2_im):
-    return (
-        a2_re * a1_re - a2_im * a1_im,
-        a2_re * a1_im + a2_im * a1_re,
-        a2_re * b1_re - a2_im * b1_im + b2_re,
-        a2_re * b1_im + a2_im * b1_re + b2_im,
-    )
-
-
-@triton.jit
-def _first_order_prefix(
-    u_ptr, a_ptr, acc_ptr, row, a_row, start, steps, T, Ta, time_step,
-    CHUNK: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-):
-    """M = 1: the chunk's steps as affine maps s -> -c[m] s + u[m], prefix-composed with
-    ``tl.associative_scan``. Reversed time is done by index arithmetic (``reverse=True`` has
-    given wrong results upstream). Steps past the end are the identity, so the last prefix is
-    the chunk's (transition, zero-state end state)."""
-    m = start + tl.arange(0, CHUNK).to(tl.int64)
-    live = m < steps
-    acc = acc_ptr.dtype.element_ty
-    u_re, u_im = _step_input(u_ptr, row, m, T, IS_COMPLEX, REVERSE)
-    c_re, c_im = _step_coefficients(a_ptr, a_row, m, 0, 0, T, Ta, 1, time_step, IS_COMPLEX, REVERSE)
-    f_re = tl.where(live, -c_re.to(acc), 1.0)
-    f_im = -c_im.to(acc)
-    u_re = u_re.to(acc)
-    u_im = u_im.to(acc)
-    if IS_COMPLEX:
-        f_re, f_im, u_re, u_im = tl.associative_scan((f_re, f_im, u_re, u_im), 0, _compose_affine_complex)
+def _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M: tl.constexpr, ACC: tl.constexpr,
+                           IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
+    """Coefficients constant over time in slot order (conjugated in reversed time)."""
+    if SPLIT_TILES and M <= SPLIT_MAX_ORDER:
+        re, im = _slot_coefficients(a_ptr, a_base, a_base, 0, valid, 0, sa_tap, pos, 0, 1, tap.shape[0], M, ACC,
+                                    2, IS_COMPLEX, False)  # strided taps, no time step
+        re = tl.permute(re, (1, 0))[:, None, :]
+        im = tl.permute(im, (1, 0))[:, None, :]
     else:
-        f_re, u_re = tl.associative_scan((f_re, u_re), 0, _compose_affine)
-    return m, live, f_re, f_im, u_re, u_im
-
-
-@triton.jit
-def _last(v, m, start, CHUNK: tl.constexpr):
-    return tl.sum(tl.where(m == start + CHUNK - 1, v, 0.0), axis=0)
-
-
-@triton.jit
-def _first_order_summary(
-    u_ptr, a_ptr, z_ptr, phi_ptr, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr,
-    IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-):
-    """``_chunk_summary`` for M = 1 (same arguments)."""
-    row = tl.program_id(0).to(tl.int64)
-    chunk = tl.program_id(1).to(tl.int64)
-    start = chunk * CHUNK
-    m, live, f_re, f_im, z_re, z_im = _first_order_prefix(
-        u_ptr, a_ptr, z_ptr, row, row * a_row_step, start, steps, T, Ta, time_step, CHUNK, IS_COMPLEX, REVERSE,
-    )
-    base = row * n_chunks + chunk
-    _store(z_ptr, base, _last(z_re, m, start, CHUNK), _last(z_im, m, start, CHUNK), True, IS_COMPLEX)
-    _store(phi_ptr, base, _last(f_re, m, start, CHUNK), _last(f_im, m, start, CHUNK), True, IS_COMPLEX)
-
-
-@triton.jit
-def _first_order_finish(
-    u_ptr, a_ptr, carry_ptr, out_ptr, tail_ptr, y_ptr, zi_ptr, grad_a_ptr,
-    T, steps, Ta, M, time_step, a_row_step, n_chunks,
-    CHUNK: tl.constexpr, M_PAD: tl.constexpr, STAGES: tl.constexpr, IS_COMPLEX: tl.constexpr,
-    REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr,
-):
-    """``_chunk_finish`` for M = 1 (same arguments and outputs)."""
-    row = tl.program_id(0).to(tl.int64)
-    chunk = tl.program_id(1).to(tl.int64)
-    start = chunk * CHUNK
-    m, live, f_re, f_im, z_re, z_im = _first_order_prefix(
-        u_ptr, a_ptr, carry_ptr, row, row * a_row_step, start, steps, T, Ta, time_step, CHUNK, IS_COMPLEX, REVERSE,
-    )
-    base = row * n_chunks + chunk
-    s_re, s_im = _load(carry_ptr, base + m * 0, live, IS_COMPLEX)
-    p_re, p_im = _mul(f_re, f_im, s_re, s_im, IS_COMPLEX)
-    v_re = z_re + p_re
-    v_im = z_im + p_im
+        re, im = _load(a_ptr, a_base + tap_offset, valid & (tap <= M), IS_COMPLEX)
+        re = re.to(ACC)
+        im = im.to(ACC)
     if REVERSE:
-        n = T - 1 - m
-        _store(out_ptr, row * T + n, v_re, v_im, live & (n >= 0), IS_COMPLEX)
-        _store(tail_ptr, row + m * 0, v_re, v_im, live & (n < 0), IS_COMPLEX)
-        if GRAD_A:
-            # grad_a[n, 0] = -lam[n] conj(y[n-1]); y[-1] = zi[0]
-            sample = live & (n >= 0)
-            y_re, y_im = _load(y_ptr, row * T + n - 1, sample & (n >= 1), IS_COMPLEX)
-            zi_re, zi_im = _load(zi_ptr, row + m * 0, sample & (n == 0), IS_COMPLEX)
-            g_re, g_im = _mul(v_re, v_im, y_re + zi_re, -(y_im + zi_im), IS_COMPLEX)
-            g_re = tl.where(sample, -g_re, 0.0)
-            g_im = tl.where(sample, -g_im, 0.0)
-            if GRAD_A_PER_SAMPLE:
-                _store(grad_a_ptr, row * T + n, g_re, g_im, sample, IS_COMPLEX)
-            else:
-                _store(grad_a_ptr, base, tl.sum(g_re, axis=0), tl.sum(g_im, axis=0), True, IS_COMPLEX)
+        im = -im
+    return re, im
+
+
+@triton.jit
+def _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX: tl.constexpr):
+    """One step on a circular buffer whose coefficients came gathered in slot order:
+    y = u - sum(c * h), one in-thread reduction; y goes to slot ``pos``. Returns (y, h)."""
+    p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
+    y_re = u_re - tl.sum(p_re, axis=0, keep_dims=True)
+    h_re = tl.where(index == pos, y_re, h_re)
+    if IS_COMPLEX:
+        y_im = u_im - tl.sum(p_im, axis=0, keep_dims=True)
+        h_im = tl.where(index == pos, y_im, h_im)
     else:
-        _store(out_ptr, row * T + m, v_re, v_im, live, IS_COMPLEX)
+        y_im = y_re * 0
+    return y_re, y_im, h_re, h_im
+
+
+@triton.jit
+def _shift_window(w, new, index, M: tl.constexpr, M_PAD: tl.constexpr):
+    """The grad_a window (entry M_PAD-i holds y[n-i]) moved on to n-1: every entry takes its lower
+    neighbour's value (y[n-1-i] was y[n-(i+1)]) and y[n-1-M] enters entry M_PAD-M. A static
+    permutation over an in-thread axis (the -0.0 terms fold away): register renames."""
+    src = tl.arange(0, M_PAD)[:, None, None, None]
+    dst = tl.arange(0, M_PAD)[None, :, None, None]
+    moved = tl.sum(tl.where(src == dst - 1, w[:, None, :, :], -0.0), axis=0)
+    return tl.where(index == M_PAD - M, new, moved)
+
+
+@triton.jit
+def _recurse(
+    u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len, sa_row, sa_time, sa_tap,
+    M: tl.constexpr, U: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr,
+):
+    """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
+    driven one in d, sharing each step's coefficients. Returns (h, d)."""
+    remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE)
+    const_re = tl.zeros(d_re.shape, dtype=tl.float64)
+    const_im = tl.zeros_like(const_re)
+    n0 = (T - 1 - start).to(tl.int32)
+    for t0 in range(0, chunk_len, U):
+        u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
+        for k in tl.static_range(U):
+            live = t0 + k < remaining
+            n = n0 - t0 - k
+            # the slot this step writes: static when bodies are whole multiples of M
+            if U % M == 0:
+                pos = k % M
+            else:
+                pos = (t0 + k) % M
+            tap = _taps(index, pos, M)
+            tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
+            if A_LAYOUT == 0:
+                const_re, const_im = _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M, tl.float64, IS_COMPLEX, REVERSE)
+            c_re, c_im = _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
+                                       M, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
+            if DRIVEN:
+                u_re, u_im = _drive(u_ptr, u_body, k, live, n, tl.float64, IS_COMPLEX, REVERSE)
+                _, _, d_re, d_im = _step(d_re, d_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX)
+            if HOMOGENEOUS:
+                _, _, h_re, h_im = _step(h_re, h_im, c_re, c_im, 0.0, 0.0, index, pos, IS_COMPLEX)
+    return h_re, h_im, d_re, d_im
+
+
+@triton.jit(do_not_specialize=_LENGTHS)
+def _summary(
+    u_ptr, a_ptr, out_ptr, T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
+    M: tl.constexpr, M_PAD: tl.constexpr, R: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr,
+    SCAN: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+):
+    """Each chunk's map s_in -> Phi s_in + z, in float64, from the driven recursion (from a zero state:
+    z) and the homogeneous ones (recursion r from the unit state e_r, y[start-1-r] = 1: column r of
+    Phi). A chunk's end state sits in the slots its start state did (chunks are whole multiples of M).
+
+    SCAN (orders M <= 4, R = M_PAD): lane = chunk of a block of BLOCK consecutive chunks of one row,
+    running all M+1 recursions on each step's coefficients; the lanes' maps are then prefix-composed
+    and the inclusive prefixes stored. Otherwise each program is uniformly one group: group g < G
+    runs homogeneous recursions gR .. gR+R-1 (storing those columns of Phi), group G the driven one
+    (storing z), for BLOCK consecutive (row, chunk) lanes; n_lanes = rows x chunks.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    index = tl.arange(0, M_PAD)[:, None, None]
+    d_re = tl.zeros([M_PAD, 1, BLOCK], dtype=tl.float64)
+    d_im = tl.zeros_like(d_re)
+    if SCAN:
+        row = pid // n_blocks
+        chunk = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)[None, None, :]
+        valid = chunk < n_chunks
+        recursion = tl.arange(0, R)[None, :, None]
+        # slot of y[start-1-q] (state component q) is M-1-q: the unit state of recursion r is there
+        h_re = tl.where((index == M - 1 - recursion) & (recursion < M) & valid, 1.0, 0.0).to(tl.float64)
+        h_im = tl.zeros_like(h_re)
+        h_re, h_im, d_re, d_im = _recurse(
+            u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, chunk * chunk_len, valid, index, T, steps, chunk_len,
+            sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True,
+        )
+        pair = (row * n_chunks + chunk).reshape([BLOCK])
+        triton_affine.scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
+    else:
+        per_group = tl.cdiv(n_lanes, BLOCK)
+        group = pid // per_group
+        pair = (pid % per_group) * BLOCK + tl.arange(0, BLOCK)[None, None, :]
+        valid = pair < n_lanes
+        row = pair // n_chunks
+        chunk = pair % n_chunks
+        start = chunk * chunk_len
+        size: tl.constexpr = M * (M + 1)
+        q = M - 1 - index  # element (q, r) of a chunk's map sits at size - 1 - (q (M+1) + r)
+        keep = valid & (index < M)
+        if group * R >= M:
+            _, _, d_re, d_im = _recurse(
+                u_ptr, a_ptr, d_re, d_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
+                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True,
+            )
+            _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + M)), d_re, d_im, keep, IS_COMPLEX)
+        else:
+            recursion = group * R + tl.arange(0, R)[None, :, None]
+            h_re = tl.where((index == M - 1 - recursion) & (recursion < M) & valid, 1.0, 0.0).to(tl.float64)
+            h_im = tl.zeros_like(h_re)
+            h_re, h_im, _, _ = _recurse(
+                u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
+                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False,
+            )
+            _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
+
+
+@triton.jit(do_not_specialize=["n_chunks", "n_blocks", "group"])
+def _carry_short(
+    prefix_ptr, zi_ptr, block_in_ptr, n_chunks, n_blocks, group,
+    M: tl.constexpr, BLOCK: tl.constexpr, IS_COMPLEX: tl.constexpr,
+):
+    """The state entering every block of row program_id (float64), from the blocks' maps."""
+    row = tl.program_id(0).to(tl.int64)
+    triton_affine.carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, BLOCK, M, IS_COMPLEX)
+
+
+@triton.jit(do_not_specialize=["n_chunks"])
+def _carry_long(
+    map_ptr, zi_ptr, carry_ptr, n_chunks,
+    M: tl.constexpr, M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
+):
+    """carry[row, c] = the state entering chunk c: s <- Phi_c s + z_c, sequentially (float64)."""
+    row = tl.program_id(0).to(tl.int64)
+    q = tl.arange(0, M_PAD)[:, None].to(tl.int64)
+    r = tl.arange(0, M_PAD)[None, :].to(tl.int64)
+    component = tl.arange(0, M_PAD).to(tl.int64)
+    keep = component < M
+    s_re, s_im = _load(zi_ptr, row * M + component, keep, IS_COMPLEX)
+    s_re = s_re.to(tl.float64)
+    s_im = s_im.to(tl.float64)
+    size = M * (M + 1)
+    for c in range(0, n_chunks):
+        base = row * n_chunks + c
+        _store(carry_ptr, base * M + component, s_re, s_im, keep, IS_COMPLEX)
+        f_re, f_im = _load(map_ptr, base * size + size - 1 - (q * (M + 1) + r), (q < M) & (r < M), IS_COMPLEX)
+        z_re, z_im = _load(map_ptr, base * size + size - 1 - (component * (M + 1) + M), keep, IS_COMPLEX)
+        p_re, p_im = _mul(f_re, f_im, s_re[None, :], s_im[None, :], IS_COMPLEX)
+        s_re = tl.sum(p_re, axis=1) + z_re
+        if IS_COMPLEX:
+            s_im = tl.sum(p_im, axis=1) + z_im
+
+
+@triton.jit
+def _incoming_state(
+    zi_ptr, carry_ptr, prefix_ptr, row, chunk, chunk_in_block, block, n_chunks, n_blocks, valid, index,
+    M: tl.constexpr, M_PAD: tl.constexpr, ACC: tl.constexpr, STATE: tl.constexpr, IS_COMPLEX: tl.constexpr,
+):
+    """The state entering each lane's chunk as its [M_PAD, 1, BLOCK] circular buffer (component q,
+    y[start-1-q], in slot M-1-q), in ACC.
+
+    STATE 0: zero (the adjoint starts from rest); 1: zi (one chunk per row); 2: carry[row, chunk]
+    (long orders); 3: block_in[row, block] mapped through the block's prefix up to the previous
+    chunk (short orders).
+    """
+    q = M - 1 - index
+    keep = valid & (index < M)
+    if STATE == 0:
+        s_re = tl.zeros(index.shape, dtype=ACC) + tl.zeros(valid.shape, dtype=ACC)
+        s_im = tl.zeros_like(s_re)
+    elif STATE == 1:
+        s_re, s_im = _load(zi_ptr, row * M + q, keep, IS_COMPLEX)
+    elif STATE == 2:
+        s_re, s_im = _load(carry_ptr, (row * n_chunks + chunk) * M + q, keep, IS_COMPLEX)
+    else:
+        # s = P s_block + w with P, w the inclusive prefix of the block's chunks before this one
+        r = tl.arange(0, M_PAD * 2)[None, :, None]  # r == M is the w column
+        # block states are stored component-reversed (see triton_affine.carry_row)
+        b_re, b_im = _load(carry_ptr, (row * n_blocks + block) * M + (M - 1 - r), valid & (r < M), IS_COMPLEX)
+        b_re = tl.where(r == M, 1.0, b_re)
+        size: tl.constexpr = M * (M + 1)
+        previous = valid & (chunk_in_block > 0)
+        element = q * (M + 1) + r
+        p_re, p_im = _load(prefix_ptr, (row * n_chunks + chunk - 1) * size + size - 1 - element,
+                           previous & (index < M) & (r <= M), IS_COMPLEX)
+        t_re, t_im = _mul(p_re, p_im, b_re, b_im, IS_COMPLEX)
+        own_re = tl.sum(tl.where(r == q, b_re, 0.0), axis=1)[:, None, :]
+        s_re = tl.where(previous, tl.sum(t_re, axis=1)[:, None, :], own_re)
+        if IS_COMPLEX:
+            own_im = tl.sum(tl.where(r == q, b_im, 0.0), axis=1)[:, None, :]
+            s_im = tl.where(previous, tl.sum(t_im, axis=1)[:, None, :], own_im)
+        else:
+            s_im = s_re * 0
+    return s_re.to(ACC), s_im.to(ACC)
+
+
+@triton.jit
+def _past_output(y_ptr, zi_ptr, row, T, j, mask, M: tl.constexpr, ACC: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """y[j] of the forward pass, from zi[-1-j] for -M <= j < 0."""
+    y_re, y_im = _load(y_ptr, row * T + j, mask & (j >= 0), IS_COMPLEX)
+    z_re, z_im = _load(zi_ptr, row * M + (-1 - j), mask & (j < 0) & (j >= -M), IS_COMPLEX)
+    return (y_re + z_re).to(ACC), (y_im + z_im).to(ACC)
+
+
+@triton.jit(do_not_specialize=_LENGTHS)
+def _finish(
+    u_ptr, a_ptr, zi_ptr, carry_ptr, prefix_ptr, out_ptr, tail_ptr, y_ptr, grad_a_ptr,
+    T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
+    M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr, STATE: tl.constexpr, COMPUTE: tl.constexpr,
+    A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+    GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr,
+):
+    """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
+    Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
+    partial sums when a is constant over time). Short orders (STATE 3) lay lanes out by block."""
+    acc: tl.constexpr = COMPUTE
+    pid = tl.program_id(0).to(tl.int64)
+    local = tl.arange(0, BLOCK)[None, None, :]
+    if STATE == 3:
+        row = pid // n_blocks
+        block = pid % n_blocks
+        chunk = block * BLOCK + local
+        valid = chunk < n_chunks
+    else:
+        pair = pid * BLOCK + local
+        valid = pair < n_lanes
+        row = pair // n_chunks
+        chunk = pair % n_chunks
+        block = chunk * 0
+    start = chunk * chunk_len
+    remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE)
+    index = tl.arange(0, M_PAD)[:, None, None]
+    h_re, h_im = _incoming_state(
+        zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
+        M, M_PAD, acc, STATE, IS_COMPLEX,
+    )
+    const_re = tl.zeros([M_PAD, 1, BLOCK], dtype=acc)
+    const_im = tl.zeros_like(const_re)
+    n0 = (T - 1 - start).to(tl.int32)
+    if REVERSE and GRAD_A:
+        # grad_a[n, i-1] = -lam[n] conj(y[n-i]) over a window of past outputs, entry M_PAD-i holding
+        # y[n-i]: unrolled bodies shift it (one new value per step), a plain loop reloads it
+        window = M_PAD - index  # the tap of each entry
+        w_re, w_im = _past_output(y_ptr, zi_ptr, row, T, n0 - window, valid & (window <= M) & (n0 >= 0), M, acc, IS_COMPLEX)
+        ga_re = tl.zeros([M_PAD, 1, BLOCK], dtype=acc)
+        ga_im = tl.zeros_like(ga_re)
+    for t0 in range(0, chunk_len, U):
+        u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
+        for k in tl.static_range(U):
+            live = t0 + k < remaining
+            n = n0 - t0 - k
+            # the slot this step writes: static when bodies are whole multiples of M
+            if U % M == 0:
+                pos = k % M
+            else:
+                pos = (t0 + k) % M
+            tap = _taps(index, pos, M)
+            tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
+            if A_LAYOUT == 0:
+                const_re, const_im = _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M, acc, IS_COMPLEX, REVERSE)
+            u_re, u_im = _drive(u_ptr, u_body, k, live, n, acc, IS_COMPLEX, REVERSE)
+            c_re, c_im = _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
+                                       M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
+            y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX)
+            if REVERSE:
+                _store(out_ptr, u_body - k, y_re, y_im, live & (n >= 0), IS_COMPLEX)
+                _store(tail_ptr, row * M + (-1 - n), y_re, y_im, live & (n < 0), IS_COMPLEX)
+                if GRAD_A:
+                    sample = live & (n >= 0) & (window <= M)
+                    if U == 1:
+                        w_re, w_im = _past_output(y_ptr, zi_ptr, row, T, n - window, sample, M, acc, IS_COMPLEX)
+                    g_re, g_im = _mul(y_re, y_im, w_re, -w_im, IS_COMPLEX)
+                    if GRAD_A_PER_SAMPLE:
+                        _store(grad_a_ptr, (u_body - k) * M + (window - 1), -g_re, -g_im, sample, IS_COMPLEX)
+                    else:
+                        ga_re -= tl.where(sample, g_re, 0.0)
+                        ga_im -= tl.where(sample, g_im, 0.0)
+                    if U > 1:
+                        new_re, new_im = _past_output(y_ptr, zi_ptr, row, T, n - 1 - M, live, M, acc, IS_COMPLEX)
+                        w_re = _shift_window(w_re, new_re, index, M, M_PAD)
+                        if IS_COMPLEX:
+                            w_im = _shift_window(w_im, new_im, index, M, M_PAD)
+            else:
+                _store(out_ptr, u_body + k, y_re, y_im, live, IS_COMPLEX)
+    if REVERSE and GRAD_A and not GRAD_A_PER_SAMPLE:
+        _store(grad_a_ptr, (row * n_chunks + chunk) * M + (window - 1), ga_re, ga_im, valid & (window <= M), IS_COMPLEX)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launch shapes and the driver
+
+
+@dataclass(frozen=True)
+class LaunchShape:
+    """How a pass is cut: ``chunk`` samples per lane (``chunk >= steps``: one chunk per row),
+    ``group`` consecutive chunks per block of the short-order carry scan (their lanes share a
+    program), ``block`` lanes per program everywhere else, ``unroll`` steps per unrolled loop body."""
+
+    chunk: int
+    group: int
+    block: int
+    unroll: int
+
+
+def warps_for(lanes_per_program: int) -> int:
+    return max(1, min(8, lanes_per_program // 32))
+
+
+# On a GPU: lanes wanted in flight (per SM), the chunk-length bounds, and the lanes per program.
+LANES_PER_SM = 256
+CHUNK_MIN_GPU = {"short": 32, "long": 128}
+CHUNK_MAX_GPU = 4096
+LONG_CHUNKS_PER_ROW_MAX = 64  # the long-order carry walks chunks sequentially: keep that walk short
+BLOCK_GPU = 128
+CARRY_BLOCK_GPU = 128  # blocks scanned at once by the short-order carry (one program per row)
+# The interpreter: short chunks and carry blocks of 4 chunks, so that small tests cross every
+# boundary and carry level; large lane blocks elsewhere, since its cost is per op and program.
+CHUNK_INTERPRET = 2  # unrolled bodies per chunk
+GROUP_INTERPRET = 4
+BLOCK_INTERPRET = 128
+SINGLE_CHUNK_ORDER = 32  # above this order every row is one chunk (summaries would be M^2 per lane)
+
+
+UNROLL_MAX_ORDER = 16
+
+
+def unroll(M: int) -> int:
+    """Steps per unrolled loop body: a multiple of M (so every circular-buffer slot is static) of
+    about 8 steps, up to order UNROLL_MAX_ORDER; above, a plain loop (a static body of M steps with
+    every step's loads hoisted spills registers at M=16)."""
+    if M > UNROLL_MAX_ORDER:
+        return 1
+    return M * max(1, round(8 / M))
+
+
+def recursions_per_lane(M: int, is_complex: bool = False) -> int:
+    """Homogeneous recursions per summary lane for orders above SCAN_MAX_ORDER: as many as keep the
+    lane's float64 state at 32 values (real and imaginary parts counted; its coefficients are
+    converted to float64 once for all of them). More spills registers in the sm_90 compile check."""
+    m_pad = triton.next_power_of_2(M)
+    return max(1, min(m_pad, 32 // (m_pad * (2 if is_complex else 1))))
+
+
+def is_short(M: int) -> bool:
+    return M <= SCAN_MAX_ORDER
+
+
+def forced_launch() -> dict[str, int]:
+    """``ALLPOLE_TRITON_LAUNCH="chunk=256,group=16"`` forces the chunk length (rounded up to a multiple
+    of the unroll) and the chunks per carry block on any device, e.g. the GPU's shapes under the
+    interpreter."""
+    text = os.environ.get("ALLPOLE_TRITON_LAUNCH", "").strip()
+    if not text:
+        return {}
+    forced = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() not in ("chunk", "group") or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G' with positive integers, got {text!r}")
+        forced[key.strip()] = int(value)
+    return forced
+
+
+def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
+    """The launch for order M over ``rows`` rows of ``steps`` steps; ``sms`` is None for the interpreter.
+
+    Chunks exist only to make lanes: with enough rows each row is one chunk and the pass is a single
+    launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM, down to a
+    floor below which the per-chunk maps would cost more than the samples.
+    """
+    u = unroll(M)
+    kind = "short" if is_short(M) else "long"
+    forced = forced_launch()
+    if sms is None:
+        chunk, group, block = CHUNK_INTERPRET * u, GROUP_INTERPRET, BLOCK_INTERPRET
+    else:
+        group = block = BLOCK_GPU
+        wanted = max(1, rows * steps // (LANES_PER_SM * sms))
+        chunk = min(max(wanted, CHUNK_MIN_GPU[kind]), CHUNK_MAX_GPU)
+        if kind == "long":
+            chunk = max(chunk, math.ceil(steps / LONG_CHUNKS_PER_ROW_MAX))
+    chunk = u * math.ceil(forced.get("chunk", chunk) / u)
+    if M > SINGLE_CHUNK_ORDER or chunk >= steps:
+        chunk = u * math.ceil(max(steps, 1) / u)
+    return LaunchShape(chunk=chunk, group=forced.get("group", group), block=block, unroll=u)
 
 
 def _plane(t: torch.Tensor) -> torch.Tensor:
@@ -401,115 +630,141 @@ def _plane(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
-def _launch_shape(device: torch.device, M: int, rows: int, steps: int) -> tuple[int, int, int]:
-    """(chunk length, chunks per carry-scan program, software-pipeline stages of the sequential
-    loops) for order M.
-
-    On the interpreter: tiny chunks and groups, so short tests cross every boundary and every
-    level of the carry hierarchy. On a GPU: a starting table, not yet tuned on hardware
-    (``bench/tune_triton.py`` sweeps it). Stages > 1 prefetch each step's inputs through shared
-    memory (cp.async), which hides load latency when few programs run but costs about 30
-    instructions per step when many do.
-    """
+def _sms(device: torch.device) -> int | None:
     if device.type != "cuda":
-        return CHUNK_INTERPRET, CARRY_GROUP_INTERPRET, 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return gpu_chunk_length(M, rows, steps, sms), CARRY_GROUP_GPU, LOOP_STAGES_GPU
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def gpu_chunk_length(M: int, rows: int, steps: int, sms: int) -> int:
-    """The longest chunk (a power of two within the table's bounds) that still gives every SM
-    ``PROGRAMS_PER_SM`` (row, chunk) programs: long chunks mean fewer carries, but a short
-    sequence with few rows needs short chunks to fill the GPU. M = 1 runs one
-    ``tl.associative_scan`` per chunk, so its chunk is a vector length, not a sequential loop."""
-    low, high = (FIRST_ORDER_CHUNK_MIN_GPU, FIRST_ORDER_CHUNK_GPU) if M == 1 else (CHUNK_MIN_GPU, CHUNK_GPU)
-    fill = max(1, rows * steps // (PROGRAMS_PER_SM * sms))
-    return min(max(1 << (fill.bit_length() - 1), low), high)  # the power of two at or below fill
+@dataclass
+class Launch:
+    """One kernel launch of a pass: what the driver runs, the compile check compiles and the
+    performance model (allpole_triton.bench.model) counts."""
+
+    kernel: object
+    grid: int
+    args: tuple
+    constexprs: dict
+    num_warps: int
+    lanes: int  # independent recurrences (0: not a lane kernel)
+    steps: int  # sequential steps per lane (loop iterations of the kernel's main loop)
 
 
-def _warps(M: int) -> dict[str, int]:
-    """Warps per kernel: about 16 register-tile elements per thread, since a sequential step is
-    latency bound and a small tile reduces fastest inside one warp. tests/test_triton_compile.py
-    compiles every kernel for sm_90 with these and checks for register spills."""
-    per_tile = lambda tile: max(1, min(8, tile // 512))
-    m_pad = triton.next_power_of_2(M)
-    compose = m_pad**3 if m_pad <= 16 else m_pad**2  # see _carry_compose
-    if M == 1:
-        return {"summary": 4, "finish": 4, "carry": 1, "compose": 1}
-    return {"summary": per_tile(m_pad**2), "finish": 1, "carry": per_tile(m_pad**2), "compose": per_tile(compose)}
+def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
+    """The launches of one pass and a finishing step (the constant-coefficient grad_a sum).
 
-
-def _scan_carries(z, phi, start, carry, M, group, is_complex):
-    """carry[:, c] = the state entering chunk c, from start (B, M): s_c = Phi_c s_{c-1} + z_c.
-
-    Few chunks: one sequential program per row. Many: groups of ``group`` chunks are composed in
-    parallel, the group carries are scanned the same way (recursively), and the groups are then
-    finished in parallel, so long sequences with few rows still fill the GPU.
+    ``u`` is x (forward) or grad_y (reverse); ``a`` may have any strides (0 along broadcast rows or
+    time); ``sms`` is the GPU's multiprocessor count (None: interpreter shapes). Tensors may live on
+    the meta device, which is how the compile check and the model plan a launch without a GPU.
     """
-    B, n_chunks = z.shape[:2]
-    m_pad = triton.next_power_of_2(M)
-    warps = _warps(M)
-    if n_chunks <= group:
-        _carry_scan[(B, 1)](z, phi, start, carry, M, n_chunks, n_chunks, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps["carry"], **_COMPILE)
-        return
-    n_groups = triton.cdiv(n_chunks, group)
-    w = z.new_empty((B, n_groups, *z.shape[2:]))
-    psi = phi.new_empty((B, n_groups, *phi.shape[2:]))
-    _carry_compose[(B, n_groups)](z, phi, w, psi, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps["compose"], **_COMPILE)
-    group_start = torch.empty_like(w)
-    _scan_carries(w, psi, start, group_start, M, group, is_complex)
-    _carry_scan[(B, n_groups)](z, phi, group_start, carry, M, n_chunks, group, M_PAD=m_pad, IS_COMPLEX=is_complex, num_warps=warps["carry"], **_COMPILE)
-
-
-def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None):
-    """Run the three phases; see the module docstring. ``u`` is x (forward) or grad_y (reverse)."""
     B, T = u.shape
-    Ba, Ta, M = a.shape
+    M = a.shape[-1]
     steps = T + M if reverse else T
-    chunk, group, stages = _launch_shape(u.device, M, B, steps)
-    n_chunks = triton.cdiv(steps, chunk)
-    m_pad = triton.next_power_of_2(M)
+    shape = launch_shape(M, B, steps, sms)
+    n_chunks = triton.cdiv(steps, shape.chunk)
     is_complex = u.is_complex()
-    real = u.real.dtype if is_complex else u.dtype
-    acc = torch.float32 if real in (torch.float16, torch.bfloat16) else real
     planes = (2,) if is_complex else ()
-
-    def summary_buffer(*shape):
-        return torch.empty((B, *shape, *planes), dtype=acc, device=u.device)
-
-    z, phi, carry = summary_buffer(n_chunks, M), summary_buffer(n_chunks, M, M), summary_buffer(n_chunks, M)
-    start = summary_buffer(M).zero_() if reverse else _plane(zi)
-    time_step = 1 if Ta > 1 else 0
-    a_row_step = 1 if Ba > 1 else 0
+    real = u.real.dtype if is_complex else u.dtype
+    compute = tl.float64 if real == torch.float64 else tl.float32
+    sa_row, sa_time, sa_tap = (s if n > 1 else 0 for s, n in zip(a.stride(), a.shape))
     u_, a_, zi_ = _plane(u), _plane(a), _plane(zi)
-    summary, finish = (_first_order_summary, _first_order_finish) if M == 1 else (_chunk_summary, _chunk_finish)
-    warps = _warps(M)
-    summary[(B, n_chunks)](
-        u_, a_, z, phi, T, steps, Ta, M, time_step, a_row_step, n_chunks,
-        CHUNK=chunk, M_PAD=m_pad, STAGES=stages, IS_COMPLEX=is_complex, REVERSE=reverse, num_warps=warps["summary"], **_COMPILE,
-    )
-    _scan_carries(z, phi, start, carry, M, group, is_complex)
-    per_sample = grad_a is not None and grad_a.shape[1] == T and Ta == T
-    partial = summary_buffer(n_chunks, M) if grad_a is not None and not per_sample else None
+    common = dict(M=M, M_PAD=triton.next_power_of_2(M), IS_COMPLEX=is_complex, **_COMPILE)
+    if a.shape[1] == 1:
+        layout = A_CONSTANT
+    elif sa_time == M and (sa_tap == 1 or M == 1):
+        layout = A_CONTIGUOUS
+    else:
+        layout = A_STRIDED
+    loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse)
+
+    def scratch(*size):  # summaries and carries are float64 whatever the input dtype
+        return torch.empty((*size, *planes), dtype=torch.float64, device=u.device)
+
+    launches = []
+    start = scratch(B, M).zero_() if reverse else zi_  # the adjoint starts from rest
+    carry = prefix = u_  # placeholders for pointers a variant does not read
+    n_blocks, n_lanes = 1, B * n_chunks
+    if n_chunks == 1:
+        state = 0 if reverse else 1
+    elif is_short(M):
+        state = 3
+        n_blocks = triton.cdiv(n_chunks, shape.group)
+        prefix = scratch(B * n_chunks, M * (M + 1))
+        launches.append(Launch(
+            _summary, B * n_blocks,
+            (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
+            dict(BLOCK=shape.group, R=triton.next_power_of_2(M), SCAN=True, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
+        ))
+        carry = scratch(B * n_blocks, M)
+        carry_block = CARRY_BLOCK_GPU if sms else GROUP_INTERPRET
+        launches.append(Launch(
+            _carry_short, B, (prefix, start, carry, n_chunks, n_blocks, shape.group),
+            dict(M=M, BLOCK=carry_block, IS_COMPLEX=is_complex, **_COMPILE), warps_for(carry_block),
+            0, triton.cdiv(n_blocks - 1, carry_block),
+        ))
+    else:
+        state = 2
+        maps = scratch(B * n_chunks, M * (M + 1))
+        R = recursions_per_lane(M, is_complex)
+        pairs = B * n_chunks
+        groups = triton.cdiv(M, R) + 1  # the last one runs the driven recursion
+        launches.append(Launch(
+            _summary, groups * triton.cdiv(pairs, shape.block),
+            (u_, a_, maps, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),
+            dict(BLOCK=shape.block, R=R, SCAN=False, **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
+        ))
+        carry = scratch(B * n_chunks, M)
+        launches.append(Launch(_carry_long, B, (maps, start, carry, n_chunks), dict(common), 4, 0, n_chunks))
+    per_sample = grad_a is not None and a.shape[1] == T
+    partial = None
+    if grad_a is not None and not per_sample:  # constant coefficients: per-chunk partial sums
+        wide = torch.float64 if compute == tl.float64 else torch.float32
+        partial = torch.empty((B * n_chunks, M, *planes), dtype=wide, device=u.device)
     grad_a_target = grad_a if per_sample else partial
-    finish[(B, n_chunks)](
-        u_, a_, carry, _plane(out), _plane(tail) if tail is not None else u_,
-        _plane(y) if y is not None else u_, zi_,
-        _plane(grad_a_target) if grad_a_target is not None else u_,
-        T, steps, Ta, M, time_step, a_row_step, n_chunks,
-        CHUNK=chunk, M_PAD=m_pad, STAGES=stages, IS_COMPLEX=is_complex,
-        REVERSE=reverse, GRAD_A=grad_a is not None, GRAD_A_PER_SAMPLE=per_sample, num_warps=warps["finish"], **_COMPILE,
-    )
-    if partial is not None:
-        sums = partial.sum(1)
-        grad_a.copy_((torch.view_as_complex(sums) if is_complex else sums).unsqueeze(1))
+    block = shape.group if state == 3 else shape.block
+    launches.append(Launch(
+        _finish, B * n_blocks if state == 3 else triton.cdiv(n_lanes, block),
+        (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
+         _plane(y) if y is not None else u_, _plane(grad_a_target) if grad_a_target is not None else u_,
+         T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
+        dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None,
+             GRAD_A_PER_SAMPLE=per_sample, **common, **loops),
+        warps_for(block), n_lanes, shape.chunk,
+    ))
+
+    def finalize():
+        if partial is not None:
+            sums = partial.reshape(B, n_chunks, M, *planes).sum(1)
+            grad_a.copy_((torch.view_as_complex(sums) if is_complex else sums).unsqueeze(1))
+
+    return launches, finalize
 
 
-def allpole_forward(x: torch.Tensor, a: torch.Tensor, zi: torch.Tensor, y: torch.Tensor) -> None:
-    """Write y (B, T) from x (B, T), a (Ba, Ta, M), zi (B, M); all contiguous, one dtype."""
-    _scan(x, a, zi, y, reverse=False)
+def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, launch=None):
+    """Run one pass. ``launch`` wraps each kernel before it is launched (``torch.library.wrap_triton``
+    under the CUDA custom op)."""
+    wrap = launch or (lambda kernel: kernel)
+    launches, finalize = plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=_sms(u.device))
+    for item in launches:
+        wrap(item.kernel)[(item.grid,)](*item.args, num_warps=item.num_warps, **item.constexprs)
+    finalize()
 
 
-def allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a: bool) -> None:
+def allpole_forward(x: torch.Tensor, a: torch.Tensor, zi: torch.Tensor, y: torch.Tensor, launch=None) -> None:
+    """Write y (B, T) from x (B, T), a (Ba, Ta, M) (any strides), zi (B, M); one dtype."""
+    with torch.cuda.device(x.device) if x.device.type == "cuda" else _null():
+        _scan(x, a, zi, y, reverse=False, launch=launch)
+
+
+def allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a: bool, launch=None) -> None:
     """Write grad_x (B, T), grad_zi (B, M) and, if asked, grad_a (B, Ta, M)."""
-    _scan(grad_y, a, zi, grad_x, reverse=True, tail=grad_zi, y=y, grad_a=grad_a if need_grad_a else None)
+    with torch.cuda.device(grad_y.device) if grad_y.device.type == "cuda" else _null():
+        _scan(grad_y, a, zi, grad_x, reverse=True, tail=grad_zi, y=y, grad_a=grad_a if need_grad_a else None, launch=launch)
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

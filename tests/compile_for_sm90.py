@@ -1,88 +1,99 @@
-"""Compile every Triton kernel variant for sm_90 on a machine without a GPU; print JSON.
+"""Compile every Triton launch variant for sm_90 on a machine without a GPU; print JSON.
 
-The interpreter accepts code that the compiler rejects, so this catches what the interpreter
-tests cannot. Triton's wheel ships ptxas and cuobjdump, so compilation runs to a cubin whose
-register and stack (spill) use cuobjdump reports. Run in a process without TRITON_INTERPRET
-(``@triton.jit`` then builds compilable kernels); see tests/test_triton_compile.py.
+The interpreter accepts code that the compiler rejects, and runs none of the compiler's rewrites,
+so this catches what the interpreter tests cannot: compile errors, register spills, and any
+product that the compiler turned into a TF32 tensor-core dot (Triton 3.6, the GPU machines'
+version, rewrites broadcast-multiply-sums into ``tt.dot`` with ``inputPrecision = tf32``).
+The launches come from ``triton_scan.plan`` on the meta device, so they are exactly what runs.
+Run in a process without TRITON_INTERPRET; ``python tests/compile_for_sm90.py [--quick]``.
 """
 from __future__ import annotations
 
 import json
-import pathlib
 import re
-import subprocess
 import sys
-import tempfile
 
+import torch
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
-from allpole_triton.kernels import triton_scan as ts
+from allpole_triton.bench import sm90
+from allpole_triton.kernels import triton_scan
 
-TARGET = GPUTarget("cuda", 90, 32)
-CUOBJDUMP = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-
-
-def source(kernel, pointer: str, constexprs: dict) -> ASTSource:
-    """Pointers (``*_ptr``) get one element type; every other runtime argument is i32."""
-    names = kernel.arg_names
-    signature = {
-        name: "constexpr" if name in constexprs else pointer if name.endswith("_ptr") else "i32" for name in names
-    }
-    return ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
+META = torch.device("meta")
+# (rows, T): many chunks (summary + carry + finish), and one chunk per row (finish only)
+SHAPES = [(1, 1 << 20), (1 << 14, 4096)]
 
 
-def resource_usage(cubin: bytes) -> dict[str, int]:
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        dump = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", f.name], capture_output=True, text=True, check=True)
-    found = re.search(r"REG:(\d+) STACK:(\d+)", dump.stdout)
-    return {"registers": int(found.group(1)), "stack": int(found.group(2))}
+def pass_launches(dtype, M: int, reverse: bool, layout: str, grad_a: str, rows: int, T: int):
+    """The launches of one pass, planned as a GPU with 132 SMs would run them."""
+    a_shape = (rows, 1 if layout == "constant" else T, M)
+    a = torch.empty(a_shape, dtype=dtype, device=META)
+    if layout == "strided":
+        a = torch.empty(rows, M, T, dtype=dtype, device=META).transpose(1, 2)
+    u = torch.empty(rows, T, dtype=dtype, device=META)
+    zi = torch.empty(rows, M, dtype=dtype, device=META)
+    extra = {}
+    if reverse:
+        extra = dict(tail=torch.empty_like(zi), y=torch.empty_like(u),
+                     grad_a=torch.empty(a_shape, dtype=dtype, device=META) if grad_a == "yes" else None)
+    return triton_scan.plan(u, a, zi, torch.empty_like(u), reverse=reverse, sms=132, **extra)[0]
 
 
-def variants(M: int, is_complex: bool, reverse: bool, stages: int | None = None):
-    """(kernel, constexprs, warps) as ``triton_scan._scan`` launches them on a GPU (``stages``
-    overrides the table's software-pipeline depth, as bench/tune_triton.py does)."""
-    chunk = ts.FIRST_ORDER_CHUNK_GPU if M == 1 else ts.CHUNK_GPU  # the longest; shorter ones compile alike
-    stages = ts.LOOP_STAGES_GPU if stages is None else stages
-    m_pad = triton.next_power_of_2(M)
-    warps = ts._warps(M)
-    summary, finish = (ts._first_order_summary, ts._first_order_finish) if M == 1 else (ts._chunk_summary, ts._chunk_finish)
-    shared = dict(CHUNK=chunk, M_PAD=m_pad, STAGES=stages, IS_COMPLEX=is_complex, REVERSE=reverse)
-    yield summary, shared, warps["summary"]
-    for grad_a, per_sample in [(False, False)] + ([(True, False), (True, True)] if reverse else []):
-        yield finish, dict(shared, GRAD_A=grad_a, GRAD_A_PER_SAMPLE=per_sample), warps["finish"]
-    yield ts._carry_scan, dict(M_PAD=m_pad, IS_COMPLEX=is_complex), warps["carry"]
-    yield ts._carry_compose, dict(M_PAD=m_pad, IS_COMPLEX=is_complex), warps["compose"]
-
-
-def compile_one(kernel, pointer: str, constexprs: dict, warps: int) -> dict:
-    compiled = triton.compile(source(kernel, pointer, constexprs), target=TARGET, options={"num_warps": warps, **ts._COMPILE})
-    return {"kernel": kernel.__name__, "warps": warps, **resource_usage(compiled.asm["cubin"])}
-
-
-def main(orders: list[int]) -> None:
-    results = []
-    for pointer in ("*fp32", "*bf16", "*fp64"):
-        for M in orders:
-            for is_complex in ([False] if pointer == "*bf16" else [False, True]):
-                for reverse in (False, True):
-                    for kernel, constexprs, warps in variants(M, is_complex, reverse):
-                        carry_only = kernel in (ts._carry_scan, ts._carry_compose)
-                        ptr = "*fp32" if carry_only and pointer == "*bf16" else pointer  # float32 carries
-                        results.append({"pointer": pointer, "M": M, "complex": is_complex, "reverse": reverse,
-                                        **compile_one(kernel, ptr, constexprs, warps)})
-    # the software-pipelined loops that bench/tune_triton.py tries
-    for M in orders:
+def configurations(quick: bool):
+    """Every kernel and flag combination at least once (quick: what CI compiles, twice), or the
+    wider set the GPU session compiles."""
+    if quick:
+        for M in (1, 2, 5, 16):
+            yield torch.float32, M, False, "contiguous", "no"
+            yield torch.float32, M, True, "contiguous", "yes"
+        yield torch.float32, 2, True, "constant", "yes"
+        yield torch.float32, 3, True, "strided", "no"
+        yield torch.complex64, 2, True, "contiguous", "yes"
+        yield torch.bfloat16, 2, False, "contiguous", "no"
+        yield torch.float64, 8, False, "contiguous", "no"
+        return
+    for M in (1, 2, 3, 4, 5, 8, 16, 33):
+        for reverse, grad_a in [(False, "no"), (True, "yes"), (True, "no")]:
+            yield torch.float32, M, reverse, "contiguous", grad_a
+        yield torch.float32, M, True, "constant", "yes"
+    for M in (2, 5, 16):
         for reverse in (False, True):
-            for kernel, constexprs, warps in variants(M, False, reverse, stages=4):
-                if "STAGES" in constexprs and M > 1:
-                    results.append({"pointer": "*fp32", "M": M, "complex": False, "reverse": reverse, "stages": 4,
-                                    **compile_one(kernel, "*fp32", constexprs, warps)})
+            yield torch.float32, M, reverse, "strided", "yes" if reverse else "no"
+            for dtype in (torch.complex64, torch.bfloat16, torch.float64):
+                yield dtype, M, reverse, "contiguous", "yes" if reverse else "no"
+
+
+def variant_key(launch) -> tuple:
+    tensors = tuple(str(t.dtype) for t in launch.args if isinstance(t, torch.Tensor))
+    return launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())), launch.num_warps, tensors
+
+
+TF32 = re.compile(r"tf32|HMMA\.[0-9]+\.F32\.TF32", re.IGNORECASE)
+# shared-memory round trips and warp shuffles: the cost of a tile axis spread over a warp
+CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
+
+
+def main(quick: bool) -> None:
+    seen, results = set(), []
+    for dtype, M, reverse, layout, grad_a in configurations(quick):
+        for rows, T in SHAPES:
+            for launch in pass_launches(dtype, M, reverse, layout, grad_a, rows, T):
+                key = variant_key(launch)
+                if key in seen:
+                    continue
+                seen.add(key)
+                compiled = sm90.compile_launch(launch)
+                tf32 = sorted(set(TF32.findall(compiled.ttgir + compiled.ptx + "\n".join(i for _, i in compiled.sass))))
+                results.append({
+                    "kernel": compiled.name, "dtype": str(dtype), "M": M, "reverse": reverse, "layout": layout,
+                    "grad_a": grad_a, "shape": [rows, T], "warps": launch.num_warps,
+                    "registers": compiled.registers, "stack": compiled.stack, "tf32": tf32,
+                    "loop_instructions": len(compiled.loops[0]) if compiled.loops else 0,
+                    "cross_lane_in_loops": sum(op.split(".")[0] in CROSS_LANE for body in compiled.loops
+                                               for op in compiled.opcodes(body)),
+                })
     json.dump({"triton": triton.__version__, "kernels": results}, sys.stdout)
 
 
 if __name__ == "__main__":
-    main([int(m) for m in sys.argv[1:]] or [1, 2, 16, 33])
+    main(quick="--quick" in sys.argv)

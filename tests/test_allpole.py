@@ -260,6 +260,7 @@ def test_module_and_backends_agree():
 
 BAD_INPUTS = [
     (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 9, 2)), ValueError, "time dim"),
+    (lambda: allpole(torch.zeros(2, 64), torch.zeros(2, 64)), ValueError, "a needs a trailing order dim"),
     (lambda: allpole(torch.zeros(2, 10), torch.zeros(3, 10, 2)), ValueError, "do not broadcast"),
     (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 2), torch.zeros(2, 3)), ValueError, "zi must have shape"),
     (lambda: allpole(torch.zeros(2, 10), torch.zeros(2, 10, 2), torch.zeros(5, 2)), ValueError, "do not broadcast"),

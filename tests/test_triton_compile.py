@@ -1,8 +1,12 @@
-"""Every Triton kernel compiles for sm_90 (H100/H200) with the launch shapes the driver uses.
+"""Every Triton launch variant compiles for sm_90 (H100/H200), with the installed Triton and with
+Triton 3.6 (the GPU machines' version) when it is installed beside it (``make`` puts it in
+``.venv/triton36``; ``ALLPOLE_TRITON36`` overrides the folder).
 
-The interpreter tests prove the arithmetic; this proves the code is accepted by the real compiler
-and fits in registers, on machines without a GPU. It runs in a subprocess because kernels built
-under TRITON_INTERPRET=1 cannot be compiled.
+The interpreter tests prove the arithmetic; this proves the compiler accepts the code, that it fits
+in registers, and that no product became a TF32 tensor-core dot (Triton 3.6 rewrites
+broadcast-multiply-sums into ``tt.dot`` with ``inputPrecision = tf32``; newer Triton does not, which
+is why only a 3.6 compile can catch it). Runs in subprocesses: kernels built under
+TRITON_INTERPRET=1 cannot be compiled.
 """
 from __future__ import annotations
 
@@ -16,32 +20,90 @@ import pytest
 
 triton = pytest.importorskip("triton")
 HERE = pathlib.Path(__file__).parent
+ROOT = HERE.parent
+TRITON36 = pathlib.Path(os.environ.get("ALLPOLE_TRITON36", ROOT / ".venv" / "triton36"))
 ptxas = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 pytestmark = pytest.mark.skipif(not ptxas.exists(), reason="this Triton build ships no ptxas")
+from allpole_triton.kernels import triton_scan  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def compiled() -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+def compile_all(extra_path: pathlib.Path | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "ALLPOLE_TRITON_LAUNCH")}
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(extra_path), str(ROOT), env.get("PYTHONPATH", "")])
     run = subprocess.run(
-        [sys.executable, str(HERE / "compile_for_sm90.py"), "1", "2", "4", "16", "33"],
-        capture_output=True, text=True, env=env, timeout=900,
+        [sys.executable, str(HERE / "compile_for_sm90.py"), "--quick"],
+        capture_output=True, text=True, env=env, timeout=1200, cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads(run.stdout)
 
 
-def test_every_variant_compiles(compiled):
-    kernels = {k["kernel"] for k in compiled["kernels"]}
-    assert kernels == {
-        "_chunk_summary", "_chunk_finish", "_first_order_summary", "_first_order_finish", "_carry_scan", "_carry_compose",
-    }
-    assert {k["M"] for k in compiled["kernels"]} == {1, 2, 4, 16, 33}
-    assert any(k.get("stages") == 4 for k in compiled["kernels"])  # the pipelined loops tune_triton tries
+@pytest.fixture(scope="module")
+def compiled() -> dict:
+    return compile_all(None)
 
 
-def test_specialised_orders_do_not_spill(compiled):
-    """Up to M=16 nothing spills (a 16-byte local frame appears in the bf16 M=1 finish); M=33 is
-    the generic fallback and only has to be correct."""
-    heavy = [k for k in compiled["kernels"] if k["M"] <= 16 and k["stack"] > 16]
+def check(result: dict) -> None:
+    kernels = {k["kernel"] for k in result["kernels"]}
+    assert kernels == {"_summary", "_carry_short", "_carry_long", "_finish"}
+    tf32 = [k for k in result["kernels"] if k["tf32"]]
+    assert not tf32, tf32
+    triton_36 = result["triton"].startswith("3.6")
+    # Lane kernels keep every tile axis inside a thread: no shared-memory round trip or shuffle in
+    # their loops. Triton 3.6 still spreads whole-tile accesses over the warp where the kernels do
+    # not load slot by slot: above SPLIT_MAX_ORDER, and the reverse finish's grad_a window (see the
+    # closing notes of the GPU scan issue).
+    def open_on_36(k):
+        return k["M"] > triton_scan.SPLIT_MAX_ORDER or (k["kernel"] == "_finish" and k["reverse"] and k["grad_a"] == "yes")
+
+    crossing = [k for k in result["kernels"] if k["kernel"] in ("_summary", "_finish") and k["cross_lane_in_loops"]
+                and not (triton_36 and open_on_36(k))]
+    assert not crossing, crossing
+    # up to order 8 everything stays in registers; the float64 chunk summaries of M=16 spill
+    # (correct, and slower: see the closing notes of the GPU scan issue)
+    heavy = [k for k in result["kernels"] if k["stack"] > 16 and (k["M"] <= 8 or k["kernel"] != "_summary")
+             and not (triton_36 and k["M"] > triton_scan.SPLIT_MAX_ORDER)]
     assert not heavy, heavy
+
+
+def test_every_variant_compiles_without_tf32_or_spills(compiled):
+    check(compiled)
+
+
+@pytest.mark.skipif(not (TRITON36 / "triton").is_dir(), reason=f"Triton 3.6 not installed in {TRITON36}")
+def test_every_variant_compiles_with_triton_3_6():
+    result = compile_all(TRITON36)
+    assert result["triton"].startswith("3.6"), result["triton"]
+    check(result)
+
+
+TRACE = """
+import contextlib, torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from allpole_triton import op
+from allpole_triton.kernels import triton_scan
+
+# no GPU here: pretend to be an H100 for the launch table and skip the device guard
+triton_scan._sms = lambda device: 132
+torch.cuda.device = lambda device: contextlib.nullcontext()
+with FakeTensorMode():
+    for B, T, M in [(2, 4096, 2), (1, 1 << 20, 16), (4096, 512, 1)]:
+        x = torch.empty(B, T, device="cuda")
+        a = torch.empty(B, T, M, device="cuda")
+        zi = torch.empty(B, M, device="cuda")
+        y = op.allpole_cuda_op(x, a, zi)
+        grad_x, grad_zi, grad_a = op.allpole_backward_cuda_op(x, a, y, zi, True)
+        assert y.shape == x.shape and y.device.type == "cuda"
+        assert grad_x.shape == x.shape and grad_zi.shape == zi.shape and grad_a.shape == a.shape
+print("traced")
+"""
+
+
+def test_cuda_ops_trace_under_fake_tensors():
+    """The CUDA path is a ``torch.library.triton_op``: under fake tensors (how torch.compile traces
+    it) its launches plan and run without a GPU, i.e. no host synchronisation or data-dependent
+    shapes in the op."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", TRACE], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert run.returncode == 0 and "traced" in run.stdout, run.stderr[-4000:]

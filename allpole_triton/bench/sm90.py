@@ -1,0 +1,108 @@
+"""Compile the Triton launches of a pass for sm_90 (H100/H200) on a machine without a GPU.
+
+Triton's wheel ships ptxas and cuobjdump, so a launch planned on the meta device
+(``triton_scan.plan``) compiles to a cubin whose registers, stack and SASS can be read here. Used by
+the compile test (tests/test_triton_compile.py) and the performance model (``allpole-bench --model``).
+Run without TRITON_INTERPRET: kernels decorated under the interpreter cannot be compiled.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+TARGET = GPUTarget("cuda", 90, 32)
+_BIN = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+_POINTER = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
+_INSTRUCTION = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_BRANCH = re.compile(r"BRA\s+(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))")
+
+
+def toolchain_available() -> bool:
+    return (_BIN / "ptxas").exists() and (_BIN / "cuobjdump").exists()
+
+
+@dataclass
+class Compiled:
+    """One compiled launch: its resource use, SASS and the instructions of its innermost loops."""
+
+    name: str
+    registers: int
+    stack: int
+    sass: list[tuple[int, str]]  # (address, instruction)
+    ttgir: str
+    ptx: str
+    loops: list[list[str]] = field(default_factory=list)  # bodies of backward branches, innermost first
+
+    def opcodes(self, body: list[str]) -> list[str]:
+        return [ins.split()[0] if not ins.startswith("@") else ins.split()[1] for ins in body]
+
+
+def signature(launch) -> ASTSource:
+    names = launch.kernel.arg_names
+    sig = {}
+    values = dict(zip([n for n in names if n not in launch.constexprs], launch.args))
+    for name in names:
+        if name in launch.constexprs:
+            sig[name] = "constexpr"
+        else:
+            value = values[name]
+            if isinstance(value, torch.Tensor):
+                sig[name] = _POINTER[value.dtype]
+            else:
+                sig[name] = "i64" if abs(int(value)) >= 2**31 else "i32"
+    constexprs = {(names.index(k),): v for k, v in launch.constexprs.items() if k in names}
+    return ASTSource(fn=launch.kernel, signature=sig, constexprs=constexprs)
+
+
+def _cuobjdump(cubin: bytes, *flags: str) -> str:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([str(_BIN / "cuobjdump"), *flags, f.name], capture_output=True, text=True, check=True).stdout
+
+
+def compile_launch(launch) -> Compiled:
+    options = {"num_warps": launch.num_warps}
+    options.update({k: v for k, v in launch.constexprs.items() if k == "enable_fp_fusion"})
+    source = signature(_without_options(launch))
+    compiled = triton.compile(source, target=TARGET, options=options)
+    cubin = compiled.asm["cubin"]
+    usage = re.search(r"REG:(\d+) STACK:(\d+)", _cuobjdump(cubin, "--dump-resource-usage"))
+    sass = [(int(m.group(1), 16), m.group(2)) for line in _cuobjdump(cubin, "-sass").splitlines()
+            if (m := _INSTRUCTION.match(line))]
+    result = Compiled(launch.kernel.__name__, int(usage.group(1)), int(usage.group(2)), sass,
+                      compiled.asm.get("ttgir", ""), compiled.asm.get("ptx", ""))
+    result.loops = loop_bodies(sass)
+    return result
+
+
+def _without_options(launch):
+    """The launch with compile options (enable_fp_fusion) taken out of its constexprs."""
+    from copy import copy
+
+    clean = copy(launch)
+    clean.constexprs = {k: v for k, v in launch.constexprs.items() if k != "enable_fp_fusion"}
+    return clean
+
+
+def loop_bodies(sass: list[tuple[int, str]]) -> list[list[str]]:
+    """Instruction lists of every loop (a branch back to a lower address), innermost (shortest) first."""
+    addresses = [a for a, _ in sass]
+    bodies = []
+    for index, (address, ins) in enumerate(sass):
+        m = re.search(r"BRA\s+(?:`?\(?\.?L?_?x?_?\d*\)?\s*)?0x([0-9a-f]+)", ins)
+        if not m:
+            continue
+        target = int(m.group(1), 16)
+        if target < address and target in addresses:
+            first = addresses.index(target)
+            bodies.append([i for _, i in sass[first:index + 1]])
+    return sorted(bodies, key=len)

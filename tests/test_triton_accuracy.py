@@ -1,0 +1,93 @@
+"""Accuracy of the Triton scan at high order with poles near the unit circle, in the GPU's launch
+shapes (forced with ALLPOLE_TRITON_LAUNCH under the interpreter).
+
+For each case: the forward output and all three gradients, against a float64 loop, must be within
+10x of the error a plain sequential loop makes in the input's working precision (float32; for
+16-bit inputs the float32 loop on the same rounded inputs, against float64 on them too). The chunk
+maps are products of hundreds of companion matrices, very non-normal, and composing them in
+float32 cancels catastrophically; this is the test that caught it.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from allpole_triton import allpole
+from allpole_triton.kernels.naive import allpole_backward_naive, allpole_naive
+from allpole_triton.op import triton_interpret
+from conftest import poles_at_radius, random_signal
+
+pytest.importorskip("triton")
+from allpole_triton.kernels import triton_scan  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(DEVICE == "cpu" and not triton_interpret(), reason="needs CUDA or TRITON_INTERPRET=1")
+FACTOR = 10
+
+
+def relative(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Per row: max |actual - expected| / max |expected|."""
+    error = (actual.double().cpu() - expected).abs().flatten(1).amax(1)
+    return error / expected.abs().flatten(1).amax(1).clamp(min=1e-30)
+
+
+def loop_results(x, a, zi, g):
+    """Forward output and (grad_x, grad_a, grad_zi) by plain loops in x's dtype."""
+    y = allpole_naive(x, a, zi)
+    grad_x, grad_zi, grad_a = allpole_backward_naive(g, a, y, zi)
+    return y, grad_x, grad_a, grad_zi
+
+
+def triton_results(x, a, zi, g):
+    inputs = [t.to(DEVICE).requires_grad_() for t in (x, a, zi)]
+    y = allpole(*inputs, backend="triton")
+    grads = torch.autograd.grad(y, inputs, g.to(DEVICE))
+    return (y.detach(), *grads)
+
+
+def length_for(M: int, chunk: int, group: int) -> int:
+    """Two carry levels: short orders need more chunks than one carry block holds; long orders
+    walk chunks sequentially, where a few chunks cross every boundary."""
+    return (group + 1) * chunk + 7 if triton_scan.is_short(M) else 3 * chunk + 7
+
+
+def check(x, a, zi, g, working: torch.dtype):
+    """The Triton path on (x, a, zi) in their dtype against float64, next to a loop in ``working``,
+    row by row. The output's own rounding (its dtype's eps) is always allowed."""
+    exact = loop_results(*(t.double() for t in (x, a, zi, g)))
+    loop = loop_results(*(t.to(working) for t in (x, a, zi, g)))
+    fast = triton_results(x, a, zi, g)
+    floor = 2 * torch.finfo(x.dtype).eps
+    for name, f, l, e in zip(("y", "grad_x", "grad_a", "grad_zi"), fast, loop, exact):
+        assert f.dtype == x.dtype and torch.isfinite(f).all(), name
+        loop_error, fast_error = relative(l, e), relative(f, e)
+        bound = torch.clamp(FACTOR * loop_error, min=floor)
+        assert (fast_error <= bound).all(), f"{name}: errors {fast_error.tolist()} > {FACTOR} x loop's {loop_error.tolist()}"
+
+
+def cases(M: int, T: int, radii: tuple[float, ...]):
+    """One row per pole radius."""
+    a = torch.cat([poles_at_radius((1,), T, M, r, seed=M + k) for k, r in enumerate(radii)])
+    B = len(radii)
+    return a, random_signal((B, T), seed=1), random_signal((B, M), seed=2), random_signal((B, T), seed=3)
+
+
+@pytest.mark.parametrize("launch", ["chunk=256,group=16", "chunk=64,group=16"])
+@pytest.mark.parametrize("M", [1, 2, 4, 8, 16, 32])
+def test_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
+    """Pole radius 0.9, 0.99 and 0.999 (one row each)."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+    forced = triton_scan.forced_launch()
+    a, x, zi, g = cases(M, length_for(M, forced["chunk"], forced["group"]), (0.9, 0.99, 0.999))
+    check(*(t.float() for t in (x, a, zi, g)), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M", [2, 16])
+def test_16_bit_within_ten_times_a_float32_loop(monkeypatch, dtype, M):
+    """float16 stops at 65504: at M=16 with poles at 0.99 the filter's gain overflows it, so only
+    bfloat16 (float32's range) takes that case."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=64,group=16")
+    radii = (0.9, 0.99) if dtype == torch.bfloat16 or M < 16 else (0.9,)
+    a, x, zi, g = cases(M, length_for(M, 64, 16), radii)
+    check(*(t.to(dtype) for t in (x, a, zi, g)), torch.float32)
