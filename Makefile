@@ -41,7 +41,8 @@ bench: venv
 	$(BIN)/allpole-bench --device cpu --quick --out bench/out
 
 model: venv
-	env -u TRITON_INTERPRET $(BIN)/allpole-bench --model --out bench/out
+	env -u TRITON_INTERPRET $(if $(wildcard $(VENV)/triton36/triton),PYTHONPATH=$(VENV)/triton36) \
+		$(BIN)/allpole-bench --model --out bench/out
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,9 +8,13 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .whl torchlpc-wheels==0.8.0.211
 #   python3 -m pip download --no-deps -d .whl philtorch==0.6.0 accelerated-scan torchcomp
-# Then run `bash bench/gpu_session.sh [quick]` with .whl carried. Results land in
-# bench/results/<gpu-name>/ (and in $OUT when set, so they come back from the device machine).
-set -euo pipefail
+# Then run `bash bench/gpu_session.sh [quick]` with .whl carried (about 8 minutes; quick: 4).
+# Results land in bench/results/<gpu-name>/ and in $OUT when set, so they come back:
+#   pytest.txt        the CUDA tests (the Triton kernels compiled, on CUDA tensors)
+#   results.csv, report.md   allpole-bench on CUDA against every importable peer
+#   model.md, model.json     the static sm_90 model with the measured times beside its predictions
+#   tune_triton.csv   the launch-shape sweep (full runs only)
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 site=/tmp/allpole-site
@@ -20,19 +24,28 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" .
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET ALLPOLE_TRITON_LAUNCH
 
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")
 results="bench/results/$gpu"
 mkdir -p "$results"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$results/nvidia-smi.csv"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$results/nvidia-smi.csv"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
+    | tee "$results/versions.txt"
 
-# compiled kernels on CUDA tensors (conftest only turns the interpreter on when there is no GPU)
-python3 -m pytest -q tests/test_triton.py tests/test_allpole.py 2>&1 | tee "$results/pytest.txt"
+# the kernels compiled and checked on CUDA tensors (conftest turns the interpreter on only without a GPU)
+timeout 240 python3 -m pytest -q -x tests/test_triton.py tests/test_triton_accuracy.py 2>&1 | tee "$results/pytest.txt"
 
 if [ "${1:-}" = quick ]; then
-    python3 -m allpole_triton.bench --device cuda -B 16 -T 65536 -M 1 2 16 --no-memory --out "$results"
+    timeout 150 python3 -m allpole_triton.bench --device cuda -B 16 -T 65536 1048576 -M 1 2 16 --no-memory \
+        --out "$results"
 else
-    python3 -m allpole_triton.bench --device cuda --out "$results"
-    python3 bench/tune_triton.py -B 1 16 -T 65536 1048576 -M 1 2 16 | tee "$results/tune_triton.csv"
+    timeout 240 python3 -m allpole_triton.bench --device cuda --no-memory --out "$results"
 fi
-if [ -n "${OUT:-}" ]; then cp "$results"/*.md "$results"/*.csv "$results"/*.txt "$OUT"/ 2>/dev/null || true; fi
+# the model's predictions for the same grid, with the times just measured beside them
+timeout 150 python3 -m allpole_triton.bench --model --no-progress --measured "$results/results.csv" --out "$results" \
+    > /dev/null && tail -n +1 "$results/model.md"
+if [ "${1:-}" != quick ]; then
+    timeout 60 python3 bench/tune_triton.py -B 1 16 -T 65536 1048576 -M 2 16 | tee "$results/tune_triton.csv"
+fi
+if [ -n "${OUT:-}" ]; then cp "$results"/*.md "$results"/*.csv "$results"/*.txt "$results"/*.json "$OUT"/ 2>/dev/null || true; fi

@@ -2,8 +2,10 @@
 
 Backends, cases and inputs come from :mod:`allpole_triton.bench` (the same registry as the
 ``allpole-bench`` sweep). Groups are (pass, B, T, M, dtype, coefficient kind). Backends that cannot
-run here are skipped with their reason. Each benchmark's ``extra_info`` holds its ESR (dB) against
-the exact float64 filter, so the FS approximation's error sits next to its time.
+run here are skipped with their reason. Each benchmark's ``extra_info`` holds its ESR (dB) and relative
+max error against a float64 sequential loop, next to those of a sequential loop in the case's dtype
+(the rounding error no filter of that precision avoids), so the FS approximation's error sits next
+to its time.
 
 Environment: ``ALLPOLE_BENCH_DEVICE`` (default cuda if available, else cpu),
 ``ALLPOLE_BENCH_T`` / ``_M`` / ``_B`` (comma-separated), ``ALLPOLE_BENCH_ROUNDS`` (default 5).
@@ -17,7 +19,8 @@ import pytest
 import torch
 
 from allpole_triton.bench import BACKENDS, grid, make_inputs, prepare
-from allpole_triton.metrics import esr_db
+from allpole_triton.bench.backends import sequential_loop
+from allpole_triton.bench.sweep import errors, reference
 
 
 def _ints(name: str, default: str) -> list[int]:
@@ -39,12 +42,15 @@ def _inputs(case):
     return make_inputs(case)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=4)
 def _reference(case):
-    from allpole_triton import allpole
+    return reference(_inputs(case))
 
+
+@functools.lru_cache(maxsize=None)
+def _loop_errors(case):
     inputs = _inputs(case)
-    return allpole(inputs.x.double().cpu(), inputs.a.double().cpu())
+    return errors(sequential_loop(inputs.x.cpu(), inputs.a.cpu()), _reference(case))
 
 
 def _sync():
@@ -68,8 +74,10 @@ def test_bench(benchmark, case, backend):
 
     with torch.no_grad():
         y = backend.forward(inputs.x, inputs.a)
+    esr, max_err = errors(y, _reference(case))
+    loop_esr, loop_max_err = _loop_errors(case)
     benchmark.extra_info.update(
-        backend=backend.name, exact=backend.exact, esr_db=esr_db(y.cpu(), _reference(case)), samples=case.samples,
-        **backend.params,
+        backend=backend.name, exact=backend.exact, esr_db=esr, max_err=max_err, loop_esr_db=loop_esr,
+        loop_max_err=loop_max_err, samples=case.samples, **backend.params,
     )
     benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=1, iterations=1)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import warnings
 
+import numba as nb
 import numpy as np
 import torch
 from torch import Tensor
@@ -44,10 +45,19 @@ class Backend:
     note: str = ""
 
     def skip_reason(self, case: Case) -> str | None:
-        """Why this backend cannot run ``case`` here, or ``None`` when it can."""
+        """Why this backend cannot run ``case`` here, or ``None`` when it can.
+
+        A backend made for another device says so; otherwise a missing or broken package is named
+        before any limit of the backend (constant coefficients, no autograd, ...), so that a peer
+        that is not installed reads as missing everywhere, not as unable to run some cases.
+        """
         device = torch.device(case.device).type
         if device not in self.devices:
             return f"{self.name} runs on {'/'.join(self.devices)} only{': ' + self.note if self.note else ''}"
+        for module in self.requires:
+            problem = import_problem(module)
+            if problem:
+                return problem
         if not self.time_varying and case.coeffs != "lti":
             return f"{self.name} takes constant coefficients only"
         if case.pass_ == "fwdbwd" and not self.differentiable:
@@ -56,10 +66,6 @@ class Backend:
             return f"{self.name} is only timed up to T={self.max_T}"
         if self.max_M is not None and case.M > self.max_M:
             return f"{self.name} handles M<={self.max_M} only"
-        for module in self.requires:
-            problem = import_problem(module)
-            if problem:
-                return f"{module} is not importable ({problem})"
         if device == "cuda" and not torch.cuda.is_available():
             return "CUDA is not available"
         return None
@@ -67,12 +73,48 @@ class Backend:
 
 @functools.cache
 def import_problem(module: str) -> str | None:
-    """``None`` when ``module`` imports, else a one-line reason."""
+    """``None`` when ``module`` imports, else a one-line reason: "<package> is not installed" when
+    the package is absent, "<module> is not importable (<error>)" when it is there but fails."""
     try:
         importlib.import_module(module)
-    except Exception as exc:  # ImportError, but also ABI errors (OSError, RuntimeError) of compiled extensions
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+    except ModuleNotFoundError as exc:
+        top = module.split(".")[0]
+        if exc.name is not None and exc.name.split(".")[0] == top:
+            return f"{top} is not installed"
+        return f"{module} is not importable (ModuleNotFoundError: {exc})"
+    except Exception as exc:  # ABI errors (OSError, RuntimeError, ImportError) of compiled extensions
+        return f"{module} is not importable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     return None
+
+
+def sequential_loop(x: Tensor, a: Tensor) -> Tensor:
+    """The plain recursion ``y[n] = x[n] - sum_{i=1..M} a[n, i-1] y[n-i]`` (zero initial state)
+    in the dtype of ``x``, one sample after another with the terms subtracted newest first and
+    no fast-math (no reassociation, no fused multiply-add): what a textbook loop computes.
+
+    In float64 it is the reference of every error the benchmark reports; in float32 it is the
+    yardstick for them (the error that float32 rounding alone costs on the same inputs).
+    ``x`` is ``(B, T)`` and ``a`` ``(Ba, Ta, M)`` with ``Ba in {1, B}``, ``Ta in {1, T}``.
+    """
+    x_np = x.detach().cpu().contiguous().numpy()
+    a_np = a.detach().cpu().to(x.dtype).contiguous().numpy()
+    y = np.empty_like(x_np)
+    _loop(x_np, a_np, y)
+    return torch.from_numpy(y)
+
+
+@nb.njit(parallel=True, cache=True)
+def _loop(x, a, y):  # pragma: no cover - compiled
+    B, T = x.shape
+    M = a.shape[2]
+    row_step = 1 if a.shape[0] > 1 else 0
+    time_step = 1 if a.shape[1] > 1 else 0
+    for b in nb.prange(B):
+        for n in range(T):
+            acc = x[b, n]
+            for i in range(1, min(M, n) + 1):
+                acc -= a[b * row_step, n * time_step, i - 1] * y[b, n - i]
+            y[b, n] = acc
 
 
 def _full(a: Tensor, x: Tensor) -> Tensor:

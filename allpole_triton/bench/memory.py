@@ -19,6 +19,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from typing import Callable, Iterable
 
 import torch
@@ -66,29 +68,57 @@ def peak_rss_growth(fn: Callable[[], object], warmup: int = 1) -> int:
     return max(_status_kib("VmHWM") - base, 0) * 1024
 
 
-def measure_cpu(jobs: Iterable[tuple[str, Case]], timeout: float = 600) -> dict[tuple, float]:
+def measure_cpu(
+    jobs: Iterable[tuple[str, Case]], timeout: float = 600, progress: Callable[[str, Case], object] | None = None
+) -> dict[tuple, float]:
     """Peak RSS growth (bytes) per ``(backend name, case.key())``, measured in one subprocess;
-    NaN for jobs that fail or where the platform has no ``/proc`` high-water mark."""
+    NaN for jobs that fail, that the ``timeout`` (seconds, for all jobs) cuts off, or where the
+    platform has no ``/proc`` high-water mark. ``progress(backend, case)`` is called as each job
+    finishes (the child answers one line per job), so a caller can keep a progress bar moving."""
     jobs = list(jobs)
     results = {(name, case.key()): float("nan") for name, case in jobs}
     if not jobs or not os.path.exists("/proc/self/clear_refs"):
         return results
     payload = "".join(json.dumps({"backend": n, "case": dataclasses.asdict(c)}) + "\n" for n, c in jobs)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", MALLOC_TOP_PAD_="0")
-    try:
-        proc = subprocess.run(
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(
             [sys.executable, "-m", "allpole_triton.bench.memory"],
-            input=payload, capture_output=True, text=True, env=env, timeout=timeout,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True, env=env,
         )
-        out = proc.stdout
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-    for line in out.splitlines():
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+
+        def feed():
+            try:
+                proc.stdin.write(payload)
+                proc.stdin.close()
+            except OSError:  # the child died (or was killed) before reading every job
+                pass
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
         try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        results[(r["backend"], Case(**r["case"]).key())] = r["bytes"]
+            for line in proc.stdout:
+                try:
+                    r = json.loads(line)
+                    case = Case(**r["case"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+                results[(r["backend"], case.key())] = r["bytes"]
+                if progress is not None:
+                    progress(r["backend"], case)
+            try:
+                proc.wait(timeout=30)  # stdout closed: the child is exiting
+            except subprocess.TimeoutExpired:
+                pass  # killed below
+        finally:
+            timer.cancel()
+            proc.stdout.close()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            writer.join()
     return results
 
 
@@ -99,6 +129,7 @@ def _child() -> None:
     for line in sys.stdin:
         job = json.loads(line)
         case = Case(**job["case"])
+        fn = None
         try:
             fn = prepare(get(job["backend"]), case, make_inputs(case))
             nbytes = float(peak_rss_growth(fn))
@@ -106,7 +137,7 @@ def _child() -> None:
             print(f"{job['backend']} {case}: {exc!r}", file=sys.stderr)
             nbytes = float("nan")
         print(json.dumps({"backend": job["backend"], "case": job["case"], "bytes": nbytes}), flush=True)
-        del fn
+        fn = None
         gc.collect()
 
 

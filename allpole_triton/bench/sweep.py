@@ -1,28 +1,29 @@
-"""The sweep: every (case, backend) pair timed, checked against the exact filter, and measured
-for peak memory; results are flat dicts (see :data:`report.FIELDS`)."""
+"""The sweep: every (case, backend) pair timed, checked against a float64 sequential loop (next
+to a float32 sequential loop on the same inputs), and measured for peak memory; results are flat
+dicts (see :data:`report.FIELDS`)."""
 from __future__ import annotations
 
-import statistics
+import math
 from typing import Iterable
 
 import torch
 
 from ..metrics import esr_db
-from .backends import Backend, prepare
+from .backends import Backend, prepare, sequential_loop
 from .cases import Case, make_inputs, min_bytes
 from .memory import measure_cpu, peak_cuda
-from .timing import copy_bandwidth, time_fn
+from .timing import copy_bandwidth, measure
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str | None = None, unit: str = "run"):
     try:
         from tqdm.auto import tqdm
     except ImportError:
         tqdm = None
     if enabled and tqdm is not None:
-        return tqdm(total=total, unit="run", dynamic_ncols=True)
+        return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True)
 
-    class Plain:  # no tqdm: a line per case
+    class Plain:  # no tqdm: a line per step
         def __init__(self):
             self.n = 0
 
@@ -39,11 +40,20 @@ def _progress(total: int, enabled: bool):
     return Plain()
 
 
-def _reference(inputs, case: Case) -> torch.Tensor:
-    """The exact filter in float64 on CPU, for the ESR of every backend."""
-    from allpole_triton import allpole
+def reference(inputs) -> torch.Tensor:
+    """The float64 sequential loop on CPU: the reference of every error in the report."""
+    return sequential_loop(inputs.x.detach().double().cpu(), inputs.a.detach().double().cpu())
 
-    return allpole(inputs.x.detach().double().cpu(), inputs.a.detach().double().cpu())
+
+def errors(y: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """``(ESR in dB, relative max error)`` of ``y`` against ``ref``: ``10 log10(sum e^2 / sum ref^2)``
+    and ``max |e| / max |ref|`` with ``e = y - ref`` (NaN if ``y`` is not finite)."""
+    y = y.detach().cpu().double()
+    if not torch.isfinite(y).all():
+        return math.nan, math.nan
+    scale = ref.abs().max().item()
+    max_err = (y - ref).abs().max().item() / scale if scale > 0 else math.nan
+    return esr_db(y, ref), max_err
 
 
 def run_sweep(
@@ -58,20 +68,28 @@ def run_sweep(
 ) -> list[dict]:
     """Time every backend on every case it supports; skipped pairs get a row with the reason.
 
+    Each row has the median, min and max time (``spread`` = (max - min) / median) and the error
+    of the backend's forward output against a float64 sequential loop (ESR and relative max
+    error), next to the error of a float32 (the case's dtype) sequential loop on the same inputs
+    (``loop_esr_db``, ``loop_max_err``): the rounding error that no float32 filter avoids.
+
     ``budget`` caps the seconds spent timing one pair on CPU (slow peers get fewer repeats).
-    CPU peak memory is measured (in a subprocess) at the largest T of the sweep only.
+    CPU peak memory is measured (in a subprocess, with its own progress bar) at the largest T of
+    the sweep only.
     """
     cases, backends = list(cases), list(backends)
     rows: list[dict] = []
     bar = _progress(len(cases) * len(backends), progress)
     copy_bw = {}
-    esr_cache: dict[tuple, float] = {}
+    error_cache: dict[tuple, tuple[float, float]] = {}
+    loop_cache: dict[tuple, tuple[float, float]] = {}
     for case in cases:
         device = torch.device(case.device)
         if device.type == "cuda" and case.device not in copy_bw:
             copy_bw[case.device] = copy_bandwidth(case.device)
         inputs = make_inputs(case)
-        reference = None
+        ref = None
+        inputs_key = (case.coeffs, case.B, case.T, case.M, case.dtype, case.device)  # same inputs for both passes
         for backend in backends:
             bar.set_description(f"{case.group} {backend.name}")
             row = _base_row(backend, case, repeat)
@@ -83,22 +101,31 @@ def run_sweep(
                 continue
             try:
                 fn = prepare(backend, case, inputs)
-                times = time_fn(fn, case.device, repeat=repeat, warmup=warmup, budget=budget)
-                seconds = statistics.median(times)
-                esr_key = (backend.name, case.coeffs, case.B, case.T, case.M, case.dtype, case.device)
-                if esr_key not in esr_cache:
-                    reference = _reference(inputs, case) if reference is None else reference
+                timing = measure(fn, case.device, repeat=repeat, warmup=warmup, budget=budget)
+                if inputs_key not in loop_cache:
+                    ref = reference(inputs) if ref is None else ref
+                    loop_cache[inputs_key] = errors(sequential_loop(inputs.x.cpu(), inputs.a.cpu()), ref)
+                if (backend.name,) + inputs_key not in error_cache:
+                    ref = reference(inputs) if ref is None else ref
                     with torch.no_grad():
                         y = backend.forward(inputs.x, inputs.a)
-                    esr_cache[esr_key] = esr_db(y.cpu(), reference)
+                    error_cache[(backend.name,) + inputs_key] = errors(y, ref)
+                esr, max_err = error_cache[(backend.name,) + inputs_key]
+                loop_esr, loop_max_err = loop_cache[inputs_key]
+                seconds = timing.median
                 row.update(
                     status="ok",
                     time_s=seconds,
-                    time_min_s=min(times),
-                    repeat=len(times),
+                    time_min_s=timing.min,
+                    time_max_s=timing.max,
+                    spread=timing.spread,
+                    repeat=timing.repeat if timing.repeat is not None else repeat,
                     ns_per_sample=1e9 * seconds / case.samples,
                     gb_per_s=min_bytes(case) / seconds / 1e9,
-                    esr_db=esr_cache[esr_key],
+                    esr_db=esr,
+                    max_err=max_err,
+                    loop_esr_db=loop_esr,
+                    loop_max_err=loop_max_err,
                 )
                 if device.type == "cuda":
                     row["copy_fraction"] = min_bytes(case) / seconds / copy_bw[case.device]
@@ -115,9 +142,14 @@ def run_sweep(
         cpu_jobs = [(r["backend"], _case_of(r)) for r in rows
                     if r["status"] == "ok" and r["device"] == "cpu" and r["T"] == T_max]
         if cpu_jobs:
-            if progress:
-                print(f"peak memory: {len(cpu_jobs)} runs in a subprocess ...", flush=True)
-            peaks = measure_cpu(cpu_jobs)
+            mem_bar = _progress(len(cpu_jobs), progress, desc="peak memory (subprocess)")
+
+            def step(name: str, case: Case) -> None:
+                mem_bar.set_description(f"peak memory {case.group} {name}")
+                mem_bar.update()
+
+            peaks = measure_cpu(cpu_jobs, progress=step)
+            mem_bar.close()
             for r in rows:
                 if r["status"] == "ok" and r["device"] == "cpu":
                     r["peak_mem_bytes"] = peaks.get((r["backend"], _case_of(r).key()))

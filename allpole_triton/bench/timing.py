@@ -1,8 +1,15 @@
-"""Timing: a perf-counter median on CPU; ``triton.testing.do_bench`` (or CUDA events) on GPU."""
+"""Timing: a perf-counter median on CPU; ``triton.testing.do_bench`` (or CUDA events) on GPU.
+
+:func:`measure` gives the median with the min, max and spread beside it, so that a noisy
+measurement (a shared machine, a GPU clocking down) shows up in the report instead of hiding
+behind a median.
+"""
 from __future__ import annotations
 
+import math
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -45,6 +52,42 @@ def time_cuda(fn: Callable[[], object], *, repeat: int = 20, warmup: int = 3) ->
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
     return times
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median, fastest and slowest of ``repeat`` timed calls (``repeat`` is
+    ``None`` where ``do_bench`` chose the count)."""
+
+    median: float
+    min: float
+    max: float
+    repeat: int | None
+
+    @property
+    def spread(self) -> float:
+        """``(max - min) / median``: 0 for steady timings; above ~0.5 the median is not to be trusted."""
+        return (self.max - self.min) / self.median if self.median > 0 else math.nan
+
+    @classmethod
+    def of(cls, times: list[float]) -> "Timing":
+        return cls(statistics.median(times), min(times), max(times), len(times))
+
+
+def measure(fn: Callable[[], object], device: str, *, repeat: int, warmup: int, budget: float = 2.0) -> Timing:
+    """Median, min and max seconds per call of ``fn`` on ``device``: the calls of :func:`time_cpu`
+    on CPU; on GPU the 0, 0.5 and 1 quantiles of ``triton.testing.do_bench`` (it flushes L2
+    between calls), or CUDA events around ``repeat`` calls without Triton."""
+    if torch.device(device).type != "cuda":
+        return Timing.of(time_cpu(fn, repeat=repeat, warmup=warmup, budget=budget))
+    try:
+        from triton.testing import do_bench
+    except Exception:
+        do_bench = None
+    if do_bench is None:
+        return Timing.of(time_cuda(fn, repeat=repeat, warmup=warmup))
+    lo, median, hi = do_bench(fn, warmup=25, rep=max(100, 5 * repeat), quantiles=[0.0, 0.5, 1.0])
+    return Timing(median / 1e3, lo / 1e3, hi / 1e3, None)
 
 
 def time_fn(fn: Callable[[], object], device: str, *, repeat: int, warmup: int, budget: float = 2.0) -> list[float]:

@@ -1,0 +1,286 @@
+"""``allpole-bench --model``: a static H100 performance model of the Triton passes, built without a GPU.
+
+Each pass is planned exactly as it would launch (``triton_scan.plan`` on the meta device, 132 SMs),
+every launch is compiled for sm_90 (``sm90.compile_launch``) and its SASS read:
+
+- the main loop's instructions per iteration (one iteration = one unrolled body of U steps for the
+  lane kernels, one chunk or one block of carries for the carry kernels) and the instructions
+  outside it, giving thread-instructions per sample for the pass;
+- bytes moved through device memory, counted from the algorithm (inputs read by the summary and
+  again by the finish, float64 chunk maps written and read back, outputs written once);
+- three bounds per launch: memory (bytes / 3.0 TB/s), issue (warp instructions over 132 SMs x 4
+  schedulers x 1.755 GHz, with float64 arithmetic at half rate, float64 conversions at 16 per clock
+  per SM and memory instructions at one warp per clock per SM), and the loop-carried latency chain
+  (each lane's bodies one after another, a memory latency plus the recursion's dependent chain
+  each, in as many waves as the SMs' registers allow). The launch's predicted time is the largest,
+  plus a fixed launch cost.
+
+It is a model: no number here was measured. ``bench/gpu_session.sh`` times the same cases on a
+GPU and joins them to these predictions (``--measured``), which is how the constants below get
+calibrated.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+# H100 SXM datasheet figures and latency guesses (to be calibrated by bench/gpu_session.sh)
+SMS = 132
+SCHEDULERS = 4
+CLOCK_HZ = 1.755e9
+BANDWIDTH = 3.0e12  # bytes/s
+REGISTERS_PER_SM = 65536
+THREADS_PER_SM = 2048
+DRAM_LATENCY = 800  # cycles, a body's loads issued together
+L2_LATENCY = 300  # cycles, a carry step's loads
+SHUFFLE_LATENCY = 30
+FMA_LATENCY = {torch.float32: 4, torch.float64: 8}
+LAUNCH_SECONDS = 2.5e-6  # per launch from Python, without CUDA graphs
+FP64_OPS = ("DFMA", "DMUL", "DADD", "DSETP", "DMNMX")
+CONVERSIONS = ("F2F",)
+MEMORY_OPS = ("LDG", "STG", "LDS", "STS", "SHFL", "LDL", "STL", "ATOM", "RED", "LDGSTS")
+
+GRID = dict(B=[1, 16, 256], T=[4096, 65536, 1 << 20], M=[1, 2, 4, 16])
+
+
+@dataclass
+class LaunchModel:
+    kernel: str
+    grid: int
+    lanes: int
+    iterations: int  # of the main loop, per lane (or per program for the carries)
+    unroll: int
+    loop_instructions: int
+    other_instructions: int
+    registers: int
+    thread_instructions: float
+    fp64_warp_instructions: float
+    conversion_warp_instructions: float
+    memory_warp_instructions: float
+    bytes: float
+    memory_s: float
+    issue_s: float
+    latency_s: float
+    predicted_s: float
+
+
+@dataclass
+class CaseModel:
+    B: int
+    T: int
+    M: int
+    passes: str
+    launches: list[LaunchModel] = field(default_factory=list)
+
+    @property
+    def samples(self) -> int:
+        return self.B * self.T
+
+    def totals(self) -> dict:
+        thread = sum(l.thread_instructions for l in self.launches)
+        moved = sum(l.bytes for l in self.launches)
+        predicted = sum(l.predicted_s for l in self.launches)
+        floor = floor_bytes(self.B, self.T, self.M, self.passes) / BANDWIDTH
+        return {
+            "B": self.B, "T": self.T, "M": self.M, "passes": self.passes, "launches": len(self.launches),
+            "thread_instructions_per_sample": thread / self.samples,
+            "bytes_per_sample": moved / self.samples,
+            "floor_bytes_per_sample": floor_bytes(self.B, self.T, self.M, self.passes) / self.samples,
+            "memory_floor_us": floor * 1e6,
+            "predicted_us": predicted * 1e6,
+            "predicted_over_floor": predicted / floor,
+            "kernels": [asdict(l) for l in self.launches],
+        }
+
+
+def floor_bytes(B: int, T: int, M: int, passes: str, itemsize: int = 4) -> int:
+    """Each input read once, each output written once (float32, time-varying coefficients)."""
+    forward = B * T * (2 + M) * itemsize  # x, a in; y out
+    backward = B * T * (3 + M + M) * itemsize  # grad_y, a, y in; grad_x, grad_a out
+    return {"fwd": forward, "fwdbwd": forward + backward}[passes]
+
+
+def _opcode(instruction: str) -> str:
+    words = instruction.split()
+    word = words[1] if words[0].startswith("@") else words[0]
+    return word.split(".")[0]
+
+
+def _count(body: list[str], names: tuple[str, ...]) -> int:
+    return sum(_opcode(i) in names for i in body)
+
+
+def _tensor_bytes(t) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+
+def _launch_bytes(launch, pass_tensors: dict) -> float:
+    """Device-memory traffic of one launch, from what the kernel reads and writes."""
+    name = launch.kernel.__name__
+    u, a, out = pass_tensors["u"], pass_tensors["a"], pass_tensors["out"]
+    if name == "_summary":
+        return _tensor_bytes(u) + _tensor_bytes(a) + _tensor_bytes(launch.args[2])
+    if name == "_carry_short":
+        prefix, _, block_in = launch.args[:3]
+        group = launch.args[5]
+        return _tensor_bytes(prefix) / max(1, group) + 2 * _tensor_bytes(block_in)
+    if name == "_carry_long":
+        maps, _, carry = launch.args[:3]
+        return _tensor_bytes(maps) + _tensor_bytes(carry)
+    # _finish: inputs again, the incoming states, the outputs
+    carry, prefix = launch.args[3], launch.args[4]
+    state = launch.constexprs["STATE"]
+    total = _tensor_bytes(u) + _tensor_bytes(a) + _tensor_bytes(out)
+    total += {2: _tensor_bytes(carry), 3: _tensor_bytes(carry) + _tensor_bytes(prefix)}.get(state, 0)
+    if launch.constexprs["REVERSE"]:
+        total += _tensor_bytes(pass_tensors.get("tail"))
+        if launch.constexprs["GRAD_A"]:
+            total += _tensor_bytes(pass_tensors["y"]) + _tensor_bytes(launch.args[8])
+    return total
+
+
+def _resident_lanes(registers: int, warps: int) -> int:
+    """Threads per SM the register file allows (whole programs)."""
+    per_program = 32 * warps
+    regs = max(registers, 16)
+    programs = min(32, REGISTERS_PER_SM // (regs * per_program), THREADS_PER_SM // per_program)
+    return max(1, programs) * per_program
+
+
+def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> LaunchModel:
+    loop = max(compiled.loops, key=len) if compiled.loops else []
+    other = len(compiled.sass) - len(loop)
+    name = launch.kernel.__name__
+    threads = 32 * launch.num_warps
+    if launch.lanes:  # lane kernels: lanes x (S / U) bodies
+        unroll = launch.constexprs["U"]
+        iterations = math.ceil(launch.steps / unroll)
+        executing = launch.grid * threads
+    else:  # carries: one program per row, iterations = chunks (long) or pieces of blocks (short)
+        unroll = 1
+        iterations = max(1, launch.steps)
+        executing = launch.grid * threads
+    warp_factor = executing / 32
+    per_thread = iterations * len(loop) + other
+    thread_instructions = executing * per_thread
+    fp64 = warp_factor * iterations * _count(loop, FP64_OPS)
+    conversions = warp_factor * iterations * _count(loop, CONVERSIONS)
+    memory_ops = warp_factor * iterations * _count(loop, MEMORY_OPS)
+    total_warp = thread_instructions / 32
+    # cycles per SM on the busiest pipe (dispatch: one warp instruction per scheduler per clock)
+    cycles = max(total_warp / SCHEDULERS, fp64 * 2 / SCHEDULERS, conversions * 8 / SCHEDULERS, memory_ops) / SMS
+    issue_s = cycles / CLOCK_HZ
+    moved = _launch_bytes(launch, pass_tensors)
+    memory_s = moved / BANDWIDTH
+    latency = FMA_LATENCY[torch.float64 if name in ("_summary", "_carry_short", "_carry_long") else dtype]
+    m_pad = launch.constexprs.get("M_PAD", triton_next_power_of_2(launch.constexprs["M"]))
+    if launch.lanes:
+        chain = unroll * (math.ceil(math.log2(max(m_pad, 2))) + 1) * latency
+        body = DRAM_LATENCY + chain
+        resident = _resident_lanes(compiled.registers, launch.num_warps) * SMS
+        waves = math.ceil(executing / resident)
+        latency_cycles = waves * iterations * body
+    elif name == "_carry_short":
+        block = launch.constexprs["BLOCK"]
+        combine = launch.constexprs["M"] * FMA_LATENCY[torch.float64] + SHUFFLE_LATENCY
+        latency_cycles = iterations * (L2_LATENCY + math.ceil(math.log2(max(block, 2))) * combine) + L2_LATENCY
+    else:  # _carry_long: a matrix-vector product per chunk, reduced across threads
+        reduce = math.ceil(math.log2(max(m_pad, 2))) * (SHUFFLE_LATENCY + FMA_LATENCY[torch.float64])
+        latency_cycles = iterations * (L2_LATENCY + reduce)
+    latency_s = latency_cycles / CLOCK_HZ
+    predicted = max(memory_s, issue_s, latency_s) + LAUNCH_SECONDS
+    return LaunchModel(
+        name, launch.grid, launch.lanes, iterations, unroll, len(loop), other, compiled.registers,
+        thread_instructions, fp64, conversions, memory_ops, moved, memory_s, issue_s, latency_s, predicted,
+    )
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return 1 << (max(1, n) - 1).bit_length()
+
+
+def _pass_tensors(B: int, T: int, M: int, reverse: bool, dtype: torch.dtype) -> dict:
+    meta = torch.device("meta")
+    u = torch.empty(B, T, dtype=dtype, device=meta)
+    tensors = {"u": u, "a": torch.empty(B, T, M, dtype=dtype, device=meta), "zi": torch.empty(B, M, dtype=dtype, device=meta),
+               "out": torch.empty_like(u)}
+    if reverse:
+        tensors.update(tail=torch.empty_like(tensors["zi"]), y=torch.empty_like(u),
+                       grad_a=torch.empty(B, T, M, dtype=dtype, device=meta))
+    return tensors
+
+
+def model_case(B: int, T: int, M: int, passes: str, cache: dict, dtype: torch.dtype = torch.float32) -> CaseModel:
+    from allpole_triton.kernels import triton_scan
+
+    from . import sm90
+
+    case = CaseModel(B, T, M, passes)
+    for reverse in {"fwd": [False], "fwdbwd": [False, True]}[passes]:
+        tensors = _pass_tensors(B, T, M, reverse, dtype)
+        extra = {k: tensors[k] for k in ("tail", "y", "grad_a") if k in tensors}
+        launches, _ = triton_scan.plan(tensors["u"], tensors["a"], tensors["zi"], tensors["out"],
+                                       reverse=reverse, sms=SMS, **extra)
+        for launch in launches:
+            key = _variant(launch)
+            if key not in cache:
+                cache[key] = sm90.compile_launch(launch)
+            case.launches.append(model_launch(launch, cache[key], tensors, dtype))
+    return case
+
+
+def _variant(launch) -> tuple:
+    tensors = tuple(str(t.dtype) for t in launch.args if isinstance(t, torch.Tensor))
+    return launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())), launch.num_warps, tensors
+
+
+def run(B=None, T=None, M=None, passes=("fwd", "fwdbwd"), progress=None) -> list[dict]:
+    cache: dict = {}
+    rows = []
+    cases = [(b, t, m, p) for p in passes for m in (M or GRID["M"]) for b in (B or GRID["B"]) for t in (T or GRID["T"])]
+    for b, t, m, p in (progress(cases) if progress else cases):
+        rows.append(model_case(b, t, m, p, cache).totals())
+    return rows
+
+
+HEADER = ("The sm_90 model (a model: nothing here was measured; bench/gpu_session.sh puts measured times "
+          "beside it). H100 SXM: 132 SMs, 3.0 TB/s, 1.755 GHz; fp32, time-varying coefficients.")
+
+
+def measured_times(rows: list[dict]) -> dict:
+    """(pass, B, T, M) -> median microseconds of our Triton backend, from allpole-bench's results rows."""
+    return {(r["pass"], r["B"], r["T"], r["M"]): r["time_s"] * 1e6 for r in rows
+            if r.get("backend") == "triton" and r.get("coeffs") == "tv" and r.get("dtype") == "float32"
+            and r.get("status") == "ok" and r.get("time_s")}
+
+
+def markdown(rows: list[dict], measured: dict | None = None) -> str:
+    import triton
+
+    lines = [HEADER + f" Compiled by Triton {triton.__version__} (the GPU machines run 3.6; `make model` uses "
+             "it where `.venv/triton36` exists, since the two compile the same kernels differently).", "",
+             "| pass | B | T | M | launches | thread-instr/sample | bytes/sample (floor) | floor µs | predicted µs | predicted/floor |"
+             + (" measured µs | measured/predicted |" if measured else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if measured else "")]
+    for r in rows:
+        line = (f"| {r['passes']} | {r['B']} | {r['T']} | {r['M']} | {r['launches']} | {r['thread_instructions_per_sample']:.1f} | "
+                f"{r['bytes_per_sample']:.1f} ({r['floor_bytes_per_sample']:.0f}) | {r['memory_floor_us']:.1f} | "
+                f"{r['predicted_us']:.1f} | {r['predicted_over_floor']:.2f} |")
+        if measured:
+            got = measured.get((r["passes"], r["B"], r["T"], r["M"]))
+            line += f" {got:.1f} | {got / r['predicted_us']:.2f} |" if got else " – | – |"
+        lines.append(line)
+    lines += ["", "Per kernel: SASS instructions per main-loop iteration (one unrolled body of U steps for the lane "
+              "kernels; one chunk, or one block of carries, for the carries), registers."]
+    seen = set()
+    for r in rows:
+        for k in r["kernels"]:
+            key = (r["M"], k["kernel"], k["unroll"])
+            if key in seen:
+                continue
+            seen.add(key)
+            lines.append(f"- M={r['M']} {k['kernel']}: {k['loop_instructions']} instructions per iteration of "
+                         f"{k['unroll']} step(s), {k['registers']} registers")
+    return "\n".join(lines)
