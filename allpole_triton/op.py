@@ -73,6 +73,8 @@ def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
 
 
 def _triton_forward(x: Tensor, a: Tensor, zi: Tensor, launch=None) -> Tensor:
+    # the kernels address x and zi as dense rows (a goes by its strides); free when already dense
+    x, zi = x.contiguous(), zi.contiguous()
     y = torch.empty_like(x)
     if y.numel():
         _triton().allpole_forward(x, a, zi, y, launch=launch)
@@ -80,6 +82,7 @@ def _triton_forward(x: Tensor, a: Tensor, zi: Tensor, launch=None) -> Tensor:
 
 
 def _triton_backward(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, need_grad_a: bool, launch=None):
+    grad_y, y, zi = grad_y.contiguous(), y.contiguous(), zi.contiguous()
     grad_x = torch.empty_like(grad_y)
     grad_zi = torch.empty_like(zi)
     grad_a = grad_y.new_empty(_grad_a_shape(grad_y, a, need_grad_a))

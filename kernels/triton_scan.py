@@ -190,7 +190,7 @@ def _coefficients(
     if A_LAYOUT == 1:
         step = k * M  # contiguous rows: static, so it lands in the load's immediate offset
     else:
-        step = k * sa_time
+        step = k * sa_time.to(tl.int64)  # a time-major buffer makes sa_time = B*M
     if REVERSE:
         body = a_body - step
     else:
@@ -598,6 +598,9 @@ def forced_launch() -> dict[str, int]:
         if key.strip() not in ("chunk", "group") or not value.strip().isdigit() or int(value) < 1:
             raise ValueError(f"ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G' with positive integers, got {text!r}")
         forced[key.strip()] = int(value)
+    group = forced.get("group")
+    if group is not None and (group & (group - 1) or group > 1024):
+        raise ValueError(f"ALLPOLE_TRITON_LAUNCH: group is a block of lanes, a power of two up to 1024; got {group}")
     return forced
 
 
@@ -619,7 +622,9 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
         chunk = min(max(wanted, CHUNK_MIN_GPU[kind]), CHUNK_MAX_GPU)
         if kind == "long":
             chunk = max(chunk, math.ceil(steps / LONG_CHUNKS_PER_ROW_MAX))
-    chunk = u * math.ceil(forced.get("chunk", chunk) / u)
+    # a chunk ends with its state in the slots it started in only after a whole number of M steps
+    whole = math.lcm(u, M)
+    chunk = whole * math.ceil(forced.get("chunk", chunk) / whole)
     if M > SINGLE_CHUNK_ORDER or chunk >= steps:
         chunk = u * math.ceil(max(steps, 1) / u)
     return LaunchShape(chunk=chunk, group=forced.get("group", group), block=block, unroll=u)
@@ -681,8 +686,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         return torch.empty((*size, *planes), dtype=torch.float64, device=u.device)
 
     launches = []
-    start = scratch(B, M).zero_() if reverse else zi_  # the adjoint starts from rest
     carry = prefix = u_  # placeholders for pointers a variant does not read
+    if n_chunks > 1:  # the carries' initial state: the adjoint starts from rest
+        start = scratch(B, M).zero_() if reverse else zi_
     n_blocks, n_lanes = 1, B * n_chunks
     if n_chunks == 1:
         state = 0 if reverse else 1

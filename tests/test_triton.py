@@ -201,7 +201,7 @@ def test_torch_compile_fullgraph_over_triton(device):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 8, 16, 20, 33])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 8, 16, 17, 20, 24, 31, 32, 33])
 def test_gpu_launch_shape_rules(M):
     """Chunks are whole unrolled bodies, never shorter than the floor unless the row is shorter, grow
     with the work, and disappear (one chunk per row) once the rows alone fill the GPU."""
@@ -212,6 +212,7 @@ def test_gpu_launch_shape_rules(M):
         assert shape.chunk % u == 0 and shape.chunk >= u
         n_chunks = -(-steps // shape.chunk)
         if n_chunks > 1:
+            assert shape.chunk % M == 0  # a chunk's end state sits in the slots its start state did
             kind = "short" if triton_scan.is_short(M) else "long"
             assert shape.chunk >= triton_scan.CHUNK_MIN_GPU[kind]
             assert M <= triton_scan.SINGLE_CHUNK_ORDER
@@ -224,9 +225,26 @@ def test_forced_launch_shape(monkeypatch):
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=250,group=16")
     shape = triton_scan.launch_shape(3, 1, 10**5, None)
     assert shape.chunk == 252 and shape.group == 16  # rounded up to whole unrolled bodies of 9 steps
-    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=0")
-    with pytest.raises(ValueError, match="ALLPOLE_TRITON_LAUNCH"):
-        triton_scan.launch_shape(3, 1, 10**5, None)
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=30")
+    assert triton_scan.launch_shape(20, 1, 10**5, None).chunk == 40  # whole multiples of M above the unroll
+    for bad in ("chunk=0", "group=12", "group=2048"):
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", bad)
+        with pytest.raises(ValueError, match="ALLPOLE_TRITON_LAUNCH"):
+            triton_scan.launch_shape(3, 1, 10**5, None)
+
+
+@pytest.mark.parametrize("M", [17, 20])
+def test_orders_above_the_unroll_with_chunks_not_a_multiple_of_the_body(monkeypatch, M):
+    """Above UNROLL_MAX_ORDER bodies are one step long, so only the rounding to whole multiples of
+    M keeps a chunk's end state in its start slots: a forced 30-sample chunk (the GPU table gives
+    e.g. 1024 for M=20) against float64 loops, forward and backward."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=30,group=4")
+    T = 4 * 30 + 7
+    a = stable_coefficients((2,), T, M, seed=M)
+    x, zi, g = (random_signal(shape, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    y, *grads = run_both(x, a, zi, g, ("triton",))[0]
+    for fast, slow, rough in zip((y, *grads), loop_results(x, a, zi, g), loop_results(*(t.float() for t in (x, a, zi, g)))):
+        assert_within_rounding(fast, slow, rough)
 
 
 def test_plans_use_one_dimensional_grids_with_int64_offsets():
