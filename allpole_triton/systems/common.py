@@ -50,6 +50,16 @@ def pole_zero_filter(
     return fs_filter(x, a, b, hop=fs.hop, n_fft=fs.n_fft), None
 
 
+def base_power(base: float, exponent: Tensor) -> Tensor:
+    """``base ** exponent``, elementwise, the same for a sample whatever block it falls in.
+
+    On CPU, ``torch.pow`` and ``torch.exp2`` round the scalar tail of their vector loops
+    differently from its body, so a streamed sample would depend on where its block was cut;
+    ``torch.exp`` rounds alike everywhere (tests/test_streaming.py holds this to ``==``).
+    """
+    return torch.exp(exponent * math.log(base))
+
+
 def sample_times(start: int, length: int, sample_rate: float, like: Tensor) -> Tensor:
     """Times in seconds ``(start + arange(length)) / sample_rate``, float64 so that long streams
     keep their precision (LFO and envelope phases are computed in float64, then cast)."""

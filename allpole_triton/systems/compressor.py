@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..functional import allpole
-from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter
+from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power
 from .filters import FilterState
 
 _POWER_FLOOR = 1e-10  # -100 dB: keeps log10 finite on silence
@@ -151,12 +151,12 @@ def compressor(
         method, fs, backend,
     )
     level_db = 10 * torch.log10(power.clamp(min=0) + _POWER_FLOOR)
-    target = 10 ** (static_gain_db(level_db, threshold_db, ratio, knee_db) / 20)
+    target = base_power(10.0, static_gain_db(level_db, threshold_db, ratio, knee_db) / 20)
     if method == "td":
         gain = attack_release_smoothing(target, attack, release, gain0, backend)
     else:
         gain = _attack_release_fs(target, attack, release, gain0, fs)
-    y = x * gain * 10 ** (makeup_db / 20)
+    y = x * gain * base_power(10.0, makeup_db / 20)
     if method == "fs":
         return y, None
     return y, CompressorState(power_state.outputs, gain[..., -1])

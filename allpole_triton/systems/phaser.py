@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, sample_times
+from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power, sample_times
 from .filters import FilterState
 
 
@@ -39,7 +39,7 @@ def lfo_break_frequency(
     """
     angle = 2 * math.pi * rate_hz.double() * times + lfo_phase.double()
     octaves = depth_octaves.double() * torch.sin(angle)
-    return (centre_hz.double() * torch.exp2(octaves)).clamp(10.0, 0.45 * sample_rate)
+    return (centre_hz.double() * base_power(2.0, octaves)).clamp(10.0, 0.45 * sample_rate)
 
 
 def allpass_coefficient(break_hz: Tensor, sample_rate: float) -> Tensor:

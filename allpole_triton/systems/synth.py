@@ -19,7 +19,7 @@ from .filters import FilterState
 
 
 class SynthState(NamedTuple):
-    """Streaming state: samples rendered so far, oscillator phase in cycles ``(...)`` (float64), filter state."""
+    """Streaming state: samples rendered so far, oscillator phase in cycles ``(...)`` (float64, unwrapped), filter state."""
 
     time: int
     phase: Tensor
@@ -29,14 +29,15 @@ class SynthState(NamedTuple):
 def oscillator_phase(f0_hz: Tensor, sample_rate: float, initial: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Phase in cycles, in [0, 1), of an oscillator following ``f0_hz (..., T)``.
 
-    ``phase[n] = frac(initial + sum_{m<n} f0[m] / f_s)``, accumulated in float64. Returns
-    ``(phase (..., T) float64, final (...))``, ``final`` being the next block's ``initial``.
+    ``phase[n] = frac(initial + sum_{m<n} f0[m] / f_s)``, accumulated in float64 one sample after
+    another (a sequential ``cumsum`` starting from ``initial``), so a stream cut into blocks adds
+    exactly what one long block does. Returns ``(phase (..., T) float64, final (...))``, ``final``
+    being the running total (unwrapped) that the next block starts from.
     """
     increments = f0_hz.detach().double() / sample_rate
     start = increments.new_zeros(f0_hz.shape[:-1]) if initial is None else initial
-    total = start.unsqueeze(-1) + torch.cumsum(increments, dim=-1)
-    phase = torch.cat([start.unsqueeze(-1), total[..., :-1]], dim=-1)
-    return torch.frac(phase), torch.frac(total[..., -1]) if f0_hz.shape[-1] else start
+    total = torch.cumsum(torch.cat([start.unsqueeze(-1), increments], dim=-1), dim=-1)
+    return torch.frac(total[..., :-1]), total[..., -1]
 
 
 def polyblep(phase: Tensor, increment: Tensor) -> Tensor:
@@ -114,7 +115,7 @@ def subtractive_synth(
         raise ValueError(f"sections must be 1 or 2, got {sections}")
     if check_method(method) == "fs" and state is not None:
         raise ValueError("method='fs' is frame-based and cannot continue from a streaming state; use method='td'")
-    dtype = square_mix.dtype
+    dtype = f0_hz.dtype if f0_hz.is_floating_point() else square_mix.dtype  # outputs follow the input
     start = 0 if state is None else state.time
     phase, final_phase = oscillator_phase(f0_hz, sample_rate, None if state is None else state.phase)
     saw, square = polyblep_oscillator(phase, f0_hz, sample_rate)
