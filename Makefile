@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q -c $(VENV)/constraints.txt --no-build-isolation torchlpc \
 		|| echo "torchlpc could not be built: its parity tests and benchmarks will be skipped"
 	$(BIN)/pip install -q --no-deps $(PEERS) || echo "some optional peers could not be installed"
+	@# torchlpc's own test suite, run against our drop-in by tests/test_torchlpc_suite.py
+	$(BIN)/pip download -q --no-deps --no-binary :all: --no-build-isolation torchlpc==0.7.2 -d $(VENV)/peers \
+		&& tar -xzf $(VENV)/peers/torchlpc-0.7.2.tar.gz -C $(VENV)/peers \
+		|| echo "torchlpc 0.7.2's source release could not be fetched: its suite will be skipped"
 	$(BIN)/pip install -q --no-deps --target $(VENV)/triton36 "$(TRITON_GPU)" \
 		|| echo "$(TRITON_GPU) could not be installed: its compile check will be skipped"
 	touch $@

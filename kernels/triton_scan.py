@@ -232,6 +232,24 @@ def _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M
 
 
 @triton.jit
+def _step_coefficients(
+    a_ptr, a_base, a_body, k: tl.constexpr, n, T, live, valid, sa_time, sa_tap, index, pos,
+    M: tl.constexpr, ACC: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+):
+    """Every slot's coefficient for step k of the body whose coefficients start at ``a_body``, the
+    step writing slot ``pos`` (static inside unrolled bodies)."""
+    tap = _taps(index, pos, M)
+    tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
+    if A_LAYOUT == 0:
+        const_re, const_im = _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M, ACC,
+                                                    IS_COMPLEX, REVERSE)
+    else:
+        const_re, const_im = 0.0, 0.0
+    return _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
+                         M, ACC, A_LAYOUT, IS_COMPLEX, REVERSE)
+
+
+@triton.jit
 def _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX: tl.constexpr):
     """One step on a circular buffer whose coefficients came gathered in slot order:
     y = u - sum(c * h), one in-thread reduction; y goes to slot ``pos``. Returns (y, h)."""
@@ -266,8 +284,6 @@ def _recurse(
     """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
     driven one in d, sharing each step's coefficients. Returns (h, d)."""
     remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE)
-    const_re = tl.zeros(d_re.shape, dtype=tl.float64)
-    const_im = tl.zeros_like(const_re)
     n0 = (T - 1 - start).to(tl.int32)
     for t0 in range(0, chunk_len, U):
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
@@ -279,12 +295,8 @@ def _recurse(
                 pos = k % M
             else:
                 pos = (t0 + k) % M
-            tap = _taps(index, pos, M)
-            tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
-            if A_LAYOUT == 0:
-                const_re, const_im = _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M, tl.float64, IS_COMPLEX, REVERSE)
-            c_re, c_im = _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
-                                       M, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
+            c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
+                                            M, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
             if DRIVEN:
                 u_re, u_im = _drive(u_ptr, u_body, k, live, n, tl.float64, IS_COMPLEX, REVERSE)
                 _, _, d_re, d_im = _step(d_re, d_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX)
@@ -474,8 +486,6 @@ def _finish(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
         M, M_PAD, acc, STATE, IS_COMPLEX,
     )
-    const_re = tl.zeros([M_PAD, 1, BLOCK], dtype=acc)
-    const_im = tl.zeros_like(const_re)
     n0 = (T - 1 - start).to(tl.int32)
     if REVERSE and GRAD_A:
         # grad_a[n, i-1] = -lam[n] conj(y[n-i]) over a window of past outputs, entry M_PAD-i holding
@@ -494,13 +504,9 @@ def _finish(
                 pos = k % M
             else:
                 pos = (t0 + k) % M
-            tap = _taps(index, pos, M)
-            tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
-            if A_LAYOUT == 0:
-                const_re, const_im = _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M, acc, IS_COMPLEX, REVERSE)
             u_re, u_im = _drive(u_ptr, u_body, k, live, n, acc, IS_COMPLEX, REVERSE)
-            c_re, c_im = _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
-                                       M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
+            c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
+                                            M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
             y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX)
             if REVERSE:
                 _store(out_ptr, u_body - k, y_re, y_im, live & (n >= 0), IS_COMPLEX)
