@@ -13,6 +13,14 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (make test: two workers on two cores) every worker computes on one thread:
+# otherwise torch's and Numba's thread pools spin against the other worker's, and small ops slow
+# down tenfold. Subprocesses inherit it through the environment.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    torch.set_num_threads(1)
+
 
 def _skip_interpreter_repatching() -> None:
     """Test-speed shim for Triton's interpreter (behaviour unchanged).

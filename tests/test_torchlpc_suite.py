@@ -51,8 +51,6 @@ def test_torchlpc_grad_and_vmap_suites_pass_against_the_drop_in(tmp_path):
     shutil.copytree(SOURCE / "tests", tmp_path / "tests")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
-    # tiny gradchecks: one thread each, or torch's and Numba's pools spin against the other test worker
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(f"tests/{name}" for name in SUITE)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,

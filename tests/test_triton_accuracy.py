@@ -47,8 +47,8 @@ def triton_results(x, a, zi, g):
 
 def length_for(M: int, chunk: int, group: int) -> int:
     """Two carry levels: short orders need more chunks than one carry block holds; long orders
-    walk chunks sequentially, where a few chunks cross every boundary."""
-    return (group + 1) * chunk + 7 if triton_scan.is_short(M) else 3 * chunk + 7
+    walk chunks sequentially, where three chunks (the last one partial) cross every boundary."""
+    return (group + 1) * chunk + 7 if triton_scan.is_short(M) else 2 * chunk + 7
 
 
 def check(x, a, zi, g, working: torch.dtype):
