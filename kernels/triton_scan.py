@@ -171,6 +171,21 @@ def _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, first: tl.
 
 
 @triton.jit
+def _gather(a_ptr, body, tap_offset, mask, n, T, live, sa_time, sa_tap, pos, M_PAD: tl.constexpr, M: tl.constexpr,
+            ACC: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
+    """Every slot's coefficient (not conjugated) as a [M_PAD, 1, BLOCK] tile in ACC: on the compiler up
+    to SPLIT_MAX_ORDER slot by slot (see triton_tiles), otherwise one load of the whole tile at
+    ``body + tap_offset`` under ``mask``."""
+    if SPLIT_TILES and M <= SPLIT_MAX_ORDER:
+        re, im = _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, 0, 1, M_PAD, M, ACC, A_LAYOUT,
+                                    IS_COMPLEX, REVERSE)
+        return tl.permute(re, (1, 0))[:, None, :], tl.permute(im, (1, 0))[:, None, :]
+    else:
+        re, im = _load(a_ptr, body + tap_offset, mask, IS_COMPLEX)
+        return re.to(ACC), im.to(ACC)
+
+
+@triton.jit
 def _coefficients(
     a_ptr, a_body, k: tl.constexpr, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
     M: tl.constexpr, ACC: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
@@ -178,7 +193,7 @@ def _coefficients(
     """Each entry's coefficient at step k of the unrolled body (coefficients of its first step at
     ``a_body``): tap i reads a[m, i-1] forward and conj(a[n+i, i-1]) with n = T-1-m in reversed
     time, zero outside [0, T). Constant coefficients (A_LAYOUT 0) come preloaded in const_*.
-    On the compiler each slot is loaded on its own (see triton_tiles)."""
+    How they are loaded: :func:`_gather`."""
     if REVERSE:
         t = n + tap
         inside = (tap <= M) & (t >= 0) & (t < T)
@@ -193,21 +208,12 @@ def _coefficients(
         step = k * sa_time.to(tl.int64)  # a time-major buffer makes sa_time = B*M
     if REVERSE:
         body = a_body - step
+        mask = live & inside
     else:
         body = a_body + step
-    if SPLIT_TILES and M <= SPLIT_MAX_ORDER:
-        re, im = _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, 0, 1, index.shape[0], M, ACC, A_LAYOUT,
-                                    IS_COMPLEX, REVERSE)
-        re = tl.permute(re, (1, 0))[:, None, :]
-        im = tl.permute(im, (1, 0))[:, None, :]
-    else:
-        if REVERSE:
-            mask = live & inside
-        else:
-            mask = live & (tap <= M)
-        re, im = _load(a_ptr, body + tap_offset, mask, IS_COMPLEX)
-        re = re.to(ACC)
-        im = im.to(ACC)
+        mask = live & (tap <= M)
+    re, im = _gather(a_ptr, body, tap_offset, mask, n, T, live, sa_time, sa_tap, pos, index.shape[0], M, ACC, A_LAYOUT,
+                     IS_COMPLEX, REVERSE)
     if REVERSE:
         im = -im
     return re, im
@@ -217,15 +223,8 @@ def _coefficients(
 def _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M: tl.constexpr, ACC: tl.constexpr,
                            IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
     """Coefficients constant over time in slot order (conjugated in reversed time)."""
-    if SPLIT_TILES and M <= SPLIT_MAX_ORDER:
-        re, im = _slot_coefficients(a_ptr, a_base, a_base, 0, valid, 0, sa_tap, pos, 0, 1, tap.shape[0], M, ACC,
-                                    2, IS_COMPLEX, False)  # strided taps, no time step
-        re = tl.permute(re, (1, 0))[:, None, :]
-        im = tl.permute(im, (1, 0))[:, None, :]
-    else:
-        re, im = _load(a_ptr, a_base + tap_offset, valid & (tap <= M), IS_COMPLEX)
-        re = re.to(ACC)
-        im = im.to(ACC)
+    re, im = _gather(a_ptr, a_base, tap_offset, valid & (tap <= M), a_base, 0, valid, 0, sa_tap, pos, tap.shape[0], M, ACC,
+                     2, IS_COMPLEX, False)  # strided taps, no time step
     if REVERSE:
         im = -im
     return re, im

@@ -1,13 +1,13 @@
-"""Loads, stores and entry access for the per-lane tiles of the Triton scans.
+"""Loads, stores and entry reads shared by the Triton scans, and when to load coefficients slot by slot.
 
 A lane's state and coefficients are [P, Q, BLOCK] tiles whose first two axes live inside one
-thread; only the lane axis (the last) is spread over threads. Triton chooses a load's or store's
-layout from the contiguity of its pointer tile, and Triton 3.6 (the GPU machines' version) breaks
-ties towards the first axis: a pointer tile with several non-unit axes gets its in-thread axes
-spread over the warp, and every step then pays a shared-memory layout conversion (the sm_90 compile
-showed 5x the instructions per step). So on the compiler every multi-entry tile is loaded and
-stored one [1, 1, BLOCK] entry at a time, whose only non-unit axis is the lane axis: the layout is
-then the same whatever the tie-break, and the entry reads (:func:`entry`) fold to register moves.
+thread; only the lane axis (the last) is spread over threads. Triton chooses a load's layout from
+the contiguity of its pointer tile, and Triton 3.6 (the GPU machines' version) breaks ties towards
+the first axis: a whole-tile load spreads the in-thread slot axis over the warp, and every step then
+pays a shared-memory layout conversion (the sm_90 compile showed up to 5x the instructions per
+step). So on the compiler the scans load each step's coefficients one slot at a time, as [BLOCK]
+vectors joined along a new in-thread axis (``triton_scan._gather``), up to
+``triton_scan.SPLIT_MAX_ORDER``; other tiles are still accessed whole.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import os
 import triton
 import triton.language as tl
 
-# The interpreter has no layouts, and one whole-tile access there costs what one entry does, so it
-# keeps whole-tile accesses (tests/test_triton.py runs the split accesses under the interpreter too).
+# The interpreter has no layouts, and one whole-tile load there costs what one slot's does, so it
+# keeps whole-tile loads (tests/test_triton.py runs the slot-by-slot loads under the interpreter too).
 SPLIT_TILES: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 

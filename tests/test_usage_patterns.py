@@ -44,6 +44,13 @@ def assert_close_relative(actual, expected, rtol):
     assert error <= rtol * scale, f"max error {error:.3e} > {rtol:g} * max |expected| {scale:.3e}"
 
 
+def assert_matches_loop(y, y_loop, grads, grads_loop):
+    """float32 output within 1e-5 and gradients within 1e-4 of the loop's (relative to their maxima)."""
+    assert_close_relative(y, y_loop, 1e-5)
+    for g, w in zip(grads, grads_loop):
+        assert_close_relative(g, w, 1e-4)
+
+
 def weighted_loss(y, seed=7):
     """A real scalar that weights every output sample differently (so gradients are not all equal)."""
     wide = torch.complex128 if y.is_complex() else torch.float64  # same weights whatever y's precision
@@ -75,9 +82,7 @@ def test_transposed_noncontiguous_coefficients_match_loop():
     xr, br, zr = as_reference(x, buffer, zi)
     yr = loop_filter(xr, br.transpose(1, 2), zr)
     want = grads_of(weighted_loss(yr), (xr, br, zr))
-    assert_close_relative(y, yr, 1e-5)
-    for g, w in zip(got, want):
-        assert_close_relative(g, w, 1e-4)
+    assert_matches_loop(y, yr, got, want)
 
 
 def test_fully_expanded_stride0_coefficients_match_loop():
@@ -94,9 +99,7 @@ def test_fully_expanded_stride0_coefficients_match_loop():
     xr, br = as_reference(x, base)
     yr = loop_filter(xr, br[None, None].expand(B, T, M))
     want = grads_of(weighted_loss(yr), (xr, br))
-    assert_close_relative(y, yr, 1e-5)
-    for g, w in zip(got, want):
-        assert_close_relative(g, w, 1e-4)
+    assert_matches_loop(y, yr, got, want)
     assert got[1].shape == (M,)
 
 
@@ -218,9 +221,7 @@ def test_torch_compile_fullgraph_module_calling_sample_wise_lpc():
     xr, ar, gr = as_reference(x, a, model.gain)
     yr = loop_filter(gr * xr, ar)
     want = grads_of(weighted_loss(yr), (xr, ar, gr))
-    assert_close_relative(y, yr, 1e-5)
-    for g, w in zip(got, want):
-        assert_close_relative(g, w, 1e-4)
+    assert_matches_loop(y, yr, got, want)
 
 
 def test_double_backward_matches_loop():
