@@ -149,8 +149,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ddp_records(tmp_path_factory) -> list[dict]:
-    """Spawn the ranks once for all cases; fail (never hang) if one raises or they time out."""
+def references() -> dict[str, dict]:
+    """Single-process training on the whole global batch, per case. It runs before the ranks are
+    spawned, so it also compiles the kernels into Numba's on-disk cache, which the ranks then load:
+    on a fresh clone they would otherwise compile them cold, three compilers on two cores."""
+    torch.set_num_threads(1)
+    records = {}
+    for case in CASES:
+        model = make_model(case)
+        records[case] = train(model, model, make_batch(case))
+    return records
+
+
+@pytest.fixture(scope="module")
+def ddp_records(tmp_path_factory, references) -> list[dict]:
+    """Spawn the ranks once for all cases (after the references); fail (never hang) if one raises
+    or they time out."""
     out_dir = tmp_path_factory.mktemp("ddp")
     context = mp.start_processes(
         _worker, args=(WORLD, _free_port(), str(out_dir)), nprocs=WORLD, join=False, start_method="spawn"
@@ -171,11 +185,10 @@ def ddp_records(tmp_path_factory) -> list[dict]:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_ddp_gradients_match_single_process(case: str, ddp_records: list[dict]) -> None:
-    torch.set_num_threads(1)
+def test_ddp_gradients_match_single_process(case: str, ddp_records: list[dict], references: dict[str, dict]) -> None:
     batch = make_batch(case)
     model = make_model(case)
-    reference = train(model, model, batch)
+    reference = references[case]
     names = [n for n, _ in model.named_parameters()]
     assert names, "the model must have parameters"
     tol = dict(rtol=1e-10, atol=1e-13)
