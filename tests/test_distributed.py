@@ -35,6 +35,8 @@ T = 256
 STEPS = 2
 LR = 0.05
 CASES = ("allpole", "phaser")
+LOOPBACK_INTERFACE = "lo"
+CONNECT_TIMEOUT_S = 60.0  # spawn to a connected process group (locally: about 3 s)
 TIMEOUT_S = 120.0  # whole spawn, start to finish; also bounds every collective in the workers
 
 pytestmark = pytest.mark.skipif(
@@ -127,19 +129,27 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         numba.set_num_threads(1)
     except ImportError:
         pass
+    progress = Path(out_dir) / f"rank{rank}.progress"
+    progress.write_text("started")
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
+    # Gloo otherwise connects the ranks through the address the hostname resolves to, which a
+    # sandboxed CI machine may not route (the ranks then wait out the timeout): stay on loopback.
+    os.environ["GLOO_SOCKET_IFNAME"] = LOOPBACK_INTERFACE
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=TIMEOUT_S))
+    progress.write_text("process group initialised")
     try:
         records = {}
         for case in CASES:
             model = make_model(case)
             ddp = DistributedDataParallel(model)
             records[case] = train(ddp, model, _shard(make_batch(case), rank))
+            progress.write_text(f"trained {case}")
         dist.barrier()
     finally:
         dist.destroy_process_group()
     torch.save(records, Path(out_dir) / f"rank{rank}.pt")
+    progress.write_text("done")
 
 
 def _free_port() -> int:
@@ -169,13 +179,22 @@ def ddp_records(tmp_path_factory, references) -> list[dict]:
     context = mp.start_processes(
         _worker, args=(WORLD, _free_port(), str(out_dir)), nprocs=WORLD, join=False, start_method="spawn"
     )
-    deadline = time.monotonic() + TIMEOUT_S
+    def stages() -> dict[int, str]:
+        files = {rank: out_dir / f"rank{rank}.progress" for rank in range(WORLD)}
+        return {rank: f.read_text() if f.exists() else "not started" for rank, f in files.items()}
+
+    start = time.monotonic()
     try:
         # join raises ProcessRaisedException / ProcessExitedException (and stops the other ranks)
         # as soon as one rank fails; it returns True once all have exited cleanly.
         while not context.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                pytest.fail(f"DDP workers did not finish within {TIMEOUT_S:.0f} s")
+            waited = time.monotonic() - start
+            if waited > CONNECT_TIMEOUT_S and all(stage == "started" for stage in stages().values()):
+                # every rank is inside init_process_group: the machine cannot connect gloo ranks
+                # (nothing of ours has run yet), which is an environment limit, not a failure
+                pytest.skip(f"gloo could not connect {WORLD} local ranks within {CONNECT_TIMEOUT_S:.0f} s")
+            if waited > TIMEOUT_S:
+                pytest.fail(f"DDP workers did not finish within {TIMEOUT_S:.0f} s; last stage per rank: {stages()}")
     finally:
         for process in context.processes:
             if process.is_alive():

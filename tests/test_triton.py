@@ -122,7 +122,8 @@ def test_gradgradcheck_through_triton(device):
     inputs = [t.to(device).requires_grad_() for t in (random_signal((1, 5)), a, random_signal((1, 2), seed=2))]
     fn = lambda *t: allpole(*t, backend="triton")
     assert torch.autograd.gradcheck(fn, inputs)
-    assert torch.autograd.gradgradcheck(fn, inputs)
+    # second order by random projections: the full Jacobian costs the interpreter 20 s here
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
 
 
 @pytest.mark.parametrize("device", DEVICES)
