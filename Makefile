@@ -10,6 +10,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 PEERS := philtorch==0.6.0 torchcomp accelerated-scan
+CLIENT_SUITES := torchlpc==0.7.2 torchcomp==0.2.1
 # The GPU machines run Triton 3.6, whose compiler rewrites some products into TF32 dots that newer
 # Triton leaves alone: the sm_90 compile check also runs against it (tests/test_triton_compile.py).
 TRITON_GPU ?= triton==3.6.0
@@ -25,10 +26,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q -c $(VENV)/constraints.txt --no-build-isolation torchlpc \
 		|| echo "torchlpc could not be built: its parity tests and benchmarks will be skipped"
 	$(BIN)/pip install -q --no-deps $(PEERS) || echo "some optional peers could not be installed"
-	@# torchlpc's own test suite, run against our drop-in by tests/test_torchlpc_suite.py
-	$(BIN)/pip download -q --no-deps --no-binary :all: --no-build-isolation torchlpc==0.7.2 -d $(VENV)/peers \
-		&& tar -xzf $(VENV)/peers/torchlpc-0.7.2.tar.gz -C $(VENV)/peers \
-		|| echo "torchlpc 0.7.2's source release could not be fetched: its suite will be skipped"
+	@# torchlpc's and torchcomp's own test suites, run against our drop-in by tests/test_client_suites.py
+	for release in $(CLIENT_SUITES); do \
+		$(BIN)/pip download -q --no-deps --no-binary :all: --no-build-isolation $$release -d $(VENV)/peers \
+		&& tar -xzf $(VENV)/peers/$$(echo $$release | sed 's/==/-/').tar.gz -C $(VENV)/peers \
+		|| echo "$$release's source release could not be fetched: its suite will be skipped"; \
+	done
 	$(BIN)/pip install -q --no-deps --target $(VENV)/triton36 "$(TRITON_GPU)" \
 		|| echo "$(TRITON_GPU) could not be installed: its compile check will be skipped"
 	touch $@
@@ -36,7 +39,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 venv: $(VENV)/.installed
 
 test: venv
-	$(BIN)/pytest -n 2 tests
+	$(BIN)/pytest -n 2 --dist worksteal tests
 
 demo: venv
 	$(BIN)/python examples/fit_phaser.py

@@ -135,6 +135,20 @@ def random_signal(shape: tuple[int, ...], dtype: torch.dtype = torch.float64, se
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
 
 
+# The longest tests (sm_90 compiles in subprocesses, other packages' suites, the interpreter at GPU
+# launch shapes) start first, so that the two xdist workers finish together instead of one of
+# them running a minute-long test alone at the end.
+SLOW_MODULES_FIRST = ("test_triton_compile.py", "test_client_suites.py", "test_triton_accuracy.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOW_MODULES_FIRST.index(name) if name in SLOW_MODULES_FIRST else len(SLOW_MODULES_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each group stays
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
