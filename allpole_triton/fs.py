@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._shapes import broadcast_leading
+
 
 def _frame_coefficients(c: Tensor, frames: int, hop: int, T: int) -> Tensor:
     """Coefficients ``(..., T or 1, K)`` sampled at each frame's centre -> ``(..., frames, K)``."""
@@ -41,7 +43,9 @@ def fs_filter(
         raise ValueError(f"n_fft must be >= hop, got n_fft={n_fft}, hop={hop}")
     T = x.shape[-1]
     frames = max(1, math.ceil(T / hop))
-    lead = torch.broadcast_shapes(x.shape[:-1], a.shape[:-2], *([] if b is None else [b.shape[:-2]]))
+    lead = broadcast_leading(
+        **{"x (..., T)": x.shape[:-1], "a (..., T, M)": a.shape[:-2]}, **({} if b is None else {"b (..., T, K+1)": b.shape[:-2]})
+    )
     x_frames = F.pad(x, (0, frames * hop - T)).expand(*lead, frames * hop).reshape(*lead, frames, hop)
     a_frames = _frame_coefficients(a, frames, hop, T)
     denominator = torch.fft.rfft(F.pad(a_frames, (1, 0), value=1.0), n=n_fft)

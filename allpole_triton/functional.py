@@ -6,6 +6,7 @@ import math
 import torch
 from torch import Tensor
 
+from ._shapes import broadcast_leading
 from .op import filter_rows, resolve_backend
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -43,12 +44,8 @@ def _check_inputs(x: Tensor, a: Tensor, zi: Tensor | None) -> tuple[int, ...]:
         )
     if zi is not None and (zi.ndim < 1 or zi.shape[-1] != M):
         raise ValueError(f"zi must have shape (..., M) with M={M}, got shape {tuple(zi.shape)}")
-    leads = [x.shape[:-1], a.shape[:-2]] + ([] if zi is None else [zi.shape[:-1]])
-    try:
-        return tuple(torch.broadcast_shapes(*leads))
-    except RuntimeError:
-        shapes = {name: tuple(t.shape) for name, t in named.items()}
-        raise ValueError(f"leading dims of x (..., T), a (..., T, M) and zi (..., M) do not broadcast: {shapes}") from None
+    leads = {"x (..., T)": x.shape[:-1], "a (..., T, M)": a.shape[:-2]}
+    return broadcast_leading(**leads, **({} if zi is None else {"zi (..., M)": zi.shape[:-1]}))
 
 
 def coefficient_rows(a: Tensor, lead: tuple[int, ...]) -> Tensor:

@@ -92,20 +92,38 @@ def _triton_backward(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, need_grad
     return grad_x, grad_zi, grad_a
 
 
-@torch.library.triton_op("allpole_triton::allpole_cuda", mutates_args=())
-def allpole_cuda_op(x: Tensor, a: Tensor, zi: Tensor) -> Tensor:
-    return _triton_forward(x, a, zi, launch=torch.library.wrap_triton)
+_cuda_ops_registered = False
 
 
-@torch.library.triton_op("allpole_triton::allpole_backward_cuda", mutates_args=())
-def allpole_backward_cuda_op(
-    grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, need_grad_a: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    return _triton_backward(grad_y, a, y, zi, need_grad_a, launch=torch.library.wrap_triton)
+def register_cuda_ops() -> None:
+    """Define ``allpole_triton::allpole_cuda`` / ``allpole_backward_cuda`` (idempotent).
+
+    Defining a ``triton_op`` imports Inductor (0.8 s), which a process with no GPU never needs:
+    they are registered at import where CUDA is available (so ``torch.compile`` finds them before
+    it traces) and otherwise on first use with CUDA tensors (fake ones included).
+    """
+    global _cuda_ops_registered
+    if _cuda_ops_registered:
+        return
+
+    @torch.library.triton_op("allpole_triton::allpole_cuda", mutates_args=())
+    def allpole_cuda(x: Tensor, a: Tensor, zi: Tensor) -> Tensor:
+        return _triton_forward(x, a, zi, launch=torch.library.wrap_triton)
+
+    @torch.library.triton_op("allpole_triton::allpole_backward_cuda", mutates_args=())
+    def allpole_backward_cuda(
+        grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, need_grad_a: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return _triton_backward(grad_y, a, y, zi, need_grad_a, launch=torch.library.wrap_triton)
+
+    _cuda_ops_registered = True
 
 
-@torch.library.custom_op("allpole_triton::allpole", mutates_args=())
-def allpole_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
+if torch.cuda.is_available():
+    register_cuda_ops()
+
+
+def _allpole_impl(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
     if backend == "triton":
         return _triton_forward(x, a, zi)
     if backend != "numba":
@@ -116,13 +134,17 @@ def allpole_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
     return y
 
 
+@torch.library.custom_op("allpole_triton::allpole", mutates_args=())
+def allpole_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
+    return _allpole_impl(x, a, zi, backend)
+
+
 @allpole_op.register_fake
 def _(x, a, zi, backend):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("allpole_triton::allpole_backward", mutates_args=())
-def allpole_backward_op(
+def _allpole_backward_impl(
     grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend: str, need_grad_a: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     if backend == "triton":
@@ -139,6 +161,13 @@ def allpole_backward_op(
         grad_x.numpy(), grad_zi.numpy(), grad_a.numpy(), need_grad_a,
     )
     return grad_x, grad_zi, grad_a
+
+
+@torch.library.custom_op("allpole_triton::allpole_backward", mutates_args=())
+def allpole_backward_op(
+    grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend: str, need_grad_a: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _allpole_backward_impl(grad_y, a, y, zi, backend, need_grad_a)
 
 
 def _grad_a_shape(grad_y: Tensor, a: Tensor, need_grad_a: bool) -> tuple[int, ...]:
@@ -236,15 +265,38 @@ def _adjoint_as_filter(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend
     return grad_x, grad_zi, grad_a
 
 
+def _plain_eager(*tensors: Tensor) -> bool:
+    """Whether the kernels can be called directly, bypassing the ``torch.library`` ops: ordinary
+    CPU tensors, outside any trace, functorch transform, or torch function / dispatch mode.
+
+    The ops are what torch.compile, vmap, fake tensors and dispatch modes see; in plain eager they
+    only add dispatch cost per call, and their first call imports torch._dynamo (0.9 s).
+    """
+    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
+        return False
+    if torch.utils._python_dispatch._get_current_dispatch_mode() is not None:
+        return False
+    return all(
+        type(t) is Tensor and not t.is_cuda and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+        for t in tensors
+    )
+
+
 def _forward_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
     if backend == "triton" and x.is_cuda:
-        return allpole_cuda_op(x, a, zi)
+        register_cuda_ops()
+        return torch.ops.allpole_triton.allpole_cuda(x, a, zi)
+    if _plain_eager(x, a, zi):
+        return _allpole_impl(x, a, zi, backend)
     return allpole_op(x, a, zi, backend)
 
 
 def _backward_op(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend: str, need_grad_a: bool):
     if backend == "triton" and grad_y.is_cuda:
-        return allpole_backward_cuda_op(grad_y, a, y, zi, need_grad_a)
+        register_cuda_ops()
+        return torch.ops.allpole_triton.allpole_backward_cuda(grad_y, a, y, zi, need_grad_a)
+    if _plain_eager(grad_y, a, y, zi):
+        return _allpole_backward_impl(grad_y, a, y, zi, backend, need_grad_a)
     return allpole_backward_op(grad_y, a, y, zi, backend, need_grad_a)
 
 

@@ -287,3 +287,52 @@ def test_triton_backend_on_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         allpole(torch.zeros(1, 4), torch.zeros(1, 4, 2), backend="triton")
+
+
+COLD_FIRST_CALL = """
+import sys, torch
+from allpole_triton import allpole
+x = torch.randn(2, 64, requires_grad=True)
+a = (0.1 * torch.randn(2, 64, 2)).requires_grad_()
+allpole(x, a).sum().backward()
+assert x.grad is not None and a.grad is not None
+print(sorted(m for m in ("torch._dynamo", "torch._inductor", "sympy", "triton") if m in sys.modules))
+"""
+
+
+def test_cold_first_call_imports_no_compiler_stack():
+    """Import, first forward and first backward on CPU stay clear of torch._dynamo, Inductor,
+    sympy and Triton: importing those was 1.3 s of a 1.7 s cold first call (the README's figure)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", COLD_FIRST_CALL], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout
+
+
+def test_dispatch_modes_see_the_op():
+    """Plain eager calls go straight to the kernels; under a dispatch mode (as profilers, FLOP and
+    memory counters use) the call goes through the torch.library op, so the mode sees it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x = random_signal((2, 32)).requires_grad_()
+    a = stable_coefficients((2,), 32, 2)
+    expected = allpole(x.detach(), a)
+    with Recorder() as recorder:
+        y = allpole(x, a)
+        y.sum().backward()
+    assert any(op.startswith("allpole_triton.allpole.") for op in recorder.ops), recorder.ops
+    assert any(op.startswith("allpole_triton.allpole_backward.") for op in recorder.ops), recorder.ops
+    torch.testing.assert_close(y.detach(), expected, rtol=0, atol=0)

@@ -92,8 +92,8 @@ with FakeTensorMode():
         x = torch.empty(B, T, device="cuda")
         a = torch.empty(B, T, M, device="cuda")
         zi = torch.empty(B, M, device="cuda")
-        y = op.allpole_cuda_op(x, a, zi)
-        grad_x, grad_zi, grad_a = op.allpole_backward_cuda_op(x, a, y, zi, True)
+        y = op._forward_op(x, a, zi, "triton")
+        grad_x, grad_zi, grad_a = op._backward_op(x, a, y, zi, "triton", True)
         assert y.shape == x.shape and y.device.type == "cuda"
         assert grad_x.shape == x.shape and grad_zi.shape == zi.shape and grad_a.shape == a.shape
 print("traced")

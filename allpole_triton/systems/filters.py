@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._shapes import broadcast_leading
 from ..functional import allpole
 
 
@@ -88,13 +89,10 @@ def time_varying_fir(
     _check_time_dim("b", b, T, x)
     if zi is not None and (_require_tensor("zi", zi, 1, "(..., K)").shape[-1] != K):
         raise ValueError(f"zi must have shape (..., K) with K={K}, got shape {tuple(zi.shape)}")
-    try:
-        lead = torch.broadcast_shapes(x.shape[:-1], b.shape[:-2], *([] if zi is None else [zi.shape[:-1]]))
-    except RuntimeError:
-        raise ValueError(
-            f"leading dims of x {tuple(x.shape)}, b {tuple(b.shape)}"
-            f"{'' if zi is None else f' and zi {tuple(zi.shape)}'} do not broadcast"
-        ) from None
+    lead = broadcast_leading(
+        **{"x (..., T)": x.shape[:-1], "b (..., T, K+1)": b.shape[:-2]},
+        **({} if zi is None else {"zi (..., K)": zi.shape[:-1]}),
+    )
     past = x.new_zeros(*lead, K) if zi is None else zi.expand(*lead, K)
     history = torch.cat([past.flip(-1), x.expand(*lead, T)], dim=-1)  # history[K + n] = x[n]
     w = sum(b[..., k] * history[..., K - k : K - k + T] for k in range(K + 1))
