@@ -276,10 +276,14 @@ def _plain_eager(*tensors: Tensor) -> bool:
         return False
     if torch.utils._python_dispatch._get_current_dispatch_mode() is not None:
         return False
-    return all(
-        type(t) is Tensor and not t.is_cuda and not torch._C._functorch.is_functorch_wrapped_tensor(t)
-        for t in tensors
-    )
+    return all(type(t) is Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def _wants_gradient(*tensors: Tensor) -> bool:
+    """Whether autograd (reverse or forward mode) may need this call's derivative."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return True
+    return getattr(torch.autograd.forward_ad, "_current_level", 0) >= 0  # inside a dual_level
 
 
 def _forward_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
@@ -353,5 +357,8 @@ def filter_rows(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
         from .kernels.naive import allpole_naive
 
         return allpole_naive(x, a, zi)
+    x, zi = x.contiguous(), zi.contiguous()
+    if _plain_eager(x, a, zi) and not _wants_gradient(x, a, zi):
+        return _forward_op(x, a, zi, backend)  # inference: no autograd.Function (its apply costs 20 us)
     fn = AllPoleFunction if torch.compiler.is_compiling() else AllPoleFunctionWithJvp
-    return fn.apply(x.contiguous(), a, zi.contiguous(), backend)
+    return fn.apply(x, a, zi, backend)

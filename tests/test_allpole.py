@@ -156,6 +156,21 @@ def test_jvp_matches_vjp_jacobian():
     assert_close(jvp_out, expected, torch.float64)
 
 
+def test_dual_tensors_carry_tangents_without_requires_grad():
+    """torch.autograd.forward_ad: no input requires grad, yet the tangent must come through (the
+    inference shortcut that skips autograd must not swallow it)."""
+    import torch.autograd.forward_ad as fwAD
+
+    x, a, zi = (t.detach() for t in _small_inputs(torch.float64))
+    tangents = tuple(torch.randn_like(t) for t in (x, a, zi))
+    _, expected = torch.func.jvp(allpole, (x, a, zi), tangents)
+    with torch.no_grad(), fwAD.dual_level():
+        duals = [fwAD.make_dual(t, dt) for t, dt in zip((x, a, zi), tangents)]
+        tangent = fwAD.unpack_dual(allpole(*duals)).tangent
+    assert tangent is not None
+    assert_close(tangent, expected, torch.float64)
+
+
 def test_vmap_matches_loop():
     a = stable_coefficients((4, 3), 50, 3, seed=1)
     x, zi = random_signal((4, 3, 50)), random_signal((4, 3, 3), seed=2)
