@@ -112,6 +112,21 @@ def test_attack_release_smoothing_is_the_sequential_recursion():
     np.testing.assert_allclose(smoothed.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_fixed_point_choices_equal_the_sequential_pass():
+    """Off CPU the attack/release decisions come from the fixed-point iteration over the filter op;
+    it must find exactly the decisions of the sequential pass used on CPU."""
+    from allpole_triton.systems.compressor import _fixed_point_choices, _sequential_choices
+
+    g = torch.Generator().manual_seed(5)
+    target = torch.rand(3, 3000, generator=g, dtype=torch.float64).cumsum(-1).sin().abs()
+    attack = torch.tensor([0.3, 0.05, 0.9], dtype=torch.float64).unsqueeze(-1)
+    release = torch.tensor([0.01, 0.002, 0.2], dtype=torch.float64).unsqueeze(-1)
+    initial = torch.tensor([1.0, 0.0, 0.5], dtype=torch.float64)
+    sequential = _sequential_choices(target, attack, release, initial)
+    assert 0 < sequential.sum() < sequential.numel()
+    assert torch.equal(_fixed_point_choices(target, attack, release, initial, "naive"), sequential)
+
+
 def systems():
     """(name, module, offline input) for the three systems at a small sample rate."""
     g = torch.Generator().manual_seed(9)

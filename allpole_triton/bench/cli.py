@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default grid B {model_grid('B')}, T {model_grid('T')}, M {model_grid('M')}); "
                    "writes model.md and model.json to --out")
     p.add_argument("--json", action="store_true", help="with --model: print the model as JSON instead of Markdown")
+    p.add_argument("--realtime", action="store_true",
+                   help="no sweep: stream each audio system block by block (blocks 32-512, 44.1 and 48 kHz, one "
+                   "thread) through process_block and its frozen processor; writes realtime.md/.json/.png to --out "
+                   "(--repeat sets the timed blocks per case, default 300)")
     p.add_argument("--measured", type=Path, metavar="RESULTS_CSV",
                    help="with --model: put the Triton times of an allpole-bench results.csv beside the predictions")
     return p
@@ -129,12 +133,33 @@ def run_model(args) -> int:
     return 0
 
 
-def _progress_bar(items):
+def run_realtime(args) -> int:
+    """``--realtime``: see :mod:`allpole_triton.bench.realtime`."""
+    from . import realtime
+    from .machine import machine_info
+
+    machine = machine_info("cpu")
+    progress = (lambda items: _progress_bar(items, "streaming")) if args.progress else None
+    rows = realtime.run(calls=args.repeat or 300, progress=progress)
+    text = realtime.markdown(rows, f"{machine['cpu']} ({machine['cpu_cores']} cores)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "realtime.json").write_text(json.dumps({"machine": machine, "cases": rows}, indent=1) + "\n")
+    (args.out / "realtime.md").write_text(text + "\n")
+    if args.plots:
+        try:
+            realtime.plot(rows, args.out / "realtime.png")
+        except ImportError as exc:
+            print(f"plot skipped: {exc}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def _progress_bar(items, desc: str = "compiling and modelling"):
     try:
         from tqdm import tqdm
     except ImportError:
         return items
-    return tqdm(items, desc="compiling and modelling", file=sys.stderr)
+    return tqdm(items, desc=desc, file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -142,6 +167,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.model:
         return run_model(args)
+    if args.realtime:
+        return run_realtime(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     kind = torch.device(device).type
     if kind == "cuda" and not torch.cuda.is_available():

@@ -128,13 +128,22 @@ class StreamingSystem(nn.Module):
         for name, bounds in self.RANGES.items():
             self.register_parameter(f"raw_{name}", nn.Parameter(bounds.encode(initial[name])))
         self._state: Any = None
+        self._values_cache: tuple[tuple, dict[str, Tensor]] | None = None
 
     def value(self, name: str) -> Tensor:
         """The physical (constrained) value of parameter ``name`` as a 0-d tensor."""
         return self.RANGES[name].decode(getattr(self, f"raw_{name}"))
 
     def values(self) -> dict[str, Tensor]:
-        return {name: self.value(name) for name in self.RANGES}
+        """Every physical value. Without grad mode they are cached until a parameter changes (in
+        place, by dtype or device): streaming inference then decodes them once, not per block."""
+        if torch.is_grad_enabled():
+            return {name: self.value(name) for name in self.RANGES}
+        raws = [getattr(self, f"raw_{name}") for name in self.RANGES]
+        key = tuple((raw._version, raw.data_ptr(), raw.dtype) for raw in raws)
+        if self._values_cache is None or self._values_cache[0] != key:
+            self._values_cache = (key, {name: self.value(name) for name in self.RANGES})
+        return self._values_cache[1]
 
     def physical_parameters(self) -> dict[str, float]:
         """Current parameter values as plain floats, for printing."""
@@ -145,6 +154,10 @@ class StreamingSystem(nn.Module):
 
     def forward(self, inputs: Tensor) -> Tensor:
         return self._render(inputs, None, self.method)[0]
+
+    def freeze(self) -> Any:
+        """A frozen real-time processor with the current parameters (:mod:`allpole_triton.realtime`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no frozen processor")
 
     def reset(self) -> None:
         """Forget the streaming state; the next :meth:`process_block` starts from silence at time 0."""

@@ -13,12 +13,14 @@ Signal chain, per sample (``x`` the input):
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..functional import allpole
+from ..realtime import FrozenCompressor
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power
 from .filters import FilterState
 
@@ -64,9 +66,9 @@ def attack_release_smoothing(
     exact, differentiable :func:`allpole` with the coefficients fixed by those choices (the
     choices are piecewise constant in the inputs, so this is the exact gradient almost everywhere).
 
-    torchcomp finds the choices with a sequential per-sample loop. Here they are the fixed point
-    of ``choices -> filter -> compare``, iterated with the all-pole op itself, so it runs on every
-    backend: if the choices are right up to sample j, the filtered gain is right up to j and the
+    torchcomp finds the choices with a sequential per-sample loop, and so does this function on
+    CPU (a Numba loop). Elsewhere they are the fixed point of ``choices -> filter -> compare``,
+    iterated with the all-pole op itself, so it runs on every backend: if the choices are right up to sample j, the filtered gain is right up to j and the
     comparison gives the right choice at j+1, so each iteration fixes at least one more sample
     and the first agreement of two iterates is the sequential solution (exact, not approximate).
     Iterations restart at the first changed sample; on audio, a few iterations suffice.
@@ -85,23 +87,50 @@ def attack_release_smoothing(
     initial = initial.expand(lead)
     with torch.no_grad():
         f, at, rt, g0 = target.detach(), attack.detach(), release.detach(), initial.detach()
-        # first guess: the gain falls where the target falls (the smoothed gain tracks the target)
-        choose_attack = f < torch.cat([g0.unsqueeze(-1), f[..., :-1]], dim=-1)
-        start = 0
-        while start < T:
-            c = torch.where(choose_attack[..., start:], at, rt)
-            zi = (g0 if start == 0 else g[..., start - 1]).unsqueeze(-1)
-            g_tail = allpole(c * f[..., start:], (c - 1).unsqueeze(-1), zi, backend=backend)
-            g = g_tail if start == 0 else torch.cat([g[..., :start], g_tail], dim=-1)
-            previous = torch.cat([zi, g_tail[..., :-1]], dim=-1)
-            new_choice = f[..., start:] < previous
-            changed = (new_choice != choose_attack[..., start:]).reshape(-1, T - start).any(0).nonzero()
-            if changed.numel() == 0:
-                break
-            choose_attack[..., start:] = new_choice
-            start += int(changed[0])
+        if f.device.type == "cpu" and f.dtype in (torch.float32, torch.float64):
+            choose_attack = _sequential_choices(f, at, rt, g0)
+        else:
+            choose_attack = _fixed_point_choices(f, at, rt, g0, backend)
     c = torch.where(choose_attack, attack, release)
     return allpole(c * target, (c - 1).unsqueeze(-1), initial.unsqueeze(-1), backend=backend)
+
+
+def _fixed_point_choices(f: Tensor, at: Tensor, rt: Tensor, g0: Tensor, backend: str) -> Tensor:
+    """The attack/release decisions as the fixed point of ``choices -> filter -> compare`` (any
+    backend; see :func:`attack_release_smoothing`). Shapes as in :func:`_sequential_choices`."""
+    T = f.shape[-1]
+    # first guess: the gain falls where the target falls (the smoothed gain tracks the target)
+    choose_attack = f < torch.cat([g0.unsqueeze(-1), f[..., :-1]], dim=-1)
+    start = 0
+    while start < T:
+        c = torch.where(choose_attack[..., start:], at, rt)
+        zi = (g0 if start == 0 else g[..., start - 1]).unsqueeze(-1)
+        g_tail = allpole(c * f[..., start:], (c - 1).unsqueeze(-1), zi, backend=backend)
+        g = g_tail if start == 0 else torch.cat([g[..., :start], g_tail], dim=-1)
+        previous = torch.cat([zi, g_tail[..., :-1]], dim=-1)
+        new_choice = f[..., start:] < previous
+        changed = (new_choice != choose_attack[..., start:]).reshape(-1, T - start).any(0).nonzero()
+        if changed.numel() == 0:
+            break
+        choose_attack[..., start:] = new_choice
+        start += int(changed[0])
+    return choose_attack
+
+
+def _sequential_choices(target: Tensor, attack: Tensor, release: Tensor, initial: Tensor) -> Tensor:
+    """The attack/release decisions by one sequential pass (Numba) on CPU: cheaper than the
+    fixed-point iteration's several filter calls for the short blocks of streaming. ``attack``,
+    ``release`` are ``(..., 1)`` and ``initial`` ``(...)``, expanded to ``target (..., T)``'s rows."""
+    from ..kernels.numba_realtime import attack_release_choices
+
+    T = target.shape[-1]
+    flat = lambda t: t.reshape(-1).contiguous().numpy()  # noqa: E731
+    choose_attack = torch.empty(target.shape, dtype=torch.bool)
+    attack_release_choices(
+        target.reshape(-1, T).contiguous().numpy(), flat(attack), flat(release), flat(initial),
+        choose_attack.view(-1, T).numpy(),
+    )
+    return choose_attack
 
 
 def compressor(
@@ -214,6 +243,14 @@ class Compressor(StreamingSystem):
             dict(threshold_db=threshold_db, ratio=ratio, knee_db=knee_db, makeup_db=makeup_db,
                  attack_ms=attack_ms, release_ms=release_ms, detector_ms=detector_ms),
         )
+
+    def freeze(self) -> FrozenCompressor:
+        """A real-time processor with the current parameters (see :mod:`allpole_triton.realtime`)."""
+        values = self.physical_parameters()
+        coefficient = lambda ms: 1 - math.exp(-1000.0 / (values[ms] * self.sample_rate))  # noqa: E731
+        params = {name: values[name] for name in ("threshold_db", "ratio", "knee_db", "makeup_db")}
+        params |= {"attack": coefficient("attack_ms"), "release": coefficient("release_ms"), "detector": coefficient("detector_ms")}
+        return FrozenCompressor(self.sample_rate, params)
 
     def _render(self, x: Tensor, state: CompressorState | None, method: str) -> tuple[Tensor, CompressorState | None]:
         return compressor(

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..realtime import FrozenPhaser
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power, sample_times
 from .filters import FilterState
 
@@ -165,6 +166,10 @@ class Phaser(StreamingSystem):
                  centre_hz=centre_hz, feedback=feedback, mix=mix),
         )
         self.stages = stages
+
+    def freeze(self) -> FrozenPhaser:
+        """A real-time processor with the current parameters (see :mod:`allpole_triton.realtime`)."""
+        return FrozenPhaser(self.sample_rate, self.stages, self.physical_parameters())
 
     def _render(self, x: Tensor, state: PhaserState | None, method: str) -> tuple[Tensor, PhaserState | None]:
         return phaser(

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..realtime import FrozenSynth
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, sample_times
 from .filters import FilterState
 
@@ -189,6 +190,13 @@ class SubtractiveSynth(StreamingSystem):
         if sections not in (1, 2):
             raise ValueError(f"sections must be 1 or 2, got {sections}")
         self.sections = sections
+
+    def freeze(self) -> FrozenSynth:
+        """A real-time processor with the current parameters (see :mod:`allpole_triton.realtime`)."""
+        params = self.physical_parameters()
+        params["log_cutoff_start"] = math.log(params.pop("cutoff_start_hz"))
+        params["log_cutoff_end"] = math.log(params.pop("cutoff_end_hz"))
+        return FrozenSynth(self.sample_rate, self.sections, params)
 
     def _render(self, f0_hz: Tensor, state: SynthState | None, method: str) -> tuple[Tensor, SynthState | None]:
         return subtractive_synth(
