@@ -39,7 +39,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 venv: $(VENV)/.installed
 
 test: venv
-	$(BIN)/pytest -n 2 --dist worksteal tests
+	$(BIN)/pytest -n 2 --dist worksteal --durations=15 tests
 
 demo: venv
 	$(BIN)/python examples/fit_phaser.py
