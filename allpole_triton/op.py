@@ -20,6 +20,8 @@ forward filter on time-reversed, shifted coefficients, so double backward is the
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 
 import numpy as np
 import torch
@@ -57,17 +59,71 @@ def _triton():
     return triton_scan
 
 
+class HostBufferPool:
+    """Pages of large CPU output buffers, reused once the tensors built on them are freed.
+
+    A fresh multi-MB buffer costs a page fault per 4 KiB on first touch: for the (8, 65536, 16)
+    float32 grad_a that was 12 ns/sample, more than the backward kernel itself (8 ns). Like
+    PyTorch's CUDA caching allocator, this keeps released buffers (keyed by size) and hands them
+    out again, already faulted in; outputs are still new tensors. A buffer is free again when the
+    numpy view a tensor was made from has died (weakly referenced). Buffers below ``min_bytes``
+    come from the allocator as usual; at most ``max_bytes`` are kept (``ALLPOLE_HOST_POOL_MB``,
+    default 512; 0 turns the pool off).
+    """
+
+    def __init__(self, max_bytes: int, min_bytes: int = 1 << 20) -> None:
+        self.max_bytes, self.min_bytes = max_bytes, min_bytes
+        self._buffers: dict[int, list[list]] = {}  # nbytes -> [[uint8 buffer, weakref to its live view]]
+        self._held = 0
+        self._lock = threading.Lock()  # a free buffer must go to one caller only
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        """An uninitialised array whose pages are already faulted in, or None (pool not used)."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes < self.min_bytes:
+            return None
+        with self._lock:
+            return self._take(nbytes, shape, dtype)
+
+    def _take(self, nbytes: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        entries = self._buffers.setdefault(nbytes, [])
+        for entry in entries:
+            if entry[1]() is None:
+                return self._lend(entry, shape, dtype)
+        if self._held + nbytes > self.max_bytes:
+            return None
+        buffer = np.empty(nbytes, dtype=np.uint8)
+        buffer.fill(0)  # fault the pages in once, from this thread (see _empty)
+        self._held += nbytes
+        entry = [buffer, None]
+        entries.append(entry)
+        return self._lend(entry, shape, dtype)
+
+    @staticmethod
+    def _lend(entry: list, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        view = entry[0].view(dtype).reshape(shape)
+        entry[1] = weakref.ref(view)
+        return view
+
+
+_host_pool = HostBufferPool(int(float(os.environ.get("ALLPOLE_HOST_POOL_MB", "512")) * (1 << 20)))
+
+
 def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
     """Output buffer for a backend.
 
     Numba outputs are numpy-allocated (numpy asks for transparent huge pages on large buffers)
     and touched once from the calling thread: on our 2-core VMs, first-touch page faults taken
     inside Numba's worker threads made a fresh (8, 65536, 16) grad_a cost 10-70 ns/sample, against
-    ~3 ns/sample for this fill.
+    ~3 ns/sample for this fill. Large buffers come from :class:`HostBufferPool`, faulted in already.
+    The kernels write every element of their outputs, so no zeros are needed.
     """
     if backend == "numba":
-        buffer = np.empty(shape, dtype=torch.empty(0, dtype=like.dtype).numpy().dtype)
-        buffer.fill(0)
+        dtype = torch.empty(0, dtype=like.dtype).numpy().dtype
+        buffer = _host_pool.empty(shape, dtype)
+        if buffer is None:
+            buffer = np.empty(shape, dtype=dtype)
+            buffer.fill(0)
         return torch.from_numpy(buffer)
     return like.new_empty(shape)
 

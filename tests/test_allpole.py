@@ -351,3 +351,29 @@ def test_dispatch_modes_see_the_op():
     assert any(op.startswith("allpole_triton.allpole.") for op in recorder.ops), recorder.ops
     assert any(op.startswith("allpole_triton.allpole_backward.") for op in recorder.ops), recorder.ops
     torch.testing.assert_close(y.detach(), expected, rtol=0, atol=0)
+
+
+def test_large_outputs_reuse_freed_buffers_only():
+    """Large CPU outputs come from a pool of already-faulted buffers: a buffer is handed out again
+    only after every tensor (and view) on it is gone, and never while one is alive."""
+    import gc
+
+    T = 1 << 16  # 4 rows of float32: 1 MiB, the pool's smallest size
+    x, a = random_signal((4, T)).float(), stable_coefficients((4,), 1, 2, seed=3).float()
+    first = allpole(x, a)
+    expected = first.clone()
+    second = allpole(2 * x, a)
+    assert second.data_ptr() != first.data_ptr()
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)  # untouched by the second call
+    view = first[1:]
+    address = first.data_ptr()
+    del first
+    gc.collect()
+    third = allpole(3 * x, a)
+    assert third.data_ptr() != address  # the view keeps the buffer
+    torch.testing.assert_close(view, expected[1:], rtol=0, atol=0)
+    del view, second, third
+    gc.collect()
+    reused = allpole(x, a)
+    assert reused.data_ptr() == address  # the first freed buffer, already faulted in
+    torch.testing.assert_close(reused, expected, rtol=0, atol=0)
