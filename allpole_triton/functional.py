@@ -127,3 +127,19 @@ def sample_wise_lpc(
     if isinstance(a, Tensor) and a.ndim != 3:
         raise ValueError(f"a must have shape (B, T, M), got shape {tuple(a.shape)}")
     return allpole(x, a, zi, return_zf=return_zf)
+
+
+def reflection_to_lpc(k: Tensor) -> Tensor:
+    """Reflection (PARCOR) coefficients to the all-pole coefficients of :func:`allpole`.
+
+    The step-up (Levinson) recursion, differentiable: ``k (..., M)`` with every ``|k| < 1`` gives
+    ``a (..., M)`` such that ``1 + sum_i a[i-1] z^-i`` has all its roots inside the unit circle, so
+    a network that emits ``tanh``-bounded ``k`` per sample always drives a stable filter.
+    """
+    if not isinstance(k, Tensor) or k.ndim < 1 or k.shape[-1] < 1:
+        raise ValueError(f"k must be a tensor of shape (..., M) with M >= 1, got {getattr(k, 'shape', type(k).__name__)}")
+    a = k[..., :1]
+    for m in range(1, k.shape[-1]):
+        km = k[..., m : m + 1]
+        a = torch.cat([a + km * a.flip(-1), km], dim=-1)
+    return a

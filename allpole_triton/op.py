@@ -68,13 +68,15 @@ class HostBufferPool:
     out again, already faulted in; outputs are still new tensors. A buffer is free again when the
     numpy view a tensor was made from has died (weakly referenced). Buffers below ``min_bytes``
     come from the allocator as usual; at most ``max_bytes`` are kept (``ALLPOLE_HOST_POOL_MB``,
-    default 512; 0 turns the pool off).
+    default 512; 0 turns the pool off): past that, free buffers go least recently used first.
+    ``allpole_triton.op.host_pool.clear()`` releases every free buffer.
     """
 
     def __init__(self, max_bytes: int, min_bytes: int = 1 << 20) -> None:
         self.max_bytes, self.min_bytes = max_bytes, min_bytes
-        self._buffers: dict[int, list[list]] = {}  # nbytes -> [[uint8 buffer, weakref to its live view]]
+        self._buffers: dict[int, list[list]] = {}  # nbytes -> [[uint8 buffer, weakref to its view, last lent]]
         self._held = 0
+        self._clock = 0  # lends so far: the recency of a buffer
         self._lock = threading.Lock()  # a free buffer must go to one caller only
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
@@ -91,22 +93,56 @@ class HostBufferPool:
             if entry[1]() is None:
                 return self._lend(entry, shape, dtype)
         if self._held + nbytes > self.max_bytes:
-            return None
+            self._evict_free(self._held + nbytes - self.max_bytes)
+            if self._held + nbytes > self.max_bytes:
+                return None
         buffer = np.empty(nbytes, dtype=np.uint8)
         buffer.fill(0)  # fault the pages in once, from this thread (see _empty)
         self._held += nbytes
-        entry = [buffer, None]
+        entry = [buffer, None, 0]
         entries.append(entry)
         return self._lend(entry, shape, dtype)
 
-    @staticmethod
-    def _lend(entry: list, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def _lend(self, entry: list, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         view = entry[0].view(dtype).reshape(shape)
         entry[1] = weakref.ref(view)
+        self._clock += 1
+        entry[2] = self._clock
         return view
 
+    def _evict_free(self, nbytes: int) -> None:
+        """Drop free buffers, least recently lent first, until ``nbytes`` are released (or none is free)."""
+        free = sorted(
+            ((entry[2], size, entry) for size, entries in self._buffers.items() for entry in entries if entry[1]() is None),
+            key=lambda item: item[0],
+        )
+        for _, size, entry in free:
+            if nbytes <= 0:
+                break
+            self._buffers[size].remove(entry)
+            self._held -= size
+            nbytes -= size
 
-_host_pool = HostBufferPool(int(float(os.environ.get("ALLPOLE_HOST_POOL_MB", "512")) * (1 << 20)))
+    def clear(self) -> None:
+        """Release every buffer no tensor uses any more."""
+        with self._lock:
+            self._evict_free(self._held)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held
+
+
+def _pool_limit() -> int:
+    text = os.environ.get("ALLPOLE_HOST_POOL_MB", "512")
+    try:
+        megabytes = float(text)
+    except ValueError:
+        raise ValueError(f"ALLPOLE_HOST_POOL_MB must be a number of MiB (0 turns the pool off), got {text!r}") from None
+    return int(max(megabytes, 0.0) * (1 << 20))
+
+
+host_pool = HostBufferPool(_pool_limit())
 
 
 def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
@@ -120,7 +156,7 @@ def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
     """
     if backend == "numba":
         dtype = torch.empty(0, dtype=like.dtype).numpy().dtype
-        buffer = _host_pool.empty(shape, dtype)
+        buffer = host_pool.empty(shape, dtype)
         if buffer is None:
             buffer = np.empty(shape, dtype=dtype)
             buffer.fill(0)
@@ -323,12 +359,16 @@ def _adjoint_as_filter(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend
 
 def _plain_eager(*tensors: Tensor) -> bool:
     """Whether the kernels can be called directly, bypassing the ``torch.library`` ops: ordinary
-    CPU tensors, outside any trace, functorch transform, or torch function / dispatch mode.
+    tensors, outside any trace (dynamo, jit), functorch transform, torch function / dispatch mode
+    or profiler.
 
-    The ops are what torch.compile, vmap, fake tensors and dispatch modes see; in plain eager they
-    only add dispatch cost per call, and their first call imports torch._dynamo (0.9 s).
+    The ops are what torch.compile, torch.jit.trace, vmap, fake tensors, dispatch modes and the
+    profiler see (a jit trace of the direct call would record its output as a constant); in plain
+    eager they only add dispatch cost per call, and their first call imports torch._dynamo (0.9 s).
     """
-    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._autograd._profiler_enabled():
+        return False
+    if torch._C._is_torch_function_mode_enabled():
         return False
     if torch.utils._python_dispatch._get_current_dispatch_mode() is not None:
         return False

@@ -61,9 +61,10 @@ class FrozenProcessor:
             self._allocate(math.prod(lead))
         elif lead != self._lead:
             raise ValueError(f"block's leading dims {lead} differ from the stream's {self._lead}; call reset() first")
-        rows = np.ascontiguousarray(samples.reshape(-1, length))
+        rows = np.ascontiguousarray(samples.reshape(math.prod(lead), length))
         out = np.empty_like(rows)
-        self._render(rows, out)
+        if length:
+            self._render(rows, out)
         self.time += length
         out = out.reshape(samples.shape)
         return torch.from_numpy(out).to(block.device) if is_tensor else out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
@@ -358,6 +359,12 @@ def test_large_outputs_reuse_freed_buffers_only():
     only after every tensor (and view) on it is gone, and never while one is alive."""
     import gc
 
+    from allpole_triton.op import host_pool
+
+    if host_pool.max_bytes < 4 << 20:
+        pytest.skip("the buffer pool is turned off (ALLPOLE_HOST_POOL_MB)")
+    gc.collect()
+    host_pool.clear()  # earlier tests' free buffers would be lent first
     T = 1 << 16  # 4 rows of float32: 1 MiB, the pool's smallest size
     x, a = random_signal((4, T)).float(), stable_coefficients((4,), 1, 2, seed=3).float()
     first = allpole(x, a)
@@ -377,3 +384,56 @@ def test_large_outputs_reuse_freed_buffers_only():
     reused = allpole(x, a)
     assert reused.data_ptr() == address  # the first freed buffer, already faulted in
     torch.testing.assert_close(reused, expected, rtol=0, atol=0)
+
+
+def test_reflection_to_lpc_gives_stable_filters():
+    """|k| < 1 gives all roots of 1 + sum a_i z^-i inside the unit circle; M = 2 by hand; differentiable."""
+    from allpole_triton import reflection_to_lpc
+
+    g = torch.Generator().manual_seed(11)
+    k = 0.99 * (2 * torch.rand(50, 12, generator=g, dtype=torch.float64) - 1)
+    a = reflection_to_lpc(k)
+    roots = [np.roots(np.concatenate([[1.0], row])) for row in a.numpy()]
+    assert max(np.abs(r).max() for r in roots) < 1
+    k1, k2 = 0.3, -0.5
+    expected = torch.tensor([k1 + k2 * k1, k2], dtype=torch.float64)
+    torch.testing.assert_close(reflection_to_lpc(torch.tensor([k1, k2], dtype=torch.float64)), expected)
+    assert torch.autograd.gradcheck(reflection_to_lpc, (k[:2, :5].clone().requires_grad_(),))
+    with pytest.raises(ValueError, match="shape"):
+        reflection_to_lpc(torch.zeros(3, 0))
+
+
+def test_jit_trace_records_the_op_not_its_output():
+    """A trace of the direct eager call would freeze its output as a constant; traced calls go through the op."""
+    x, a = random_signal((2, 64)), stable_coefficients((2,), 64, 2)
+    traced = torch.jit.trace(lambda x, a: allpole(x, a), (x, a), check_trace=False)
+    other = random_signal((2, 64), seed=5)
+    torch.testing.assert_close(traced(other, a), allpole(other, a), rtol=0, atol=0)
+
+
+def test_profiler_sees_the_op():
+    x, a = random_signal((2, 64)).requires_grad_(), stable_coefficients((2,), 64, 2)
+    with torch.profiler.profile() as prof:
+        allpole(x, a).sum().backward()
+    names = {event.name for event in prof.events()}
+    assert "allpole_triton::allpole" in names and "allpole_triton::allpole_backward" in names, sorted(names)[:40]
+
+
+def test_host_pool_evicts_least_recently_lent_free_buffers():
+    from allpole_triton.op import HostBufferPool
+
+    mib = 1 << 20
+    pool = HostBufferPool(max_bytes=3 * mib, min_bytes=mib)
+    first = pool.empty((mib // 4,), np.dtype(np.float32))  # 1 MiB
+    second = pool.empty((mib // 2,), np.dtype(np.float32))  # 2 MiB
+    assert pool.held_bytes == 3 * mib
+    assert pool.empty((mib // 4,), np.dtype(np.float32)) is None  # full, and nothing is free
+    del first
+    third = pool.empty((mib // 2,), np.dtype(np.float32))  # 2 MiB more: the free 1 MiB goes, still too little
+    assert third is None and pool.held_bytes == 2 * mib
+    del second
+    again = pool.empty((mib // 2,), np.dtype(np.float32))  # the freed 2 MiB buffer is lent again
+    assert again is not None and pool.held_bytes == 2 * mib
+    del again
+    pool.clear()
+    assert pool.held_bytes == 0

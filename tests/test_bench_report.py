@@ -275,3 +275,31 @@ def importlib_ok(module):
         return True
     except Exception:
         return False
+
+
+def test_interleaved_timing_alternates_backends_after_the_workload():
+    """Each timed call follows one workload call, the backends take turns, and a backend past its
+    budget drops out while the others go on."""
+    import time as time_module
+
+    from allpole_triton.bench.timing import time_cpu_interleaved
+
+    log = []
+
+    def backend(name, seconds=0.0):
+        def call():
+            log.append(name)
+            if seconds:
+                time_module.sleep(seconds)
+        return call
+
+    times = time_cpu_interleaved(
+        {"fast": backend("fast"), "slow": backend("slow", 0.02)}, lambda: log.append("work"),
+        repeat=4, warmup=1, budget=0.03,
+    )
+    assert log[:4] == ["work", "fast", "work", "slow"]  # the warm-up round
+    timed = log[4:]
+    assert all(timed[i] == "work" for i in range(0, len(timed), 2))
+    calls = timed[1::2]
+    assert calls[:4] == ["fast", "slow", "fast", "slow"]
+    assert len(times["fast"]) == 4 and len(times["slow"]) == 2  # 2 x 20 ms passes the 30 ms budget

@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from allpole_triton import AllPole
+from allpole_triton import AllPole, reflection_to_lpc
 from allpole_triton.systems.phaser import Phaser
 
 WORLD = 2
@@ -45,16 +45,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def reflection_to_coefficients(k: Tensor) -> Tensor:
-    """Step-up recursion: reflection coefficients ``k (..., M)`` with ``|k| < 1`` to ``a (..., M)``
-    such that ``1 + sum_i a[i-1] z^-i`` has all its roots inside the unit circle."""
-    a = k[..., :1]
-    for m in range(1, k.shape[-1]):
-        km = k[..., m : m + 1]
-        a = torch.cat([a + km * a.flip(-1), km], dim=-1)
-    return a
-
-
 class LearnedAllPole(nn.Module):
     """``AllPole`` driven by learnable parameters: per-example coefficients from a feature vector
     through a linear layer, a learnable drift over time, and a learnable output gain."""
@@ -69,7 +59,7 @@ class LearnedAllPole(nn.Module):
     def coefficients(self, cond: Tensor, length: int) -> Tensor:
         w = torch.linspace(0, 1, length, dtype=cond.dtype).unsqueeze(-1)  # (T, 1)
         raw = self.to_reflection(cond).unsqueeze(-2) + w * self.drift  # (B, T, M)
-        return reflection_to_coefficients(0.9 * torch.tanh(raw))
+        return reflection_to_lpc(0.9 * torch.tanh(raw))
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         return self.log_gain.exp() * self.filter(x, self.coefficients(cond, x.shape[-1]))

@@ -136,3 +136,10 @@ def test_bad_inputs_name_the_problem():
         FrozenSynth(SAMPLE_RATE, 3, {})
     with pytest.raises(ValueError, match="needs parameters"):
         FrozenCompressor(SAMPLE_RATE, {"ratio": 2.0})
+
+
+def test_empty_blocks_pass_through():
+    frozen = make_system("phaser").freeze()
+    assert frozen.process(np.zeros((2, 0))).shape == (2, 0)
+    signal = make_input("phaser")
+    assert np.array_equal(stream(frozen, signal, [0, 100, 0, LENGTH - 100]), stream(frozen, signal, [LENGTH]))

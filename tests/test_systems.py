@@ -207,3 +207,43 @@ def test_fit_compressor_recovers_threshold_and_ratio():
     assert losses[-1] < losses[0] / 10, losses[::20]
     assert abs(recovered["threshold_db"] - true["threshold_db"]) < 0.1 * abs(true["threshold_db"]), recovered
     assert abs(recovered["ratio"] - true["ratio"]) < 0.1 * true["ratio"], recovered
+
+
+def test_inference_values_follow_every_kind_of_parameter_change():
+    """The no-grad cache of decoded parameters is keyed by the values: edits through .data, optimizer
+    steps and state dicts all show in the next block."""
+    model = Compressor(SR)
+    with torch.no_grad():
+        before = model.values()["ratio"].item()
+        model.raw_ratio.data.add_(1.0)
+        assert model.values()["ratio"].item() == pytest.approx(model.value("ratio").item()) != before
+        model.load_state_dict(Compressor(SR, ratio=7.0).state_dict())
+        assert model.values()["ratio"].item() == pytest.approx(7.0, rel=1e-5)
+
+
+def test_vmap_over_stacked_systems_without_grad():
+    from torch.func import functional_call, stack_module_state, vmap
+
+    systems_ = [Phaser(8000.0, rate_hz=r) for r in (0.5, 1.0, 2.0)]
+    params, buffers = stack_module_state(systems_)
+    x = torch.randn(1, 128)
+    with torch.no_grad():
+        out = vmap(lambda p, b: functional_call(systems_[0], (p, b), (x,)))(params, buffers)
+        expected = torch.stack([s(x) for s in systems_])
+    torch.testing.assert_close(out, expected)
+
+
+def test_attack_release_smoothing_under_func_grad_and_empty_blocks():
+    from torch.func import grad
+
+    target = torch.rand(2, 60, dtype=torch.float64)
+    at, rt, g0 = (torch.tensor(v, dtype=torch.float64) for v in (0.3, 0.01, 1.0))
+    fn = lambda t: attack_release_smoothing(t, at, rt, g0.expand(2)).square().sum()  # noqa: E731
+    t = target.clone().requires_grad_()
+    expected, = torch.autograd.grad(fn(t), t)
+    torch.testing.assert_close(grad(fn)(target), expected)
+    for system in (Compressor(SR), Phaser(SR), SubtractiveSynth(SR)):
+        assert system(torch.zeros(2, 0)).shape == (2, 0)
+        system.reset()
+        assert system.process_block(torch.zeros(2, 0)).shape == (2, 0)
+        assert system.process_block(torch.full((2, 5), 220.0)).shape == (2, 5)

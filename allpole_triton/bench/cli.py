@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, help="timed repetitions per case (median, min and spread reported; "
                    f"default {FULL['repeat']}, --quick {QUICK['repeat']}; on CUDA do_bench times for at least "
                    "max(100, 5 x repeat) ms)")
+    p.add_argument("--timing", choices=["interleaved", "solo"], default="interleaved",
+                   help="CPU: interleaved = the backends of a case take turns call by call, each call after a "
+                   "fixed torch workload (as a model calls them); solo = each backend alone, call after call")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (CPU)")
     p.add_argument("--budget", type=float, help="CPU seconds of timed calls per case and backend before "
                    "stopping short of --repeat (default 3, --quick 0.5)")
@@ -204,9 +207,16 @@ def main(argv=None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     machine = machine_info(device)
+    if kind == "cpu":
+        machine["timing"] = (
+            "interleaved: backends take turns call by call, each call after an untimed torch workload "
+            "(tanh, sin, sum over a signal-sized tensor)" if args.timing == "interleaved"
+            else "solo: each backend alone, call after call"
+        )
     print(f"{len(cases)} cases x {len(backends)} backends on {machine.get('gpu', machine['cpu'])} "
           f"({machine['cpu_cores']} cores) -> {args.out}", flush=True)
     rows = run_sweep(cases, backends, repeat=repeat, warmup=args.warmup, memory=args.memory,
+                     interleaved=args.timing == "interleaved",
                      progress=args.progress, budget=args.budget or preset["budget"])
     write_csv(rows, args.out / "results.csv")
     (args.out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")

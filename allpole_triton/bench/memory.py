@@ -80,7 +80,9 @@ def measure_cpu(
     if not jobs or not os.path.exists("/proc/self/clear_refs"):
         return results
     payload = "".join(json.dumps({"backend": n, "case": dataclasses.asdict(c)}) + "\n" for n, c in jobs)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", MALLOC_TOP_PAD_="0")
+    # our buffer pool off: a call's own allocations count, not buffers kept from earlier calls
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", MALLOC_TOP_PAD_="0",
+               ALLPOLE_HOST_POOL_MB="0")
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen(
             [sys.executable, "-m", "allpole_triton.bench.memory"],

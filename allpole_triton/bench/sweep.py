@@ -4,7 +4,7 @@ dicts (see :data:`report.FIELDS`)."""
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -12,7 +12,7 @@ from ..metrics import esr_db
 from .backends import Backend, prepare, sequential_loop
 from .cases import Case, make_inputs, min_bytes
 from .memory import measure_cpu, peak_cuda
-from .timing import copy_bandwidth, measure
+from .timing import Timing, copy_bandwidth, measure, time_cpu_interleaved
 
 
 def _progress(total: int, enabled: bool, desc: str | None = None, unit: str = "run"):
@@ -65,6 +65,7 @@ def run_sweep(
     memory: bool = True,
     progress: bool = True,
     budget: float = 2.0,
+    interleaved: bool = True,
 ) -> list[dict]:
     """Time every backend on every case it supports; skipped pairs get a row with the reason.
 
@@ -74,6 +75,9 @@ def run_sweep(
     (``loop_esr_db``, ``loop_max_err``): the rounding error that no float32 filter avoids.
 
     ``budget`` caps the seconds spent timing one pair on CPU (slow peers get fewer repeats).
+    ``interleaved`` (CPU): the backends of a case take turns call by call, each call after a fixed
+    torch workload (:func:`model_workload`), as a model calls them; otherwise each backend is timed
+    alone, call after call (:func:`~allpole_triton.bench.timing.measure`).
     CPU peak memory is measured (in a subprocess, with its own progress bar) at the largest T of
     the sweep only.
     """
@@ -90,18 +94,27 @@ def run_sweep(
         inputs = make_inputs(case)
         ref = None
         inputs_key = (case.coeffs, case.B, case.T, case.M, case.dtype, case.device)  # same inputs for both passes
+        prepared = []  # (backend, row, fn) of the pairs that run
         for backend in backends:
             bar.set_description(f"{case.group} {backend.name}")
             row = _base_row(backend, case, repeat)
+            rows.append(row)
             reason = backend.skip_reason(case)
             if reason:
                 row.update(status="skipped", reason=reason)
-                rows.append(row)
                 bar.update()
                 continue
             try:
-                fn = prepare(backend, case, inputs)
-                timing = measure(fn, case.device, repeat=repeat, warmup=warmup, budget=budget)
+                prepared.append((backend, row, prepare(backend, case, inputs)))
+            except Exception as exc:  # a failing peer is reported, not fatal
+                row.update(status="error", reason=_reason(exc))
+                bar.update()
+        timings = _time_case(prepared, case, inputs, interleaved, repeat=repeat, warmup=warmup, budget=budget)
+        for backend, row, fn in prepared:
+            try:
+                timing = timings[backend.name]
+                if isinstance(timing, Exception):
+                    raise timing
                 if inputs_key not in loop_cache:
                     ref = reference(inputs) if ref is None else ref
                     loop_cache[inputs_key] = errors(sequential_loop(inputs.x.cpu(), inputs.a.cpu()), ref)
@@ -131,11 +144,10 @@ def run_sweep(
                     row["copy_fraction"] = min_bytes(case) / seconds / copy_bw[case.device]
                     if memory:
                         row["peak_mem_bytes"] = float(peak_cuda(fn, case.device))
-                del fn
             except Exception as exc:  # a failing peer is reported, not fatal
-                row.update(status="error", reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
-            rows.append(row)
+                row.update(status="error", reason=_reason(exc))
             bar.update()
+        del prepared
     bar.close()
     if memory:
         T_max = max((c.T for c in cases), default=0)
@@ -155,6 +167,35 @@ def run_sweep(
                     r["peak_mem_bytes"] = peaks.get((r["backend"], _case_of(r).key()))
     add_speedups(rows)
     return rows
+
+
+def model_workload(inputs) -> Callable[[], object]:
+    """The torch work a model does between two filter calls, the size of the signal: elementwise
+    ops and a reduction, run on torch's own threads. Untimed; it sets the machine's state."""
+    w = inputs.x.detach().float()
+    return lambda: (torch.tanh(w * 1.1) + w.sin()).sum().item()
+
+
+def _time_case(prepared, case: Case, inputs, interleaved: bool, *, repeat: int, warmup: int, budget: float) -> dict:
+    """Timing (or the exception it raised) per backend name of one case."""
+    if interleaved and torch.device(case.device).type == "cpu" and prepared:
+        try:
+            times = time_cpu_interleaved({b.name: fn for b, _, fn in prepared}, model_workload(inputs),
+                                         repeat=repeat, warmup=warmup, budget=budget)
+            return {name: Timing.of(t) for name, t in times.items()}
+        except Exception:  # one backend failed: time them apart, so the others still get a row
+            pass
+    timings = {}
+    for backend, _, fn in prepared:
+        try:
+            timings[backend.name] = measure(fn, case.device, repeat=repeat, warmup=warmup, budget=budget)
+        except Exception as exc:
+            timings[backend.name] = exc
+    return timings
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
 def _base_row(backend: Backend, case: Case, repeat: int) -> dict:

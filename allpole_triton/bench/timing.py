@@ -31,6 +31,35 @@ def time_cpu(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1, budg
     return times
 
 
+def time_cpu_interleaved(
+    fns: dict[str, Callable[[], object]],
+    between: Callable[[], object],
+    *,
+    repeat: int = 5,
+    warmup: int = 1,
+    budget: float = 2.0,
+) -> dict[str, list[float]]:
+    """Wall times per backend, the backends taking turns call by call and each timed call preceded
+    by ``between()`` (untimed): how a model calls a filter, between its other torch ops, so thread
+    pools, caches and the allocator are as those ops leave them. A backend stops once its timed calls
+    pass ``budget`` seconds (at least one call is timed)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            between()
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(repeat, 1)):
+        active = [name for name, t in times.items() if sum(t) <= budget]
+        if not active:
+            break
+        for name in active:
+            between()
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def time_cuda(fn: Callable[[], object], *, repeat: int = 20, warmup: int = 3) -> list[float]:
     """GPU time of ``fn()`` in seconds: the median of ``triton.testing.do_bench`` when Triton
     imports (it flushes L2 between calls), otherwise CUDA events around each call."""

@@ -135,12 +135,13 @@ class StreamingSystem(nn.Module):
         return self.RANGES[name].decode(getattr(self, f"raw_{name}"))
 
     def values(self) -> dict[str, Tensor]:
-        """Every physical value. Without grad mode they are cached until a parameter changes (in
-        place, by dtype or device): streaming inference then decodes them once, not per block."""
-        if torch.is_grad_enabled():
-            return {name: self.value(name) for name in self.RANGES}
+        """Every physical value. Without grad mode, on plain CPU parameters, they are cached and
+        keyed by the raw parameters' values (and dtype): streaming inference decodes them once,
+        not per block, however the parameters are changed (optimizer, ``.data``, state dicts)."""
         raws = [getattr(self, f"raw_{name}") for name in self.RANGES]
-        key = tuple((raw._version, raw.data_ptr(), raw.dtype) for raw in raws)
+        if not _cacheable(raws):
+            return {name: self.value(name) for name in self.RANGES}
+        key = (raws[0].dtype, tuple(raw.item() for raw in raws))
         if self._values_cache is None or self._values_cache[0] != key:
             self._values_cache = (key, {name: self.value(name) for name in self.RANGES})
         return self._values_cache[1]
@@ -172,6 +173,17 @@ class StreamingSystem(nn.Module):
     def extra_repr(self) -> str:
         params = ", ".join(f"{k}={v:.4g}" for k, v in self.physical_parameters().items())
         return f"sample_rate={self.sample_rate:g}, method={self.method!r}, {params}"
+
+
+def _cacheable(raws: list[Tensor]) -> bool:
+    """Plain CPU parameters outside grad mode, tracing and transforms: their values can be read."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return all(
+        isinstance(raw, Tensor) and type(raw) in (Tensor, nn.Parameter) and raw.device.type == "cpu"
+        and not torch._C._functorch.is_functorch_wrapped_tensor(raw) and raw.numel() == 1
+        for raw in raws
+    )
 
 
 def _detach(state: Any) -> Any:

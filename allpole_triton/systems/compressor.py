@@ -87,7 +87,7 @@ def attack_release_smoothing(
     initial = initial.expand(lead)
     with torch.no_grad():
         f, at, rt, g0 = target.detach(), attack.detach(), release.detach(), initial.detach()
-        if f.device.type == "cpu" and f.dtype in (torch.float32, torch.float64):
+        if _sequential_applies(f, at, rt, g0):
             choose_attack = _sequential_choices(f, at, rt, g0)
         else:
             choose_attack = _fixed_point_choices(f, at, rt, g0, backend)
@@ -117,18 +117,30 @@ def _fixed_point_choices(f: Tensor, at: Tensor, rt: Tensor, g0: Tensor, backend:
     return choose_attack
 
 
+def _sequential_applies(*tensors: Tensor) -> bool:
+    """The Numba pass reads plain, non-empty float32/float64 CPU tensors (under transforms such as
+    torch.func.grad, or tracing, the fixed point runs on the op instead)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or tensors[0].shape[-1] == 0:
+        return False
+    return all(
+        type(t) is Tensor and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+        for t in tensors
+    )
+
+
 def _sequential_choices(target: Tensor, attack: Tensor, release: Tensor, initial: Tensor) -> Tensor:
     """The attack/release decisions by one sequential pass (Numba) on CPU: cheaper than the
     fixed-point iteration's several filter calls for the short blocks of streaming. ``attack``,
     ``release`` are ``(..., 1)`` and ``initial`` ``(...)``, expanded to ``target (..., T)``'s rows."""
     from ..kernels.numba_realtime import attack_release_choices
 
-    T = target.shape[-1]
-    flat = lambda t: t.reshape(-1).contiguous().numpy()  # noqa: E731
+    rows, T = math.prod(target.shape[:-1]), target.shape[-1]
+    flat = lambda t: t.reshape(rows).contiguous().numpy()  # noqa: E731
     choose_attack = torch.empty(target.shape, dtype=torch.bool)
     attack_release_choices(
-        target.reshape(-1, T).contiguous().numpy(), flat(attack), flat(release), flat(initial),
-        choose_attack.view(-1, T).numpy(),
+        target.reshape(rows, T).contiguous().numpy(), flat(attack), flat(release), flat(initial),
+        choose_attack.view(rows, T).numpy(),
     )
     return choose_attack
 
@@ -188,7 +200,7 @@ def compressor(
     y = x * gain * base_power(10.0, makeup_db / 20)
     if method == "fs":
         return y, None
-    return y, CompressorState(power_state.outputs, gain[..., -1])
+    return y, CompressorState(power_state.outputs, gain[..., -1] if x.shape[-1] else gain0)
 
 
 def _detector_state(power: Tensor, x: Tensor) -> FilterState:
