@@ -4,8 +4,10 @@
 
 The model (B=8, 2 s at 16 kHz, order 16): a small convolutional network reads a frame-rate
 conditioning signal and emits, per 10 ms frame, 16 reflection coefficients (bounded by tanh) and a
-log gain; they are upsampled to the sample rate by linear interpolation, turned into LPC
-coefficients by the step-up recursion, and an all-pole filter shapes a noise excitation. The loss
+log gain; the reflection coefficients become a stable LPC filter per frame (step-up recursion),
+held over the frame's samples, the gain is interpolated linearly, and the all-pole filter shapes a
+noise excitation (``--per-sample``: the reflection coefficients are interpolated to every sample
+and stepped up there). The loss
 is a multi-resolution log-spectral distance to a fixed target. A step is forward, backward and an
 Adam update. The two filters alternate step by step in one process (same model, same data), and
 the script prints the min, median and spread of each one's step time and their ratio.
@@ -31,8 +33,9 @@ HOP = 160  # 10 ms frames
 class LPCSynth(nn.Module):
     """Frame-rate conditioning ``(B, C, frames)`` -> audio ``(B, frames * HOP)`` through ``lpc``."""
 
-    def __init__(self, channels: int = 16, hidden: int = 64) -> None:
+    def __init__(self, channels: int = 16, hidden: int = 64, per_sample: bool = False) -> None:
         super().__init__()
+        self.per_sample = per_sample
         self.net = nn.Sequential(
             nn.Conv1d(channels, hidden, 3, padding=1), nn.GELU(),
             nn.Conv1d(hidden, hidden, 3, padding=1), nn.GELU(),
@@ -41,12 +44,13 @@ class LPCSynth(nn.Module):
 
     def forward(self, cond: Tensor, excitation: Tensor, lpc) -> Tensor:
         params = self.net(cond)  # (B, ORDER + 1, frames)
-        frames = params.shape[-1]
-        # frame values at frame starts, linearly interpolated to every sample
-        per_sample = nn.functional.interpolate(params, size=frames * HOP, mode="linear", align_corners=False)
-        k = 0.95 * torch.tanh(per_sample[:, :ORDER].transpose(1, 2))  # (B, T, ORDER)
-        gain = per_sample[:, ORDER].exp()  # (B, T)
-        return lpc(gain * excitation, reflection_to_lpc(k))
+        gain = nn.functional.interpolate(params[:, ORDER:], scale_factor=HOP, mode="linear")[:, 0].exp()
+        if self.per_sample:  # reflection coefficients interpolated to every sample, then stepped up
+            k = nn.functional.interpolate(params[:, :ORDER], scale_factor=HOP, mode="linear").transpose(1, 2)
+            return lpc(gain * excitation, reflection_to_lpc(0.95 * torch.tanh(k)))
+        # a stable filter per frame, held for the frame's samples; the gain glides linearly
+        a = reflection_to_lpc(0.95 * torch.tanh(params[:, :ORDER].transpose(1, 2)))  # (B, frames, ORDER)
+        return lpc(gain * excitation, a.repeat_interleave(HOP, dim=1))
 
 
 def log_spectral_distance(x: Tensor, y: Tensor) -> Tensor:
@@ -63,6 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per filter (after 2 warm-up steps)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--per-sample", action="store_true",
+                        help="step up reflection coefficients interpolated to every sample (the step-up "
+                        "recursion then costs several times the filter) instead of once per frame")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,7 +89,7 @@ def main() -> None:
     target = torch.randn(BATCH, frames * HOP, generator=g)
 
     torch.manual_seed(0)
-    model = LPCSynth()
+    model = LPCSynth(per_sample=args.per_sample)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step(lpc) -> float:
@@ -102,6 +109,7 @@ def main() -> None:
             times[name].append(step(lpc))
 
     print(f"B={BATCH}, T={frames * HOP} ({SECONDS:g} s at {SAMPLE_RATE} Hz), M={ORDER}, float32, "
+          f"filter {'per sample' if args.per_sample else 'per frame'}, "
           f"{torch.get_num_threads()} torch threads, {args.steps} steps each, alternating")
     for name, t in times.items():
         median = statistics.median(t)

@@ -88,8 +88,62 @@ def _forward_long(x, a, zi, y, rows_per_group):  # pragma: no cover - compiled
                 y[b, n] = acc
 
 
+def allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):
+    """Write grad_x (B, T), grad_zi (B, M) and, if ``need_grad_a``, grad_a (B, Ta, M) (see _backward_long)."""
+    if a.shape[2] <= SHORT_ORDER_MAX:
+        _backward_short(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a)
+    else:
+        _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a)
+
+
 @nb.njit(**_FLAGS)
-def allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # pragma: no cover
+def _backward_short(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # pragma: no cover
+    """M <= 2: _backward_long's recursion with lam[m] and the one pending sum in registers, two
+    rows interleaved per thread (as in _forward_short; an odd B's last pair is one row twice)."""
+    B, T = grad_y.shape
+    M = a.shape[2]
+    row_step, time_step = _broadcast_steps(a)
+    for pair in nb.prange((B + 1) // 2):
+        b0 = 2 * pair
+        b1 = min(b0 + 1, B - 1)
+        ab0, ab1 = b0 * row_step, b1 * row_step
+        zero = np.zeros(1, dtype=grad_y.dtype)[0]  # a true 0 of grad_y's type (not x - x: NaN stays out)
+        lam0, lam1 = grad_y[b0, T - 1], grad_y[b1, T - 1]
+        pending0, pending1 = zero, zero  # partial sums for lam[m-1] from lam[m+1] (M == 2)
+        for m in range(T - 1, -1, -1):
+            am = m * time_step
+            grad_x[b0, m] = lam0
+            grad_x[b1, m] = lam1
+            g0 = grad_y[b0, m - 1] if m >= 1 else zero
+            g1 = grad_y[b1, m - 1] if m >= 1 else zero
+            next0 = (pending0 + g0) - np.conj(a[ab0, am, 0]) * lam0
+            next1 = (pending1 + g1) - np.conj(a[ab1, am, 0]) * lam1
+            if M == 2:
+                pending0 = zero - np.conj(a[ab0, am, 1]) * lam0
+                pending1 = zero - np.conj(a[ab1, am, 1]) * lam1
+            if need_grad_a and time_step:
+                for i in range(1, M + 1):
+                    past0 = y[b0, m - i] if m >= i else zi[b0, i - m - 1]
+                    past1 = y[b1, m - i] if m >= i else zi[b1, i - m - 1]
+                    grad_a[b0, m, i - 1] = -lam0 * np.conj(past0)
+                    grad_a[b1, m, i - 1] = -lam1 * np.conj(past1)
+            lam0, lam1 = next0, next1
+        grad_zi[b0, 0], grad_zi[b1, 0] = lam0, lam1
+        if M == 2:
+            grad_zi[b0, 1], grad_zi[b1, 1] = pending0, pending1
+        if need_grad_a and not time_step:
+            for b in (b0, b1):
+                for i in range(1, M + 1):
+                    total = zero
+                    for n in range(min(i, T)):
+                        total += grad_x[b, n] * np.conj(zi[b, i - n - 1])
+                    for n in range(i, T):
+                        total += grad_x[b, n] * np.conj(y[b, n - i])
+                    grad_a[b, 0, i - 1] = -total
+
+
+@nb.njit(**_FLAGS)
+def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # pragma: no cover
     """The adjoint recursion, run backwards in time, with grad_a fused into the same pass.
 
     lam[n] = grad_y[n] - sum_i conj(a[n+i, i-1]) * lam[n+i] for n = T-1 .. -M, terms with n+i
