@@ -172,3 +172,64 @@ def test_pure_fir():
     b = torch.tensor([[0.5, -0.25, 0.125]], dtype=torch.float64)
     y = lfilter(x, b, torch.zeros(1, 0, dtype=torch.float64))
     np.testing.assert_allclose(y.numpy(), signal.lfilter(b[0].numpy(), [1.0], x.numpy()), atol=1e-14)
+
+
+def _constant_filter(order_b: int, order_a: int, seed: int, radius: float = 0.9):
+    """A stable constant filter: b (K+1,), a (M,) without the leading 1 (float64)."""
+    g = np.random.default_rng(seed)
+    poles = radius * np.sqrt(g.uniform(0, 1, order_a // 2)) * np.exp(1j * np.pi * g.uniform(0, 1, order_a // 2))
+    poles = np.concatenate([poles, poles.conj(), g.uniform(-radius, radius, order_a % 2)])
+    a = np.real(np.poly(poles))[1:] if order_a else np.zeros(0)
+    return torch.from_numpy(g.standard_normal(order_b + 1)), torch.from_numpy(a)
+
+
+@pytest.mark.parametrize("K, M", [(0, 1), (2, 2), (1, 4), (4, 3)])
+def test_lfilter_zi_is_the_steady_state_of_a_step(K, M):
+    from allpole_triton.systems import lfilter_zi
+
+    b, a = _constant_filter(K, M, seed=K + 10 * M)
+    zi = lfilter_zi(b, a)
+    step = torch.ones(1, 50, dtype=torch.float64)
+    y = lfilter(step, b[None, None], a[None, None], FilterState(zi.inputs[None], zi.outputs[None]))
+    np.testing.assert_allclose(y.numpy(), b.sum().item() / (1 + a.sum().item()), rtol=1e-12)
+    # scipy's zi (transposed direct form II) starts the same signal identically
+    x = np.random.default_rng(1).standard_normal(40)
+    expected, _ = signal.lfilter(b.numpy(), np.r_[1.0, a.numpy()], x, zi=signal.lfilter_zi(b.numpy(), np.r_[1.0, a.numpy()]) * x[0])
+    ours = lfilter(torch.from_numpy(x)[None], b[None, None], a[None, None], FilterState(zi.inputs[None] * x[0], zi.outputs[None] * x[0]))
+    np.testing.assert_allclose(ours[0].numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("K, M, padlen", [(2, 2, None), (1, 4, None), (4, 3, 0), (3, 6, 17)])
+def test_filtfilt_matches_scipy(K, M, padlen):
+    from allpole_triton.systems import filtfilt
+
+    b, a = _constant_filter(K, M, seed=3 * K + M)
+    x = np.random.default_rng(2).standard_normal((3, 200))
+    expected = signal.filtfilt(b.numpy(), np.r_[1.0, a.numpy()], x, padlen=padlen)
+    ours = filtfilt(b, a, torch.from_numpy(x), padlen=padlen)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_filtfilt_gradients_and_errors():
+    from allpole_triton.systems import filtfilt
+
+    b, a = _constant_filter(2, 2, seed=4)
+    inputs = (b.clone().requires_grad_(), a.clone().requires_grad_(), torch.randn(2, 30, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda b, a, x: filtfilt(b, a, x, padlen=6), inputs)
+    with pytest.raises(ValueError, match="padlen"):
+        filtfilt(b, a, torch.zeros(2, 9, dtype=torch.float64))  # default padlen 9 > T - 1 = 8
+    with pytest.raises(TypeError, match="dtype"):
+        filtfilt(b.float(), a, torch.zeros(2, 100))
+
+
+def test_max_pole_radius_per_sample():
+    from allpole_triton.systems import max_pole_radius
+
+    b, a = _constant_filter(0, 5, seed=8, radius=0.95)
+    expected = np.abs(np.roots(np.r_[1.0, a.numpy()])).max()
+    per_sample = torch.stack([a, 2 * a])  # (T=2, M): the second is (typically) unstable
+    radius = max_pole_radius(per_sample)
+    assert radius.shape == (2,)
+    assert radius[0].item() == pytest.approx(expected, rel=1e-10)
+    assert radius[1].item() == pytest.approx(np.abs(np.roots(np.r_[1.0, 2 * a.numpy()])).max(), rel=1e-10)
+    assert max_pole_radius(torch.tensor([[-0.5]])).item() == pytest.approx(0.5)

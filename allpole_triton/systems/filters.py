@@ -198,3 +198,86 @@ def sosfilt(
         torch.stack([f.inputs.expand(*lead, 2) for f in finals], dim=-2),
         torch.stack([f.outputs.expand(*lead, 2) for f in finals], dim=-2),
     )
+
+
+def _time_invariant(b: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+    b = _require_tensor("b", b, 1, "(..., K+1)")
+    a = _require_tensor("a", a, 1, "(..., M)")
+    if b.shape[-1] < 1:
+        raise ValueError(f"b must have at least one tap in its last dim, got shape {tuple(b.shape)}")
+    if b.dtype != a.dtype:
+        raise TypeError(f"b and a must share one dtype, got {b.dtype} and {a.dtype}")
+    return b, a
+
+
+def lfilter_zi(b: Tensor, a: Tensor) -> FilterState:
+    """Initial state of a constant filter for the steady state of a unit step (scipy's
+    ``lfilter_zi``, as a :class:`FilterState` for :func:`lfilter`): every past input is 1 and every
+    past output is the DC gain ``sum(b) / (1 + sum(a))``. Scale it by ``x[..., :1]`` to start a
+    signal at ``x[0]`` without a transient.
+
+    Args:
+        b: numerator ``(..., K+1)``; a: denominator without the leading 1, ``(..., M)`` (as in
+            :func:`lfilter`; scipy's ``a`` is ``[1, *a]``). The filter must be stable at DC
+            (``1 + sum(a) != 0``).
+    Returns:
+        ``FilterState(inputs (..., K), outputs (..., M))``, leading dims broadcast.
+    """
+    b, a = _time_invariant(b, a)
+    lead = broadcast_leading(**{"b (..., K+1)": b.shape[:-1], "a (..., M)": a.shape[:-1]})
+    gain = b.sum(-1) / (1 + a.sum(-1))  # H(z = 1)
+    K, M = b.shape[-1] - 1, a.shape[-1]
+    inputs = torch.ones(*lead, K, dtype=b.dtype, device=b.device)
+    return FilterState(inputs, gain.unsqueeze(-1).expand(*lead, M).clone() if M else gain.new_zeros(*lead, 0))
+
+
+def filtfilt(b: Tensor, a: Tensor, x: Tensor, padlen: int | None = None, *, backend: str = "auto") -> Tensor:
+    """Zero-phase filtering of ``x (..., T)`` by a constant filter, forwards then backwards, as
+    ``scipy.signal.filtfilt(b, [1, *a], x)`` (odd extension of ``padlen`` samples at each end,
+    default ``3 * max(K + 1, M + 1)``, each pass started from the steady state of its first sample).
+    Exact and differentiable in ``b``, ``a`` and ``x``.
+
+    Args:
+        b: ``(..., K+1)``; a: ``(..., M)`` without the leading 1; leading dims broadcast with x's.
+        padlen: samples of odd extension at each end, ``0 <= padlen < T``.
+    """
+    b, a = _time_invariant(b, a)
+    x = _require_tensor("x", x, 1, "(..., T)")
+    T = x.shape[-1]
+    edge = 3 * max(b.shape[-1], a.shape[-1] + 1) if padlen is None else int(padlen)
+    if not 0 <= edge < T:
+        raise ValueError(f"padlen must be in [0, T - 1] = [0, {T - 1}], got {edge} (x of shape {tuple(x.shape)})")
+    if edge:
+        first, last = x[..., :1], x[..., -1:]
+        head, tail = x[..., 1 : edge + 1].flip(-1), x[..., T - 1 - edge : T - 1].flip(-1)
+        x = torch.cat([2 * first - head, x, 2 * last - tail], dim=-1)
+    zi = lfilter_zi(b, a)
+    b_t, a_t = b.unsqueeze(-2), a.unsqueeze(-2)  # constant over time: (..., 1, K+1), (..., 1, M)
+
+    def one_pass(signal: Tensor) -> Tensor:
+        start = signal[..., :1]
+        return lfilter(signal, b_t, a_t, FilterState(zi.inputs * start, zi.outputs * start), backend=backend)
+
+    y = one_pass(x).flip(-1)
+    y = one_pass(y).flip(-1)
+    return y[..., edge : y.shape[-1] - edge]
+
+
+def max_pole_radius(a: Tensor) -> Tensor:
+    """Largest pole radius of ``1 + sum_i a[..., i-1] z^-i`` for every coefficient set, e.g. per
+    sample of a time-varying ``a (..., T, M)``: ``(...)`` or ``(..., T)``, in ``a``'s real dtype.
+
+    A frozen-time check: every value below 1 means each sample's filter is stable on its own, which
+    for coefficients that move slowly is what keeps the time-varying filter bounded (fast changes can
+    still make it grow). The eigenvalues of the companion matrix; no gradient.
+    """
+    a = _require_tensor("a", a, 1, "(..., M)")
+    M = a.shape[-1]
+    if M == 0:
+        return a.new_zeros(a.shape[:-1], dtype=a.real.dtype if a.is_complex() else a.dtype)
+    with torch.no_grad():
+        companion = torch.zeros(*a.shape, M, dtype=a.dtype, device=a.device)
+        companion[..., 0, :] = -a
+        if M > 1:
+            companion[..., 1:, :-1] = torch.eye(M - 1, dtype=a.dtype, device=a.device)
+        return torch.linalg.eigvals(companion).abs().amax(-1).to(a.real.dtype if a.is_complex() else a.dtype)
