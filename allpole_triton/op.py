@@ -19,6 +19,7 @@ forward filter on time-reversed, shifted coefficients, so double backward is the
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import weakref
@@ -81,7 +82,7 @@ class HostBufferPool:
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
         """An uninitialised array whose pages are already faulted in, or None (pool not used)."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < self.min_bytes:
             return None
         with self._lock:
@@ -145,6 +146,9 @@ def _pool_limit() -> int:
 host_pool = HostBufferPool(_pool_limit())
 
 
+_NUMPY_DTYPES = {t: torch.empty(0, dtype=t).numpy().dtype for t in (torch.float32, torch.float64, torch.complex64, torch.complex128)}
+
+
 def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
     """Output buffer for a backend.
 
@@ -155,7 +159,7 @@ def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
     The kernels write every element of their outputs, so no zeros are needed.
     """
     if backend == "numba":
-        dtype = torch.empty(0, dtype=like.dtype).numpy().dtype
+        dtype = _NUMPY_DTYPES[like.dtype]
         buffer = host_pool.empty(shape, dtype)
         if buffer is None:
             buffer = np.empty(shape, dtype=dtype)
@@ -455,6 +459,9 @@ def filter_rows(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
         return allpole_naive(x, a, zi)
     x, zi = x.contiguous(), zi.contiguous()
     if _plain_eager(x, a, zi) and not _wants_gradient(x, a, zi):
-        return _forward_op(x, a, zi, backend)  # inference: no autograd.Function (its apply costs 20 us)
+        # inference: no autograd.Function (its apply costs 20 us)
+        if backend == "triton" and x.is_cuda:
+            return _forward_op(x, a, zi, backend)
+        return _allpole_impl(x, a, zi, backend)
     fn = AllPoleFunction if torch.compiler.is_compiling() else AllPoleFunctionWithJvp
     return fn.apply(x, a, zi, backend)
