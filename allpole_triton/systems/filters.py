@@ -105,24 +105,30 @@ def lfilter(
     x: Tensor,
     b: Tensor,
     a: Tensor,
-    zi: FilterState | None = None,
+    zi: FilterState | Tensor | None = None,
     *,
+    form: str = "df1",
     return_zf: bool = False,
     backend: str = "auto",
-) -> Tensor | tuple[Tensor, FilterState]:
+) -> Tensor | tuple[Tensor, FilterState | Tensor]:
     """Exact time-varying pole-zero filter ``y = (b / [1, a]) x``, differentiable in x, b, a, zi.
 
-    ``y[n] = sum_{k=0..K} b[n, k] x[n-k] - sum_{i=1..M} a[n, i-1] y[n-i]`` (direct form I).
-    With constant coefficients this is ``scipy.signal.lfilter(b, [1, *a], x)``.
+    ``form="df1"`` (direct form I, the default):
+    ``y[n] = sum_{k=0..K} b[n, k] x[n-k] - sum_{i=1..M} a[n, i-1] y[n-i]``. With constant
+    coefficients every form is ``scipy.signal.lfilter(b, [1, *a], x)``; with time-varying ones
+    ``"df2"``, ``"tdf1"`` and ``"tdf2"`` differ (see :mod:`allpole_triton.systems.forms`).
 
     Args:
         x: input ``(..., T)``.
         b: numerator ``(..., T or 1, K+1)``.
         a: denominator without the leading 1, ``(..., T or 1, M)`` (the :func:`allpole`
             convention); ``M = 0`` gives a pure FIR filter.
-        zi: initial :class:`FilterState` with ``inputs (..., K)``, ``outputs (..., M)``;
-            zeros when ``None``.
-        return_zf: also return the final :class:`FilterState` (the next block's ``zi``).
+        zi: initial state, zeros when ``None``: for ``df1`` a :class:`FilterState` with
+            ``inputs (..., K)``, ``outputs (..., M)``; for ``df2`` (past w) and ``tdf2``
+            (registers) a tensor ``(..., max(K, M))``; for ``tdf1`` a
+            :class:`~allpole_triton.systems.forms.TransposedState` ``(poles (..., M), zeros (..., K))``.
+        form: ``"df1"``, ``"df2"``, ``"tdf1"`` or ``"tdf2"``.
+        return_zf: also return the final state (the next block's ``zi``, same type).
         backend: passed to :func:`allpole_triton.allpole`.
     Returns:
         ``y (*lead, T)`` or ``(y, zf)``; ``lead`` broadcasts the leading dims of all inputs.
@@ -132,6 +138,8 @@ def lfilter(
     a = _require_tensor("a", a, 2, "(..., T or 1, M)")
     T, K, M = x.shape[-1], b.shape[-1] - 1, a.shape[-1]
     _check_time_dim("a", a, T, x)
+    if form != "df1":
+        return _other_form(form, x, b, a, zi, return_zf, backend)
     if zi is not None:
         _check_state(zi, K, M, f"inputs (..., K={K}), outputs (..., M={M})")
     w, inputs_zf = time_varying_fir(x, b, None if zi is None else zi.inputs, return_zf=True)
@@ -144,6 +152,42 @@ def lfilter(
         return y
     lead = y.shape[:-1]
     return y, FilterState(inputs_zf.expand(*lead, K), outputs_zf.expand(*lead, M))
+
+
+def _other_form(form: str, x: Tensor, b: Tensor, a: Tensor, zi, return_zf: bool, backend: str):
+    from . import forms
+
+    if form not in forms.FORMS:
+        raise ValueError(f"form must be one of {forms.FORMS}, got {form!r}")
+    T, K, M = x.shape[-1], b.shape[-1] - 1, a.shape[-1]
+    if K < 0:
+        raise ValueError(f"b must have at least one tap in its last dim, got shape {tuple(b.shape)}")
+    _check_time_dim("b", b, T, x)
+    if len({x.dtype, b.dtype, a.dtype}) > 1:
+        raise TypeError(f"x, b and a must share one dtype, got {x.dtype}, {b.dtype}, {a.dtype}")
+    N = max(K, M)
+    if form == "tdf1":
+        if zi is not None:
+            if not isinstance(zi, forms.TransposedState):
+                raise TypeError(f"zi must be a TransposedState(poles, zeros) for form='tdf1', got {type(zi).__name__}")
+            for field, size in (("poles", M), ("zeros", K)):
+                t = _require_tensor(f"zi.{field}", getattr(zi, field), 1, f"(..., {size})")
+                if t.shape[-1] != size:
+                    raise ValueError(f"zi.{field} must have shape (..., {size}), got {tuple(t.shape)}")
+    elif zi is not None:
+        t = _require_tensor("zi", zi, 1, f"(..., max(K, M)={N})")
+        if t.shape[-1] != N:
+            raise ValueError(f"zi must have shape (..., max(K, M)={N}) for form={form!r}, got shape {tuple(t.shape)}")
+    if form == "df2":
+        y, zf = forms.df2(x, b, a, zi, backend)
+    else:
+        y, zf = forms.transposed(form, x, b, a, zi, backend)
+    if not return_zf:
+        return y
+    lead = y.shape[:-1]
+    if isinstance(zf, forms.TransposedState):
+        return y, forms.TransposedState(zf.poles.expand(*lead, M), zf.zeros.expand(*lead, K))
+    return y, zf.expand(*lead, N)
 
 
 def sosfilt(

@@ -1,0 +1,206 @@
+"""The direct forms of a time-varying pole-zero filter other than direct form I.
+
+With constant coefficients the four direct forms are one filter; once coefficients change per
+sample they differ in *when* each coefficient multiplies (``N = max(K, M)``, coefficients padded
+with zeros to order N where a form needs one order):
+
+- ``df2``: ``w[n] = x[n] - sum_i a[n, i-1] w[n-i]``, ``y[n] = sum_k b[n, k] w[n-k]``. State: the last
+  N values of w, newest first (``zi[..., i] = w[-1-i]``), a tensor ``(..., N)``.
+- ``tdf2`` (scipy's ``lfilter``): ``y[n] = b[n, 0] x[n] + s_1[n-1]``,
+  ``s_i[n] = b[n, i] x[n] - a[n, i-1] y[n] + s_{i+1}[n-1]``. State: the registers
+  ``zi[..., i-1] = s_i``, a tensor ``(..., N)``. Unrolled: each product keeps the coefficient of
+  the time it was formed, ``y[n] = sum_k b[n-k, k] x[n-k] - sum_i a[n-i, i-1] y[n-i]``.
+- ``tdf1``: the transposed all-pole part first, ``v[n] = x[n] + p_1[n-1]``,
+  ``p_i[n] = p_{i+1}[n-1] - a[n, i-1] v[n]``, then the transposed FIR part,
+  ``y[n] = b[n, 0] v[n] + z_1[n-1]``, ``z_k[n] = b[n, k] v[n] + z_{k+1}[n-1]``. State:
+  :class:`TransposedState` ``(poles (..., M), zeros (..., K))``.
+
+Every form is computed here as the exact, differentiable composition of :func:`allpole` and a
+time-varying FIR with coefficients shifted along their diagonals (``shifted[n, j] =
+c[n - j - offset, j]``), run N samples past the end so that the final registers come out as the
+outputs of those extra samples. On plain CPU tensors the transposed forms' outputs and states come
+from their register loops instead (``kernels/numba_forms.py``), so that a stream cut into blocks
+reproduces one long call bit for bit; their gradients are the composition's.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._shapes import broadcast_leading
+from ..functional import allpole
+
+FORMS = ("df1", "df2", "tdf1", "tdf2")
+
+
+class TransposedState(NamedTuple):
+    """Registers of the transposed direct form I: ``poles (..., M)`` (``p_1 .. p_M``) and
+    ``zeros (..., K)`` (``z_1 .. z_K``); see :mod:`allpole_triton.systems.forms`."""
+
+    poles: Tensor
+    zeros: Tensor
+
+    def detach(self) -> "TransposedState":
+        return TransposedState(self.poles.detach(), self.zeros.detach())
+
+
+def _pad_order(c: Tensor, size: int) -> Tensor:
+    return F.pad(c, (0, size - c.shape[-1])) if c.shape[-1] < size else c
+
+
+def shift_diagonals(c: Tensor, T: int, length: int, offset: int) -> Tensor:
+    """``c (..., T or 1, P)`` -> ``(..., length, P)`` with ``out[n, j] = c[n - j - offset, j]``,
+    zero where that time falls outside ``[0, T)``."""
+    c = c.expand(*c.shape[:-2], T, c.shape[-1])
+    columns = [F.pad(c[..., j], (j + offset, max(length - T - j - offset, 0)))[..., :length] for j in range(c.shape[-1])]
+    return torch.stack(columns, dim=-1)
+
+
+def _fir(x: Tensor, b: Tensor) -> Tensor:
+    """``sum_k b[n, k] x[n-k]`` from a zero state, b ``(..., L, K+1)`` over ``x (..., L)``."""
+    from .filters import time_varying_fir
+
+    return time_varying_fir(x, b)
+
+
+def df2(x: Tensor, b: Tensor, a: Tensor, zi: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
+    """Direct form II (see the module docstring); its state is raw past values of w, so streaming
+    is bit-exact as it is for allpole and the FIR."""
+    from .filters import time_varying_fir
+
+    K, M = b.shape[-1] - 1, a.shape[-1]
+    N = max(K, M)
+    history = x.new_zeros(N) if zi is None else zi
+    w = allpole(x, a, history[..., :M], backend=backend) if M else x
+    y = time_varying_fir(w, b, history[..., :K])
+    lead = y.shape[:-1]
+    zf = torch.cat([w.expand(*lead, w.shape[-1]).flip(-1), history.expand(*lead, N)], dim=-1)[..., :N]
+    return y, zf
+
+
+def tdf2_composed(x: Tensor, b: Tensor, a: Tensor, zi: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
+    """Transposed direct form II as allpole(FIR(x) + registers) with diagonally shifted coefficients."""
+    T, N = x.shape[-1], max(b.shape[-1] - 1, a.shape[-1])
+    length = T + N
+    u = _fir(F.pad(x, (0, N)), shift_diagonals(_pad_order(b, N + 1), T, length, 0))
+    if zi is not None:
+        u = u + F.pad(zi, (0, length - N))
+    if N:
+        u = allpole(u, shift_diagonals(_pad_order(a, N), T, length, 1), backend=backend)
+    return u[..., :T], u[..., T:]
+
+
+def tdf1_composed(
+    x: Tensor, b: Tensor, a: Tensor, zi: TransposedState | None, backend: str
+) -> tuple[Tensor, TransposedState]:
+    """Transposed direct form I: allpole(x + pole registers), then FIR(v) + zero registers, each with
+    diagonally shifted coefficients."""
+    T, K, M = x.shape[-1], b.shape[-1] - 1, a.shape[-1]
+    v = F.pad(x, (0, M))
+    if zi is not None:
+        v = v + F.pad(zi.poles, (0, T))
+    if M:
+        v = allpole(v, shift_diagonals(a, T, T + M, 1), backend=backend)
+    y = _fir(F.pad(v[..., :T], (0, K)), shift_diagonals(b, T, T + K, 0))
+    if zi is not None:
+        y = y + F.pad(zi.zeros, (0, T))
+    return y[..., :T], TransposedState(v[..., T:], y[..., T:])
+
+
+def _plain_cpu(*tensors: Tensor) -> bool:
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return all(
+        type(t) in (Tensor, torch.nn.Parameter) and t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+        for t in tensors
+    )
+
+
+def _rows(t: Tensor, lead: tuple[int, ...], tail: int) -> Tensor:
+    """``t (..., *tail dims)`` as contiguous ``(rows, *tail dims)`` over the broadcast ``lead``."""
+    shape = t.shape[t.ndim - tail :]
+    return t.expand(*lead, *shape).reshape(math.prod(lead), *shape).contiguous()
+
+
+def _coefficient_rows(c: Tensor, lead: tuple[int, ...]) -> Tensor:
+    """``c (..., T or 1, P)`` as ``(1 or rows, T or 1, P)`` without expanding a shared set."""
+    if all(n == 1 for n in c.shape[:-2]):
+        return c.reshape(1, *c.shape[-2:]).contiguous()
+    return _rows(c, lead, 2)
+
+
+def _register_loop(form: str, x: Tensor, b: Tensor, a: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """The form's register loop on CPU (values only): returns ``(y, *final registers)``."""
+    from ..kernels import numba_forms
+
+    named = {"x": x.shape[:-1], "b": b.shape[:-2], "a": a.shape[:-2]} | {f"zi[{i}]": s.shape[:-1] for i, s in enumerate(state)}
+    lead = broadcast_leading(**named)
+    T = x.shape[-1]
+    xr = _rows(x.detach(), lead, 1)
+    registers = [_rows(s.detach(), lead, 1).clone() for s in state]
+    y = torch.empty_like(xr)
+    if form == "tdf2":
+        N = registers[0].shape[-1]
+        numba_forms.tdf2_forward(
+            xr.numpy(), _coefficient_rows(_pad_order(b.detach(), N + 1), lead).numpy(),
+            _coefficient_rows(_pad_order(a.detach(), N), lead).numpy(), registers[0].numpy(), y.numpy(),
+        )
+    else:
+        numba_forms.tdf1_forward(
+            xr.numpy(), _coefficient_rows(b.detach(), lead).numpy(), _coefficient_rows(a.detach(), lead).numpy(),
+            registers[0].numpy(), registers[1].numpy(), y.numpy(),
+        )
+    return (y.reshape(*lead, T), *(r.reshape(*lead, r.shape[-1]) for r in registers))
+
+
+class _RegisterForm(torch.autograd.Function):
+    """Values from the register loop, gradients from the composition (the same function)."""
+
+    @staticmethod
+    def forward(ctx, form: str, backend: str, x: Tensor, b: Tensor, a: Tensor, *state: Tensor):
+        ctx.form, ctx.backend = form, backend
+        ctx.save_for_backward(x, b, a, *state)
+        return _register_loop(form, x, b, a, state)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, b, a, *state = ctx.saved_tensors
+        inputs = [t.detach().requires_grad_(need) for t, need in zip((x, b, a, *state), ctx.needs_input_grad[2:])]
+        with torch.enable_grad():
+            outputs = _composed(ctx.form, *inputs[:3], tuple(inputs[3:]), ctx.backend)
+        wanted = [t for t in inputs if t.requires_grad]
+        pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None and o.requires_grad]
+        found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)) if pairs else iter([None] * len(wanted))
+        return (None, None, *(next(found) if t.requires_grad else None for t in inputs))
+
+
+def _composed(form: str, x: Tensor, b: Tensor, a: Tensor, state: tuple[Tensor, ...], backend: str) -> tuple[Tensor, ...]:
+    if form == "tdf2":
+        y, zf = tdf2_composed(x, b, a, state[0], backend)
+        return y, zf
+    y, zf = tdf1_composed(x, b, a, TransposedState(*state), backend)
+    return y, zf.poles, zf.zeros
+
+
+def transposed(
+    form: str, x: Tensor, b: Tensor, a: Tensor, zi: Tensor | TransposedState | None, backend: str
+) -> tuple[Tensor, Tensor | TransposedState]:
+    """``tdf1`` / ``tdf2`` (see the module docstring): the register loop on plain CPU tensors,
+    the composition elsewhere."""
+    K, M = b.shape[-1] - 1, a.shape[-1]
+    if form == "tdf2":
+        N = max(K, M)
+        state = (x.new_zeros(N) if zi is None else zi,)
+    else:
+        state = (x.new_zeros(M), x.new_zeros(K)) if zi is None else tuple(zi)
+    if _plain_cpu(x, b, a, *state) and x.shape[-1] > 0:
+        y, *final = _RegisterForm.apply(form, backend, x, b, a, *state)
+    else:
+        y, *final = _composed(form, x, b, a, state, backend)
+    return y, (final[0] if form == "tdf2" else TransposedState(*final))
