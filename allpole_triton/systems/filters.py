@@ -95,7 +95,12 @@ def time_varying_fir(
     )
     past = x.new_zeros(*lead, K) if zi is None else zi.expand(*lead, K)
     history = torch.cat([past.flip(-1), x.expand(*lead, T)], dim=-1)  # history[K + n] = x[n]
-    w = sum(b[..., k] * history[..., K - k : K - k + T] for k in range(K + 1))
+    # windows[..., n, k] = x[n-k]: one product-sum over a strided view (vecdot conjugates its
+    # first argument, hence b.conj(), a free view)
+    if T:
+        w = torch.linalg.vecdot(b.conj(), history.unfold(-1, K + 1, 1).flip(-1))
+    else:
+        w = history[..., :0]
     if not return_zf:
         return w
     return w, history[..., history.shape[-1] - K :].flip(-1)

@@ -1,0 +1,69 @@
+"""lfilter's four direct forms against philtorch 0.6.0's ``lpv.lfilter``, forward+backward, side by side.
+
+    python bench/forms.py [--orders 2 8] [--repeat 5]
+
+float32, B=8, T=65536, time-varying b (B, T, K+1) and a (B, T, M) with K = M; every call of ours is
+followed by philtorch's on the same inputs (each after an untimed torch workload), and the script
+prints the median and min per call and the ratio of medians. philtorch runs each form on the
+backend that has it (tdf2: ssm; the others: torchlpc, its faster one here).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from allpole_triton.systems import lfilter
+
+B, T = 8, 65536
+PHILTORCH_BACKEND = {"df1": "torchlpc", "df2": "torchlpc", "tdf1": "torchlpc", "tdf2": "ssm"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    try:
+        from philtorch.lpv import lfilter as philtorch_lfilter
+    except ImportError:
+        philtorch_lfilter = None
+        print("philtorch is not installed: timing ours alone")
+    g = torch.Generator().manual_seed(0)
+    print(f"float32, B={B}, T={T}, forward+backward, ms per call: median (min)")
+    for order in args.orders:
+        x = torch.randn(B, T, generator=g)
+        b = 0.5 * torch.randn(B, T, order + 1, generator=g)
+        a = (0.6 / order) * (2 * torch.rand(B, T, order, generator=g) - 1)
+        for form in ("df1", "df2", "tdf1", "tdf2"):
+            def ours():
+                return lfilter(x, b, a, form=form)
+
+            def theirs():
+                return philtorch_lfilter(b, a, x, form=form, backend=PHILTORCH_BACKEND[form])
+
+            fns = {"ours": ours} | ({"philtorch": theirs} if philtorch_lfilter else {})
+            times = {name: [] for name in fns}
+            for rep in range(args.repeat + 1):
+                for name, fn in fns.items():
+                    (torch.tanh(x * 1.1) + x.sin()).sum().item()  # the model's other work
+                    inputs = [t.clone().requires_grad_() for t in (x, b, a)]
+                    x_, b_, a_ = inputs
+                    start = time.perf_counter()
+                    y = lfilter(x_, b_, a_, form=form) if name == "ours" else philtorch_lfilter(
+                        b_, a_, x_, form=form, backend=PHILTORCH_BACKEND[form])
+                    y.backward(torch.ones_like(y))
+                    if rep:  # the first round warms up
+                        times[name].append(time.perf_counter() - start)
+            line = f"K=M={order} {form:5s}"
+            for name, t in times.items():
+                line += f"  {name} {1e3 * statistics.median(t):8.1f} ({1e3 * min(t):7.1f})"
+            if len(times) == 2:
+                line += f"  ratio {statistics.median(times['ours']) / statistics.median(times['philtorch']):.2f}"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
