@@ -174,3 +174,10 @@ def test_bad_forms_and_states_name_the_problem():
         lfilter(x, b, a, torch.zeros(1, 3, dtype=torch.float64), form="tdf2")
     with pytest.raises(TypeError, match="dtype"):
         lfilter(x.float(), b, a, form="df2")
+
+
+@pytest.mark.parametrize("form", ["tdf1", "tdf2"])
+def test_double_backward_through_the_register_forms(form):
+    x, b, a = coefficients(1, 8, 2, 2, seed=6)
+    inputs = [t.clone().requires_grad_() for t in (x, b, a)]
+    assert torch.autograd.gradgradcheck(lambda x, b, a: lfilter(x, b, a, form=form), inputs)

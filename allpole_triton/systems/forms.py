@@ -170,14 +170,19 @@ class _RegisterForm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        x, b, a, *state = ctx.saved_tensors
-        inputs = [t.detach().requires_grad_(need) for t, need in zip((x, b, a, *state), ctx.needs_input_grad[2:])]
+        saved = ctx.saved_tensors
+        create_graph = torch.is_grad_enabled()  # a double backward differentiates this backward
+        inputs = [t if create_graph else t.detach() for t in saved]
+        inputs = [t if t.requires_grad else t.detach().requires_grad_(need) for t, need in zip(inputs, ctx.needs_input_grad[2:])]
         with torch.enable_grad():
             outputs = _composed(ctx.form, *inputs[:3], tuple(inputs[3:]), ctx.backend)
-        wanted = [t for t in inputs if t.requires_grad]
+        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[2:]) if need]
         pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None and o.requires_grad]
-        found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)) if pairs else iter([None] * len(wanted))
-        return (None, None, *(next(found) if t.requires_grad else None for t in inputs))
+        if not pairs or not wanted:
+            return (None, None, *(None for _ in inputs))
+        found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                         allow_unused=True, create_graph=create_graph))
+        return (None, None, *(next(found) if need else None for need in ctx.needs_input_grad[2:]))
 
 
 def _composed(form: str, x: Tensor, b: Tensor, a: Tensor, state: tuple[Tensor, ...], backend: str) -> tuple[Tensor, ...]:
