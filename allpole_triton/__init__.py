@@ -5,7 +5,8 @@ CUDA tensors and a Numba recursion on CPU tensors.
 """
 from .functional import allpole, reflection_to_lpc, sample_wise_lpc
 from .modules import AllPole
+from .recurrence import linear_recurrence
 from .systems import Compressor, Phaser, SubtractiveSynth, lfilter, sosfilt
 
-__all__ = ["allpole", "sample_wise_lpc", "reflection_to_lpc", "AllPole", "lfilter", "sosfilt", "Phaser", "SubtractiveSynth", "Compressor"]
+__all__ = ["allpole", "sample_wise_lpc", "reflection_to_lpc", "linear_recurrence", "AllPole", "lfilter", "sosfilt", "Phaser", "SubtractiveSynth", "Compressor"]
 __version__ = "0.1.0"
