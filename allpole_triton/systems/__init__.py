@@ -13,12 +13,13 @@ from .compressor import Compressor, CompressorState, attack_release_smoothing, c
 from .forms import TransposedState
 from .filters import FilterState, filtfilt, lfilter, lfilter_zi, max_pole_radius, sosfilt, time_varying_fir
 from .phaser import Phaser, PhaserState, phaser
+from .svf import SVFOutputs, svf
 from .synth import SubtractiveSynth, SynthState, subtractive_synth
 
 __all__ = [
     "METHODS", "FrequencySampling", "FilterState", "lfilter", "sosfilt", "time_varying_fir",
     "lfilter_zi", "filtfilt", "max_pole_radius", "TransposedState",
     "Phaser", "PhaserState", "phaser",
-    "SubtractiveSynth", "SynthState", "subtractive_synth",
+    "SubtractiveSynth", "SynthState", "subtractive_synth", "svf", "SVFOutputs",
     "Compressor", "CompressorState", "compressor", "attack_release_smoothing", "static_gain_db",
 ]
