@@ -54,10 +54,20 @@ def _pad_order(c: Tensor, size: int) -> Tensor:
 
 def shift_diagonals(c: Tensor, T: int, length: int, offset: int) -> Tensor:
     """``c (..., T or 1, P)`` -> ``(..., length, P)`` with ``out[n, j] = c[n - j - offset, j]``,
-    zero where that time falls outside ``[0, T)``."""
-    c = c.expand(*c.shape[:-2], T, c.shape[-1])
-    columns = [F.pad(c[..., j], (j + offset, max(length - T - j - offset, 0)))[..., :length] for j in range(c.shape[-1])]
-    return torch.stack(columns, dim=-1)
+    zero where that time falls outside ``[0, T)`` (``length >= T``).
+
+    One padded copy and a strided view: each tap's row is padded on the left by
+    ``S = P - 1 + offset``, so in the (P, W) buffer entry ``(j, n + P - 1 - j)`` is ``out[n, j]``,
+    i.e. the view has strides ``(W - 1, 1)`` over (tap, time)."""
+    P = c.shape[-1]
+    shift = P - 1 + offset
+    width = length + shift
+    rows = c.expand(*c.shape[:-2], T, P).movedim(-1, -2)  # (..., P, T)
+    padded = F.pad(rows, (shift, width - shift - T)).contiguous()  # (..., P, width)
+    view = padded.as_strided(
+        (*padded.shape[:-2], P, length), (*padded.stride()[:-2], width - 1, 1), padded.storage_offset() + P - 1
+    )
+    return view.transpose(-1, -2)
 
 
 def _fir(x: Tensor, b: Tensor) -> Tensor:
