@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from . import triton_affine
-from .triton_tiles import SPLIT_TILES, load as _load, store as _store
+from .triton_tiles import SPLIT_TILES, load as _load, load_tile as _load_tile, store as _store, store_tile as _store_tile
 from .affine_codegen import SCAN_MAX_ORDER
 
 # Fused multiply-adds round once instead of twice; pinned because Triton 3.10 flips the default.
@@ -175,13 +175,13 @@ def _gather(a_ptr, body, tap_offset, mask, n, T, live, sa_time, sa_tap, pos, M_P
             ACC: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
     """Every slot's coefficient (not conjugated) as a [M_PAD, 1, BLOCK] tile in ACC: on the compiler up
     to SPLIT_MAX_ORDER slot by slot (see triton_tiles), otherwise one load of the whole tile at
-    ``body + tap_offset`` under ``mask``."""
+    ``body + tap_offset`` under ``mask`` (lane axis first under Triton 3.6)."""
     if SPLIT_TILES and M <= SPLIT_MAX_ORDER:
         re, im = _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, 0, 1, M_PAD, M, ACC, A_LAYOUT,
                                     IS_COMPLEX, REVERSE)
         return tl.permute(re, (1, 0))[:, None, :], tl.permute(im, (1, 0))[:, None, :]
     else:
-        re, im = _load(a_ptr, body + tap_offset, mask, IS_COMPLEX)
+        re, im = _load_tile(a_ptr, body + tap_offset, mask, IS_COMPLEX)
         return re.to(ACC), im.to(ACC)
 
 
@@ -516,7 +516,7 @@ def _finish(
                         w_re, w_im = _past_output(y_ptr, zi_ptr, row, T, n - window, sample, M, acc, IS_COMPLEX)
                     g_re, g_im = _mul(y_re, y_im, w_re, -w_im, IS_COMPLEX)
                     if GRAD_A_PER_SAMPLE:
-                        _store(grad_a_ptr, (u_body - k) * M + (window - 1), -g_re, -g_im, sample, IS_COMPLEX)
+                        _store_tile(grad_a_ptr, (u_body - k) * M + (window - 1), -g_re, -g_im, sample, IS_COMPLEX)
                     else:
                         ga_re -= tl.where(sample, g_re, 0.0)
                         ga_im -= tl.where(sample, g_im, 0.0)

@@ -1,24 +1,34 @@
 """Loads, stores and entry reads shared by the Triton scans, and when to load coefficients slot by slot.
 
 A lane's state and coefficients are [P, Q, BLOCK] tiles whose first two axes live inside one
-thread; only the lane axis (the last) is spread over threads. Triton chooses a load's layout from
-the contiguity of its pointer tile, and Triton 3.6 (the GPU machines' version) breaks ties towards
-the first axis: a whole-tile load spreads the in-thread slot axis over the warp, and every step then
-pays a shared-memory layout conversion (the sm_90 compile showed up to 5x the instructions per
-step). So on the compiler the scans load each step's coefficients one slot at a time, as [BLOCK]
-vectors joined along a new in-thread axis (``triton_scan._gather``), up to
-``triton_scan.SPLIT_MAX_ORDER``; other tiles are still accessed whole.
+thread; only the lane axis (the last) is spread over threads. Triton chooses a load's or store's
+layout from the contiguity of its pointer tile (none of a lane tile's axes is contiguous), and
+Triton 3.6 (the GPU machines' version) breaks ties towards the first axis, later versions towards
+the last: accessed as it is, a tile spreads its in-thread slot axis over the warp under 3.6, and
+every step then pays a shared-memory layout conversion (the sm_90 compile showed up to 5x the
+instructions per step). So under 3.6 the tiles accessed inside the scans' loops (a step's
+coefficients, the grad_a window) go through :func:`load_tile` / :func:`store_tile`, which access
+them transposed, lane axis first; the transposes are register renames. Up to
+``triton_scan.SPLIT_MAX_ORDER`` the scans also load each step's coefficients one slot at a time, as
+[BLOCK] vectors joined along a new in-thread axis (``triton_scan._gather``); at higher orders that
+makes Triton's coalescing pass take minutes per kernel.
 """
 from __future__ import annotations
 
 import os
+import re
 
 import triton
 import triton.language as tl
 
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+_VERSION = tuple(int(v) for v in re.match(r"(\d+)\.(\d+)", triton.__version__).groups())
 # The interpreter has no layouts, and one whole-tile load there costs what one slot's does, so it
 # keeps whole-tile loads (tests/test_triton.py runs the slot-by-slot loads under the interpreter too).
-SPLIT_TILES: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+SPLIT_TILES: tl.constexpr = tl.constexpr(not _INTERPRETED)
+# Which axis Triton's coalescing pass makes fastest among axes of equal contiguity (all of a lane
+# tile's: its offsets increase along none): Triton 3.6 the first, later versions the last.
+FIRST_AXIS_FASTEST: tl.constexpr = tl.constexpr(_VERSION < (3, 7) and not _INTERPRETED)
 
 
 @triton.jit
@@ -31,6 +41,37 @@ def load(ptr, offset, mask, IS_COMPLEX: tl.constexpr):
         re = tl.load(ptr + offset, mask=mask, other=0.0)
         im = tl.zeros_like(re)
     return re, im
+
+
+@triton.jit
+def _lanes_first(tile):
+    """A [P, Q, BLOCK] tile as [BLOCK, Q, P], so that the lane axis comes first."""
+    return tl.permute(tile, (2, 1, 0))
+
+
+@triton.jit
+def load_tile(ptr, offset, mask, IS_COMPLEX: tl.constexpr):
+    """:func:`load` of a [P, Q, BLOCK] lane tile, accessed with the lane axis (the only one spread
+    over threads) where the coalescing pass puts its fastest axis."""
+    if FIRST_AXIS_FASTEST:
+        mask = tl.broadcast_to(mask, offset.shape)  # never wider than the pointers
+        re, im = load(ptr, _lanes_first(offset), _lanes_first(mask), IS_COMPLEX)
+        return _lanes_first(re), _lanes_first(im)
+    else:
+        return load(ptr, offset, mask, IS_COMPLEX)
+
+
+@triton.jit
+def store_tile(ptr, offset, re, im, mask, IS_COMPLEX: tl.constexpr):
+    """:func:`store` of a [P, Q, BLOCK] lane tile, lane axis fastest (see :func:`load_tile`)."""
+    if FIRST_AXIS_FASTEST:
+        # values and mask take the pointers' shape (an error if wider, as a plain store would be)
+        mask = tl.broadcast_to(mask, offset.shape)
+        re = tl.broadcast_to(re, offset.shape)
+        im = tl.broadcast_to(im, offset.shape)
+        store(ptr, _lanes_first(offset), _lanes_first(re), _lanes_first(im), _lanes_first(mask), IS_COMPLEX)
+    else:
+        store(ptr, offset, re, im, mask, IS_COMPLEX)
 
 
 @triton.jit

@@ -320,13 +320,17 @@ def test_launches_on_the_tensors_device():
 @pytest.mark.skipif(not triton_interpret(), reason="the interpreter's default is whole-tile loads")
 @pytest.mark.parametrize("M, Ta, complex_, layout", [
     (1, "T", False, "contiguous"), (2, "T", False, "contiguous"), (2, 1, True, "contiguous"),
-    (5, "T", False, "transposed"), (8, 1, False, "contiguous"),
+    (5, "T", False, "transposed"), (8, 1, False, "contiguous"), (12, "T", True, "contiguous"),
+    (16, "T", False, "transposed"), (16, 1, False, "contiguous"),
 ])
 def test_slot_by_slot_coefficient_loads_match_whole_tiles(monkeypatch, M, Ta, complex_, layout):
-    """The compiler loads coefficients one circular-buffer slot at a time (triton_tiles: Triton
-    3.6 would otherwise spread the tile over the warp); the interpreter loads whole tiles. Both
+    """The compiler loads coefficients one circular-buffer slot at a time up to SPLIT_MAX_ORDER and,
+    under Triton 3.6, accesses whole lane tiles lane axis first (triton_tiles: Triton 3.6 would
+    otherwise spread the tile over the warp); the interpreter loads whole tiles as they are. All
     must give bit-identical results, forward and backward, for every coefficient layout."""
     import triton.language as tl
+
+    from allpole_triton.kernels import triton_tiles
 
     dtype = torch.complex64 if complex_ else torch.float32
     T = 3 * chunk_length("cpu", M, 2, 1 << 20) + 7
@@ -336,11 +340,13 @@ def test_slot_by_slot_coefficient_loads_match_whole_tiles(monkeypatch, M, Ta, co
         a = a.transpose(1, 2).contiguous().transpose(1, 2)
     x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
     results = []
-    for split in (False, True):
+    for split, lanes_first in [(False, False), (True, False), (False, True), (True, True)]:
         monkeypatch.setattr(triton_scan, "SPLIT_TILES", tl.constexpr(split))
+        monkeypatch.setattr(triton_tiles, "FIRST_AXIS_FASTEST", tl.constexpr(lanes_first))
         results.append(run_both(x, a, zi, g, ("triton",))[0])
-    for whole, sliced in zip(*results):
-        assert torch.equal(whole, sliced)
+    for other in results[1:]:
+        for whole, sliced in zip(results[0], other):
+            assert torch.equal(whole, sliced)
 
 
 def test_generated_affine_kernels_are_up_to_date():

@@ -24,7 +24,6 @@ ROOT = HERE.parent
 TRITON36 = pathlib.Path(os.environ.get("ALLPOLE_TRITON36", ROOT / ".venv" / "triton36"))
 ptxas = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 pytestmark = pytest.mark.skipif(not ptxas.exists(), reason="this Triton build ships no ptxas")
-from allpole_triton.kernels import triton_scan  # noqa: E402
 
 
 def compile_all(extra_path: pathlib.Path | None) -> dict:
@@ -49,21 +48,13 @@ def check(result: dict) -> None:
     assert kernels == {"_summary", "_carry_short", "_carry_long", "_finish"}
     tf32 = [k for k in result["kernels"] if k["tf32"]]
     assert not tf32, tf32
-    triton_36 = result["triton"].startswith("3.6")
     # Lane kernels keep every tile axis inside a thread: no shared-memory round trip or shuffle in
-    # their loops. Triton 3.6 still spreads whole-tile accesses over the warp where the kernels do
-    # not load slot by slot: above SPLIT_MAX_ORDER, and the reverse finish's grad_a window (see the
-    # closing notes of the GPU scan issue).
-    def open_on_36(k):
-        return k["M"] > triton_scan.SPLIT_MAX_ORDER or (k["kernel"] == "_finish" and k["reverse"] and k["grad_a"] == "yes")
-
-    crossing = [k for k in result["kernels"] if k["kernel"] in ("_summary", "_finish") and k["cross_lane_in_loops"]
-                and not (triton_36 and open_on_36(k))]
+    # their loops, with either Triton (3.6 needs the lane-first tile accesses of triton_tiles).
+    crossing = [k for k in result["kernels"] if k["kernel"] in ("_summary", "_finish") and k["cross_lane_in_loops"]]
     assert not crossing, crossing
     # up to order 8 everything stays in registers; the float64 chunk summaries of M=16 spill
     # (correct, and slower: see the closing notes of the GPU scan issue)
-    heavy = [k for k in result["kernels"] if k["stack"] > 16 and (k["M"] <= 8 or k["kernel"] != "_summary")
-             and not (triton_36 and k["M"] > triton_scan.SPLIT_MAX_ORDER)]
+    heavy = [k for k in result["kernels"] if k["stack"] > 16 and (k["M"] <= 8 or k["kernel"] != "_summary")]
     assert not heavy, heavy
 
 
