@@ -30,16 +30,20 @@ def tdf2_forward(x, b, a, s, y):  # pragma: no cover - compiled
     rb, tb = _steps(b)
     ra, ta = _steps(a)
     for r in nb.prange(R):
+        # the row's registers in a thread-local copy: the shared (R, N) array packs every row's
+        # into one cache line, which the threads' per-sample writes would bounce between cores
+        reg = s[r].copy()
         for n in range(T):
             bn = b[r * rb, n * tb]
             an = a[r * ra, n * ta]
             xn = x[r, n]
-            yn = bn[0] * xn + s[r, 0] if N else bn[0] * xn
+            yn = bn[0] * xn + reg[0] if N else bn[0] * xn
             for i in range(N - 1):
-                s[r, i] = bn[i + 1] * xn - an[i] * yn + s[r, i + 1]
+                reg[i] = bn[i + 1] * xn - an[i] * yn + reg[i + 1]
             if N:
-                s[r, N - 1] = bn[N] * xn - an[N - 1] * yn
+                reg[N - 1] = bn[N] * xn - an[N - 1] * yn
             y[r, n] = yn
+        s[r] = reg
 
 
 @nb.njit(**_FLAGS)
@@ -51,17 +55,20 @@ def tdf1_forward(x, b, a, poles, zeros, y):  # pragma: no cover - compiled
     rb, tb = _steps(b)
     ra, ta = _steps(a)
     for r in nb.prange(R):
+        p, z = poles[r].copy(), zeros[r].copy()  # thread-local registers (see tdf2_forward)
         for n in range(T):
             bn = b[r * rb, n * tb]
             an = a[r * ra, n * ta]
-            v = x[r, n] + poles[r, 0] if M else x[r, n]
+            v = x[r, n] + p[0] if M else x[r, n]
             for i in range(M - 1):
-                poles[r, i] = poles[r, i + 1] - an[i] * v
+                p[i] = p[i + 1] - an[i] * v
             if M:
-                poles[r, M - 1] = -an[M - 1] * v
-            yn = bn[0] * v + zeros[r, 0] if K else bn[0] * v
+                p[M - 1] = -an[M - 1] * v
+            yn = bn[0] * v + z[0] if K else bn[0] * v
             for k in range(K - 1):
-                zeros[r, k] = bn[k + 1] * v + zeros[r, k + 1]
+                z[k] = bn[k + 1] * v + z[k + 1]
             if K:
-                zeros[r, K - 1] = bn[K] * v
+                z[K - 1] = bn[K] * v
             y[r, n] = yn
+        poles[r] = p
+        zeros[r] = z
