@@ -146,7 +146,9 @@ def _pool_limit() -> int:
 host_pool = HostBufferPool(_pool_limit())
 
 
-_NUMPY_DTYPES = {t: torch.empty(0, dtype=t).numpy().dtype for t in (torch.float32, torch.float64, torch.complex64, torch.complex128)}
+# the dtypes the Numba kernels take, and their numpy twins
+NUMBA_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+_NUMPY_DTYPES = {t: torch.empty(0, dtype=t).numpy().dtype for t in NUMBA_DTYPES}
 
 
 def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
@@ -361,6 +363,24 @@ def _adjoint_as_filter(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend
     return grad_x, grad_zi, grad_a
 
 
+def readable_tensors(
+    *tensors: Tensor,
+    types: tuple[type, ...] = (Tensor,),
+    device: str | None = None,
+    dtypes: tuple[torch.dtype, ...] | None = None,
+) -> bool:
+    """Whether the tensors' data can be read directly (numpy, Numba): tensors of exactly one of
+    ``types``, outside a dynamo or jit trace and any functorch transform, and, where given, all on
+    ``device`` with a dtype in ``dtypes``."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return all(
+        type(t) in types and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+        and (device is None or t.device.type == device) and (dtypes is None or t.dtype in dtypes)
+        for t in tensors
+    )
+
+
 def _plain_eager(*tensors: Tensor) -> bool:
     """Whether the kernels can be called directly, bypassing the ``torch.library`` ops: ordinary
     tensors, outside any trace (dynamo, jit), functorch transform, torch function / dispatch mode
@@ -370,13 +390,11 @@ def _plain_eager(*tensors: Tensor) -> bool:
     profiler see (a jit trace of the direct call would record its output as a constant); in plain
     eager they only add dispatch cost per call, and their first call imports torch._dynamo (0.9 s).
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._autograd._profiler_enabled():
+    if not readable_tensors(*tensors):  # first: inside a trace nothing below may be evaluated
         return False
-    if torch._C._is_torch_function_mode_enabled():
+    if torch._C._autograd._profiler_enabled() or torch._C._is_torch_function_mode_enabled():
         return False
-    if torch.utils._python_dispatch._get_current_dispatch_mode() is not None:
-        return False
-    return all(type(t) is Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    return torch.utils._python_dispatch._get_current_dispatch_mode() is None
 
 
 def _wants_gradient(*tensors: Tensor) -> bool:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ._shapes import broadcast_leading
 from .functional import allpole
+from .op import NUMBA_DTYPES, readable_tensors
 
 
 def linear_recurrence(
@@ -78,21 +79,13 @@ def linear_recurrence_naive(A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
     return torch.stack(out, dim=1) if out else u.new_zeros(u.shape)
 
 
-def _plain_cpu(*tensors: Tensor) -> bool:
-    return all(
-        type(t) is Tensor and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128)
-        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
-        for t in tensors
-    ) and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
-
-
 class _DenseRecurrence(torch.autograd.Function):
     """Rows: A (Ra, Ta, M, M), u (R, T, M), h0 (R, M) -> h (R, T, M). The backward is written with
     this Function and torch ops, so it is differentiable again."""
 
     @staticmethod
     def forward(ctx, A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
-        if _plain_cpu(A, u, h0) and u.numel():
+        if u.numel() and readable_tensors(A, u, h0, device="cpu", dtypes=NUMBA_DTYPES):
             from .kernels import numba_recurrence
 
             h = torch.empty_like(u)

@@ -34,18 +34,40 @@ def _broadcast_steps(a):  # pragma: no cover - compiled
     return (1 if a.shape[0] > 1 else 0), (1 if a.shape[1] > 1 else 0)
 
 
+@nb.njit(cache=True)
+def _pair_rows(pair, B, row_step):  # pragma: no cover - compiled
+    """The two rows a thread interleaves (an odd B's last pair is one row twice) and the rows of
+    their coefficients."""
+    b0 = 2 * pair
+    b1 = min(b0 + 1, B - 1)
+    return b0, b1, b0 * row_step, b1 * row_step
+
+
+@nb.njit(cache=True)
+def _time_summed_grad_a(b, grad_x, y, zi, grad_a, zero):  # pragma: no cover - compiled
+    """grad_a[b, 0, i-1] = -sum_n lam[n] conj(y[n-i]) for coefficients constant over time (Ta = 1),
+    as M dot products after the row's recursion (y[n-i] from zi when n < i)."""
+    T = grad_x.shape[1]
+    for i in range(1, grad_a.shape[2] + 1):
+        total = zero
+        for n in range(min(i, T)):
+            total += grad_x[b, n] * np.conj(zi[b, i - n - 1])
+        for n in range(i, T):
+            total += grad_x[b, n] * np.conj(y[b, n - i])
+        grad_a[b, 0, i - 1] = -total
+
+
 @nb.njit(**_FLAGS)
 def _forward_short(x, a, zi, y):  # pragma: no cover - compiled
     """M <= 2: y[n-1] and y[n-2] live in registers, so only one FMA sits on the loop-carried chain,
     and each thread runs two rows' recursions interleaved, so one hides the other's FMA latency
-    (B=8, T=65536, M=2: 1.6 -> 1.1 ns/sample). With an odd B the last pair is one row twice."""
+    (B=8, T=65536, M=2, reused buffers: 1.6 -> 0.36 ns/sample). With an odd B the last pair is
+    one row twice."""
     B, T = x.shape
     M = a.shape[2]
     row_step, time_step = _broadcast_steps(a)
     for pair in nb.prange((B + 1) // 2):
-        b0 = 2 * pair
-        b1 = min(b0 + 1, B - 1)
-        ab0, ab1 = b0 * row_step, b1 * row_step
+        b0, b1, ab0, ab1 = _pair_rows(pair, B, row_step)
         last0, last1 = zi[b0, 0], zi[b1, 0]  # y[n-1]
         older0, older1 = zi[b0, M - 1], zi[b1, M - 1]  # y[n-2] when M == 2
         for n in range(T):
@@ -104,9 +126,7 @@ def _backward_short(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # 
     M = a.shape[2]
     row_step, time_step = _broadcast_steps(a)
     for pair in nb.prange((B + 1) // 2):
-        b0 = 2 * pair
-        b1 = min(b0 + 1, B - 1)
-        ab0, ab1 = b0 * row_step, b1 * row_step
+        b0, b1, ab0, ab1 = _pair_rows(pair, B, row_step)
         zero = np.zeros(1, dtype=grad_y.dtype)[0]  # a true 0 of grad_y's type (not x - x: NaN stays out)
         lam0, lam1 = grad_y[b0, T - 1], grad_y[b1, T - 1]
         pending0, pending1 = zero, zero  # partial sums for lam[m-1] from lam[m+1] (M == 2)
@@ -132,14 +152,8 @@ def _backward_short(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # 
         if M == 2:
             grad_zi[b0, 1], grad_zi[b1, 1] = pending0, pending1
         if need_grad_a and not time_step:
-            for b in (b0, b1):
-                for i in range(1, M + 1):
-                    total = zero
-                    for n in range(min(i, T)):
-                        total += grad_x[b, n] * np.conj(zi[b, i - n - 1])
-                    for n in range(i, T):
-                        total += grad_x[b, n] * np.conj(y[b, n - i])
-                    grad_a[b, 0, i - 1] = -total
+            _time_summed_grad_a(b0, grad_x, y, zi, grad_a, zero)
+            _time_summed_grad_a(b1, grad_x, y, zi, grad_a, zero)
 
 
 @nb.njit(**_FLAGS)
@@ -149,7 +163,7 @@ def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # p
     lam[n] = grad_y[n] - sum_i conj(a[n+i, i-1]) * lam[n+i] for n = T-1 .. -M, terms with n+i
     outside [0, T) vanishing; grad_x[n] = lam[n] and grad_zi[i] = lam[-1-i].
     grad_a[n, i-1] = -lam[n] * conj(y[n-i]) (y[n-i] from zi when n < i); with Ta = 1 it is
-    summed over time, as M dot products after the row's recursion (an in-loop running sum
+    summed over time by _time_summed_grad_a after the row's recursion (an in-loop running sum
     in memory made the M=1 backward 3.5x slower). Written in scatter form: once lam[m] is final
     it is pushed into the pending sums of lam[m-1 .. m-M] with the contiguous row a[m, :],
     instead of gathering the diagonal a[n+i, i-1].
@@ -181,10 +195,4 @@ def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # p
         for j in range(1, M):
             grad_zi[b, j] = pending[j]
         if need_grad_a and not time_step:
-            for i in range(1, M + 1):
-                total = zero
-                for n in range(min(i, T)):
-                    total += grad_x[b, n] * np.conj(zi[b, i - n - 1])
-                for n in range(i, T):
-                    total += grad_x[b, n] * np.conj(y[b, n - i])
-                grad_a[b, 0, i - 1] = -total
+            _time_summed_grad_a(b, grad_x, y, zi, grad_a, zero)

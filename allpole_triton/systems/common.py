@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fs import fs_filter
+from ..op import readable_tensors
 from .filters import FilterState, lfilter
 
 METHODS = ("td", "fs")
@@ -177,13 +178,9 @@ class StreamingSystem(nn.Module):
 
 def _cacheable(raws: list[Tensor]) -> bool:
     """Plain CPU parameters outside grad mode, tracing and transforms: their values can be read."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if torch.is_grad_enabled() or not readable_tensors(*raws, types=(Tensor, nn.Parameter), device="cpu"):
         return False
-    return all(
-        isinstance(raw, Tensor) and type(raw) in (Tensor, nn.Parameter) and raw.device.type == "cpu"
-        and not torch._C._functorch.is_functorch_wrapped_tensor(raw) and raw.numel() == 1
-        for raw in raws
-    )
+    return all(raw.numel() == 1 for raw in raws)
 
 
 def _detach(state: Any) -> Any:

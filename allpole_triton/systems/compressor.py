@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..functional import allpole
+from ..op import readable_tensors
 from ..realtime import FrozenCompressor
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power
 from .filters import FilterState
@@ -120,13 +121,7 @@ def _fixed_point_choices(f: Tensor, at: Tensor, rt: Tensor, g0: Tensor, backend:
 def _sequential_applies(*tensors: Tensor) -> bool:
     """The Numba pass reads plain, non-empty float32/float64 CPU tensors (under transforms such as
     torch.func.grad, or tracing, the fixed point runs on the op instead)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or tensors[0].shape[-1] == 0:
-        return False
-    return all(
-        type(t) is Tensor and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
-        for t in tensors
-    )
+    return tensors[0].shape[-1] > 0 and readable_tensors(*tensors, device="cpu", dtypes=(torch.float32, torch.float64))
 
 
 def _sequential_choices(target: Tensor, attack: Tensor, release: Tensor, initial: Tensor) -> Tensor:

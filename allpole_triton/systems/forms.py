@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .._shapes import broadcast_leading
 from ..functional import allpole
+from ..op import NUMBA_DTYPES, readable_tensors
 
 FORMS = ("df1", "df2", "tdf1", "tdf2")
 
@@ -121,17 +122,6 @@ def tdf1_composed(
     return y[..., :T], TransposedState(v[..., T:], y[..., T:])
 
 
-def _plain_cpu(*tensors: Tensor) -> bool:
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    return all(
-        type(t) in (Tensor, torch.nn.Parameter) and t.device.type == "cpu"
-        and t.dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128)
-        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
-        for t in tensors
-    )
-
-
 def _rows(t: Tensor, lead: tuple[int, ...], tail: int) -> Tensor:
     """``t (..., *tail dims)`` as contiguous ``(rows, *tail dims)`` over the broadcast ``lead``."""
     shape = t.shape[t.ndim - tail :]
@@ -214,7 +204,7 @@ def transposed(
         state = (x.new_zeros(N) if zi is None else zi,)
     else:
         state = (x.new_zeros(M), x.new_zeros(K)) if zi is None else tuple(zi)
-    if _plain_cpu(x, b, a, *state) and x.shape[-1] > 0:
+    if x.shape[-1] > 0 and readable_tensors(x, b, a, *state, types=(Tensor, torch.nn.Parameter), device="cpu", dtypes=NUMBA_DTYPES):
         y, *final = _RegisterForm.apply(form, backend, x, b, a, *state)
     else:
         y, *final = _composed(form, x, b, a, state, backend)
