@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for a session that is lent a GPU (the device machine has torch, Triton, numba,
-# torchaudio, pytest and pytest-benchmark, but no package registry). Not yet run on hardware.
+# torchaudio, pytest and pytest-benchmark, but no package registry). First run on an H200 on
+# 2026-11-26: see bench/results/NVIDIA-H200/README.md for what ran and what did not.
 #
 # Before the call, on the development machine (wheels travel in the ignored folder .whl):
 #   echo /.whl/ >> .git/info/exclude
@@ -24,6 +25,9 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" .
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# python -m and pytest import the source tree's allpole_triton (the working directory comes first);
+# its kernels subpackage lives in kernels/ (pyproject's package-dir), so link it in for this run
+[ -e allpole_triton/kernels ] || ln -s ../kernels allpole_triton/kernels
 unset TRITON_INTERPRET ALLPOLE_TRITON_LAUNCH
 
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")
@@ -37,8 +41,9 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 timeout 240 python3 -m pytest -q -x tests/test_triton.py tests/test_triton_accuracy.py 2>&1 | tee "$results/pytest.txt"
 
 if [ "${1:-}" = quick ]; then
-    timeout 150 python3 -m allpole_triton.bench --device cuda -B 16 -T 65536 1048576 -M 1 2 16 --no-memory \
-        --out "$results"
+    # the first lent GPU (H200, 2026-11-26) ran out of 150 s on the FS and naive peers of a wider grid
+    timeout 150 python3 -m allpole_triton.bench --device cuda -B 16 -T 1048576 -M 2 16 --coeffs tv \
+        --backends ours torchlpc philtorch torchaudio accelerated-scan --no-memory --no-plots --out "$results"
 else
     timeout 240 python3 -m allpole_triton.bench --device cuda --no-memory --out "$results"
 fi
