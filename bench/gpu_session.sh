@@ -8,9 +8,11 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .whl torchlpc-wheels==0.8.0.211
-#   python3 -m pip download --no-deps -d .whl philtorch==0.6.0 accelerated-scan torchcomp
+#   python3 -m pip download --no-deps -d .whl philtorch==0.6.0 accelerated-scan torchcomp pytest-xdist execnet
 # Then run `bash bench/gpu_session.sh [quick]` with .whl carried (about 8 minutes; quick: 4).
 # Results land in bench/results/<gpu-name>/ and in $OUT when set, so they come back:
+#   diagnose.txt/.json  the forward scan stage by stage against a float64 loop (first: the first
+#                     H200 run found the M=2 output not finite at B=16, T=2^20)
 #   pytest.txt        the CUDA tests (the Triton kernels compiled, on CUDA tensors)
 #   results.csv, report.md   allpole-bench on CUDA against every importable peer
 #   model.md, model.json     the static sm_90 model with the measured times beside its predictions
@@ -37,8 +39,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
     | tee "$results/versions.txt"
 
-# the kernels compiled and checked on CUDA tensors (conftest turns the interpreter on only without a GPU)
-timeout 240 python3 -m pytest -q -x tests/test_triton.py tests/test_triton_accuracy.py 2>&1 | tee "$results/pytest.txt"
+# which launch of the forward scan goes wrong, if any: every order's stages, and for the short orders
+# the lanes per program of their prefix scan (one warp up to 32, several above)
+timeout 150 python3 -m allpole_triton.bench.diagnose --device cuda -B 16 -T 1048576 -M 1 2 3 4 16 \
+    --group 0 16 128 --json "$results/diagnose.json" 2>&1 | tee "$results/diagnose.txt"
+
+# the kernels compiled and checked on CUDA tensors (conftest turns the interpreter on only without a
+# GPU); each launch variant is a Triton compile, so they run on 8 workers when pytest-xdist came along
+workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+timeout 240 python3 -m pytest -q $workers tests/test_triton.py tests/test_triton_accuracy.py 2>&1 | tail -40 | tee "$results/pytest.txt"
 
 if [ "${1:-}" = quick ]; then
     # the first lent GPU (H200, 2026-11-26) ran out of 150 s on the FS and naive peers of a wider grid

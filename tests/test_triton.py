@@ -360,3 +360,22 @@ def test_generated_affine_kernels_are_up_to_date():
 
     generated = pathlib.Path(triton_scan.__file__).with_name("triton_affine.py").read_text()
     assert generated == affine_codegen.render()
+
+
+@pytest.mark.skipif("cpu" not in DEVICES, reason="sized for the interpreter's launch shapes")
+@pytest.mark.parametrize("M", [2, 16])
+def test_stage_diagnostic_checks_every_launch(M, monkeypatch):
+    """allpole_triton.bench.diagnose (the GPU session's first check) recovers every intermediate
+    state from a float64 loop and finds them right here; against a perturbed reference it fails."""
+    from allpole_triton.bench import diagnose
+
+    T = 5 * 4 * triton_scan.CHUNK_INTERPRET * triton_scan.unroll(M) + 3  # five carry blocks
+    report = diagnose.check(2, T, M, device="cpu")
+    assert set(report["stages"]) == {"summary", "carry", "y"}
+    for stage, result in report["stages"].items():
+        assert result["nonfinite"] == 0 and result["max_rel_err"] < 1e-5, (stage, result)
+
+    real_loop = diagnose.sequential_loop
+    monkeypatch.setattr(diagnose, "sequential_loop", lambda x, a: real_loop(x, a) * 1.001)
+    report = diagnose.check(2, T, M, device="cpu")
+    assert all(result["max_rel_err"] > 1e-5 for result in report["stages"].values())
