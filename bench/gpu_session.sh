@@ -42,7 +42,15 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 # which launch of the forward scan goes wrong, if any: every order's stages, and for the short orders
 # the lanes per program of their prefix scan (one warp up to 32, several above)
 timeout 150 python3 -m allpole_triton.bench.diagnose --device cuda -B 16 -T 1048576 -M 1 2 3 4 16 \
-    --group 0 16 128 --json "$results/diagnose.json" 2>&1 | tee "$results/diagnose.txt"
+    --group 0 16 128 --json "$results/diagnose.json" --dump "$results/ptx" 2>&1 | tee "$results/diagnose.txt"
+# uninitialised reads and shared-memory races of the four-warp short-order scan, where the CUDA
+# toolkit's sanitizer is installed (the torch wheels do not bring it)
+if command -v compute-sanitizer > /dev/null; then
+    for tool in initcheck racecheck; do
+        timeout 90 compute-sanitizer --tool "$tool" python3 -m allpole_triton.bench.diagnose --device cuda \
+            -B 1 -T 262144 -M 2 --group 128 2>&1 | tail -20 | tee "$results/sanitizer-$tool.txt"
+    done
+fi
 
 # the kernels compiled and checked on CUDA tensors (conftest turns the interpreter on only without a
 # GPU); each launch variant is a Triton compile, so they run on 8 workers when pytest-xdist came along
@@ -62,4 +70,7 @@ timeout 150 python3 -m allpole_triton.bench --model --no-progress --measured "$r
 if [ "${1:-}" != quick ]; then
     timeout 60 python3 bench/tune_triton.py -B 1 16 -T 65536 1048576 -M 2 16 | tee "$results/tune_triton.csv"
 fi
-if [ -n "${OUT:-}" ]; then cp "$results"/*.md "$results"/*.csv "$results"/*.txt "$results"/*.json "$OUT"/ 2>/dev/null || true; fi
+if [ -n "${OUT:-}" ]; then
+    cp "$results"/*.md "$results"/*.csv "$results"/*.txt "$results"/*.json "$OUT"/ 2>/dev/null || true
+    [ -d "$results/ptx" ] && cp -r "$results/ptx" "$OUT"/
+fi

@@ -137,7 +137,7 @@ def _carry_row(M: int, cplx: bool) -> str:
     lines.append("    for piece in range(0, n_blocks - 1, BLOCK):")
     lines.append("        b = piece + lane")
     lines.append("        valid = b < n_blocks - 1")
-    lines.append("        src = row * n_chunks + (b + 1) * group - 1")
+    lines.append("        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1")
     for name, e, plane in _elements(M, cplx):
         q, r = divmod(e, M + 1)
         identity = 1.0 if (r == q and plane in ("", "re")) else 0.0

@@ -37,7 +37,7 @@ def carry_row_1r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK
     for piece in range(0, n_blocks - 1, BLOCK):
         b = piece + lane
         valid = b < n_blocks - 1
-        src = row * n_chunks + (b + 1) * group - 1
+        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
         f00 = tl.load(agg_ptr + src * 2 + 1, mask=valid, other=1.0)
         fz0 = tl.load(agg_ptr + src * 2 + 0, mask=valid, other=0.0)
         (f00, fz0,) = tl.associative_scan((f00, fz0,), 0, combine_1r)
@@ -88,7 +88,7 @@ def carry_row_1c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK
     for piece in range(0, n_blocks - 1, BLOCK):
         b = piece + lane
         valid = b < n_blocks - 1
-        src = row * n_chunks + (b + 1) * group - 1
+        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
         f00_re = tl.load(agg_ptr + 2 * (src * 2 + 1) + 0, mask=valid, other=1.0)
         f00_im = tl.load(agg_ptr + 2 * (src * 2 + 1) + 1, mask=valid, other=0.0)
         fz0_re = tl.load(agg_ptr + 2 * (src * 2 + 0) + 0, mask=valid, other=0.0)
@@ -149,7 +149,7 @@ def carry_row_2r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK
     for piece in range(0, n_blocks - 1, BLOCK):
         b = piece + lane
         valid = b < n_blocks - 1
-        src = row * n_chunks + (b + 1) * group - 1
+        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
         f00 = tl.load(agg_ptr + src * 6 + 5, mask=valid, other=1.0)
         f01 = tl.load(agg_ptr + src * 6 + 4, mask=valid, other=0.0)
         f10 = tl.load(agg_ptr + src * 6 + 2, mask=valid, other=0.0)
@@ -236,7 +236,7 @@ def carry_row_2c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK
     for piece in range(0, n_blocks - 1, BLOCK):
         b = piece + lane
         valid = b < n_blocks - 1
-        src = row * n_chunks + (b + 1) * group - 1
+        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
         f00_re = tl.load(agg_ptr + 2 * (src * 6 + 5) + 0, mask=valid, other=1.0)
         f00_im = tl.load(agg_ptr + 2 * (src * 6 + 5) + 1, mask=valid, other=0.0)
         f01_re = tl.load(agg_ptr + 2 * (src * 6 + 4) + 0, mask=valid, other=0.0)
@@ -330,7 +330,7 @@ def carry_row_3r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK
     for piece in range(0, n_blocks - 1, BLOCK):
         b = piece + lane
         valid = b < n_blocks - 1
-        src = row * n_chunks + (b + 1) * group - 1
+        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
         f00 = tl.load(agg_ptr + src * 12 + 11, mask=valid, other=1.0)
         f01 = tl.load(agg_ptr + src * 12 + 10, mask=valid, other=0.0)
         f02 = tl.load(agg_ptr + src * 12 + 9, mask=valid, other=0.0)
@@ -467,7 +467,7 @@ def carry_row_3c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK
     for piece in range(0, n_blocks - 1, BLOCK):
         b = piece + lane
         valid = b < n_blocks - 1
-        src = row * n_chunks + (b + 1) * group - 1
+        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
         f00_re = tl.load(agg_ptr + 2 * (src * 12 + 11) + 0, mask=valid, other=1.0)
         f00_im = tl.load(agg_ptr + 2 * (src * 12 + 11) + 1, mask=valid, other=0.0)
         f01_re = tl.load(agg_ptr + 2 * (src * 12 + 10) + 0, mask=valid, other=0.0)
@@ -604,7 +604,7 @@ def carry_row_4r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK
     for piece in range(0, n_blocks - 1, BLOCK):
         b = piece + lane
         valid = b < n_blocks - 1
-        src = row * n_chunks + (b + 1) * group - 1
+        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
         f00 = tl.load(agg_ptr + src * 20 + 19, mask=valid, other=1.0)
         f01 = tl.load(agg_ptr + src * 20 + 18, mask=valid, other=0.0)
         f02 = tl.load(agg_ptr + src * 20 + 17, mask=valid, other=0.0)
@@ -805,7 +805,7 @@ def carry_row_4c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK
     for piece in range(0, n_blocks - 1, BLOCK):
         b = piece + lane
         valid = b < n_blocks - 1
-        src = row * n_chunks + (b + 1) * group - 1
+        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
         f00_re = tl.load(agg_ptr + 2 * (src * 20 + 19) + 0, mask=valid, other=1.0)
         f00_im = tl.load(agg_ptr + 2 * (src * 20 + 19) + 1, mask=valid, other=0.0)
         f01_re = tl.load(agg_ptr + 2 * (src * 20 + 18) + 0, mask=valid, other=0.0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -55,9 +56,10 @@ def _inputs(B: int, T: int, M: int, seed: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def check(B: int, T: int, M: int, *, device: str, group: int | None = None, sms: int | None = None,
-          seed: int = 0) -> dict:
+          seed: int = 0, dump: str | None = None) -> dict:
     """Run the forward launches of one (B, T, M) float32 case one at a time; return per-stage
-    ``{stage: {"nonfinite": int, "max_rel_err": float}}`` plus the launch shape."""
+    ``{stage: {"nonfinite": int, "max_rel_err": float}}`` plus the launch shape and, compiled, each
+    kernel's PTX hash (``dump``: also write the PTX there, to diff against a compile elsewhere)."""
     from ..kernels import triton_scan
 
     if group is not None:
@@ -76,7 +78,7 @@ def check(B: int, T: int, M: int, *, device: str, group: int | None = None, sms:
             scale = ref.abs().max().item()
             n_chunks = -(-T // shape.chunk)
             report = {"B": B, "T": T, "M": M, "chunk": shape.chunk, "group": shape.group,
-                      "n_chunks": n_chunks, "stages": {}}
+                      "n_chunks": n_chunks, "stages": {}, "ptx_sha256": {}}
 
             def record(name, got, want):
                 got = got.detach().double().cpu()
@@ -86,7 +88,14 @@ def check(B: int, T: int, M: int, *, device: str, group: int | None = None, sms:
 
             for launch in launches:
                 name = launch.kernel.fn.__name__ if hasattr(launch.kernel, "fn") else str(launch.kernel)
-                launch.kernel[(launch.grid,)](*launch.args, num_warps=launch.num_warps, **launch.constexprs)
+                compiled = launch.kernel[(launch.grid,)](*launch.args, num_warps=launch.num_warps, **launch.constexprs)
+                ptx = getattr(compiled, "asm", {}).get("ptx") if compiled is not None else None
+                if ptx:
+                    report["ptx_sha256"][name] = hashlib.sha256(ptx.encode()).hexdigest()[:16]
+                    if dump:
+                        os.makedirs(dump, exist_ok=True)
+                        with open(os.path.join(dump, f"{name}_M{M}_group{shape.group}.ptx"), "w") as f:
+                            f.write(ptx)
                 if x.device.type == "cuda":
                     torch.cuda.synchronize()
                 chunk_starts = torch.arange(n_chunks) * shape.chunk
@@ -129,11 +138,12 @@ def main(argv=None) -> int:
     parser.add_argument("--group", type=int, nargs="+", default=[0, 16, 128],
                         help="lanes per program of the short-order scan to try (0: the launch table's)")
     parser.add_argument("--json", help="also write the reports here")
+    parser.add_argument("--dump", help="write each compiled kernel's PTX into this folder")
     args = parser.parse_args(argv)
     reports, worst = [], 0.0
     for M in args.M:
         for group in args.group if M <= 4 else [0]:
-            report = check(args.B, args.T, M, device=args.device, group=group or None)
+            report = check(args.B, args.T, M, device=args.device, group=group or None, dump=args.dump)
             reports.append(report)
             stages = "  ".join(f"{k}: {v['nonfinite']} non-finite, err {v['max_rel_err']:.2e}"
                                for k, v in report["stages"].items())
