@@ -583,11 +583,15 @@ def unroll(M: int) -> int:
     return M * max(1, round(8 / M))
 
 
-def recursions_per_lane(M: int, is_complex: bool = False) -> int:
-    """Homogeneous recursions per summary lane for orders above SCAN_MAX_ORDER: as many as keep the
-    lane's float64 state at 32 values (real and imaginary parts counted; its coefficients are
-    converted to float64 once for all of them). More spills registers in the sm_90 compile check."""
+def recursions_per_lane(M: int, is_complex: bool = False, sms: int | None = 1) -> int:
+    """Homogeneous recursions per summary lane for orders above SCAN_MAX_ORDER: on a GPU as many as
+    keep the lane's float64 state at 32 values (real and imaginary parts counted; its coefficients
+    are converted to float64 once for all of them; more spills registers in the sm_90 compile check).
+    The interpreter (``sms`` None) pays per op, not per register: one lane runs them all. Each
+    recursion's arithmetic is the same whichever lane runs it (tests/test_triton.py checks bitwise)."""
     m_pad = triton.next_power_of_2(M)
+    if sms is None:
+        return m_pad
     return max(1, min(m_pad, 32 // (m_pad * (2 if is_complex else 1))))
 
 
@@ -721,7 +725,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     else:
         state = 2
         maps = scratch(B * n_chunks, M * (M + 1))
-        R = recursions_per_lane(M, is_complex)
+        R = recursions_per_lane(M, is_complex, sms)
         pairs = B * n_chunks
         groups = triton.cdiv(M, R) + 1  # the last one runs the driven recursion
         launches.append(Launch(

@@ -379,3 +379,22 @@ def test_stage_diagnostic_checks_every_launch(M, monkeypatch):
     monkeypatch.setattr(diagnose, "sequential_loop", lambda x, a: real_loop(x, a) * 1.001)
     report = diagnose.check(2, T, M, device="cpu")
     assert all(result["max_rel_err"] > 1e-5 for result in report["stages"].values())
+
+
+@pytest.mark.skipif("cpu" not in DEVICES, reason="compares the interpreter's grouping with the GPU's")
+@pytest.mark.parametrize("M, complex_", [(5, False), (16, False), (16, True), (32, False)])
+def test_gpu_recursions_per_lane_give_identical_results(M, complex_, monkeypatch):
+    """The interpreter runs all of a chunk's homogeneous recursions in one lane; the GPU splits them
+    over groups of lanes (recursions_per_lane). Each recursion's arithmetic is the same either way:
+    forward and backward results must be bitwise equal."""
+    dtype = torch.complex64 if complex_ else torch.float32
+    T = 3 * chunk_length("cpu", M, 2, 1 << 20) + 7
+    a = stable_coefficients((2,), T, M, dtype=dtype, seed=M)
+    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    interpreter = run_both(x, a, zi, g, ("triton",))[0]
+    gpu_choice = triton_scan.recursions_per_lane
+    assert gpu_choice(M, complex_, None) > gpu_choice(M, complex_, 132)  # the two really differ
+    monkeypatch.setattr(triton_scan, "recursions_per_lane", lambda M, c, sms: gpu_choice(M, c, 132))
+    gpu = run_both(x, a, zi, g, ("triton",))[0]
+    for left, right in zip(interpreter, gpu):
+        assert torch.equal(left, right)
