@@ -171,11 +171,20 @@ def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # p
     B, T = grad_y.shape
     M = a.shape[2]
     row_step, time_step = _broadcast_steps(a)
+    per_sample = need_grad_a and time_step
     for b in nb.prange(B):
         ab = b * row_step
         # pending[j] = partial sum for lam[m-1-j]; pending[M] stays 0 so the last tap needs no case
         pending = np.zeros(M + 1, dtype=grad_y.dtype)
         zero = pending[M]
+        if per_sample:
+            # past[T-1-n] = -conj(y[n]) for n >= -M (zi below 0): grad_a[m, :] = lam[m] * past[T-m:T-m+M],
+            # one contiguous vectorised product per step
+            past = np.empty(T + M, dtype=grad_y.dtype)
+            for n in range(T):
+                past[T - 1 - n] = -np.conj(y[b, n])
+            for j in range(M):
+                past[T + j] = -np.conj(zi[b, j])
         lam = grad_y[b, T - 1]
         for m in range(T - 1, -1, -1):
             am = m * time_step
@@ -185,11 +194,9 @@ def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # p
             lam_next = (pending[1] + g_prev) - np.conj(a[ab, am, 0]) * lam
             for j in range(1, M):
                 pending[j] = pending[j + 1] - np.conj(a[ab, am, j]) * lam
-            if need_grad_a and time_step:
-                for i in range(M, m, -1):
-                    grad_a[b, m, i - 1] = -lam * np.conj(zi[b, i - m - 1])
-                for i in range(min(M, m), 0, -1):
-                    grad_a[b, m, i - 1] = -lam * np.conj(y[b, m - i])
+            if per_sample:
+                for i in range(M):
+                    grad_a[b, m, i] = lam * past[T - m + i]
             lam = lam_next
         grad_zi[b, 0] = lam
         for j in range(1, M):
