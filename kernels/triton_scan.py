@@ -583,7 +583,7 @@ def unroll(M: int) -> int:
     return M * max(1, round(8 / M))
 
 
-def recursions_per_lane(M: int, is_complex: bool = False, sms: int | None = 1) -> int:
+def recursions_per_lane(M: int, is_complex: bool, sms: int | None) -> int:
     """Homogeneous recursions per summary lane for orders above SCAN_MAX_ORDER: on a GPU as many as
     keep the lane's float64 state at 32 values (real and imaginary parts counted; its coefficients
     are converted to float64 once for all of them; more spills registers in the sm_90 compile check).

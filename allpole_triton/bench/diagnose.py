@@ -62,6 +62,7 @@ def check(B: int, T: int, M: int, *, device: str, group: int | None = None, sms:
     kernel's PTX hash (``dump``: also write the PTX there, to diff against a compile elsewhere)."""
     from ..kernels import triton_scan
 
+    previous = os.environ.get("ALLPOLE_TRITON_LAUNCH")
     if group is not None:
         os.environ["ALLPOLE_TRITON_LAUNCH"] = f"group={group}"
     try:
@@ -123,9 +124,11 @@ def check(B: int, T: int, M: int, *, device: str, group: int | None = None, sms:
             finalize()
             record("y", y, ref)
         return report
-    finally:
-        if group is not None:
+    finally:  # the caller's own forced launch, if any, comes back
+        if previous is None:
             os.environ.pop("ALLPOLE_TRITON_LAUNCH", None)
+        else:
+            os.environ["ALLPOLE_TRITON_LAUNCH"] = previous
 
 
 def main(argv=None) -> int:
