@@ -30,7 +30,7 @@ def allpole_forward(x, a, zi, y):
 
 @nb.njit(cache=True)
 def _broadcast_steps(a):  # pragma: no cover - compiled
-    """Row and time strides (in rows / samples) of a (Ba, Ta, M): 0 along a broadcast dim."""
+    """Row and time strides (in rows / samples) of coefficients (Ba, Ta, ...): 0 along a broadcast dim."""
     return (1 if a.shape[0] > 1 else 0), (1 if a.shape[1] > 1 else 0)
 
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import numba as nb
 
+from .numba_cpu import _broadcast_steps
+
 _FLAGS = dict(parallel=True, cache=True)
-
-
-@nb.njit(cache=True)
-def _steps(c):  # pragma: no cover - compiled
-    return (1 if c.shape[0] > 1 else 0), (1 if c.shape[1] > 1 else 0)
 
 
 @nb.njit(**_FLAGS)
@@ -27,8 +24,8 @@ def tdf2_forward(x, b, a, s, y):  # pragma: no cover - compiled
     ``y = b0 x + s1``, ``s_i = b_i x - a_i y + s_{i+1}`` (``s_{N+1} = 0``)."""
     R, T = x.shape
     N = a.shape[2]
-    rb, tb = _steps(b)
-    ra, ta = _steps(a)
+    rb, tb = _broadcast_steps(b)
+    ra, ta = _broadcast_steps(a)
     for r in nb.prange(R):
         # the row's registers in a thread-local copy: the shared (R, N) array packs every row's
         # into one cache line, which the threads' per-sample writes would bounce between cores
@@ -52,8 +49,8 @@ def tdf1_forward(x, b, a, poles, zeros, y):  # pragma: no cover - compiled
     then the FIR part, ``y = b0 v + z1``, ``z_k = b_k v + z_{k+1}``."""
     R, T = x.shape
     M, K = a.shape[2], b.shape[2] - 1
-    rb, tb = _steps(b)
-    ra, ta = _steps(a)
+    rb, tb = _broadcast_steps(b)
+    ra, ta = _broadcast_steps(a)
     for r in nb.prange(R):
         p, z = poles[r].copy(), zeros[r].copy()  # thread-local registers (see tdf2_forward)
         for n in range(T):

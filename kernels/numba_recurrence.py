@@ -10,12 +10,13 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .numba_cpu import _broadcast_steps
+
 
 @nb.njit(parallel=True, cache=True)
 def dense_forward(A, u, h0, h):  # pragma: no cover - compiled
     R, T, M = u.shape
-    ra = 1 if A.shape[0] > 1 else 0
-    ta = 1 if A.shape[1] > 1 else 0
+    ra, ta = _broadcast_steps(A)
     for r in nb.prange(R):
         previous = np.empty(M, dtype=h.dtype)
         for i in range(M):
