@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._shapes import broadcast_leading
-from ..functional import allpole
+from ..functional import allpole, coefficient_rows
 from ..op import NUMBA_DTYPES, readable_tensors
+from .filters import time_varying_fir
 
 FORMS = ("df1", "df2", "tdf1", "tdf2")
 
@@ -71,33 +72,22 @@ def shift_diagonals(c: Tensor, T: int, length: int, offset: int) -> Tensor:
     return view.transpose(-1, -2)
 
 
-def _fir(x: Tensor, b: Tensor) -> Tensor:
-    """``sum_k b[n, k] x[n-k]`` from a zero state, b ``(..., L, K+1)`` over ``x (..., L)``."""
-    from .filters import time_varying_fir
-
-    return time_varying_fir(x, b)
-
-
 def df2(x: Tensor, b: Tensor, a: Tensor, zi: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
     """Direct form II (see the module docstring); its state is raw past values of w, so streaming
     is bit-exact as it is for allpole and the FIR."""
-    from .filters import time_varying_fir
-
     K, M = b.shape[-1] - 1, a.shape[-1]
-    N = max(K, M)
-    history = x.new_zeros(N) if zi is None else zi
-    w = allpole(x, a, history[..., :M], backend=backend) if M else x
-    y = time_varying_fir(w, b, history[..., :K])
-    lead = y.shape[:-1]
-    zf = torch.cat([w.expand(*lead, w.shape[-1]).flip(-1), history.expand(*lead, N)], dim=-1)[..., :N]
-    return y, zf
+    history = x.new_zeros(max(K, M)) if zi is None else zi
+    # the new state is the last max(K, M) values of w: the FIR's state (K) or the all-pole's (M)
+    w, w_zf = allpole(x, a, history[..., :M], return_zf=True, backend=backend) if M else (x, None)
+    y, fir_zf = time_varying_fir(w, b, history[..., :K], return_zf=True)
+    return y, fir_zf if K >= M else w_zf
 
 
 def tdf2_composed(x: Tensor, b: Tensor, a: Tensor, zi: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
     """Transposed direct form II as allpole(FIR(x) + registers) with diagonally shifted coefficients."""
     T, N = x.shape[-1], max(b.shape[-1] - 1, a.shape[-1])
     length = T + N
-    u = _fir(F.pad(x, (0, N)), shift_diagonals(_pad_order(b, N + 1), T, length, 0))
+    u = time_varying_fir(F.pad(x, (0, N)), shift_diagonals(_pad_order(b, N + 1), T, length, 0))
     if zi is not None:
         u = u + F.pad(zi, (0, length - N))
     if N:
@@ -116,7 +106,7 @@ def tdf1_composed(
         v = v + F.pad(zi.poles, (0, T))
     if M:
         v = allpole(v, shift_diagonals(a, T, T + M, 1), backend=backend)
-    y = _fir(F.pad(v[..., :T], (0, K)), shift_diagonals(b, T, T + K, 0))
+    y = time_varying_fir(F.pad(v[..., :T], (0, K)), shift_diagonals(b, T, T + K, 0))
     if zi is not None:
         y = y + F.pad(zi.zeros, (0, T))
     return y[..., :T], TransposedState(v[..., T:], y[..., T:])
@@ -126,13 +116,6 @@ def _rows(t: Tensor, lead: tuple[int, ...], tail: int) -> Tensor:
     """``t (..., *tail dims)`` as contiguous ``(rows, *tail dims)`` over the broadcast ``lead``."""
     shape = t.shape[t.ndim - tail :]
     return t.expand(*lead, *shape).reshape(math.prod(lead), *shape).contiguous()
-
-
-def _coefficient_rows(c: Tensor, lead: tuple[int, ...]) -> Tensor:
-    """``c (..., T or 1, P)`` as ``(1 or rows, T or 1, P)`` without expanding a shared set."""
-    if all(n == 1 for n in c.shape[:-2]):
-        return c.reshape(1, *c.shape[-2:]).contiguous()
-    return _rows(c, lead, 2)
 
 
 def _register_loop(form: str, x: Tensor, b: Tensor, a: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -148,12 +131,12 @@ def _register_loop(form: str, x: Tensor, b: Tensor, a: Tensor, state: tuple[Tens
     if form == "tdf2":
         N = registers[0].shape[-1]
         numba_forms.tdf2_forward(
-            xr.numpy(), _coefficient_rows(_pad_order(b.detach(), N + 1), lead).numpy(),
-            _coefficient_rows(_pad_order(a.detach(), N), lead).numpy(), registers[0].numpy(), y.numpy(),
+            xr.numpy(), coefficient_rows(_pad_order(b.detach(), N + 1), lead).contiguous().numpy(),
+            coefficient_rows(_pad_order(a.detach(), N), lead).contiguous().numpy(), registers[0].numpy(), y.numpy(),
         )
     else:
         numba_forms.tdf1_forward(
-            xr.numpy(), _coefficient_rows(b.detach(), lead).numpy(), _coefficient_rows(a.detach(), lead).numpy(),
+            xr.numpy(), coefficient_rows(b.detach(), lead).contiguous().numpy(), coefficient_rows(a.detach(), lead).contiguous().numpy(),
             registers[0].numpy(), registers[1].numpy(), y.numpy(),
         )
     return (y.reshape(*lead, T), *(r.reshape(*lead, r.shape[-1]) for r in registers))
