@@ -48,17 +48,18 @@ def _check_inputs(x: Tensor, a: Tensor, zi: Tensor | None) -> tuple[int, ...]:
     return broadcast_leading(**leads, **({} if zi is None else {"zi (..., M)": zi.shape[:-1]}))
 
 
-def coefficient_rows(a: Tensor, lead: tuple[int, ...]) -> Tensor:
+def coefficient_rows(a: Tensor, lead: tuple[int, ...], tail: int = 2) -> Tensor:
     """a ``(..., Ta, M)`` as ``(Ba, Ta', M)`` rows for the kernels, without copying where a view will
     do: leading dims that are all 1, or broadcast (stride 0), become one shared row (Ba = 1), and a
     time dim of stride 0 (one coefficient set expanded over time) becomes Ta = 1. The kernels read
-    any strides, so a transposed or sliced ``a`` is not copied either."""
-    Ta, M = a.shape[-2:]
-    if all(n == 1 or stride == 0 for n, stride in zip(a.shape[:-2], a.stride()[:-2])):
-        rows = a[(0,) * (a.ndim - 2)].unsqueeze(0) if a.ndim > 2 else a.unsqueeze(0)
+    any strides, so a transposed or sliced ``a`` is not copied either. ``tail`` counts the dims
+    after the leading ones, time first (3 for matrices ``(..., Ta, M, M)``)."""
+    shape = a.shape[a.ndim - tail :]
+    if all(n == 1 or stride == 0 for n, stride in zip(a.shape[:-tail], a.stride()[:-tail])):
+        rows = a[(0,) * (a.ndim - tail)].unsqueeze(0) if a.ndim > tail else a.unsqueeze(0)
     else:
-        rows = a.expand(*lead, Ta, M).reshape(math.prod(lead), Ta, M)
-    if Ta > 1 and rows.stride(1) == 0:
+        rows = a.expand(*lead, *shape).reshape(math.prod(lead), *shape)
+    if shape[0] > 1 and rows.stride(1) == 0:
         rows = rows[:, :1]
     return rows
 

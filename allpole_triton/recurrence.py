@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ._shapes import broadcast_leading
-from .functional import allpole
+from .functional import allpole, coefficient_rows
 from .op import NUMBA_DTYPES, readable_tensors
 
 
@@ -62,8 +62,7 @@ def linear_recurrence(
         h = allpole(u.movedim(-1, -2), (-A).movedim(-1, -2).unsqueeze(-1), h0.unsqueeze(-1)).movedim(-1, -2)
     else:
         rows = math.prod(lead)
-        A_rows = A.reshape(1, *A.shape[-3:]) if all(n == 1 for n in A.shape[:-3]) else A.expand(*lead, *A.shape[-3:]).reshape(rows, *A.shape[-3:])
-        h = _DenseRecurrence.apply(A_rows, u.expand(*lead, T, M).reshape(rows, T, M), h0.reshape(rows, M))
+        h = _DenseRecurrence.apply(coefficient_rows(A, lead, tail=3), u.expand(*lead, T, M).reshape(rows, T, M), h0.reshape(rows, M))
         h = h.reshape(*lead, T, M)
     if not return_final:
         return h
