@@ -55,10 +55,11 @@ def _check_time_dim(name: str, coefficients: Tensor, T: int, x: Tensor) -> None:
         )
 
 
-def _check_state(zi: object, inputs_size: int, outputs_size: int, shape_doc: str) -> FilterState:
-    if not isinstance(zi, FilterState):
-        raise TypeError(f"zi must be a FilterState(inputs, outputs) or None, got {type(zi).__name__}")
-    for field, size in (("inputs", inputs_size), ("outputs", outputs_size)):
+def _check_state(zi: object, sizes: dict[str, int], shape_doc: str, kind: type = FilterState, where: str = ""):
+    """zi is a ``kind`` whose tensor fields end in the given sizes (``where``: the context, for the error)."""
+    if not isinstance(zi, kind):
+        raise TypeError(f"zi must be a {kind.__name__}({', '.join(sizes)}) or None{where}, got {type(zi).__name__}")
+    for field, size in sizes.items():
         t = getattr(zi, field)
         _require_tensor(f"zi.{field}", t, 1, shape_doc)
         if t.shape[-1] != size:
@@ -146,7 +147,7 @@ def lfilter(
     if form != "df1":
         return _other_form(form, x, b, a, zi, return_zf, backend)
     if zi is not None:
-        _check_state(zi, K, M, f"inputs (..., K={K}), outputs (..., M={M})")
+        _check_state(zi, {"inputs": K, "outputs": M}, f"inputs (..., K={K}), outputs (..., M={M})")
     w, inputs_zf = time_varying_fir(x, b, None if zi is None else zi.inputs, return_zf=True)
     if M == 0:
         y = w
@@ -173,12 +174,8 @@ def _other_form(form: str, x: Tensor, b: Tensor, a: Tensor, zi, return_zf: bool,
     N = max(K, M)
     if form == "tdf1":
         if zi is not None:
-            if not isinstance(zi, forms.TransposedState):
-                raise TypeError(f"zi must be a TransposedState(poles, zeros) for form='tdf1', got {type(zi).__name__}")
-            for field, size in (("poles", M), ("zeros", K)):
-                t = _require_tensor(f"zi.{field}", getattr(zi, field), 1, f"(..., {size})")
-                if t.shape[-1] != size:
-                    raise ValueError(f"zi.{field} must have shape (..., {size}), got {tuple(t.shape)}")
+            _check_state(zi, {"poles": M, "zeros": K}, f"poles (..., M={M}), zeros (..., K={K})",
+                         forms.TransposedState, " for form='tdf1'")
     elif zi is not None:
         t = _require_tensor("zi", zi, 1, f"(..., max(K, M)={N})")
         if t.shape[-1] != N:
@@ -229,7 +226,7 @@ def sosfilt(
         )
     S = sos.shape[-2]
     if zi is not None:
-        _check_state(zi, 2, 2, "inputs (..., S, 2), outputs (..., S, 2)")
+        _check_state(zi, {"inputs": 2, "outputs": 2}, "inputs (..., S, 2), outputs (..., S, 2)")
         for field in zi:
             if field.ndim < 2 or field.shape[-2] != S:
                 raise ValueError(f"zi fields must have shape (..., S={S}, 2), got {tuple(field.shape)}")
