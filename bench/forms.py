@@ -38,11 +38,11 @@ def main() -> None:
         b = 0.5 * torch.randn(B, T, order + 1, generator=g)
         a = (0.6 / order) * (2 * torch.rand(B, T, order, generator=g) - 1)
         for form in ("df1", "df2", "tdf1", "tdf2"):
-            def ours():
-                return lfilter(x, b, a, form=form)
+            def ours(x_, b_, a_):
+                return lfilter(x_, b_, a_, form=form)
 
-            def theirs():
-                return philtorch_lfilter(b, a, x, form=form, backend=PHILTORCH_BACKEND[form])
+            def theirs(x_, b_, a_):
+                return philtorch_lfilter(b_, a_, x_, form=form, backend=PHILTORCH_BACKEND[form])
 
             fns = {"ours": ours} | ({"philtorch": theirs} if philtorch_lfilter else {})
             times = {name: [] for name in fns}
@@ -50,10 +50,8 @@ def main() -> None:
                 for name, fn in fns.items():
                     (torch.tanh(x * 1.1) + x.sin()).sum().item()  # the model's other work
                     inputs = [t.clone().requires_grad_() for t in (x, b, a)]
-                    x_, b_, a_ = inputs
                     start = time.perf_counter()
-                    y = lfilter(x_, b_, a_, form=form) if name == "ours" else philtorch_lfilter(
-                        b_, a_, x_, form=form, backend=PHILTORCH_BACKEND[form])
+                    y = fn(*inputs)
                     y.backward(torch.ones_like(y))
                     if rep:  # the first round warms up
                         times[name].append(time.perf_counter() - start)
