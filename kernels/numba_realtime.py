@@ -24,7 +24,7 @@ SYNTH_PARAMS = (
     "square_mix", "log_cutoff_start", "log_cutoff_end", "cutoff_glide_s", "q_start", "q_end", "q_glide_s",
     "attack_s", "decay_s", "gain",
 )
-POWER_FLOOR = 1e-10  # as allpole_triton.systems.compressor
+POWER_FLOOR = 1e-10  # -100 dB: keeps log10 finite on silence (the compressor's detector, here and in torch)
 
 
 @nb.njit(**_FLAGS)

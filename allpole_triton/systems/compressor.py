@@ -20,13 +20,11 @@ import torch
 from torch import Tensor
 
 from ..functional import allpole
+from ..kernels.numba_realtime import POWER_FLOOR, attack_release_choices
 from ..op import readable_tensors
 from ..realtime import FrozenCompressor
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power
 from .filters import FilterState
-
-_POWER_FLOOR = 1e-10  # -100 dB: keeps log10 finite on silence
-
 
 class CompressorState(NamedTuple):
     """Streaming state: the detector's mean square ``p[n-1]`` ``(..., 1)`` and the smoothed gain ``g[n-1]`` ``(...)``."""
@@ -128,8 +126,6 @@ def _sequential_choices(target: Tensor, attack: Tensor, release: Tensor, initial
     """The attack/release decisions by one sequential pass (Numba) on CPU: cheaper than the
     fixed-point iteration's several filter calls for the short blocks of streaming. ``attack``,
     ``release`` are ``(..., 1)`` and ``initial`` ``(...)``, expanded to ``target (..., T)``'s rows."""
-    from ..kernels.numba_realtime import attack_release_choices
-
     rows, T = math.prod(target.shape[:-1]), target.shape[-1]
     flat = lambda t: t.reshape(rows).contiguous().numpy()  # noqa: E731
     choose_attack = torch.empty(target.shape, dtype=torch.bool)
@@ -186,7 +182,7 @@ def compressor(
         x * x, detector * one, (detector - 1) * one, None if state is None else _detector_state(power0, x),
         method, fs, backend,
     )
-    level_db = 10 * torch.log10(power.clamp(min=0) + _POWER_FLOOR)
+    level_db = 10 * torch.log10(power.clamp(min=0) + POWER_FLOOR)
     target = base_power(10.0, static_gain_db(level_db, threshold_db, ratio, knee_db) / 20)
     if method == "td":
         gain = attack_release_smoothing(target, attack, release, gain0, backend)
