@@ -142,9 +142,10 @@ def synth_block(f0, y, start, params, sample_rate, sections, phase, past_x, past
             hz = np.float64(f0[r, n])
             cycles = phase[r] - math.trunc(phase[r])  # torch.frac
             increment = min(max(hz / sample_rate, 1e-9), 0.5)
-            saw = 2 * cycles - 1 - _polyblep(cycles, increment)
+            blep = _polyblep(cycles, increment)
+            saw = 2 * cycles - 1 - blep
             half = cycles + 0.5
-            square = (1.0 if cycles < 0.5 else -1.0) + _polyblep(cycles, increment) - _polyblep(half - math.trunc(half), increment)
+            square = (1.0 if cycles < 0.5 else -1.0) + blep - _polyblep(half - math.trunc(half), increment)
             phase[r] += hz / sample_rate
             v = (1 - square_mix) * saw + square_mix * square
             for s in range(sections):
