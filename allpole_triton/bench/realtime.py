@@ -110,7 +110,7 @@ def markdown(rows: list[dict], machine: str) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Real-time factor (median) against block size, one line per system and path, at the highest rate."""
+    """Real-time factor (99th percentile) against block size, one line per system and path, at the highest rate."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -326,4 +326,4 @@ def max_pole_radius(a: Tensor) -> Tensor:
         companion[..., 0, :] = -a
         if M > 1:
             companion[..., 1:, :-1] = torch.eye(M - 1, dtype=a.dtype, device=a.device)
-        return torch.linalg.eigvals(companion).abs().amax(-1).to(a.real.dtype if a.is_complex() else a.dtype)
+        return torch.linalg.eigvals(companion).abs().amax(-1)  # eigvals is complex of a's precision
