@@ -9,8 +9,9 @@ real or complex. Exact and differentiable in A, u and h0 to any order: the adjoi
 - ``diagonal=True``: ``A (..., T or 1, M)`` acts elementwise, M independent first-order
   recursions; they run as :func:`allpole_triton.allpole` of order 1 (the Triton scan on CUDA,
   Numba on CPU, with everything allpole supports).
-- dense: a Numba kernel on CPU tensors; elsewhere (CUDA included) a sequential torch loop
-  (there is no Triton kernel for dense transitions yet).
+- dense: a Triton chunked scan on CUDA tensors (``allpole_triton.kernels.triton_recurrence``;
+  complex recurrences run as real ones of twice the order, up to a real order of 16), a Numba
+  kernel on CPU tensors, and a sequential torch loop elsewhere and above that order.
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from torch import Tensor
 
 from ._shapes import broadcast_leading
 from .functional import allpole, coefficient_rows
-from .op import NUMBA_DTYPES, readable_tensors
+from .op import NUMBA_DTYPES, readable_tensors, resolve_backend
 
 
 def linear_recurrence(
-    A: Tensor, u: Tensor, h0: Tensor | None = None, *, diagonal: bool = False, return_final: bool = False
+    A: Tensor, u: Tensor, h0: Tensor | None = None, *, diagonal: bool = False, return_final: bool = False,
+    backend: str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``h[n] = A[n] @ h[n-1] + u[n]`` for n = 0..T-1 with ``h[-1] = h0`` (zeros when ``None``).
 
@@ -35,6 +37,8 @@ def linear_recurrence(
         h0: initial state ``(..., M)``.
         diagonal: A holds the diagonals of diagonal transitions.
         return_final: also return ``h[T-1]`` (the next block's ``h0``).
+        backend: ``"auto"`` (Triton for CUDA tensors, Numba for CPU), ``"triton"`` (CUDA, or CPU
+            under ``TRITON_INTERPRET=1``), ``"numba"`` (CPU) or ``"naive"`` (a torch loop).
     Returns:
         ``h (*lead, T, M)`` (and ``h[..., T-1, :]``); ``lead`` broadcasts the leading dims.
     """
@@ -56,13 +60,16 @@ def linear_recurrence(
     lead = broadcast_leading(
         **{"A": A.shape[: A.ndim - 1 - state_dims], "u": u.shape[:-2]}, **({} if h0 is None else {"h0": h0.shape[:-1]})
     )
+    backend = resolve_backend(backend, u.device)
     h0 = u.new_zeros(*lead, M) if h0 is None else h0.expand(*lead, M)
     if diagonal:
         # M independent first-order recursions: allpole of order 1 with a = -A, over (..., M, T) rows
-        h = allpole(u.movedim(-1, -2), (-A).movedim(-1, -2).unsqueeze(-1), h0.unsqueeze(-1)).movedim(-1, -2)
+        h = allpole(u.movedim(-1, -2), (-A).movedim(-1, -2).unsqueeze(-1), h0.unsqueeze(-1), backend=backend)
+        h = h.movedim(-1, -2)
     else:
         rows = math.prod(lead)
-        h = _DenseRecurrence.apply(coefficient_rows(A, lead, tail=3), u.expand(*lead, T, M).reshape(rows, T, M), h0.reshape(rows, M))
+        h = _DenseRecurrence.apply(coefficient_rows(A, lead, tail=3), u.expand(*lead, T, M).reshape(rows, T, M),
+                                   h0.reshape(rows, M), backend)
         h = h.reshape(*lead, T, M)
     if not return_final:
         return h
@@ -78,13 +85,37 @@ def linear_recurrence_naive(A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
     return torch.stack(out, dim=1) if out else u.new_zeros(u.shape)
 
 
+def _triton_dense(A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
+    """The Triton scan on rows; a complex recurrence runs as the real one of twice the order on the
+    state [Re h; Im h], with A as [[Re A, -Im A], [Im A, Re A]]."""
+    from .kernels import triton_recurrence
+
+    M = u.shape[-1]
+    if u.is_complex():
+        A = torch.cat([torch.cat([A.real, -A.imag], -1), torch.cat([A.imag, A.real], -1)], -2)
+        u, h0 = (torch.cat([t.real, t.imag], -1) for t in (u, h0))
+    u, h0 = u.contiguous(), h0.contiguous()
+    h = torch.empty_like(u)
+    triton_recurrence.dense_forward(A, u, h0, h)
+    return torch.complex(h[..., :M], h[..., M:]) if h.shape[-1] != M else h
+
+
+def _uses_triton(u: Tensor, backend: str) -> bool:
+    from .kernels.triton_recurrence import MAX_ORDER
+
+    return backend == "triton" and u.shape[-1] * (2 if u.is_complex() else 1) <= MAX_ORDER
+
+
 class _DenseRecurrence(torch.autograd.Function):
     """Rows: A (Ra, Ta, M, M), u (R, T, M), h0 (R, M) -> h (R, T, M). The backward is written with
     this Function and torch ops, so it is differentiable again."""
 
     @staticmethod
-    def forward(ctx, A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
-        if u.numel() and readable_tensors(A, u, h0, device="cpu", dtypes=NUMBA_DTYPES):
+    def forward(ctx, A: Tensor, u: Tensor, h0: Tensor, backend: str) -> Tensor:
+        ctx.backend = backend
+        if u.numel() and _uses_triton(u, backend) and readable_tensors(A, u, h0):
+            h = _triton_dense(A, u, h0)
+        elif u.numel() and backend == "numba" and readable_tensors(A, u, h0, device="cpu", dtypes=NUMBA_DTYPES):
             from .kernels import numba_recurrence
 
             h = torch.empty_like(u)
@@ -100,11 +131,11 @@ class _DenseRecurrence(torch.autograd.Function):
         A, h0, h = ctx.saved_tensors
         R, T, M = grad_h.shape
         if T == 0:
-            return torch.zeros_like(A), torch.zeros_like(grad_h), torch.zeros_like(h0)
+            return torch.zeros_like(A), torch.zeros_like(grad_h), torch.zeros_like(h0), None
         # lam[n] = A[n+1]^H lam[n+1] + g[n]: in reversed time m = T-1-n, mu[m] = A[T-m]^H mu[m-1] + g[T-1-m]
         # from mu[-1] = 0 (so the transition at m = 0 is never used: A[0] stands in for it)
         reversed_A = torch.cat([A[:, :1], A[:, 1:].flip(1)], dim=1) if A.shape[1] > 1 else A
-        lam = _DenseRecurrence.apply(reversed_A.mH, grad_h.flip(1), torch.zeros_like(h0)).flip(1)
+        lam = _DenseRecurrence.apply(reversed_A.mH, grad_h.flip(1), torch.zeros_like(h0), ctx.backend).flip(1)
         previous = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
         grad_A = lam.unsqueeze(-1) * previous.conj().unsqueeze(-2)  # (R, T, M, M): lam[n] h[n-1]^H
         if A.shape[1] == 1:
@@ -112,4 +143,4 @@ class _DenseRecurrence(torch.autograd.Function):
         if A.shape[0] == 1 and R > 1:
             grad_A = grad_A.sum(0, keepdim=True)
         grad_h0 = (A[:, 0].mH @ lam[:, 0].unsqueeze(-1)).squeeze(-1)  # (R, M): A's rows broadcast
-        return grad_A, lam, grad_h0
+        return grad_A, lam, grad_h0, None

@@ -16,6 +16,7 @@
 #   pytest.txt        the CUDA tests (the Triton kernels compiled, on CUDA tensors)
 #   results.csv, report.md   allpole-bench on CUDA against every importable peer
 #   model.md, model.json     the static sm_90 model with the measured times beside its predictions
+#   recurrence.csv    linear_recurrence's dense scan: measured forward times beside the model's
 #   tune_triton.csv   the launch-shape sweep (full runs only)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +56,10 @@ fi
 # the kernels compiled and checked on CUDA tensors (conftest turns the interpreter on only without a
 # GPU); each launch variant is a Triton compile, so they run on 8 workers when pytest-xdist came along
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-timeout 240 python3 -m pytest -q $workers tests/test_triton.py tests/test_triton_accuracy.py 2>&1 | tail -40 | tee "$results/pytest.txt"
+timeout 240 python3 -m pytest -q $workers tests/test_triton.py tests/test_triton_accuracy.py tests/test_recurrence.py \
+    2>&1 | tail -40 | tee "$results/pytest.txt"
+# linear_recurrence's dense scan: measured beside the model's prediction
+timeout 60 python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 --repeat 10 | tee "$results/recurrence.csv"
 
 if [ "${1:-}" = quick ]; then
     # the first lent GPU (H200, 2026-11-26) ran out of 150 s on the FS and naive peers of a wider grid

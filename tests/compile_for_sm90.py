@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 
 import torch
 import triton
 
 from allpole_triton.bench import sm90
-from allpole_triton.kernels import triton_scan
+from allpole_triton.kernels import triton_recurrence, triton_scan
 
 META = torch.device("meta")
 # (rows, T): many chunks (summary + carry + finish), and one chunk per row (finish only)
@@ -39,11 +40,24 @@ def pass_launches(dtype, M: int, reverse: bool, layout: str, grad_a: str, rows: 
     return triton_scan.plan(u, a, zi, torch.empty_like(u), reverse=reverse, sms=132, **extra)[0]
 
 
+def dense_launches(dtype, M: int, rows: int, T: int):
+    """The launches of linear_recurrence's dense Triton scan (real order M), as a GPU would run them."""
+    u = torch.empty(rows, T, M, dtype=dtype, device=META)
+    A = torch.empty(rows, T, M, M, dtype=dtype, device=META)
+    return triton_recurrence.plan(A, u, torch.empty(rows, M, dtype=dtype, device=META), torch.empty_like(u), sms=132)
+
+
+# linear_recurrence's dense scan: (dtype, real order up to triton_recurrence.MAX_ORDER; a complex
+# recurrence of order 4 runs as the real one of order 8)
+DENSE = [(torch.float32, 2), (torch.float32, 8)]
+DENSE_WIDE = DENSE + [(torch.float32, 3), (torch.float64, 4), (torch.float16, 2)]
+
+
 def configurations(quick: bool):
     """Every kernel and flag combination at least once (quick: what CI compiles, twice), or the
     wider set the GPU session compiles."""
-    if quick:
-        for M in (1, 2, 5, 16):
+    if quick:  # long orders at 16; non-powers of two at 3 (strided)
+        for M in (1, 2, 16):
             yield torch.float32, M, False, "contiguous", "no"
             yield torch.float32, M, True, "contiguous", "yes"
         yield torch.float32, 2, True, "constant", "yes"
@@ -75,23 +89,29 @@ CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
 
 def main(quick: bool) -> None:
     seen, results = set(), []
-    for dtype, M, reverse, layout, grad_a in configurations(quick):
-        for rows, T in SHAPES:
-            for launch in pass_launches(dtype, M, reverse, layout, grad_a, rows, T):
-                key = variant_key(launch)
-                if key in seen:
-                    continue
-                seen.add(key)
-                compiled = sm90.compile_launch(launch)
-                tf32 = sorted(set(TF32.findall(compiled.ttgir + compiled.ptx + "\n".join(i for _, i in compiled.sass))))
-                results.append({
-                    "kernel": compiled.name, "dtype": str(dtype), "M": M, "reverse": reverse, "layout": layout,
-                    "grad_a": grad_a, "shape": [rows, T], "warps": launch.num_warps,
-                    "registers": compiled.registers, "stack": compiled.stack, "tf32": tf32,
-                    "loop_instructions": len(compiled.loops[0]) if compiled.loops else 0,
-                    "cross_lane_in_loops": sum(op.split(".")[0] in CROSS_LANE for body in compiled.loops
-                                               for op in compiled.opcodes(body)),
-                })
+    scans = [((dtype, M, reverse, layout, grad_a), rows, T, pass_launches(dtype, M, reverse, layout, grad_a, rows, T))
+             for dtype, M, reverse, layout, grad_a in configurations(quick) for rows, T in SHAPES]
+    scans += [((dtype, M, False, "contiguous", "no"), rows, T, dense_launches(dtype, M, rows, T))
+              for dtype, M in (DENSE if quick else DENSE_WIDE) for rows, T in SHAPES]
+    for (dtype, M, reverse, layout, grad_a), rows, T, launches in scans:
+        for launch in launches:
+            key = variant_key(launch)
+            if key in seen:
+                continue
+            seen.add(key)
+            began = time.perf_counter()
+            compiled = sm90.compile_launch(launch)
+            tf32 = sorted(set(TF32.findall(compiled.ttgir + compiled.ptx + "\n".join(i for _, i in compiled.sass))))
+            results.append({
+                "kernel": compiled.name, "dtype": str(dtype), "M": M, "reverse": reverse, "layout": layout,
+                "grad_a": grad_a, "shape": [rows, T], "warps": launch.num_warps,
+                "constexprs": {k: str(v) for k, v in launch.constexprs.items()},
+                "registers": compiled.registers, "stack": compiled.stack, "tf32": tf32,
+                "loop_instructions": len(compiled.loops[0]) if compiled.loops else 0,
+                "cross_lane_in_loops": sum(op.split(".")[0] in CROSS_LANE for body in compiled.loops
+                                           for op in compiled.opcodes(body)),
+                "compile_s": round(time.perf_counter() - began, 2),
+            })
     json.dump({"triton": triton.__version__, "kernels": results}, sys.stdout)
 
 

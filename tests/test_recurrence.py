@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from allpole_triton.op import triton_interpret
 from allpole_triton.recurrence import linear_recurrence
+from conftest import poles_at_radius, random_signal
 
 
 def loop(A: np.ndarray, u: np.ndarray, h0: np.ndarray, diagonal: bool = False) -> np.ndarray:
@@ -73,3 +75,78 @@ def test_bad_shapes_name_the_argument():
         linear_recurrence(A, u, h0[:, :2])
     with pytest.raises(TypeError, match="dtype"):
         linear_recurrence(A.float(), u)
+
+
+# The Triton scan (on CPU tensors through the interpreter: chunks of 8 samples, so these lengths
+# cross chunk boundaries and run every launch: summaries, carry walk, finish)
+triton_path = pytest.mark.skipif(not triton_interpret() and not torch.cuda.is_available(),
+                                 reason="needs CUDA or TRITON_INTERPRET=1")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@triton_path
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("Ra, Ta", [(3, 41), (1, 41), (3, 1)])
+@pytest.mark.parametrize("M", [1, 3, 5])
+def test_triton_matches_a_float64_loop(M, Ra, Ta, complex_):
+    A, u, h0 = inputs(3, 41, M, Ra, Ta, complex_, seed=10 + M)
+    h, final = linear_recurrence(*(t.to(DEVICE) for t in (A, u, h0)), return_final=True, backend="triton")
+    expected = loop(A.numpy(), u.numpy(), h0.numpy())
+    np.testing.assert_allclose(h.cpu().numpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(final.cpu().numpy(), expected[:, -1], rtol=1e-12, atol=1e-12)
+    short = linear_recurrence(*(t.to(DEVICE) for t in (A[:, :5], u[:, :5], h0)), backend="triton")  # one chunk
+    np.testing.assert_allclose(short.cpu().numpy(), expected[:, :5], rtol=1e-12, atol=1e-12)
+
+
+@triton_path
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_triton_gradients_to_second_order(complex_):
+    A, u, h0 = (t.to(DEVICE).requires_grad_() for t in inputs(2, 19, 2, 2, 19, complex_, seed=4))
+    fn = lambda A, u, h0: linear_recurrence(A, u, h0, backend="triton")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (A, u, h0), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (A, u, h0), fast_mode=True)
+
+
+def companion(a: torch.Tensor) -> torch.Tensor:
+    """The (..., T, M, M) companion matrices of all-pole coefficients a (..., T, M): a dense,
+    very non-normal recurrence whose chunk products cancel in float32."""
+    M = a.shape[-1]
+    C = torch.zeros(*a.shape, M, dtype=a.dtype)
+    C[..., 0, :] = -a
+    C[..., 1:, :-1] = torch.eye(M - 1, dtype=a.dtype)
+    return C
+
+
+def recurrence_results(A, u, h0, g, backend):
+    inputs_ = [t.to(DEVICE).requires_grad_() for t in (A, u, h0)]
+    h = linear_recurrence(*inputs_, backend=backend)
+    return (h.detach(), *torch.autograd.grad(h, inputs_, g.to(DEVICE)))
+
+
+@triton_path
+@pytest.mark.parametrize("launch, M", [("chunk=64", 2), ("chunk=64", 5), ("chunk=64", 8), ("chunk=256", 8)])
+def test_triton_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
+    """The GPU's chunk lengths forced; companion-matrix transitions with every pole at radius 0.9,
+    0.99 and 0.999 (one row each): h and the gradients of A, u and h0 against a float64 loop on the
+    same float32 inputs (at 0.999 rounding A to float32 alone moves grad_h0 by 6e-3), within
+    10x of the error of a float32 loop (its adjoint loop for the gradients). A few float32 ulps are
+    always allowed: the loop's error can be below one by luck (grad_h0 at radius 0.9: 0.3 ulp)."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+    T = 2 * int(launch.split("=")[1]) + 7  # three chunks, the last one partial
+    radii = (0.9, 0.99, 0.999)
+    A = companion(torch.cat([poles_at_radius((1,), T, M, r, seed=M + k) for k, r in enumerate(radii)]))
+    u = torch.zeros(len(radii), T, M, dtype=torch.float64)
+    u[..., 0] = random_signal((len(radii), T), seed=1)
+    h0, g = random_signal((len(radii), M), seed=2), random_signal((len(radii), T, M), seed=3)
+    A, u, h0, g = (t.float() for t in (A, u, h0, g))
+    exact = recurrence_results(*(t.double() for t in (A, u, h0, g)), "naive")
+    slow = recurrence_results(A, u, h0, g, "naive")
+    fast = recurrence_results(A, u, h0, g, "triton")
+    for name, f, s, e in zip(("h", "grad_A", "grad_u", "grad_h0"), fast, slow, exact):
+        e = e.cpu()
+        scale = e.abs().flatten(1).amax(1)
+        slow_error = (s.cpu().double() - e).abs().flatten(1).amax(1) / scale
+        fast_error = (f.cpu().double() - e).abs().flatten(1).amax(1) / scale
+        assert f.dtype == torch.float32 and torch.isfinite(f).all(), name
+        bound = torch.clamp(10 * slow_error, min=8 * torch.finfo(torch.float32).eps)
+        assert (fast_error <= bound).all(), f"{name}: {fast_error.tolist()} > 10 x the loop's {slow_error.tolist()}"

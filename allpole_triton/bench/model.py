@@ -96,10 +96,12 @@ class CaseModel:
 
 
 def floor_bytes(B: int, T: int, M: int, passes: str, itemsize: int = 4) -> int:
-    """Each input read once, each output written once (float32, time-varying coefficients)."""
+    """Each input read once, each output written once (float32, time-varying coefficients).
+    ``dense``: linear_recurrence's forward, A (B, T, M, M) and u in, h out."""
     forward = B * T * (2 + M) * itemsize  # x, a in; y out
     backward = B * T * (3 + M + M) * itemsize  # grad_y, a, y in; grad_x, grad_a out
-    return {"fwd": forward, "fwdbwd": forward + backward}[passes]
+    dense = B * T * (M * M + 2 * M) * itemsize
+    return {"fwd": forward, "fwdbwd": forward + backward, "dense": dense}[passes]
 
 
 def _opcode(instruction: str) -> str:
@@ -119,6 +121,10 @@ def _tensor_bytes(t) -> int:
 def _launch_bytes(launch, pass_tensors: dict) -> float:
     """Device-memory traffic of one launch, from what the kernel reads and writes."""
     name = launch.kernel.__name__
+    if name == "_dense_scan":  # A (or the maps), u (or the maps' z column), incoming states, outputs
+        A, u, h0, carry, out = launch.args[:5]
+        reads = [A] + ([u] if u._base is not A else []) + ([carry] if carry is not h0 else [])
+        return sum(map(_tensor_bytes, reads)) + _tensor_bytes(out)
     u, a, out = pass_tensors["u"], pass_tensors["a"], pass_tensors["out"]
     if name == "_summary":
         return _tensor_bytes(u) + _tensor_bytes(a) + _tensor_bytes(launch.args[2])
@@ -174,7 +180,8 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
     issue_s = cycles / CLOCK_HZ
     moved = _launch_bytes(launch, pass_tensors)
     memory_s = moved / BANDWIDTH
-    latency = FMA_LATENCY[torch.float64 if name in ("_summary", "_carry_short", "_carry_long") else dtype]
+    wide = name in ("_summary", "_carry_short", "_carry_long") or str(launch.constexprs.get("ACC")) == "fp64"
+    latency = FMA_LATENCY[torch.float64 if wide else dtype]
     m_pad = launch.constexprs.get("M_PAD", triton_next_power_of_2(launch.constexprs["M"]))
     if launch.lanes:
         chain = unroll * (math.ceil(math.log2(max(m_pad, 2))) + 1) * latency
@@ -218,6 +225,18 @@ def model_case(B: int, T: int, M: int, passes: str, cache: dict, dtype: torch.dt
     from . import sm90
 
     case = CaseModel(B, T, M, passes)
+    if passes == "dense":
+        from allpole_triton.kernels import triton_recurrence
+
+        meta = torch.device("meta")
+        u = torch.empty(B, T, M, dtype=dtype, device=meta)
+        A = torch.empty(B, T, M, M, dtype=dtype, device=meta)
+        for launch in triton_recurrence.plan(A, u, torch.empty(B, M, dtype=dtype, device=meta), torch.empty_like(u), sms=SMS):
+            key = _variant(launch)
+            if key not in cache:
+                cache[key] = sm90.compile_launch(launch)
+            case.launches.append(model_launch(launch, cache[key], {}, dtype))
+        return case
     for reverse in {"fwd": [False], "fwdbwd": [False, True]}[passes]:
         tensors = _pass_tensors(B, T, M, reverse, dtype)
         extra = {k: tensors[k] for k in ("tail", "y", "grad_a") if k in tensors}
@@ -236,17 +255,25 @@ def _variant(launch) -> tuple:
     return launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())), launch.num_warps, tensors
 
 
-def run(B=None, T=None, M=None, passes=("fwd", "fwdbwd"), progress=None) -> list[dict]:
+# linear_recurrence's dense scan (real orders up to triton_recurrence.MAX_ORDER), forward only
+DENSE_M = [2, 4, 8]
+
+
+def run(B=None, T=None, M=None, passes=("fwd", "fwdbwd", "dense"), progress=None) -> list[dict]:
     cache: dict = {}
     rows = []
-    cases = [(b, t, m, p) for p in passes for m in (M or GRID["M"]) for b in (B or GRID["B"]) for t in (T or GRID["T"])]
+    from allpole_triton.kernels.triton_recurrence import MAX_ORDER
+
+    orders = {p: [m for m in (M or DENSE_M) if m <= MAX_ORDER] if p == "dense" else (M or GRID["M"]) for p in passes}
+    cases = [(b, t, m, p) for p in passes for m in orders[p] for b in (B or GRID["B"]) for t in (T or GRID["T"])]
     for b, t, m, p in (progress(cases) if progress else cases):
         rows.append(model_case(b, t, m, p, cache).totals())
     return rows
 
 
 HEADER = ("The sm_90 model (a model: nothing here was measured; bench/gpu_session.sh puts measured times "
-          "beside it). H100 SXM: 132 SMs, 3.0 TB/s, 1.755 GHz; fp32, time-varying coefficients.")
+          "beside it). H100 SXM: 132 SMs, 3.0 TB/s, 1.755 GHz; fp32, time-varying coefficients. Pass `dense`: "
+          "linear_recurrence's forward with dense A (B, T, M, M).")
 
 
 def measured_times(rows: list[dict]) -> dict:

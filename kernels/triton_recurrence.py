@@ -1,0 +1,185 @@
+"""Triton kernels: the dense linear recurrence ``h[n] = A[n] @ h[n-1] + u[n]`` as a chunked scan.
+
+Every lane (GPU thread) runs one sequential recurrence with its M-vector state in registers, along
+an in-thread tile axis, so a step is an M x M matrix-vector product reduced inside the thread: no
+cross-lane traffic. The product's result lies along the other in-thread axis than its input, so
+consecutive steps alternate which axis of the coefficient tile they sum over (the tile is read
+transposed every other step) instead of moving the state between axes. Time is cut into chunks
+only when the rows alone cannot fill the GPU; then a pass is three launches of ``_dense_scan``:
+
+1. summary: for each (row, chunk), M+1 lanes run the chunk in float64: M homogeneous recursions
+   from the unit states (the columns of the chunk's transition product Phi) and the driven one
+   from rest (its zero-state response z). Phi is a product of up to thousands of matrices, and
+   composing it in float32 cancels where poles sit near the unit circle, as in the all-pole scan.
+2. carry: one lane per row walks its chunks, s <- Phi s + z, in float64, writing the state that
+   enters each chunk. A dense map composes in M^3, so this walk is sequential: a row gets at most
+   about sqrt(T) chunks, which balances the walk's length against the finish's.
+3. finish: one lane per (row, chunk) re-runs the recursion from its true incoming state in the
+   input's precision and writes h.
+
+With one chunk per row only the finish runs. Complex recurrences run as real ones of twice the
+order, and the adjoint as this forward recurrence in reversed time (allpole_triton.recurrence).
+Real orders up to ``MAX_ORDER``.
+Offsets are int64; grids are 1-D.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_scan import _COMPILE, LANES_PER_SM, Launch, _null, _sms, forced_launch, warps_for
+from .triton_tiles import load_tile, store_tile
+
+# Lengths and strides change from call to call: no == 1 / % 16 specialisation (one variant per dtype
+# and order, whatever T).
+_LENGTHS = ["steps", "chunk_len", "n_chunks", "n_lanes", "sa_row", "sa_time", "sa_i", "sa_j",
+            "su_row", "su_time", "su_i", "so_row", "so_time"]
+# Above this (real) order a lane's M x M coefficient tile outgrows the registers (at 16 the sm_90
+# compile spilled 1-7 KB per lane): such recurrences stay on the sequential torch loop.
+MAX_ORDER = 8
+STEPS_PER_ITERATION = 2  # one step summing each in-thread axis: the state returns to its axis
+CHUNK_MIN_GPU = 64
+CHUNK_INTERPRET = 8  # short chunks, so that small tests cross chunk boundaries
+BLOCK_GPU = 128
+BLOCK_INTERPRET = 128
+
+
+@triton.jit
+def _advance(h, a_ptr, a_at, u_ptr, u_at, live, drive, rows, cols, sa_i, sa_j, su_i,
+             M: tl.constexpr, ACC: tl.constexpr, SUM_AXIS: tl.constexpr):
+    """One step of every lane: ``A[n] @ h + u[n]`` (u only where ``drive``). ``cols`` indexes the
+    in-thread axis h lies along and ``rows`` the other one ([M_PAD, 1, 1] / [1, M_PAD, 1]), where
+    the result lands. A lane past its chunk's end (not ``live``) keeps its state: its A is the
+    identity and its u zero."""
+    lane_live = live[None, None, :]
+    inside = (rows < M) & (cols < M)
+    A, _ = load_tile(a_ptr, a_at[None, None, :] + rows * sa_i + cols * sa_j, inside & lane_live, False)
+    A = tl.where(lane_live, A.to(ACC), (rows == cols).to(ACC))
+    u, _ = load_tile(u_ptr, u_at[None, None, :] + rows * su_i, (rows < M) & (lane_live & drive[None, None, :]), False)
+    return tl.sum(A * h, axis=SUM_AXIS, keep_dims=True) + u.to(ACC)
+
+
+@triton.jit
+def _store_state(out_ptr, at, axis, stride, h, live, M: tl.constexpr):
+    """State entry i (along ``axis``) of every live lane to ``out[at + i * stride]``."""
+    store_tile(out_ptr, at[None, None, :] + axis * stride, h.to(out_ptr.dtype.element_ty), h,
+               (axis < M) & live[None, None, :], False)
+
+
+@triton.jit(do_not_specialize=_LENGTHS)
+def _dense_scan(
+    a_ptr, u_ptr, h0_ptr, carry_ptr, out_ptr, steps, chunk_len, n_chunks, n_lanes,
+    sa_row, sa_time, sa_i, sa_j, su_row, su_time, su_i, so_row, so_time,
+    M: tl.constexpr, M_PAD: tl.constexpr, SUMMARY: tl.constexpr, ACC: tl.constexpr,
+    U: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Lanes are (row, chunk) pairs, times M+1 columns for the summary. The summary writes each
+    chunk's map [Phi | z] to ``out (pairs, M, M+1)``; otherwise every step's state goes to
+    ``out[row * so_row + n * so_time + i]``, from the incoming state ``h0[row]`` (first chunk) or
+    ``carry[pair - 1]`` (the state the carry wrote for the chunk before)."""
+    lane = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = lane < n_lanes
+    columns = M + 1 if SUMMARY else 1
+    column = lane % columns
+    pair = lane // columns
+    row = pair // n_chunks
+    chunk = pair % n_chunks
+    start = chunk * chunk_len
+    remaining = tl.where(valid, tl.minimum(steps - start, chunk_len), 0)
+    # the state component each tile entry holds, in decreasing order: Triton then sees no contiguity
+    # along the in-thread axes and keeps them inside the thread (stores of M contiguous values per
+    # lane would otherwise spread over the warp and go through shared memory)
+    component = (M_PAD - 1 - tl.arange(0, M_PAD)).to(tl.int64)
+    axis0 = component[:, None, None]
+    axis1 = component[None, :, None]
+    if SUMMARY:  # unit states along axis 1; the driven lane (column M) starts from rest
+        h = ((axis1 == column[None, None, :]) & (axis1 < M)).to(ACC)
+        drive = column == M
+    else:
+        first = (chunk == 0)[None, None, :]
+        h0, _ = load_tile(h0_ptr, row[None, None, :] * M + axis1, (axis1 < M) & (valid[None, None, :] & first), False)
+        carried, _ = load_tile(carry_ptr, (pair - 1)[None, None, :] * M + axis1,
+                               (axis1 < M) & (valid[None, None, :] & ~first), False)
+        h = tl.where(first, h0.to(ACC), carried.to(ACC))
+        drive = valid
+    a_row = row * sa_row
+    u_row = row * su_row
+    o_row = row * so_row
+    for t in range(0, chunk_len, U):
+        n = start + t
+        live = t < remaining
+        h = _advance(h, a_ptr, a_row + n * sa_time, u_ptr, u_row + n * su_time, live, drive, axis0, axis1,
+                     sa_i, sa_j, su_i, M, ACC, 1)
+        if not SUMMARY:
+            _store_state(out_ptr, o_row + n * so_time, axis0, 1, h, live, M)
+        live = t + 1 < remaining
+        h = _advance(h, a_ptr, a_row + (n + 1) * sa_time, u_ptr, u_row + (n + 1) * su_time, live, drive, axis1, axis0,
+                     sa_i, sa_j, su_i, M, ACC, 0)
+        if not SUMMARY:
+            _store_state(out_ptr, o_row + (n + 1) * so_time, axis1, 1, h, live, M)
+    if SUMMARY:  # column `column` of the chunk's map
+        _store_state(out_ptr, pair * (M * (M + 1)) + column, axis1, M + 1, h, valid, M)
+
+
+def chunk_length(rows: int, T: int, sms: int | None) -> int:
+    """Samples per chunk (``>= T``: one chunk per row). On a GPU chunks exist only to make lanes:
+    as long as the GPU still holds ``LANES_PER_SM`` lanes per SM without them, down to a floor, and
+    no shorter than sqrt(T) (the carry walks a row's chunks in sequence, the finish a chunk's steps).
+    ``ALLPOLE_TRITON_LAUNCH="chunk=N"`` forces it on any device."""
+    if sms is None:
+        chunk = CHUNK_INTERPRET
+    else:
+        chunk = max(rows * T // (LANES_PER_SM * sms), CHUNK_MIN_GPU, math.isqrt(T))
+    chunk = forced_launch().get("chunk", chunk)
+    chunk = STEPS_PER_ITERATION * math.ceil(chunk / STEPS_PER_ITERATION)
+    return chunk
+
+
+def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sms: int | None = None) -> list[Launch]:
+    """The launches of a forward pass over real rows: ``A (Ra, Ta, M, M)`` (any strides, Ra in
+    {1, R}, Ta in {1, T}), ``u``/``h (R, T, M)`` and ``h0 (R, M)`` contiguous. Tensors may live on
+    the meta device (how the compile check and the model plan without a GPU)."""
+    R, T, M = u.shape
+    chunk = chunk_length(R, T, sms)
+    n_chunks = triton.cdiv(T, chunk)
+    block = BLOCK_GPU if sms else BLOCK_INTERPRET
+    sa_row, sa_time, sa_i, sa_j = (s if n > 1 else 0 for s, n in zip(A.stride(), A.shape))
+    compute = tl.float64 if u.dtype == torch.float64 else tl.float32
+    common = dict(M=M, M_PAD=triton.next_power_of_2(M), U=STEPS_PER_ITERATION, BLOCK=block, **_COMPILE)
+    warps = warps_for(block)
+    launches = []
+    carry = h0
+    if n_chunks > 1:
+        pairs = R * n_chunks
+        maps = torch.empty(pairs, M, M + 1, dtype=torch.float64, device=u.device)
+        launches.append(Launch(
+            _dense_scan, triton.cdiv(pairs * (M + 1), block),
+            (A, u, h0, h0, maps, T, chunk, n_chunks, pairs * (M + 1), sa_row, sa_time, sa_i, sa_j, T * M, M, 1, 0, 0),
+            dict(SUMMARY=True, ACC=tl.float64, **common), warps, pairs * (M + 1), chunk,
+        ))
+        carry = torch.empty(R, n_chunks, M, dtype=torch.float64, device=u.device)
+        stride = M * (M + 1)  # the carry reads each map as a step's A and its z column as the step's u
+        launches.append(Launch(
+            _dense_scan, triton.cdiv(R, block),
+            (maps, maps.view(-1)[M:], h0, h0, carry, n_chunks - 1, n_chunks - 1, 1, R,
+             n_chunks * stride, stride, M + 1, 1, n_chunks * stride, stride, M + 1, n_chunks * M, M),
+            dict(SUMMARY=False, ACC=tl.float64, **common), warps, R, n_chunks - 1,
+        ))
+    launches.append(Launch(
+        _dense_scan, triton.cdiv(R * n_chunks, block),
+        (A, u, h0, carry, h, T, chunk, n_chunks, R * n_chunks, sa_row, sa_time, sa_i, sa_j, T * M, M, 1, T * M, M),
+        dict(SUMMARY=False, ACC=compute, **common), warps, R * n_chunks, chunk,
+    ))
+    return launches
+
+
+def dense_forward(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, launch=None) -> None:
+    """Write ``h (R, T, M)`` from real ``A (Ra, Ta, M, M)``, ``u (R, T, M)``, ``h0 (R, M)`` (see
+    :func:`plan`). ``launch`` wraps each kernel (``torch.library.wrap_triton`` under a custom op)."""
+    wrap = launch or (lambda kernel: kernel)
+    with torch.cuda.device(u.device) if u.device.type == "cuda" else _null():
+        for item in plan(A, u, h0, h, sms=_sms(u.device)):
+            wrap(item.kernel)[(item.grid,)](*item.args, num_warps=item.num_warps, **item.constexprs)
