@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import triton
 import torch
 
 from allpole_triton.op import triton_interpret
@@ -150,3 +151,27 @@ def test_triton_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
         assert f.dtype == torch.float32 and torch.isfinite(f).all(), name
         bound = torch.clamp(10 * slow_error, min=8 * torch.finfo(torch.float32).eps)
         assert (fast_error <= bound).all(), f"{name}: {fast_error.tolist()} > 10 x the loop's {slow_error.tolist()}"
+
+
+def test_dense_plan_and_model_bytes():
+    """On an H100's shape (planned on the meta device): one launch when rows fill the GPU, else
+    summary, carry and finish, whose traffic the sm_90 model counts once per tensor each reads or
+    writes (the carry reads the maps' z column as a view of the maps: not twice)."""
+    from allpole_triton.bench.model import _launch_bytes
+    from allpole_triton.kernels import triton_recurrence
+
+    meta = torch.device("meta")
+
+    def launches(R, T, M):
+        u = torch.empty(R, T, M, device=meta)
+        return triton_recurrence.plan(torch.empty(R, T, M, M, device=meta), u, torch.empty(R, M, device=meta),
+                                      torch.empty_like(u), sms=132)
+
+    assert len(launches(1 << 16, 4096, 2)) == 1
+    summary, carry, finish = launches(1, 1 << 20, 2)
+    chunks = triton.cdiv(1 << 20, summary.args[6])
+    assert chunks > 1 and summary.constexprs["SUMMARY"] and not finish.constexprs["SUMMARY"]
+    A, u, h, maps, states = 4 * (1 << 20) * 4, 4 * (1 << 20) * 2, 4 * (1 << 20) * 2, 8 * chunks * 2 * 3, 8 * chunks * 2
+    assert _launch_bytes(summary, {}) == A + u + maps
+    assert _launch_bytes(carry, {}) == maps + states
+    assert _launch_bytes(finish, {}) == A + u + states + h
