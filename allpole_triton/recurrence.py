@@ -107,24 +107,42 @@ def _uses_triton(u: Tensor, backend: str) -> bool:
 
 
 class _DenseRecurrence(torch.autograd.Function):
-    """Rows: A (Ra, Ta, M, M), u (R, T, M), h0 (R, M) -> h (R, T, M). The backward is written with
-    this Function and torch ops, so it is differentiable again."""
+    """Rows: A (Ra, Ta, M, M), u (R, T, M), h0 (R, M) -> h (R, T, M). The backward and the
+    forward-mode derivative are written with this Function and torch ops, so they are
+    differentiable again. Under vmap, torch.compile or jit tracing the kernels cannot read the
+    tensors, and the forward runs the torch loop (which is what the generated vmap rule batches)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, A: Tensor, u: Tensor, h0: Tensor, backend: str) -> Tensor:
-        ctx.backend = backend
+    def forward(A: Tensor, u: Tensor, h0: Tensor, backend: str) -> Tensor:
         if u.numel() and _uses_triton(u, backend) and readable_tensors(A, u, h0):
-            h = _triton_dense(A, u, h0)
-        elif u.numel() and backend == "numba" and readable_tensors(A, u, h0, device="cpu", dtypes=NUMBA_DTYPES):
+            return _triton_dense(A, u, h0)
+        if u.numel() and backend == "numba" and readable_tensors(A, u, h0, device="cpu", dtypes=NUMBA_DTYPES):
             from .kernels import numba_recurrence
 
             h = torch.empty_like(u)
             numba_recurrence.dense_forward(A.contiguous().numpy(), u.contiguous().numpy(), h0.contiguous().numpy(), h.numpy())
-        else:
-            with torch.no_grad():
-                h = linear_recurrence_naive(A, u, h0)
-        ctx.save_for_backward(A, h0, h)
-        return h
+            return h
+        with torch.no_grad():
+            return linear_recurrence_naive(A, u, h0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        A, _, h0, backend = inputs
+        ctx.backend = backend
+        ctx.save_for_backward(A, h0, output)
+        ctx.save_for_forward(A, h0, output)
+
+    @staticmethod
+    def jvp(ctx, dA: Tensor | None, du: Tensor | None, dh0: Tensor | None, _) -> Tensor:
+        """dh[n] = A[n] dh[n-1] + dA[n] h[n-1] + du[n] from dh[-1] = dh0: the same recurrence."""
+        A, h0, h = ctx.saved_tensors
+        drive = torch.zeros_like(h) if du is None else du.expand_as(h)
+        if dA is not None:
+            previous = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
+            drive = drive + (dA @ previous.unsqueeze(-1)).squeeze(-1)
+        return _DenseRecurrence.apply(A, drive, torch.zeros_like(h0) if dh0 is None else dh0, ctx.backend)
 
     @staticmethod
     def backward(ctx, grad_h: Tensor):

@@ -175,3 +175,21 @@ def test_dense_plan_and_model_bytes():
     assert _launch_bytes(summary, {}) == A + u + maps
     assert _launch_bytes(carry, {}) == maps + states
     assert _launch_bytes(finish, {}) == A + u + states + h
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_dense_vmap_jvp_and_compile(complex_):
+    """vmap batches the dense recurrence, jvp matches forward-mode AD through the plain torch loop,
+    and torch.compile(fullgraph=True) traces it (as the torch loop) to the eager result."""
+    from allpole_triton.recurrence import linear_recurrence_naive
+
+    A, u, h0 = inputs(2, 9, 3, 2, 9, complex_, seed=7)
+    dA, du, dh0 = inputs(2, 9, 3, 2, 9, complex_, seed=8)
+    batched = torch.func.vmap(linear_recurrence)(A, u, h0)
+    torch.testing.assert_close(batched, torch.stack([linear_recurrence(A[i:i + 1], u[i:i + 1], h0[i:i + 1])[0] for i in range(2)]))
+    out, tangent = torch.func.jvp(linear_recurrence, (A, u, h0), (dA, du, dh0))
+    ref_out, ref_tangent = torch.func.jvp(linear_recurrence_naive, (A, u, h0), (dA, du, dh0))
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(tangent, ref_tangent)
+    compiled = torch.compile(lambda A, u, h0: linear_recurrence(A, u, h0), fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(A, u, h0), linear_recurrence(A, u, h0))
