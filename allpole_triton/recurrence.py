@@ -10,7 +10,7 @@ real or complex. Exact and differentiable in A, u and h0 to any order: the adjoi
   recursions; they run as :func:`allpole_triton.allpole` of order 1 (the Triton scan on CUDA,
   Numba on CPU, with everything allpole supports).
 - dense: a Triton chunked scan on CUDA tensors (``allpole_triton.kernels.triton_recurrence``;
-  complex recurrences run as real ones of twice the order, up to a real order of 16), a Numba
+  complex recurrences run as real ones of twice the order, up to a real order of 8), a Numba
   kernel on CPU tensors, and a sequential torch loop elsewhere and above that order.
 """
 from __future__ import annotations
@@ -54,6 +54,9 @@ def linear_recurrence(
         raise ValueError(f"A must have shape {expected} with T={T}, M={M}, got shape {tuple(A.shape)}")
     if h0 is not None and (h0.ndim < 1 or h0.shape[-1] != M):
         raise ValueError(f"h0 must have shape (..., M) with M={M}, got shape {tuple(h0.shape)}")
+    devices = {t.device for t in (A, u) + ((h0,) if h0 is not None else ())}
+    if len(devices) > 1:
+        raise ValueError(f"A, u and h0 must be on one device, got {sorted(map(str, devices))}")
     dtypes = {t.dtype for t in (A, u) + ((h0,) if h0 is not None else ())}
     if len(dtypes) > 1:
         raise TypeError(f"A, u and h0 must share one dtype, got {sorted(map(str, dtypes))}")

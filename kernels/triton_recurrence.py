@@ -7,7 +7,7 @@ consecutive steps alternate which axis of the coefficient tile they sum over (th
 transposed every other step) instead of moving the state between axes. Time is cut into chunks
 only when the rows alone cannot fill the GPU; then a pass is three launches of ``_dense_scan``:
 
-1. summary: for each (row, chunk), M+1 lanes run the chunk in float64: M homogeneous recursions
+1. summary: for each (row, chunk) but a row's last, M+1 lanes run the chunk in float64: M homogeneous recursions
    from the unit states (the columns of the chunk's transition product Phi) and the driven one
    from rest (its zero-state response z). Phi is a product of up to thousands of matrices, and
    composing it in float32 cancels where poles sit near the unit circle, as in the all-pole scan.
@@ -79,11 +79,11 @@ def _dense_scan(
     """Lanes are (row, chunk) pairs, times M+1 columns for the summary. The summary writes each
     chunk's map [Phi | z] to ``out (pairs, M, M+1)``; otherwise every step's state goes to
     ``out[row * so_row + n * so_time + i]``, from the incoming state ``h0[row]`` (first chunk) or
-    ``carry[pair - 1]`` (the state the carry wrote for the chunk before)."""
+    ``carry[row, chunk - 1]`` (what the carry wrote for the chunk before; ``carry (R, n_chunks - 1, M)``)."""
     lane = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = lane < n_lanes
     columns = M + 1 if SUMMARY else 1
-    column = lane % columns
+    column = (columns - 1) - lane % columns  # decreasing along the lanes: see the summary's store
     pair = lane // columns
     row = pair // n_chunks
     chunk = pair % n_chunks
@@ -101,7 +101,7 @@ def _dense_scan(
     else:
         first = (chunk == 0)[None, None, :]
         h0, _ = load_tile(h0_ptr, row[None, None, :] * M + axis1, (axis1 < M) & (valid[None, None, :] & first), False)
-        carried, _ = load_tile(carry_ptr, (pair - 1)[None, None, :] * M + axis1,
+        carried, _ = load_tile(carry_ptr, (pair - row - 1)[None, None, :] * M + axis1,  # carry[row, chunk - 1]
                                (axis1 < M) & (valid[None, None, :] & ~first), False)
         h = tl.where(first, h0.to(ACC), carried.to(ACC))
         drive = valid
@@ -120,7 +120,8 @@ def _dense_scan(
                      sa_i, sa_j, su_i, M, ACC, 0)
         if not SUMMARY:
             _store_state(out_ptr, o_row + (n + 1) * so_time, axis1, 1, h, live, M)
-    if SUMMARY:  # column `column` of the chunk's map
+    if SUMMARY:  # column `column` of the chunk's map (increasing along the lanes, these stores of
+        # odd orders would be contiguous: Triton vectorised them and spread the state over two warps)
         _store_state(out_ptr, pair * (M * (M + 1)) + column, axis1, M + 1, h, valid, M)
 
 
@@ -133,9 +134,15 @@ def chunk_length(rows: int, T: int, sms: int | None) -> int:
         chunk = CHUNK_INTERPRET
     else:
         chunk = max(rows * T // (LANES_PER_SM * sms), CHUNK_MIN_GPU, math.isqrt(T))
-    chunk = forced_launch().get("chunk", chunk)
-    chunk = STEPS_PER_ITERATION * math.ceil(chunk / STEPS_PER_ITERATION)
-    return chunk
+    chunk = min(forced_launch().get("chunk", chunk), max(T, 1))  # one chunk: no masked steps past T
+    return STEPS_PER_ITERATION * math.ceil(chunk / STEPS_PER_ITERATION)
+
+
+def lanes_per_program(lanes: int, sms: int | None) -> int:
+    """Lanes per program: whole warps, one per program when four-warp programs would leave SMs idle."""
+    if sms is None:
+        return BLOCK_INTERPRET
+    return BLOCK_GPU if lanes >= BLOCK_GPU * sms else 32
 
 
 def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sms: int | None = None) -> list[Launch]:
@@ -145,33 +152,36 @@ def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sm
     R, T, M = u.shape
     chunk = chunk_length(R, T, sms)
     n_chunks = triton.cdiv(T, chunk)
-    block = BLOCK_GPU if sms else BLOCK_INTERPRET
     sa_row, sa_time, sa_i, sa_j = (s if n > 1 else 0 for s, n in zip(A.stride(), A.shape))
     compute = tl.float64 if u.dtype == torch.float64 else tl.float32
-    common = dict(M=M, M_PAD=triton.next_power_of_2(M), U=STEPS_PER_ITERATION, BLOCK=block, **_COMPILE)
-    warps = warps_for(block)
+    common = dict(M=M, M_PAD=triton.next_power_of_2(M), U=STEPS_PER_ITERATION, **_COMPILE)
+
+    def launch(args: tuple, lanes: int, steps: int, summary: bool, acc) -> Launch:
+        block = lanes_per_program(lanes, sms)
+        return Launch(_dense_scan, triton.cdiv(lanes, block), args, dict(SUMMARY=summary, ACC=acc, BLOCK=block, **common),
+                      warps_for(block), lanes, steps)
+
     launches = []
     carry = h0
     if n_chunks > 1:
-        pairs = R * n_chunks
-        maps = torch.empty(pairs, M, M + 1, dtype=torch.float64, device=u.device)
-        launches.append(Launch(
-            _dense_scan, triton.cdiv(pairs * (M + 1), block),
-            (A, u, h0, h0, maps, T, chunk, n_chunks, pairs * (M + 1), sa_row, sa_time, sa_i, sa_j, T * M, M, 1, 0, 0),
-            dict(SUMMARY=True, ACC=tl.float64, **common), warps, pairs * (M + 1), chunk,
+        # maps of every chunk but a row's last (the carry never needs the state leaving a row)
+        mapped = n_chunks - 1
+        maps = torch.empty(R * mapped, M, M + 1, dtype=torch.float64, device=u.device)
+        lanes = R * mapped * (M + 1)
+        launches.append(launch(
+            (A, u, h0, h0, maps, T, chunk, mapped, lanes, sa_row, sa_time, sa_i, sa_j, T * M, M, 1, 0, 0),
+            lanes, chunk, True, tl.float64,
         ))
-        carry = torch.empty(R, n_chunks, M, dtype=torch.float64, device=u.device)
+        carry = torch.empty(R, mapped, M, dtype=torch.float64, device=u.device)
         stride = M * (M + 1)  # the carry reads each map as a step's A and its z column as the step's u
-        launches.append(Launch(
-            _dense_scan, triton.cdiv(R, block),
-            (maps, maps.view(-1)[M:], h0, h0, carry, n_chunks - 1, n_chunks - 1, 1, R,
-             n_chunks * stride, stride, M + 1, 1, n_chunks * stride, stride, M + 1, n_chunks * M, M),
-            dict(SUMMARY=False, ACC=tl.float64, **common), warps, R, n_chunks - 1,
+        launches.append(launch(
+            (maps, maps.view(-1)[M:], h0, h0, carry, mapped, mapped, 1, R,
+             mapped * stride, stride, M + 1, 1, mapped * stride, stride, M + 1, mapped * M, M),
+            R, mapped, False, tl.float64,
         ))
-    launches.append(Launch(
-        _dense_scan, triton.cdiv(R * n_chunks, block),
+    launches.append(launch(
         (A, u, h0, carry, h, T, chunk, n_chunks, R * n_chunks, sa_row, sa_time, sa_i, sa_j, T * M, M, 1, T * M, M),
-        dict(SUMMARY=False, ACC=compute, **common), warps, R * n_chunks, chunk,
+        R * n_chunks, chunk, False, compute,
     ))
     return launches
 

@@ -49,8 +49,8 @@ def dense_launches(dtype, M: int, rows: int, T: int):
 
 # linear_recurrence's dense scan: (dtype, real order up to triton_recurrence.MAX_ORDER; a complex
 # recurrence of order 4 runs as the real one of order 8)
-DENSE = [(torch.float32, 2), (torch.float32, 8)]
-DENSE_WIDE = DENSE + [(torch.float32, 3), (torch.float64, 4), (torch.float16, 2)]
+DENSE = [(torch.float32, 3), (torch.float32, 8)]
+DENSE_WIDE = DENSE + [(torch.float32, 3), (torch.float32, 5), (torch.float64, 4), (torch.float16, 8)]
 
 
 def configurations(quick: bool):

@@ -76,6 +76,8 @@ def test_bad_shapes_name_the_argument():
         linear_recurrence(A, u, h0[:, :2])
     with pytest.raises(TypeError, match="dtype"):
         linear_recurrence(A.float(), u)
+    with pytest.raises(ValueError, match="one device"):
+        linear_recurrence(A.to("meta"), u)
 
 
 # The Triton scan (on CPU tensors through the interpreter: chunks of 8 samples, so these lengths
@@ -167,11 +169,14 @@ def test_dense_plan_and_model_bytes():
         return triton_recurrence.plan(torch.empty(R, T, M, M, device=meta), u, torch.empty(R, M, device=meta),
                                       torch.empty_like(u), sms=132)
 
-    assert len(launches(1 << 16, 4096, 2)) == 1
+    (single,) = launches(1 << 16, 9, 2)
+    assert single.args[6] == 10  # the chunk: T rounded up to whole loop iterations, no further
     summary, carry, finish = launches(1, 1 << 20, 2)
     chunks = triton.cdiv(1 << 20, summary.args[6])
     assert chunks > 1 and summary.constexprs["SUMMARY"] and not finish.constexprs["SUMMARY"]
-    A, u, h, maps, states = 4 * (1 << 20) * 4, 4 * (1 << 20) * 2, 4 * (1 << 20) * 2, 8 * chunks * 2 * 3, 8 * chunks * 2
+    # a row's last chunk has no map and no outgoing state: nothing reads them
+    A, u, h = 4 * (1 << 20) * 4, 4 * (1 << 20) * 2, 4 * (1 << 20) * 2
+    maps, states = 8 * (chunks - 1) * 2 * 3, 8 * (chunks - 1) * 2
     assert _launch_bytes(summary, {}) == A + u + maps
     assert _launch_bytes(carry, {}) == maps + states
     assert _launch_bytes(finish, {}) == A + u + states + h

@@ -59,7 +59,11 @@ def signature(launch) -> ASTSource:
             else:
                 sig[name] = "i64" if abs(int(value)) >= 2**31 else "i32"
     constexprs = {(names.index(k),): v for k, v in launch.constexprs.items() if k in names}
-    return ASTSource(fn=launch.kernel, signature=sig, constexprs=constexprs)
+    # a launch specialises pointers whose address is a multiple of 16 (every fresh torch tensor; a
+    # view at an offset may not be), and alignment changes how Triton vectorises and lays out tiles
+    aligned = {(names.index(name),): [["tt.divisibility", 16]] for name, value in values.items()
+               if isinstance(value, torch.Tensor) and value.storage_offset() * value.element_size() % 16 == 0}
+    return ASTSource(fn=launch.kernel, signature=sig, constexprs=constexprs, attrs=aligned)
 
 
 def _cuobjdump(cubin: bytes, *flags: str) -> str:
