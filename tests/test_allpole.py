@@ -437,3 +437,24 @@ def test_host_pool_evicts_least_recently_lent_free_buffers():
     del again
     pool.clear()
     assert pool.held_bytes == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_every_order_of_the_cpu_kernels(dtype):
+    """Orders on both sides of every Numba kernel's bounds (registers for M <= 2, a register tuple up
+    to 16 (8 complex), the in-memory dot product above), forward and backward; an odd number of
+    rows leaves one row alone in the last interleaved pair; coefficients per row and time, shared,
+    and constant."""
+    for M in (1, 2, 3, 5, 8, 9, 16, 17):
+        x, zi = random_signal((3, 37), dtype, seed=M), random_signal((3, M), dtype, seed=M + 1)
+        for a_lead, Ta in [((3,), 37), ((1,), 37), ((3,), 1)]:
+            a = (0.5 / M) * random_signal((*a_lead, Ta, M), dtype, seed=M + 2)
+            inputs = [t.clone().requires_grad_() for t in (x, a, zi)]
+            y = allpole(*inputs, backend="numba")
+            grads = torch.autograd.grad(y, inputs, torch.ones_like(y))
+            ref_inputs = [t.clone().requires_grad_() for t in (x, a, zi)]
+            ref = allpole(*ref_inputs, backend="naive")
+            ref_grads = torch.autograd.grad(ref, ref_inputs, torch.ones_like(ref))
+            torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+            for g, r in zip(grads, ref_grads):
+                torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
