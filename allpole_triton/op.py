@@ -97,7 +97,11 @@ class HostBufferPool:
             self._evict_free(self._held + nbytes - self.max_bytes)
             if self._held + nbytes > self.max_bytes:
                 return None
-        buffer = np.empty(nbytes, dtype=np.uint8)
+        # 64-byte aligned (numpy's large allocations are 16-aligned): the Numba backward writes
+        # grad_a with aligned non-temporal vector stores where it can (numba_cpu.streams_grad_a)
+        raw = np.empty(nbytes + 64, dtype=np.uint8)
+        start = -raw.ctypes.data % 64
+        buffer = raw[start:start + nbytes]
         buffer.fill(0)  # fault the pages in once, from this thread (see _empty)
         self._held += nbytes
         entry = [buffer, None, 0]

@@ -458,3 +458,28 @@ def test_every_order_of_the_cpu_kernels(dtype):
             torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
             for g, r in zip(grads, ref_grads):
                 torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, M", [(torch.float32, 8), (torch.float64, 4)])
+def test_streamed_grad_a_equals_plain_stores(monkeypatch, dtype, M):
+    """A large per-sample grad_a (4 MiB here) is written with non-temporal vector stores: the same
+    values, bit for bit, as the plain stores of a small one."""
+    from allpole_triton.kernels import numba_cpu
+
+    decisions = []
+    decide = numba_cpu.streams_grad_a
+    monkeypatch.setattr(numba_cpu, "streams_grad_a", lambda *args: decisions.append(decide(*args)) or decisions[-1])
+    x = random_signal((2, 65536), dtype, seed=1)
+    a = (0.5 / M) * random_signal((2, 65536, M), dtype, seed=2)
+
+    def grads():
+        inputs = [t.clone().requires_grad_() for t in (x, a)]
+        y = allpole(*inputs, backend="numba")
+        return torch.autograd.grad(y, inputs, torch.ones_like(y))
+
+    streamed = grads()
+    monkeypatch.setattr(numba_cpu, "STREAM_MIN_BYTES", 1 << 62)
+    plain = grads()
+    assert decisions == [True, False]
+    for s, p in zip(streamed, plain):
+        assert torch.equal(s, p)
