@@ -5,8 +5,8 @@ CUDA tensors and a Numba recursion on CPU tensors.
 """
 from .functional import allpole, reflection_to_lpc, sample_wise_lpc
 from .modules import AllPole
-from .recurrence import linear_recurrence
+from .recurrence import linear_recurrence, state_space
 from .systems import Compressor, Phaser, SubtractiveSynth, lfilter, sosfilt
 
-__all__ = ["allpole", "sample_wise_lpc", "reflection_to_lpc", "linear_recurrence", "AllPole", "lfilter", "sosfilt", "Phaser", "SubtractiveSynth", "Compressor"]
+__all__ = ["allpole", "sample_wise_lpc", "reflection_to_lpc", "linear_recurrence", "state_space", "AllPole", "lfilter", "sosfilt", "Phaser", "SubtractiveSynth", "Compressor"]
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ._shapes import broadcast_leading
 from .functional import allpole, coefficient_rows
-from .op import NUMBA_DTYPES, readable_tensors, resolve_backend
+from .op import NUMBA_DTYPES, _empty, readable_tensors, resolve_backend
 
 
 def linear_recurrence(
@@ -124,7 +124,7 @@ class _DenseRecurrence(torch.autograd.Function):
         if u.numel() and backend == "numba" and readable_tensors(A, u, h0, device="cpu", dtypes=NUMBA_DTYPES):
             from .kernels import numba_recurrence
 
-            h = torch.empty_like(u)
+            h = _empty(u.shape, u, "numba")  # pooled: no page faults in the kernel's threads
             numba_recurrence.dense_forward(A.contiguous().numpy(), u.contiguous().numpy(), h0.contiguous().numpy(), h.numpy())
             return h
         with torch.no_grad():
@@ -153,6 +153,16 @@ class _DenseRecurrence(torch.autograd.Function):
         R, T, M = grad_h.shape
         if T == 0:
             return torch.zeros_like(A), torch.zeros_like(grad_h), torch.zeros_like(h0), None
+        numba_adjoint = ctx.backend == "numba" and not torch.is_grad_enabled() and readable_tensors(
+            A, h0, h, grad_h, device="cpu", dtypes=NUMBA_DTYPES)
+        if numba_adjoint:  # one fused pass; with create_graph the torch ops below are differentiated
+            from .kernels import numba_recurrence
+
+            grad_A = _empty((R, A.shape[1], M, M), h, "numba")
+            grad_u, grad_h0 = _empty(h.shape, h, "numba"), torch.empty_like(h0)
+            numba_recurrence.dense_adjoint(A.contiguous().numpy(), h0.contiguous().numpy(), h.numpy(),
+                                           grad_h.contiguous().numpy(), grad_A.numpy(), grad_u.numpy(), grad_h0.numpy())
+            return (grad_A.sum(0, keepdim=True) if A.shape[0] == 1 and R > 1 else grad_A), grad_u, grad_h0, None
         # lam[n] = A[n+1]^H lam[n+1] + g[n]: in reversed time m = T-1-n, mu[m] = A[T-m]^H mu[m-1] + g[T-1-m]
         # from mu[-1] = 0 (so the transition at m = 0 is never used: A[0] stands in for it)
         reversed_A = torch.cat([A[:, :1], A[:, 1:].flip(1)], dim=1) if A.shape[1] > 1 else A
@@ -165,3 +175,151 @@ class _DenseRecurrence(torch.autograd.Function):
             grad_A = grad_A.sum(0, keepdim=True)
         grad_h0 = (A[:, 0].mH @ lam[:, 0].unsqueeze(-1)).squeeze(-1)  # (R, M): A's rows broadcast
         return grad_A, lam, grad_h0, None
+
+
+def _mix(weights: Tensor, values: Tensor) -> Tensor:
+    """sum over the last dim of weights * values (broadcast)."""
+    return (weights * values).sum(-1)
+
+
+def _input_term(B: Tensor | None, x: Tensor, batch: int, N: int, M: int) -> Tensor:
+    """B_t x_t as (batch, N, M), by philtorch 0.6.0's shape rules, tried in its order."""
+    F = x.shape[-1] if x.ndim == 3 else None
+    scalar = x.ndim == 2
+    if B is None:
+        if x.ndim != 3 or F != M:
+            raise ValueError(f"without B, x must have shape (batch, N, M={M}), got {tuple(x.shape)}")
+        return x
+    shape = tuple(B.shape)
+    if shape == (M,) and scalar:
+        return x.unsqueeze(-1) * B
+    if shape == (M, F):
+        return x @ B.mT
+    if shape == (N, M) and scalar:
+        return x.unsqueeze(-1) * B
+    if shape == (batch, M) and scalar:
+        return x.unsqueeze(-1) * B.unsqueeze(1)
+    if shape == (N, M, F):
+        return _mix(B, x.unsqueeze(-2))
+    if shape == (batch, N, M) and scalar:
+        return x.unsqueeze(-1) * B
+    if shape == (batch, M, F):
+        return _mix(B.unsqueeze(1), x.unsqueeze(-2))
+    if shape == (batch, N, M, F):
+        return _mix(B, x.unsqueeze(-2))
+    raise ValueError(
+        f"B must have shape (M,), (N, M), (batch, M), (batch, N, M) (x of shape (batch, N)) or (M, F), "
+        f"(N, M, F), (batch, M, F), (batch, N, M, F) (x of shape (batch, N, F)) with batch={batch}, N={N}, "
+        f"M={M}, F={F}; got {shape}"
+    )
+
+
+def _output_term(C: Tensor | None, h: Tensor, batch: int, N: int, M: int) -> Tensor:
+    """C_t h_t from the states h (batch, N, M) before each step, by philtorch's rules and order."""
+    if C is None:
+        return h
+    shape = tuple(C.shape)
+    if shape == (M,):
+        return h @ C
+    if shape == (N, M):
+        return _mix(C, h)
+    if shape == (batch, M):
+        return _mix(C.unsqueeze(1), h)
+    if C.ndim == 2 and shape[1] == M:
+        return h @ C.mT
+    if C.ndim == 3 and shape[0] == N and shape[2] == M:
+        return _mix(C, h.unsqueeze(-2))
+    if shape == (batch, N, M):
+        return _mix(C, h)
+    if C.ndim == 3 and shape[0] == batch and shape[2] == M:
+        return h @ C.mT
+    if C.ndim == 4 and shape[:2] == (batch, N) and shape[3] == M:
+        return _mix(C, h.unsqueeze(-2))
+    raise ValueError(
+        f"C must have shape (M,), (N, M), (batch, M), (P, M), (N, P, M), (batch, N, M), (batch, P, M) or "
+        f"(batch, N, P, M) with batch={batch}, N={N}, M={M}; got {shape}"
+    )
+
+
+def _feedthrough(D: Tensor, x: Tensor, batch: int, N: int) -> Tensor:
+    """D_t x_t by philtorch's rules and order (x (batch, N) or (batch, N, F))."""
+    F = x.shape[-1] if x.ndim == 3 else None
+    scalar = x.ndim == 2
+    shape = tuple(D.shape)
+    if shape == (F,):
+        return x @ D
+    if shape == (N,) and scalar:
+        return D * x
+    if shape == (batch,) and scalar:
+        return D.unsqueeze(1) * x
+    if shape in ((1,), ()):
+        return x * D
+    if D.ndim == 1 and scalar:
+        return x.unsqueeze(-1) * D
+    if shape == (N, F):
+        return _mix(D, x)
+    if shape == (batch, F):
+        return _mix(D.unsqueeze(1), x)
+    if D.ndim == 2 and shape[0] == N and scalar:
+        return D * x.unsqueeze(-1)
+    if shape == (batch, N) and scalar:
+        return D * x
+    if D.ndim == 2 and shape[0] == batch and scalar:
+        return D.unsqueeze(1) * x.unsqueeze(-1)
+    if D.ndim == 2 and shape[1] == F:
+        return x @ D.mT
+    if shape == (batch, N, F):
+        return _mix(D, x)
+    if D.ndim == 3 and shape[:2] == (batch, N) and scalar:
+        return D * x.unsqueeze(-1)
+    if D.ndim == 3 and shape[0] == N and shape[2] == F:
+        return _mix(D, x.unsqueeze(-2))
+    if D.ndim == 3 and shape[0] == batch and shape[2] == F:
+        return x @ D.mT
+    if D.ndim == 4 and shape[:2] == (batch, N) and shape[3] == F:
+        return _mix(D, x.unsqueeze(-2))
+    raise ValueError(f"D has no shape rule for x of shape {tuple(x.shape)}: got {shape} (see philtorch.lpv.state_space)")
+
+
+def state_space(
+    x: Tensor, A: Tensor, B: Tensor | None = None, C: Tensor | None = None, D: Tensor | None = None,
+    zi: Tensor | None = None, *, backend: str = "auto",
+) -> Tensor | tuple[Tensor, Tensor]:
+    """A discrete parameter-varying state-space model, with philtorch 0.6.0's ``lpv.state_space``
+    equations and shapes (its arguments are ``(A, x, ...)``)::
+
+        h[t+1] = A[t] h[t] + B[t] x[t],    y[t] = C[t] h[t] + D[t] x[t],    h[0] = zi
+
+    The state recursion is :func:`linear_recurrence` (exact, differentiable, Triton on CUDA).
+
+    Args:
+        x: ``(batch, N)`` or ``(batch, N, F)``.
+        A: ``(N, M, M)`` or ``(batch, N, M, M)``.
+        B: None (then x is ``(batch, N, M)``), or for 2-d x ``(M,)``, ``(N, M)``, ``(batch, M)``,
+            ``(batch, N, M)``; for 3-d x ``(M, F)``, ``(N, M, F)``, ``(batch, M, F)``, ``(batch, N, M, F)``.
+        C: None (y is the state), ``(M,)``, ``(N, M)``, ``(batch, M)``, ``(P, M)``, ``(N, P, M)``,
+            ``(batch, N, M)``, ``(batch, P, M)`` or ``(batch, N, P, M)``.
+        D: None, a scalar or ``(1,)``, or philtorch's per-time, per-batch and matrix shapes.
+        zi: initial state ``(batch, M)`` or ``(M,)``; when given, the final state is returned too.
+    Returns:
+        ``y`` (``(batch, N)``, ``(batch, N, P)`` or the states ``(batch, N, M)``), and
+        ``zf (batch, M)`` when ``zi`` was given.
+    """
+    if not isinstance(x, Tensor) or x.ndim not in (2, 3):
+        raise ValueError(f"x must have shape (batch, N) or (batch, N, F), got {getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(A, Tensor) or A.ndim not in (3, 4) or A.shape[-1] != A.shape[-2] or A.shape[-3] != x.shape[1]:
+        raise ValueError(f"A must have shape (N, M, M) or (batch, N, M, M) with N={x.shape[1]}, "
+                         f"got {getattr(A, 'shape', type(A).__name__)}")
+    batch, N = x.shape[:2]
+    M = A.shape[-1]
+    return_zf = zi is not None
+    if zi is None:
+        zi = x.new_zeros(batch, M)
+    elif zi.ndim == 1:
+        zi = zi.unsqueeze(0).expand(batch, M)
+    h, zf = linear_recurrence(A, _input_term(B, x, batch, N, M), zi, return_final=True, backend=backend)
+    before = torch.cat([zi.unsqueeze(1), h[:, :-1]], dim=1)  # h[t]: the state entering step t
+    y = _output_term(C, before, batch, N, M)
+    if D is not None:
+        y = y + _feedthrough(D, x, batch, N)
+    return (y, zf) if return_zf else y

@@ -1,20 +1,87 @@
-"""Numba kernel of the dense linear recurrence ``h[n] = A[n] h[n-1] + u[n]`` (see
-:mod:`allpole_triton.recurrence`), parallel over rows.
+"""Numba kernels of the dense linear recurrence ``h[n] = A[n] h[n-1] + u[n]`` (see
+:mod:`allpole_triton.recurrence`) and of its adjoint, parallel over rows.
 
 ``A (Ra, Ta, M, M)`` with ``Ra in {1, R}``, ``Ta in {1, T}`` (broadcast dims read with step 0),
-``u (R, T, M)``, ``h0 (R, M)``; writes ``h (R, T, M)``. Each state component is ``u`` plus the
-row's dot product with the previous state, accumulated in column order.
+``u (R, T, M)``, ``h0 (R, M)``. Up to ``REGISTER_ORDER_MAX`` (half for complex) a row's state lives
+in a tuple of registers (``zeros`` gives its length and type, one specialisation per order), so a
+step is M^2 register FMAs with no memory round trip; above, a plain loop over a state in memory.
 """
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.tuple import tuple_setitem
 
-from .numba_cpu import _broadcast_steps
+from .numba_cpu import _broadcast_steps, _state_tuple
+
+_FLAGS = dict(parallel=True, cache=True, fastmath={"contract"})
+REGISTER_ORDER_MAX = 8
 
 
-@nb.njit(parallel=True, cache=True)
-def dense_forward(A, u, h0, h):  # pragma: no cover - compiled
+def uses_registers(M: int, is_complex: bool) -> bool:
+    return M <= REGISTER_ORDER_MAX // (2 if is_complex else 1)
+
+
+def dense_forward(A, u, h0, h):
+    """Write h (R, T, M)."""
+    M = u.shape[2]
+    if uses_registers(M, np.iscomplexobj(u)):
+        _forward_registers(A, u, h0, h, (h.dtype.type(0),) * M)
+    else:
+        _forward_memory(A, u, h0, h)
+
+
+def dense_adjoint(A, h0, h, grad_h, grad_A, grad_u, grad_h0):
+    """The adjoint of :func:`dense_forward` from the upstream gradient ``grad_h (R, T, M)``:
+    ``lam[n] = A[n+1]^H lam[n+1] + grad_h[n]`` (lam[T-1] = grad_h[T-1]) written to ``grad_u``,
+    ``grad_A[n] = lam[n] h[n-1]^H`` per row (``grad_A (R, Ta, M, M)``: summed over time when
+    Ta = 1; the caller sums broadcast rows) and ``grad_h0 = A[0]^H lam[0]``."""
+    M = h.shape[2]
+    zeros = (h.dtype.type(0),) * M
+    if uses_registers(M, np.iscomplexobj(h)):
+        _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros)
+    else:
+        _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0)
+
+
+@nb.njit(inline="always")
+def _matvec(An, state, drive_row, zeros):  # pragma: no cover - compiled
+    """An @ state + drive_row as a tuple like ``zeros``."""
+    out = zeros
+    for i in range(len(zeros)):
+        acc = drive_row[i]
+        for j in range(len(zeros)):
+            acc += An[i, j] * state[j]
+        out = tuple_setitem(out, i, acc)
+    return out
+
+
+@nb.njit(inline="always")
+def _adjoint_step(An, lam, drive_row, zeros):  # pragma: no cover - compiled
+    """An^H @ lam + drive_row as a tuple like ``zeros``."""
+    out = zeros
+    for j in range(len(zeros)):
+        acc = drive_row[j]
+        for i in range(len(zeros)):
+            acc += np.conj(An[i, j]) * lam[i]
+        out = tuple_setitem(out, j, acc)
+    return out
+
+
+@nb.njit(**_FLAGS)
+def _forward_registers(A, u, h0, h, zeros):  # pragma: no cover - compiled
+    R, T, M = u.shape
+    ra, ta = _broadcast_steps(A)
+    for r in nb.prange(R):
+        state = _state_tuple(h0, r, zeros)
+        for n in range(T):
+            state = _matvec(A[r * ra, n * ta], state, u[r, n], zeros)
+            for i in range(len(zeros)):
+                h[r, n, i] = state[i]
+
+
+@nb.njit(**_FLAGS)
+def _forward_memory(A, u, h0, h):  # pragma: no cover - compiled
     R, T, M = u.shape
     ra, ta = _broadcast_steps(A)
     for r in nb.prange(R):
@@ -30,3 +97,79 @@ def dense_forward(A, u, h0, h):  # pragma: no cover - compiled
                 h[r, n, i] = acc
             for i in range(M):
                 previous[i] = h[r, n, i]
+
+
+@nb.njit(inline="always")
+def _previous_state(h0, h, r, n, i):  # pragma: no cover - compiled
+    return h[r, n - 1, i] if n >= 1 else h0[r, i]
+
+
+@nb.njit(**_FLAGS)
+def _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros):  # pragma: no cover - compiled
+    R, T, M = h.shape
+    ra, ta = _broadcast_steps(A)
+    summed = grad_A.shape[1] == 1 and T > 1  # constant A: grad_A sums lam[n] h[n-1]^H over time
+    for r in nb.prange(R):
+        if summed:
+            for i in range(M):
+                for j in range(M):
+                    grad_A[r, 0, i, j] = 0
+        lam = zeros
+        for n in range(T - 1, -1, -1):
+            if n == T - 1:  # lam[T-1] = grad_h[T-1]: the adjoint step of a zero lam
+                for i in range(len(zeros)):
+                    lam = tuple_setitem(lam, i, grad_h[r, n, i])
+            else:
+                lam = _adjoint_step(A[r * ra, (n + 1) * ta], lam, grad_h[r, n], zeros)
+            for i in range(len(zeros)):
+                grad_u[r, n, i] = lam[i]
+            for i in range(len(zeros)):
+                for j in range(len(zeros)):
+                    term = lam[i] * np.conj(_previous_state(h0, h, r, n, j))
+                    if summed:
+                        grad_A[r, 0, i, j] += term
+                    else:
+                        grad_A[r, n, i, j] = term
+        first = _adjoint_step(A[r * ra, 0], lam, zeros, zeros)
+        for j in range(len(zeros)):
+            grad_h0[r, j] = first[j]
+
+
+@nb.njit(**_FLAGS)
+def _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0):  # pragma: no cover - compiled
+    R, T, M = h.shape
+    ra, ta = _broadcast_steps(A)
+    summed = grad_A.shape[1] == 1 and T > 1
+    for r in nb.prange(R):
+        lam = np.zeros(M, dtype=h.dtype)
+        zero = lam[0]
+        if summed:
+            for i in range(M):
+                for j in range(M):
+                    grad_A[r, 0, i, j] = 0
+        for n in range(T - 1, -1, -1):
+            if n == T - 1:
+                for i in range(M):
+                    grad_u[r, n, i] = grad_h[r, n, i]
+            else:
+                An = A[r * ra, (n + 1) * ta]
+                for j in range(M):
+                    acc = grad_h[r, n, j]
+                    for i in range(M):
+                        acc += np.conj(An[i, j]) * lam[i]
+                    grad_u[r, n, j] = acc
+            for i in range(M):
+                lam[i] = grad_u[r, n, i]
+            for i in range(M):
+                for j in range(M):
+                    term = lam[i] * np.conj(_previous_state(h0, h, r, n, j))
+                    if summed:
+                        grad_A[r, 0, i, j] += term
+                    else:
+                        grad_A[r, n, i, j] = term
+        An = A[r * ra, 0]
+        for j in range(M):
+            acc = zero
+            for i in range(M):
+                acc += np.conj(An[i, j]) * lam[i]
+            grad_h0[r, j] = acc
