@@ -12,6 +12,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.cpython.unsafe.tuple import tuple_setitem
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 _FLAGS = dict(parallel=True, cache=True, fastmath={"reassoc", "contract"})
@@ -115,6 +116,42 @@ def _older_terms(coeffs, state):  # pragma: no cover - compiled
     return total
 
 
+# Coefficient rows are prefetched this many steps ahead: at M=16 the hardware prefetchers kept a
+# cold (8, 65536, 16) float32 forward at 3.2-3.7 ms, against 1.5-1.7 with 16-64 steps of software
+# prefetch (raw kernel, caches evicted before each call).
+PREFETCH_STEPS = 32
+
+
+@intrinsic
+def _prefetch(typingctx, array, row, n):
+    """Hint that ``array[row, n, 0]`` (a 3-d array, any strides) will be read soon (llvm.prefetch:
+    read, high locality; never faults)."""
+    if not (isinstance(array, types.Array) and array.ndim == 3):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        index = [context.cast(builder, value, ty, types.intp) for value, ty in zip(args[1:], signature.args[1:])]
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, index + [context.get_constant(types.intp, 0)])
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        # the name mangles the pointer type: "p0" with LLVM's opaque pointers, "p0i8" before them
+        name = "llvm.prefetch.p0" if str(byte_pointer) == "ptr" else "llvm.prefetch.p0i8"
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), name)
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, row, n), codegen
+
+
+@nb.njit(inline="always")
+def _prefetch_row(a, row, n):  # pragma: no cover - compiled
+    """Prefetch the coefficient row a[row, n] if n is a time of a."""
+    if 0 <= n < a.shape[1]:
+        _prefetch(a, row, n)
+
+
 @nb.njit(**_FLAGS)
 def _forward_registers(x, a, zi, y, zeros):  # pragma: no cover - compiled
     """3 <= M <= REGISTER_ORDER_MAX: y[n-1 .. n-M] in a tuple of M registers (``zeros`` gives its
@@ -128,6 +165,9 @@ def _forward_registers(x, a, zi, y, zeros):  # pragma: no cover - compiled
         state1 = _state_tuple(zi, b1, zeros)
         for n in range(T):
             an = n * time_step
+            if time_step:
+                _prefetch_row(a, ab0, n + PREFETCH_STEPS)
+                _prefetch_row(a, ab1, n + PREFETCH_STEPS)
             coeffs0, coeffs1 = a[ab0, an], a[ab1, an]
             rest0 = x[b0, n] - _older_terms(coeffs0, state0)
             rest1 = x[b1, n] - _older_terms(coeffs1, state1)
@@ -324,6 +364,8 @@ def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a, strea
         lam = grad_y[b, T - 1]
         for m in range(T - 1, -1, -1):
             am = m * time_step
+            if time_step:
+                _prefetch_row(a, ab, m - PREFETCH_STEPS)
             grad_x[b, m] = lam
             # lam[m-1] leaves the chain after a single FMA; its grad_y term is added off-chain
             g_prev = grad_y[b, m - 1] if m >= 1 else zero
