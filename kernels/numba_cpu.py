@@ -124,16 +124,17 @@ PREFETCH_STEPS = 32
 
 @intrinsic
 def _prefetch(typingctx, array, row, n):
-    """Hint that ``array[row, n, 0]`` (a 3-d array, any strides) will be read soon (llvm.prefetch:
-    read, high locality; never faults)."""
-    if not (isinstance(array, types.Array) and array.ndim == 3):
+    """Hint that ``array[row, n, 0, ...]`` (an array of 2 or more dims, any strides) will be read
+    soon (llvm.prefetch: read, high locality; never faults)."""
+    if not (isinstance(array, types.Array) and array.ndim >= 2):
         return None
 
     def codegen(context, builder, signature, args):
         array_type = signature.args[0]
         view = context.make_array(array_type)(context, builder, args[0])
         index = [context.cast(builder, value, ty, types.intp) for value, ty in zip(args[1:], signature.args[1:])]
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view, index + [context.get_constant(types.intp, 0)])
+        rest = [context.get_constant(types.intp, 0)] * (array_type.ndim - 2)
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, index + rest)
         byte_pointer = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         # the name mangles the pointer type: "p0" with LLVM's opaque pointers, "p0i8" before them

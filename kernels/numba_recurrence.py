@@ -12,7 +12,7 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.tuple import tuple_setitem
 
-from .numba_cpu import _broadcast_steps, _state_tuple
+from .numba_cpu import PREFETCH_STEPS, _broadcast_steps, _prefetch_row, _state_tuple
 
 _FLAGS = dict(parallel=True, cache=True, fastmath={"contract"})
 REGISTER_ORDER_MAX = 8
@@ -75,6 +75,8 @@ def _forward_registers(A, u, h0, h, zeros):  # pragma: no cover - compiled
     for r in nb.prange(R):
         state = _state_tuple(h0, r, zeros)
         for n in range(T):
+            if ta:
+                _prefetch_row(A, r * ra, n + PREFETCH_STEPS)
             state = _matvec(A[r * ra, n * ta], state, u[r, n], zeros)
             for i in range(len(zeros)):
                 h[r, n, i] = state[i]
@@ -116,6 +118,8 @@ def _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros):  # pra
                     grad_A[r, 0, i, j] = 0
         lam = zeros
         for n in range(T - 1, -1, -1):
+            if ta:
+                _prefetch_row(A, r * ra, n - PREFETCH_STEPS)
             if n == T - 1:  # lam[T-1] = grad_h[T-1]: the adjoint step of a zero lam
                 for i in range(len(zeros)):
                     lam = tuple_setitem(lam, i, grad_h[r, n, i])
