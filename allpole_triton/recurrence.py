@@ -10,8 +10,9 @@ real or complex. Exact and differentiable in A, u and h0 to any order: the adjoi
   recursions; they run as :func:`allpole_triton.allpole` of order 1 (the Triton scan on CUDA,
   Numba on CPU, with everything allpole supports).
 - dense: a Triton chunked scan on CUDA tensors (``allpole_triton.kernels.triton_recurrence``;
-  complex recurrences run as real ones of twice the order, up to a real order of 8), a Numba
-  kernel on CPU tensors, and a sequential torch loop elsewhere and above that order.
+  complex recurrences run as real ones of twice the order, up to a real order of 8), Numba
+  kernels on CPU tensors, and elsewhere (above that order on CUDA, under vmap, torch.compile and
+  tracing) the same chunked scan in torch ops (:func:`blocked_recurrence`).
 """
 from __future__ import annotations
 
@@ -109,6 +110,43 @@ def _uses_triton(u: Tensor, backend: str) -> bool:
     return backend == "triton" and u.shape[-1] * (2 if u.is_complex() else 1) <= MAX_ORDER
 
 
+def blocked_recurrence(A: Tensor, u: Tensor, h0: Tensor, chunk: int | None = None) -> Tensor:
+    """The chunked scan in torch ops, for any device, order and transform: rows ``A (Ra, Ta, M, M)``,
+    ``u (R, T, M)``, ``h0 (R, M)``. Chunks of about sqrt(T) steps: every chunk's map [Phi | z] in
+    float64 (batched matrix products, one per step of a chunk), a walk over the chunks for their
+    incoming states, then all chunks finished at once in the input's precision. About 3 sqrt(T)
+    sequential steps instead of T (a torch op each: launches on a GPU, trace length under compile)."""
+    R, T, M = u.shape
+    if T < 64 and chunk is None:  # a few steps: the loop is as short
+        return linear_recurrence_naive(A, u, h0)
+    chunk = chunk or math.isqrt(T)
+    n = -(-T // chunk)
+    pad = n * chunk - T
+    wide = torch.complex128 if u.is_complex() else torch.float64
+    A = A.expand(R, T if A.shape[1] > 1 else 1, M, M)
+    if A.shape[1] > 1 and pad:  # padded steps: identity transitions, no input (outputs dropped)
+        A = torch.cat([A, torch.eye(M, dtype=A.dtype, device=A.device).expand(R, pad, M, M)], dim=1)
+    u = torch.cat([u, u.new_zeros(R, pad, M)], dim=1) if pad else u
+    steps_A = A.reshape(R, n, chunk, M, M) if A.shape[1] > 1 else A.unsqueeze(1).expand(R, n, chunk, M, M)
+    steps_u = u.reshape(R, n, chunk, M)
+    phi = torch.eye(M, dtype=wide, device=u.device).expand(R, n, M, M)
+    z = steps_u.new_zeros(R, n, M, dtype=wide)
+    for t in range(chunk):
+        step = steps_A[:, :, t].to(wide)
+        phi = step @ phi
+        z = (step @ z.unsqueeze(-1)).squeeze(-1) + steps_u[:, :, t].to(wide)
+    state, starts = h0.to(wide), []
+    for c in range(n):
+        starts.append(state)
+        state = (phi[:, c] @ state.unsqueeze(-1)).squeeze(-1) + z[:, c]
+    h = torch.stack(starts, dim=1).to(u.dtype)
+    out = []
+    for t in range(chunk):
+        h = (steps_A[:, :, t] @ h.unsqueeze(-1)).squeeze(-1) + steps_u[:, :, t]
+        out.append(h)
+    return torch.stack(out, dim=2).reshape(R, n * chunk, M)[:, :T]
+
+
 class _DenseRecurrence(torch.autograd.Function):
     """Rows: A (Ra, Ta, M, M), u (R, T, M), h0 (R, M) -> h (R, T, M). The backward and the
     forward-mode derivative are written with this Function and torch ops, so they are
@@ -128,7 +166,9 @@ class _DenseRecurrence(torch.autograd.Function):
             numba_recurrence.dense_forward(A.contiguous().numpy(), u.contiguous().numpy(), h0.contiguous().numpy(), h.numpy())
             return h
         with torch.no_grad():
-            return linear_recurrence_naive(A, u, h0)
+            if backend == "naive":
+                return linear_recurrence_naive(A, u, h0)
+            return blocked_recurrence(A, u, h0)  # CUDA above Triton's orders, traces and transforms
 
     @staticmethod
     def setup_context(ctx, inputs, output):

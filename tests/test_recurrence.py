@@ -214,3 +214,33 @@ def test_numba_kernels_match_the_torch_loop(M, complex_, Ra, Ta):
         results.append((h, *torch.autograd.grad(h, leaves, g)))
     for fast, slow in zip(*results):
         torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("Ra, Ta", [(3, 70), (1, 70), (3, 1)])
+@pytest.mark.parametrize("chunk", [None, 1, 8, 13, 70])
+def test_blocked_torch_scan_matches_a_float64_loop(chunk, Ra, Ta, complex_):
+    """The torch chunked scan (CUDA above Triton's orders, transforms) on lengths its chunks do and
+    do not divide, against the float64 loop."""
+    from allpole_triton.recurrence import blocked_recurrence
+
+    A, u, h0 = inputs(3, 70, 10, Ra, Ta, complex_, seed=3)
+    np.testing.assert_allclose(blocked_recurrence(A, u, h0, chunk).numpy(), loop(A.numpy(), u.numpy(), h0.numpy()),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_blocked_torch_scan_float32_within_ten_times_a_float32_loop():
+    """Companion matrices of order 16 with every pole at radius 0.9, 0.99 and 0.999 (one row each),
+    float32: the float64 chunk maps keep the error within 10x of a float32 loop's."""
+    from allpole_triton.recurrence import blocked_recurrence, linear_recurrence_naive
+
+    T, M, radii = 600, 16, (0.9, 0.99, 0.999)
+    A = companion(torch.cat([poles_at_radius((1,), T, M, r, seed=M + k) for k, r in enumerate(radii)])).float()
+    u = torch.zeros(len(radii), T, M)
+    u[..., 0] = random_signal((len(radii), T), seed=1).float()
+    h0 = random_signal((len(radii), M), seed=2).float()
+    exact = linear_recurrence_naive(A.double(), u.double(), h0.double())
+    scale = exact.abs().flatten(1).amax(1)
+    slow = (linear_recurrence_naive(A, u, h0).double() - exact).abs().flatten(1).amax(1) / scale
+    fast = (blocked_recurrence(A, u, h0).double() - exact).abs().flatten(1).amax(1) / scale
+    assert (fast <= torch.clamp(10 * slow, min=8 * torch.finfo(torch.float32).eps)).all(), (fast, slow)
