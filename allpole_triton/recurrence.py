@@ -193,7 +193,7 @@ class _DenseRecurrence(torch.autograd.Function):
         R, T, M = grad_h.shape
         if T == 0:
             return torch.zeros_like(A), torch.zeros_like(grad_h), torch.zeros_like(h0), None
-        numba_adjoint = ctx.backend == "numba" and not torch.is_grad_enabled() and readable_tensors(
+        numba_adjoint = ctx.backend == "numba" and M > 0 and not torch.is_grad_enabled() and readable_tensors(
             A, h0, h, grad_h, device="cpu", dtypes=NUMBA_DTYPES)
         if numba_adjoint:  # one fused pass; with create_graph the torch ops below are differentiated
             from .kernels import numba_recurrence

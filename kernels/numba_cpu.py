@@ -137,7 +137,8 @@ def _prefetch(typingctx, array, row, n):
         pointer = cgutils.get_item_pointer(context, builder, array_type, view, index + rest)
         byte_pointer = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
-        # the name mangles the pointer type: "p0" with LLVM's opaque pointers, "p0i8" before them
+        # the name mangles the pointer type as llvmlite prints it: "p0" for "ptr", "p0i8" for "i8*"
+        # (an LLVM with opaque pointers upgrades the typed name)
         name = "llvm.prefetch.p0" if str(byte_pointer) == "ptr" else "llvm.prefetch.p0i8"
         function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), name)
         builder.call(function, [builder.bitcast(pointer, byte_pointer), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
@@ -227,7 +228,10 @@ def allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):
         _backward_short(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a)
     else:
         stream = streams_grad_a(grad_a, need_grad_a and a.shape[1] > 1)
-        _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a, stream)
+        # grad_a's rows as one flat array for the streamed stores (built here: Numba cannot reshape
+        # a strided array, and it types the streamed branch even when it is not taken)
+        flat_grad_a = grad_a.reshape(-1) if stream else np.empty(0, grad_a.dtype)
+        _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a, stream, flat_grad_a)
 
 
 @intrinsic
@@ -276,9 +280,9 @@ def _stream_row(dst, dst_start, src, src_start, scale, count):  # pragma: no cov
 @overload(_stream_row, inline="always")
 def _stream_row_impl(dst, dst_start, src, src_start, scale, count):
     """dst[dst_start + i] = scale * src[src_start + i] for i < count (a multiple of a vector; aligned
-    destination) as non-temporal vector stores. Real dtypes only (see streams_grad_a); others get
-    plain stores (never called: this only types the branch)."""
-    if not isinstance(dst.dtype, types.Float):
+    destination) as non-temporal vector stores. Real dtypes only (see streams_grad_a); others, and
+    mixed dtypes, get plain stores (never called: this only types the branch)."""
+    if not (isinstance(dst.dtype, types.Float) and dst.dtype == src.dtype):
         def plain(dst, dst_start, src, src_start, scale, count):  # pragma: no cover - compiled
             for i in range(count):
                 dst[dst_start + i] = scale * src[src_start + i]
@@ -332,7 +336,7 @@ def _backward_short(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a):  # 
 
 
 @nb.njit(**_FLAGS)
-def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a, stream):  # pragma: no cover
+def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a, stream, flat_grad_a):  # pragma: no cover
     """The adjoint recursion, run backwards in time, with grad_a fused into the same pass.
 
     lam[n] = grad_y[n] - sum_i conj(a[n+i, i-1]) * lam[n+i] for n = T-1 .. -M, terms with n+i
@@ -348,7 +352,6 @@ def _backward_long(grad_y, a, y, zi, grad_x, grad_zi, grad_a, need_grad_a, strea
     M = a.shape[2]
     row_step, time_step = _broadcast_steps(a)
     per_sample = need_grad_a and time_step
-    flat_grad_a = grad_a.reshape(-1)
     for b in nb.prange(B):
         ab = b * row_step
         # pending[j] = partial sum for lam[m-1-j]; pending[M] stays 0 so the last tap needs no case

@@ -483,3 +483,19 @@ def test_streamed_grad_a_equals_plain_stores(monkeypatch, dtype, M):
     assert decisions == [True, False]
     for s, p in zip(streamed, plain):
         assert torch.equal(s, p)
+
+
+def test_backward_kernel_takes_a_strided_grad_a():
+    """Direct callers may hand the Numba backward a strided grad_a (the op never does): it is
+    written as it is, as before the streamed stores existed."""
+    from allpole_triton.kernels import numba_cpu
+    from allpole_triton.kernels.naive import allpole_backward_naive
+
+    g, y = random_signal((3, 40), seed=1), random_signal((3, 40), seed=2)
+    a, zi = 0.1 * random_signal((3, 40, 5), seed=3), random_signal((3, 5), seed=4)
+    grad_x, grad_zi, wide = np.empty((3, 40)), np.empty((3, 5)), np.zeros((3, 40, 10))
+    numba_cpu.allpole_backward(g.numpy(), a.numpy(), y.numpy(), zi.numpy(), grad_x, grad_zi, wide[:, :, ::2], True)
+    expected = allpole_backward_naive(g, a, y, zi)
+    np.testing.assert_allclose(grad_x, expected[0].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(wide[:, :, ::2], expected[2].numpy(), rtol=1e-12)
+    assert not wide[:, :, 1::2].any()

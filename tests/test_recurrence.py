@@ -78,6 +78,9 @@ def test_bad_shapes_name_the_argument():
         linear_recurrence(A.float(), u)
     with pytest.raises(ValueError, match="one device"):
         linear_recurrence(A.to("meta"), u)
+    empty_A, empty_u = (torch.zeros(2, 5, *(0,) * k, dtype=torch.float64, requires_grad=True) for k in (2, 1))
+    linear_recurrence(empty_A, empty_u).sum().backward()  # order 0: no state, zero gradients
+    assert empty_A.grad.shape == empty_A.shape and empty_u.grad.shape == empty_u.shape
 
 
 # The Triton scan (on CPU tensors through the interpreter: chunks of 8 samples, so these lengths
