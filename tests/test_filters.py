@@ -233,3 +233,25 @@ def test_max_pole_radius_per_sample():
     assert radius[0].item() == pytest.approx(expected, rel=1e-10)
     assert radius[1].item() == pytest.approx(np.abs(np.roots(np.r_[1.0, 2 * a.numpy()])).max(), rel=1e-10)
     assert max_pole_radius(torch.tensor([[-0.5]])).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("K", [0, 1, 3])
+@pytest.mark.parametrize("b_lead, Tb", [((3,), 20), ((1,), 20), ((3,), 1)])
+@pytest.mark.parametrize("T", [2, 20])
+def test_numba_fir_matches_torch_ops(dtype, K, b_lead, Tb, T):
+    """The Numba FIR (forward and fused adjoint) against the torch-op FIR and its autograd, with
+    blocks shorter than the filter, taps shared over rows or time, and a past state."""
+    from allpole_triton.systems.filters import _fir_torch, time_varying_fir
+
+    g = torch.Generator().manual_seed(K + T)
+    make = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    x, b, zi, upstream = make(3, T), make(*b_lead, Tb if Tb == 1 else T, K + 1), make(3, K), make(3, T)
+    results = []
+    for fir in (time_varying_fir, _fir_torch):
+        leaves = [t.clone().requires_grad_() for t in (x, b, zi)]
+        w = fir(*leaves) if fir is _fir_torch else fir(leaves[0], leaves[1], leaves[2])
+        grads = torch.autograd.grad(w, leaves, upstream, allow_unused=True)
+        results.append((w, *(torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads))))
+    for fast, slow in zip(*results):
+        torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)

@@ -12,13 +12,15 @@ output as filtering it in one call.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .._shapes import broadcast_leading
-from ..functional import allpole
+from ..functional import allpole, coefficient_rows
+from ..op import NUMBA_DTYPES, readable_tensors
 
 
 class FilterState(NamedTuple):
@@ -95,16 +97,62 @@ def time_varying_fir(
         **({} if zi is None else {"zi (..., K)": zi.shape[:-1]}),
     )
     past = x.new_zeros(*lead, K) if zi is None else zi.expand(*lead, K)
-    history = torch.cat([past.flip(-1), x.expand(*lead, T)], dim=-1)  # history[K + n] = x[n]
-    # windows[..., n, k] = x[n-k]: one product-sum over a strided view (vecdot conjugates its
-    # first argument, hence b.conj(), a free view)
-    if T:
-        w = torch.linalg.vecdot(b.conj(), history.unfold(-1, K + 1, 1).flip(-1))
+    if T and readable_tensors(x, b, past, device="cpu", dtypes=NUMBA_DTYPES) and len({x.dtype, b.dtype, past.dtype}) == 1:
+        rows = math.prod(lead)
+        w = _NumbaFIR.apply(x.expand(*lead, T).reshape(rows, T), coefficient_rows(b, lead), past.reshape(rows, K))
+        w = w.reshape(*lead, T)
     else:
-        w = history[..., :0]
+        w = _fir_torch(x.expand(*lead, T), b, past)
     if not return_zf:
         return w
-    return w, history[..., history.shape[-1] - K :].flip(-1)
+    history = torch.cat([past.flip(-1), x.expand(*lead, T)], dim=-1)[..., T:]  # the last K inputs
+    return w, history.flip(-1)
+
+
+def _fir_torch(x: Tensor, b: Tensor, past: Tensor) -> Tensor:
+    """The FIR in torch ops (any device and transform): ``x (..., T)``, ``b (..., T or 1, K+1)``,
+    ``past (..., K)`` newest first."""
+    K = b.shape[-1] - 1
+    history = torch.cat([past.flip(-1), x], dim=-1)  # history[K + n] = x[n]
+    if not x.shape[-1]:
+        return history[..., :0]
+    # windows[..., n, k] = x[n-k]: one product-sum over a strided view (vecdot conjugates its
+    # first argument, hence b.conj(), a free view)
+    return torch.linalg.vecdot(b.conj(), history.unfold(-1, K + 1, 1).flip(-1))
+
+
+class _NumbaFIR(torch.autograd.Function):
+    """Rows: x (R, T), b (Rb, Tb, K+1), past (R, K) -> w (R, T) with the Numba kernels. The backward
+    is one fused pass; under create_graph it differentiates :func:`_fir_torch` instead."""
+
+    @staticmethod
+    def forward(x: Tensor, b: Tensor, past: Tensor) -> Tensor:
+        from ..kernels import numba_fir
+
+        x, b, past = (t.detach().contiguous() for t in (x, b, past))
+        w = torch.empty_like(x)
+        numba_fir.fir_forward(x.numpy(), b.numpy(), past.numpy(), w.numpy())
+        return w
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, b, past = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the torch-op FIR's gradients, differentiable again
+            needed = [t for t, need in zip((x, b, past), ctx.needs_input_grad) if need]
+            grads = iter(torch.autograd.grad(_fir_torch(x, b, past), needed, g, create_graph=True))
+            return tuple(next(grads) if need else None for need in ctx.needs_input_grad)
+        from ..kernels import numba_fir
+
+        R = x.shape[0]
+        x, b, past, g = (t.detach().contiguous() for t in (x, b, past, g))
+        grad_x, grad_past = torch.empty_like(x), torch.empty_like(past)
+        grad_b = x.new_empty(R, b.shape[1], b.shape[2])
+        numba_fir.fir_adjoint(x.numpy(), b.numpy(), past.numpy(), g.numpy(), grad_x.numpy(), grad_past.numpy(), grad_b.numpy())
+        return grad_x, (grad_b.sum(0, keepdim=True) if b.shape[0] == 1 and R > 1 else grad_b), grad_past
 
 
 def lfilter(
