@@ -99,9 +99,34 @@ def _triton_dense(A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
         A = torch.cat([torch.cat([A.real, -A.imag], -1), torch.cat([A.imag, A.real], -1)], -2)
         u, h0 = (torch.cat([t.real, t.imag], -1) for t in (u, h0))
     u, h0 = u.contiguous(), h0.contiguous()
-    h = torch.empty_like(u)
-    triton_recurrence.dense_forward(A, u, h0, h)
+    if u.is_cuda:
+        _register_cuda_op()
+        h = torch.ops.allpole_triton.dense_recurrence_cuda(A, u, h0)
+    else:  # the interpreter on CPU tensors
+        h = torch.empty_like(u)
+        triton_recurrence.dense_forward(A, u, h0, h)
     return torch.complex(h[..., :M], h[..., M:]) if h.shape[-1] != M else h
+
+
+_cuda_op_registered = False
+
+
+def _register_cuda_op() -> None:
+    """``allpole_triton::dense_recurrence_cuda``: the Triton scan as a ``torch.library.triton_op``,
+    so that torch.compile traces its launches (registered on first use with CUDA tensors, fake
+    ones included, as ``op.register_cuda_ops`` does for the all-pole scan)."""
+    global _cuda_op_registered
+    if _cuda_op_registered:
+        return
+    from .kernels import triton_recurrence
+
+    @torch.library.triton_op("allpole_triton::dense_recurrence_cuda", mutates_args=())
+    def dense_recurrence_cuda(A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
+        h = torch.empty_like(u)
+        triton_recurrence.dense_forward(A, u, h0, h, launch=torch.library.wrap_triton)
+        return h
+
+    _cuda_op_registered = True
 
 
 def _uses_triton(u: Tensor, backend: str) -> bool:
@@ -157,7 +182,9 @@ class _DenseRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(A: Tensor, u: Tensor, h0: Tensor, backend: str) -> Tensor:
-        if u.numel() and _uses_triton(u, backend) and readable_tensors(A, u, h0):
+        # CUDA: the custom op, which traces (dynamo, fake tensors) but has no batching rule
+        on_cuda = u.is_cuda and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in (A, u, h0))
+        if u.numel() and _uses_triton(u, backend) and (on_cuda or readable_tensors(A, u, h0)):
             return _triton_dense(A, u, h0)
         if u.numel() and backend == "numba" and readable_tensors(A, u, h0, device="cpu", dtypes=NUMBA_DTYPES):
             from .kernels import numba_recurrence

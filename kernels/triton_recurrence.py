@@ -36,7 +36,7 @@ from .triton_tiles import load_tile, store_tile
 # Lengths and strides change from call to call: no == 1 / % 16 specialisation (one variant per dtype
 # and order, whatever T).
 _LENGTHS = ["steps", "chunk_len", "n_chunks", "n_lanes", "sa_row", "sa_time", "sa_i", "sa_j",
-            "su_row", "su_time", "su_i", "so_row", "so_time"]
+            "su_first", "su_row", "su_time", "su_i", "so_row", "so_time"]
 # Above this (real) order a lane's M x M coefficient tile outgrows the registers (at 16 the sm_90
 # compile spilled 1-7 KB per lane): such recurrences stay on the sequential torch loop.
 MAX_ORDER = 8
@@ -72,7 +72,7 @@ def _store_state(out_ptr, at, axis, stride, h, live, M: tl.constexpr):
 @triton.jit(do_not_specialize=_LENGTHS)
 def _dense_scan(
     a_ptr, u_ptr, h0_ptr, carry_ptr, out_ptr, steps, chunk_len, n_chunks, n_lanes,
-    sa_row, sa_time, sa_i, sa_j, su_row, su_time, su_i, so_row, so_time,
+    sa_row, sa_time, sa_i, sa_j, su_first, su_row, su_time, su_i, so_row, so_time,
     M: tl.constexpr, M_PAD: tl.constexpr, SUMMARY: tl.constexpr, ACC: tl.constexpr,
     U: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -106,7 +106,7 @@ def _dense_scan(
         h = tl.where(first, h0.to(ACC), carried.to(ACC))
         drive = valid
     a_row = row * sa_row
-    u_row = row * su_row
+    u_row = su_first + row * su_row
     o_row = row * so_row
     for t in range(0, chunk_len, U):
         n = start + t
@@ -169,18 +169,19 @@ def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sm
         maps = torch.empty(R * mapped, M, M + 1, dtype=torch.float64, device=u.device)
         lanes = R * mapped * (M + 1)
         launches.append(launch(
-            (A, u, h0, h0, maps, T, chunk, mapped, lanes, sa_row, sa_time, sa_i, sa_j, T * M, M, 1, 0, 0),
+            (A, u, h0, h0, maps, T, chunk, mapped, lanes, sa_row, sa_time, sa_i, sa_j, 0, T * M, M, 1, 0, 0),
             lanes, chunk, True, tl.float64,
         ))
         carry = torch.empty(R, mapped, M, dtype=torch.float64, device=u.device)
-        stride = M * (M + 1)  # the carry reads each map as a step's A and its z column as the step's u
+        # the carry reads each map as a step's A and its z column (entries M, 2M+1, ...) as its u
+        stride = M * (M + 1)
         launches.append(launch(
-            (maps, maps.view(-1)[M:], h0, h0, carry, mapped, mapped, 1, R,
-             mapped * stride, stride, M + 1, 1, mapped * stride, stride, M + 1, mapped * M, M),
+            (maps, maps, h0, h0, carry, mapped, mapped, 1, R,
+             mapped * stride, stride, M + 1, 1, M, mapped * stride, stride, M + 1, mapped * M, M),
             R, mapped, False, tl.float64,
         ))
     launches.append(launch(
-        (A, u, h0, carry, h, T, chunk, n_chunks, R * n_chunks, sa_row, sa_time, sa_i, sa_j, T * M, M, 1, T * M, M),
+        (A, u, h0, carry, h, T, chunk, n_chunks, R * n_chunks, sa_row, sa_time, sa_i, sa_j, 0, T * M, M, 1, T * M, M),
         R * n_chunks, chunk, False, compute,
     ))
     return launches

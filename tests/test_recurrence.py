@@ -164,7 +164,7 @@ def test_triton_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
 def test_dense_plan_and_model_bytes():
     """On an H100's shape (planned on the meta device): one launch when rows fill the GPU, else
     summary, carry and finish, whose traffic the sm_90 model counts once per tensor each reads or
-    writes (the carry reads the maps' z column as a view of the maps: not twice)."""
+    writes (the carry reads the maps' z column from the maps themselves: not twice)."""
     from allpole_triton.bench.model import _launch_bytes
     from allpole_triton.kernels import triton_recurrence
 

@@ -88,14 +88,26 @@ with FakeTensorMode():
         grad_x, grad_zi, grad_a = op._backward_op(x, a, y, zi, "triton", True)
         assert y.shape == x.shape and y.device.type == "cuda"
         assert grad_x.shape == x.shape and grad_zi.shape == zi.shape and grad_a.shape == a.shape
+    # linear_recurrence's dense scan (a triton_op too; its adjoint is the same op on reversed
+    # time), chunked and not. Real only and forward only: a CPU-only torch cannot slice fake CUDA
+    # tensors (the complex path's real/imaginary halves) nor run the autograd engine on them.
+    from allpole_triton import linear_recurrence
+    from allpole_triton.kernels import triton_recurrence
+    triton_recurrence._sms = triton_scan._sms
+    for dtype, M, R in [(torch.float32, 3, 2), (torch.float32, 2, 1 << 16)]:
+        A = torch.empty(R, 5000, M, M, device="cuda", dtype=dtype)
+        u = torch.empty(R, 5000, M, device="cuda", dtype=dtype)
+        h = linear_recurrence(A, u, backend="triton")
+        assert h.shape == u.shape and h.device.type == "cuda" and h.dtype == dtype
+    assert "dense_recurrence_cuda" in dir(torch.ops.allpole_triton)
 print("traced")
 """
 
 
 def test_cuda_ops_trace_under_fake_tensors():
-    """The CUDA path is a ``torch.library.triton_op``: under fake tensors (how torch.compile traces
-    it) its launches plan and run without a GPU, i.e. no host synchronisation or data-dependent
-    shapes in the op."""
+    """The CUDA paths (the all-pole scan and linear_recurrence's dense scan) are
+    ``torch.library.triton_op``s: under fake tensors (how torch.compile traces them) their launches
+    plan and run without a GPU, i.e. no host synchronisation or data-dependent shapes in the ops."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", TRACE], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert run.returncode == 0 and "traced" in run.stdout, run.stderr[-4000:]

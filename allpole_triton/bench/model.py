@@ -123,7 +123,7 @@ def _launch_bytes(launch, pass_tensors: dict) -> float:
     name = launch.kernel.__name__
     if name == "_dense_scan":  # A (or the maps), u (or the maps' z column), incoming states, outputs
         A, u, h0, carry, out = launch.args[:5]
-        reads = [A] + ([u] if u._base is not A else []) + ([carry] if carry is not h0 else [])
+        reads = [A] + ([u] if u is not A else []) + ([carry] if carry is not h0 else [])
         return sum(map(_tensor_bytes, reads)) + _tensor_bytes(out)
     u, a, out = pass_tensors["u"], pass_tensors["a"], pass_tensors["out"]
     if name == "_summary":
