@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .._shapes import broadcast_leading
 from ..functional import allpole, coefficient_rows
-from ..op import NUMBA_DTYPES, readable_tensors
+from ..op import NUMBA_DTYPES, _empty, readable_tensors
 
 
 class FilterState(NamedTuple):
@@ -105,8 +105,8 @@ def time_varying_fir(
         w = _fir_torch(x.expand(*lead, T), b, past)
     if not return_zf:
         return w
-    history = torch.cat([past.flip(-1), x.expand(*lead, T)], dim=-1)[..., T:]  # the last K inputs
-    return w, history.flip(-1)
+    keep = min(K, T)  # the last K inputs, newest first: this block's, then the older state's
+    return w, torch.cat([x.expand(*lead, T)[..., T - keep:].flip(-1), past[..., : K - keep]], dim=-1)
 
 
 def _fir_torch(x: Tensor, b: Tensor, past: Tensor) -> Tensor:
@@ -130,7 +130,7 @@ class _NumbaFIR(torch.autograd.Function):
         from ..kernels import numba_fir
 
         x, b, past = (t.detach().contiguous() for t in (x, b, past))
-        w = torch.empty_like(x)
+        w = _empty(x.shape, x, "numba")
         numba_fir.fir_forward(x.numpy(), b.numpy(), past.numpy(), w.numpy())
         return w
 
@@ -149,7 +149,7 @@ class _NumbaFIR(torch.autograd.Function):
 
         R = x.shape[0]
         x, b, past, g = (t.detach().contiguous() for t in (x, b, past, g))
-        grad_x, grad_past = torch.empty_like(x), torch.empty_like(past)
+        grad_x, grad_past = _empty(x.shape, x, "numba"), torch.empty_like(past)
         grad_b = x.new_empty(R, b.shape[1], b.shape[2])
         numba_fir.fir_adjoint(x.numpy(), b.numpy(), past.numpy(), g.numpy(), grad_x.numpy(), grad_past.numpy(), grad_b.numpy())
         return grad_x, (grad_b.sum(0, keepdim=True) if b.shape[0] == 1 and R > 1 else grad_b), grad_past
