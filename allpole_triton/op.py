@@ -198,7 +198,8 @@ _cuda_ops_registered = False
 
 
 def register_cuda_ops() -> None:
-    """Define ``allpole_triton::allpole_cuda`` / ``allpole_backward_cuda`` (idempotent).
+    """Define ``allpole_triton::allpole_cuda`` / ``allpole_backward_cuda`` and
+    ``dense_recurrence_cuda`` (linear_recurrence's dense scan) (idempotent).
 
     Defining a ``triton_op`` imports Inductor (0.8 s), which a process with no GPU never needs:
     they are registered at import where CUDA is available (so ``torch.compile`` finds them before
@@ -217,6 +218,14 @@ def register_cuda_ops() -> None:
         grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, need_grad_a: bool
     ) -> tuple[Tensor, Tensor, Tensor]:
         return _triton_backward(grad_y, a, y, zi, need_grad_a, launch=torch.library.wrap_triton)
+
+    @torch.library.triton_op("allpole_triton::dense_recurrence_cuda", mutates_args=())
+    def dense_recurrence_cuda(A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
+        from .kernels import triton_recurrence
+
+        h = torch.empty_like(u)
+        triton_recurrence.dense_forward(A, u, h0, h, launch=torch.library.wrap_triton)
+        return h
 
     _cuda_ops_registered = True
 

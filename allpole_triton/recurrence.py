@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ._shapes import broadcast_leading
 from .functional import allpole, coefficient_rows
-from .op import NUMBA_DTYPES, _empty, readable_tensors, resolve_backend
+from .op import NUMBA_DTYPES, _empty, readable_tensors, register_cuda_ops, resolve_backend
 
 
 def linear_recurrence(
@@ -99,34 +99,13 @@ def _triton_dense(A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
         A = torch.cat([torch.cat([A.real, -A.imag], -1), torch.cat([A.imag, A.real], -1)], -2)
         u, h0 = (torch.cat([t.real, t.imag], -1) for t in (u, h0))
     u, h0 = u.contiguous(), h0.contiguous()
-    if u.is_cuda:
-        _register_cuda_op()
+    if u.is_cuda:  # the custom op, which torch.compile traces
+        register_cuda_ops()
         h = torch.ops.allpole_triton.dense_recurrence_cuda(A, u, h0)
     else:  # the interpreter on CPU tensors
         h = torch.empty_like(u)
         triton_recurrence.dense_forward(A, u, h0, h)
     return torch.complex(h[..., :M], h[..., M:]) if h.shape[-1] != M else h
-
-
-_cuda_op_registered = False
-
-
-def _register_cuda_op() -> None:
-    """``allpole_triton::dense_recurrence_cuda``: the Triton scan as a ``torch.library.triton_op``,
-    so that torch.compile traces its launches (registered on first use with CUDA tensors, fake
-    ones included, as ``op.register_cuda_ops`` does for the all-pole scan)."""
-    global _cuda_op_registered
-    if _cuda_op_registered:
-        return
-    from .kernels import triton_recurrence
-
-    @torch.library.triton_op("allpole_triton::dense_recurrence_cuda", mutates_args=())
-    def dense_recurrence_cuda(A: Tensor, u: Tensor, h0: Tensor) -> Tensor:
-        h = torch.empty_like(u)
-        triton_recurrence.dense_forward(A, u, h0, h, launch=torch.library.wrap_triton)
-        return h
-
-    _cuda_op_registered = True
 
 
 def _uses_triton(u: Tensor, backend: str) -> bool:
@@ -175,8 +154,9 @@ def blocked_recurrence(A: Tensor, u: Tensor, h0: Tensor, chunk: int | None = Non
 class _DenseRecurrence(torch.autograd.Function):
     """Rows: A (Ra, Ta, M, M), u (R, T, M), h0 (R, M) -> h (R, T, M). The backward and the
     forward-mode derivative are written with this Function and torch ops, so they are
-    differentiable again. Under vmap, torch.compile or jit tracing the kernels cannot read the
-    tensors, and the forward runs the torch loop (which is what the generated vmap rule batches)."""
+    differentiable again. Under vmap, and under torch.compile or jit tracing of CPU tensors, the
+    kernels cannot read the tensors and the forward runs :func:`blocked_recurrence` (torch ops,
+    which is what the generated vmap rule batches)."""
 
     generate_vmap_rule = True
 
