@@ -106,6 +106,19 @@ def _previous_state(h0, h, r, n, i):  # pragma: no cover - compiled
     return h[r, n - 1, i] if n >= 1 else h0[r, i]
 
 
+@nb.njit(inline="always")
+def _add_grad_A(grad_A, h0, h, r, n, lam, summed):  # pragma: no cover - compiled
+    """grad_A[r, n] = lam[n] h[n-1]^H (lam a tuple or an array), or added to grad_A[r, 0] when
+    ``summed`` (constant A; the caller zeroes it first)."""
+    for i in range(len(lam)):
+        for j in range(len(lam)):
+            term = lam[i] * np.conj(_previous_state(h0, h, r, n, j))
+            if summed:
+                grad_A[r, 0, i, j] += term
+            else:
+                grad_A[r, n, i, j] = term
+
+
 @nb.njit(**_FLAGS)
 def _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros):  # pragma: no cover - compiled
     R, T, M = h.shape
@@ -127,13 +140,7 @@ def _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros):  # pra
                 lam = _adjoint_step(A[r * ra, (n + 1) * ta], lam, grad_h[r, n], zeros)
             for i in range(len(zeros)):
                 grad_u[r, n, i] = lam[i]
-            for i in range(len(zeros)):
-                for j in range(len(zeros)):
-                    term = lam[i] * np.conj(_previous_state(h0, h, r, n, j))
-                    if summed:
-                        grad_A[r, 0, i, j] += term
-                    else:
-                        grad_A[r, n, i, j] = term
+            _add_grad_A(grad_A, h0, h, r, n, lam, summed)
         first = _adjoint_step(A[r * ra, 0], lam, zeros, zeros)
         for j in range(len(zeros)):
             grad_h0[r, j] = first[j]
@@ -164,13 +171,7 @@ def _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0):  # pragma: no co
                     grad_u[r, n, j] = acc
             for i in range(M):
                 lam[i] = grad_u[r, n, i]
-            for i in range(M):
-                for j in range(M):
-                    term = lam[i] * np.conj(_previous_state(h0, h, r, n, j))
-                    if summed:
-                        grad_A[r, 0, i, j] += term
-                    else:
-                        grad_A[r, n, i, j] = term
+            _add_grad_A(grad_A, h0, h, r, n, lam, summed)
         An = A[r * ra, 0]
         for j in range(M):
             acc = zero
