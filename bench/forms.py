@@ -10,11 +10,10 @@ backend that has it (tdf2: ssm; the others: torchlpc, its faster one here).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from allpole_triton.bench.timing import side_by_side
 from allpole_triton.systems import lfilter
 
 B, T = 8, 65536
@@ -45,23 +44,7 @@ def main() -> None:
                 return philtorch_lfilter(b_, a_, x_, form=form, backend=PHILTORCH_BACKEND[form])
 
             fns = {"ours": ours} | ({"philtorch": theirs} if philtorch_lfilter else {})
-            times = {name: [] for name in fns}
-            for rep in range(args.repeat + 1):
-                for name, fn in fns.items():
-                    (torch.tanh(x * 1.1) + x.sin()).sum().item()  # the model's other work
-                    inputs = [t.clone().requires_grad_() for t in (x, b, a)]
-                    start = time.perf_counter()
-                    y = fn(*inputs)
-                    y.backward(torch.ones_like(y))
-                    if rep:  # the first round warms up
-                        times[name].append(time.perf_counter() - start)
-            line = f"K=M={order} {form:5s}"
-            for name, t in times.items():
-                line += f"  {name} {1e3 * statistics.median(t):8.1f} ({1e3 * min(t):7.1f})"
-            if len(times) == 2:
-                line += f"  ratio {statistics.median(times['ours']) / statistics.median(times['philtorch']):.2f}"
-            print(line, flush=True)
-
+            print(f"K=M={order} {form:5s}" + side_by_side(fns, (x, b, a), x, backward=True, repeat=args.repeat), flush=True)
 
 if __name__ == "__main__":
     main()

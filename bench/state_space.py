@@ -9,12 +9,11 @@ median and min per call and the ratio of medians.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 
+from allpole_triton.bench.timing import side_by_side
 from allpole_triton import state_space
 
 BATCH, T = 8, 65536
@@ -40,24 +39,8 @@ def main() -> None:
         if philtorch_state_space:
             fns["philtorch"] = lambda A_, x_: philtorch_state_space(A_, x_, B, C)
         for backward in (False, True):
-            times = {name: [] for name in fns}
-            for rep in range(args.repeat + 1):
-                for name, fn in fns.items():
-                    (torch.tanh(x * 1.1) + x.sin()).sum().item()  # the model's other work
-                    A_, x_ = A.clone().requires_grad_(backward), x.clone().requires_grad_(backward)
-                    start = time.perf_counter()
-                    y = fn(A_, x_)
-                    if backward:
-                        y.backward(torch.ones_like(y))
-                    if rep:  # the first round warms up
-                        times[name].append(time.perf_counter() - start)
-            line = f"M={M} {'fwd+bwd' if backward else 'fwd    '}"
-            for name, t in times.items():
-                line += f"  {name} {1e3 * statistics.median(t):7.2f} ({1e3 * min(t):6.2f})"
-            if len(times) == 2:
-                line += f"  ratio {statistics.median(times['ours']) / statistics.median(times['philtorch']):.2f}"
-            print(line, flush=True)
-
+            label = f"M={M} {'fwd+bwd' if backward else 'fwd    '}"
+            print(label + side_by_side(fns, (A, x), x, backward=backward, repeat=args.repeat), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ from ..metrics import esr_db
 from .backends import Backend, prepare, sequential_loop
 from .cases import Case, make_inputs, min_bytes
 from .memory import measure_cpu, peak_cuda
-from .timing import Timing, copy_bandwidth, measure, time_cpu_interleaved
+from .timing import Timing, copy_bandwidth, measure, model_workload, time_cpu_interleaved
 
 
 def _progress(total: int, enabled: bool, desc: str | None = None, unit: str = "run"):
@@ -169,18 +169,11 @@ def run_sweep(
     return rows
 
 
-def model_workload(inputs) -> Callable[[], object]:
-    """The torch work a model does between two filter calls, the size of the signal: elementwise
-    ops and a reduction, run on torch's own threads. Untimed; it sets the machine's state."""
-    w = inputs.x.detach().float()
-    return lambda: (torch.tanh(w * 1.1) + w.sin()).sum().item()
-
-
 def _time_case(prepared, case: Case, inputs, interleaved: bool, *, repeat: int, warmup: int, budget: float) -> dict:
     """Timing (or the exception it raised) per backend name of one case."""
     if interleaved and torch.device(case.device).type == "cpu" and prepared:
         try:
-            times = time_cpu_interleaved({b.name: fn for b, _, fn in prepared}, model_workload(inputs),
+            times = time_cpu_interleaved({b.name: fn for b, _, fn in prepared}, model_workload(inputs.x),
                                          repeat=repeat, warmup=warmup, budget=budget)
             return {name: Timing.of(t) for name, t in times.items()}
         except Exception:  # one backend failed: time them apart, so the others still get a row

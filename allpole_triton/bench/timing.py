@@ -60,6 +60,42 @@ def time_cpu_interleaved(
     return times
 
 
+def model_workload(signal: torch.Tensor) -> Callable[[], object]:
+    """The torch work a model does between two filter calls, the size of the signal: elementwise
+    ops and a reduction, run on torch's own threads. Untimed; it sets the machine's state."""
+    w = signal.detach().float()
+    return lambda: (torch.tanh(w * 1.1) + w.sin()).sum().item()
+
+
+def side_by_side(
+    fns: dict[str, Callable[..., torch.Tensor]], inputs: tuple[torch.Tensor, ...], signal: torch.Tensor,
+    *, backward: bool, repeat: int,
+) -> str:
+    """``name median (min)`` in ms per function, and ``ratio`` (ours / the other) for two: each
+    call on fresh copies of ``inputs`` (leaves requiring grad when ``backward``, back-propagating
+    ones), the functions taking turns after :func:`model_workload` on ``signal``, one warm-up round
+    (see :func:`time_cpu_interleaved`)."""
+    fresh: list[torch.Tensor] = []
+    workload = model_workload(signal)
+
+    def between() -> None:
+        workload()
+        fresh[:] = [t.clone().requires_grad_(backward) for t in inputs]
+
+    def call(fn) -> None:
+        y = fn(*fresh)
+        if backward:
+            y.backward(torch.ones_like(y))
+
+    times = time_cpu_interleaved({name: (lambda fn=fn: call(fn)) for name, fn in fns.items()}, between,
+                                 repeat=repeat, warmup=1, budget=math.inf)
+    text = "".join(f"  {name} {1e3 * statistics.median(t):8.2f} ({1e3 * min(t):7.2f})" for name, t in times.items())
+    if len(times) == 2 and "ours" in times:
+        other = next(name for name in times if name != "ours")
+        text += f"  ratio {statistics.median(times['ours']) / statistics.median(times[other]):.2f}"
+    return text
+
+
 def time_cuda(fn: Callable[[], object], *, repeat: int = 20, warmup: int = 3) -> list[float]:
     """GPU time of ``fn()`` in seconds: the median of ``triton.testing.do_bench`` when Triton
     imports (it flushes L2 between calls), otherwise CUDA events around each call."""
