@@ -76,11 +76,6 @@ def configurations(quick: bool):
                 yield dtype, M, reverse, "contiguous", "yes" if reverse else "no"
 
 
-def variant_key(launch) -> tuple:
-    tensors = tuple(str(t.dtype) for t in launch.args if isinstance(t, torch.Tensor))
-    return launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())), launch.num_warps, tensors
-
-
 TF32 = re.compile(r"tf32|HMMA\.[0-9]+\.F32\.TF32", re.IGNORECASE)
 # shared-memory round trips and warp shuffles: the cost of a tile axis spread over a warp
 CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
@@ -95,7 +90,7 @@ def main(quick: bool) -> None:
               for dtype, M in (DENSE if quick else DENSE_WIDE) for rows, T in (SHAPES[:1] if quick else SHAPES)]
     for (dtype, M, reverse, layout, grad_a), rows, T, launches in scans:
         for launch in launches:
-            key = variant_key(launch)
+            key = sm90.variant_key(launch)
             if key in seen:
                 continue
             seen.add(key)

@@ -225,34 +225,27 @@ def model_case(B: int, T: int, M: int, passes: str, cache: dict, dtype: torch.dt
     from . import sm90
 
     case = CaseModel(B, T, M, passes)
+    planned = []  # (launch, the pass's tensors for the byte count)
     if passes == "dense":
         from allpole_triton.kernels import triton_recurrence
 
         meta = torch.device("meta")
         u = torch.empty(B, T, M, dtype=dtype, device=meta)
         A = torch.empty(B, T, M, M, dtype=dtype, device=meta)
-        for launch in triton_recurrence.plan(A, u, torch.empty(B, M, dtype=dtype, device=meta), torch.empty_like(u), sms=SMS):
-            key = _variant(launch)
-            if key not in cache:
-                cache[key] = sm90.compile_launch(launch)
-            case.launches.append(model_launch(launch, cache[key], {}, dtype))
-        return case
-    for reverse in {"fwd": [False], "fwdbwd": [False, True]}[passes]:
+        h0 = torch.empty(B, M, dtype=dtype, device=meta)
+        planned = [(launch, {}) for launch in triton_recurrence.plan(A, u, h0, torch.empty_like(u), sms=SMS)]
+    for reverse in {"fwd": [False], "fwdbwd": [False, True], "dense": []}[passes]:
         tensors = _pass_tensors(B, T, M, reverse, dtype)
         extra = {k: tensors[k] for k in ("tail", "y", "grad_a") if k in tensors}
         launches, _ = triton_scan.plan(tensors["u"], tensors["a"], tensors["zi"], tensors["out"],
                                        reverse=reverse, sms=SMS, **extra)
-        for launch in launches:
-            key = _variant(launch)
-            if key not in cache:
-                cache[key] = sm90.compile_launch(launch)
-            case.launches.append(model_launch(launch, cache[key], tensors, dtype))
+        planned += [(launch, tensors) for launch in launches]
+    for launch, tensors in planned:
+        key = sm90.variant_key(launch)
+        if key not in cache:
+            cache[key] = sm90.compile_launch(launch)
+        case.launches.append(model_launch(launch, cache[key], tensors, dtype))
     return case
-
-
-def _variant(launch) -> tuple:
-    tensors = tuple(str(t.dtype) for t in launch.args if isinstance(t, torch.Tensor))
-    return launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())), launch.num_warps, tensors
 
 
 # linear_recurrence's dense scan (real orders up to triton_recurrence.MAX_ORDER), forward only

@@ -66,6 +66,12 @@ def signature(launch) -> ASTSource:
     return ASTSource(fn=launch.kernel, signature=sig, constexprs=constexprs, attrs=aligned)
 
 
+def variant_key(launch) -> tuple:
+    """What makes two launches one compiled variant: kernel, constexprs, warps, tensor dtypes."""
+    tensors = tuple(str(t.dtype) for t in launch.args if isinstance(t, torch.Tensor))
+    return launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())), launch.num_warps, tensors
+
+
 def _cuobjdump(cubin: bytes, *flags: str) -> str:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
