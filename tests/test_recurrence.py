@@ -126,6 +126,21 @@ def companion(a: torch.Tensor) -> torch.Tensor:
     return C
 
 
+def companion_inputs(T: int, M: int, radii: tuple[float, ...]):
+    """float32 companion transitions with every pole at one radius per row, driven by a random
+    signal in the first state component, and a random initial state."""
+    A = companion(torch.cat([poles_at_radius((1,), T, M, r, seed=M + k) for k, r in enumerate(radii)]))
+    u = torch.zeros(len(radii), T, M, dtype=torch.float64)
+    u[..., 0] = random_signal((len(radii), T), seed=1)
+    return A.float(), u.float(), random_signal((len(radii), M), seed=2).float()
+
+
+def row_errors(actual: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """Per row: max |actual - exact| / max |exact|."""
+    exact = exact.cpu()
+    return (actual.cpu().double() - exact).abs().flatten(1).amax(1) / exact.abs().flatten(1).amax(1)
+
+
 def recurrence_results(A, u, h0, g, backend):
     inputs_ = [t.to(DEVICE).requires_grad_() for t in (A, u, h0)]
     h = linear_recurrence(*inputs_, backend=backend)
@@ -142,20 +157,13 @@ def test_triton_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
     always allowed: the loop's error can be below one by luck (grad_h0 at radius 0.9: 0.3 ulp)."""
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
     T = 2 * int(launch.split("=")[1]) + 7  # three chunks, the last one partial
-    radii = (0.9, 0.99, 0.999)
-    A = companion(torch.cat([poles_at_radius((1,), T, M, r, seed=M + k) for k, r in enumerate(radii)]))
-    u = torch.zeros(len(radii), T, M, dtype=torch.float64)
-    u[..., 0] = random_signal((len(radii), T), seed=1)
-    h0, g = random_signal((len(radii), M), seed=2), random_signal((len(radii), T, M), seed=3)
-    A, u, h0, g = (t.float() for t in (A, u, h0, g))
+    A, u, h0 = companion_inputs(T, M, (0.9, 0.99, 0.999))
+    g = random_signal((3, T, M), seed=3).float()
     exact = recurrence_results(*(t.double() for t in (A, u, h0, g)), "naive")
     slow = recurrence_results(A, u, h0, g, "naive")
     fast = recurrence_results(A, u, h0, g, "triton")
     for name, f, s, e in zip(("h", "grad_A", "grad_u", "grad_h0"), fast, slow, exact):
-        e = e.cpu()
-        scale = e.abs().flatten(1).amax(1)
-        slow_error = (s.cpu().double() - e).abs().flatten(1).amax(1) / scale
-        fast_error = (f.cpu().double() - e).abs().flatten(1).amax(1) / scale
+        slow_error, fast_error = row_errors(s, e), row_errors(f, e)
         assert f.dtype == torch.float32 and torch.isfinite(f).all(), name
         bound = torch.clamp(10 * slow_error, min=8 * torch.finfo(torch.float32).eps)
         assert (fast_error <= bound).all(), f"{name}: {fast_error.tolist()} > 10 x the loop's {slow_error.tolist()}"
@@ -240,13 +248,7 @@ def test_blocked_torch_scan_float32_within_ten_times_a_float32_loop():
     float32: the float64 chunk maps keep the error within 10x of a float32 loop's."""
     from allpole_triton.recurrence import blocked_recurrence, linear_recurrence_naive
 
-    T, M, radii = 600, 16, (0.9, 0.99, 0.999)
-    A = companion(torch.cat([poles_at_radius((1,), T, M, r, seed=M + k) for k, r in enumerate(radii)])).float()
-    u = torch.zeros(len(radii), T, M)
-    u[..., 0] = random_signal((len(radii), T), seed=1).float()
-    h0 = random_signal((len(radii), M), seed=2).float()
+    A, u, h0 = companion_inputs(600, 16, (0.9, 0.99, 0.999))
     exact = linear_recurrence_naive(A.double(), u.double(), h0.double())
-    scale = exact.abs().flatten(1).amax(1)
-    slow = (linear_recurrence_naive(A, u, h0).double() - exact).abs().flatten(1).amax(1) / scale
-    fast = (blocked_recurrence(A, u, h0).double() - exact).abs().flatten(1).amax(1) / scale
+    slow, fast = row_errors(linear_recurrence_naive(A, u, h0), exact), row_errors(blocked_recurrence(A, u, h0), exact)
     assert (fast <= torch.clamp(10 * slow, min=8 * torch.finfo(torch.float32).eps)).all(), (fast, slow)
