@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ._shapes import broadcast_leading
-from .op import filter_rows, resolve_backend
+from .kernels import numba_cpu
+from .op import direct_numba, filter_rows, host_empty, numpy_rows, resolve_backend
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -95,6 +97,9 @@ def allpole(
     """
     lead = _check_inputs(x, a, zi)
     backend = resolve_backend(backend, x.device)
+    if backend == "numba" and direct_numba(x, a, *(() if zi is None else (zi,))):
+        y, zf = _allpole_direct(x, a, zi, lead)
+        return (y, zf) if return_zf else y
     T, (Ta, M) = x.shape[-1], a.shape[-2:]
     rows = math.prod(lead)
     out_dtype = x.dtype
@@ -113,6 +118,32 @@ def allpole(
     # zf[i] = y[T-1-i], reaching into zi when the block is shorter than M
     zf_rows = torch.cat([y_rows[:, max(T - M, 0):].flip(-1), zi_rows], dim=-1)[:, :M]
     return y, zf_rows.reshape(*lead, M).to(out_dtype)
+
+
+def _allpole_direct(x: Tensor, a: Tensor, zi: Tensor | None, lead: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """:func:`allpole` on the Numba kernel with numpy glue only (see :func:`~allpole_triton.op.direct_numba`):
+    the same rows and kernel as the autograd-aware path, so the same bits. Returns ``(y, zf)``."""
+    T, M = x.shape[-1], a.shape[-1]
+    rows = math.prod(lead)
+    x_rows = numpy_rows(x, lead, rows, (T,))
+    zi_rows = np.zeros((rows, M), x_rows.dtype) if zi is None else numpy_rows(zi, lead, rows, (M,))
+    y, zf = allpole_rows_direct(x_rows, a_rows_numpy(a, lead), zi_rows)
+    return torch.from_numpy(y).view(*lead, T), torch.from_numpy(zf).view(*lead, M)
+
+
+def a_rows_numpy(a: Tensor, lead: tuple[int, ...]) -> np.ndarray:
+    """:func:`coefficient_rows` as a numpy array (strides kept), for direct Numba calls."""
+    return coefficient_rows(a.detach() if a.requires_grad else a, lead).numpy()
+
+
+def allpole_rows_direct(x: np.ndarray, a: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Numba forward on rows ``x (R, T)``, ``a (Ra, Ta, M)``, ``zi (R, M)``: ``(y (R, T), zf (R, M))``."""
+    T, M = x.shape[1], a.shape[2]
+    y = host_empty(x.shape, x.dtype)
+    if y.size:
+        numba_cpu.allpole_forward(x, a, zi, y)
+    # zf[i] = y[T-1-i], reaching into zi when the block is shorter than M
+    return y, np.concatenate([y[:, max(T - M, 0):][:, ::-1], zi], axis=1)[:, :M]
 
 
 def sample_wise_lpc(

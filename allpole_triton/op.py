@@ -165,13 +165,17 @@ def _empty(shape: tuple[int, ...], like: Tensor, backend: str) -> Tensor:
     The kernels write every element of their outputs, so no zeros are needed.
     """
     if backend == "numba":
-        dtype = _NUMPY_DTYPES[like.dtype]
-        buffer = host_pool.empty(shape, dtype)
-        if buffer is None:
-            buffer = np.empty(shape, dtype=dtype)
-            buffer.fill(0)
-        return torch.from_numpy(buffer)
+        return torch.from_numpy(host_empty(shape, _NUMPY_DTYPES[like.dtype]))
     return like.new_empty(shape)
+
+
+def host_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A Numba output buffer, faulted in by the calling thread (see :func:`_empty`)."""
+    buffer = host_pool.empty(shape, dtype)
+    if buffer is None:
+        buffer = np.empty(shape, dtype=dtype)
+        buffer.fill(0)
+    return buffer
 
 
 def _triton_forward(x: Tensor, a: Tensor, zi: Tensor, launch=None) -> Tensor:
@@ -415,6 +419,28 @@ def _wants_gradient(*tensors: Tensor) -> bool:
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return True
     return getattr(torch.autograd.forward_ad, "_current_level", 0) >= 0  # inside a dual_level
+
+
+def direct_numba(*tensors: Tensor) -> bool:
+    """Whether a call may run the Numba kernels straight on numpy views of its tensors, with no
+    torch op or autograd node around them: plain eager CPU tensors of a Numba dtype, and no
+    gradient wanted. For the short blocks of streaming inference the torch glue is most of a
+    call (a 64-sample block: ~110 us through ``lfilter``'s autograd-aware path, ~1.5 us of
+    kernel); the kernels are the same either way, so the outputs are the same bits."""
+    return (
+        _plain_eager(*tensors)
+        and all(t.device.type == "cpu" and t.dtype in NUMBA_DTYPES for t in tensors)
+        and not _wants_gradient(*tensors)
+    )
+
+
+def numpy_rows(t: Tensor, lead: tuple[int, ...], rows: int, tail: tuple[int, ...]) -> np.ndarray:
+    """``t`` broadcast to ``(*lead, *tail)`` as a C-contiguous ``(rows, *tail)`` numpy array: a view
+    of ``t`` where it already is one, else a copy. For :func:`direct_numba` calls only."""
+    array = (t.detach() if t.requires_grad else t).numpy()
+    if array.shape != (*lead, *tail):  # broadcast_to costs more than the rest: only when needed
+        array = np.broadcast_to(array, (*lead, *tail))
+    return np.ascontiguousarray(array.reshape(rows, *tail))
 
 
 def _forward_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:

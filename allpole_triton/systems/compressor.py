@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ..functional import allpole
+from ..functional import allpole, allpole_rows_direct
 from ..kernels.numba_realtime import POWER_FLOOR, attack_release_choices
-from ..op import readable_tensors
+from ..op import direct_numba, numpy_rows, readable_tensors
 from ..realtime import FrozenCompressor
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power
 from .filters import FilterState
@@ -84,6 +85,10 @@ def attack_release_smoothing(
     attack = attack.expand(lead).unsqueeze(-1)
     release = release.expand(lead).unsqueeze(-1)
     initial = initial.expand(lead)
+    if backend in ("auto", "numba") and direct_numba(target, attack, release, initial) and _sequential_applies(
+        target, attack, release, initial
+    ):
+        return _smoothing_direct(target, attack, release, initial)
     with torch.no_grad():
         f, at, rt, g0 = target.detach(), attack.detach(), release.detach(), initial.detach()
         if _sequential_applies(f, at, rt, g0):
@@ -92,6 +97,22 @@ def attack_release_smoothing(
             choose_attack = _fixed_point_choices(f, at, rt, g0, backend)
     c = torch.where(choose_attack, attack, release)
     return allpole(c * target, (c - 1).unsqueeze(-1), initial.unsqueeze(-1), backend=backend)
+
+
+def _smoothing_direct(target: Tensor, attack: Tensor, release: Tensor, initial: Tensor) -> Tensor:
+    """:func:`attack_release_smoothing` in inference on CPU with numpy glue only: the same choices,
+    products and all-pole kernel as the torch path (see :func:`~allpole_triton.op.direct_numba`),
+    so the same bits. ``attack``, ``release`` ``(..., 1)``, ``initial`` ``(...)``."""
+    lead, T = target.shape[:-1], target.shape[-1]
+    rows = math.prod(lead)
+    f = numpy_rows(target, lead, rows, (T,))
+    at, rt = numpy_rows(attack, lead, rows, (1,)), numpy_rows(release, lead, rows, (1,))
+    g0 = numpy_rows(initial.unsqueeze(-1), lead, rows, (1,))
+    choose_attack = np.empty((rows, T), dtype=np.bool_)
+    attack_release_choices(f, at[:, 0], rt[:, 0], g0[:, 0], choose_attack)
+    c = np.where(choose_attack, at, rt)
+    g, _ = allpole_rows_direct(c * f, (c - c.dtype.type(1))[:, :, None], g0)
+    return torch.from_numpy(g).view(*lead, T)
 
 
 def _fixed_point_choices(f: Tensor, at: Tensor, rt: Tensor, g0: Tensor, backend: str) -> Tensor:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .._shapes import broadcast_leading
-from ..functional import allpole, coefficient_rows
-from ..op import NUMBA_DTYPES, _empty, readable_tensors
+from ..functional import a_rows_numpy, allpole, allpole_rows_direct, coefficient_rows
+from ..op import NUMBA_DTYPES, _empty, direct_numba, host_empty, numpy_rows, readable_tensors
 
 
 class FilterState(NamedTuple):
@@ -96,6 +97,9 @@ def time_varying_fir(
         **{"x (..., T)": x.shape[:-1], "b (..., T, K+1)": b.shape[:-2]},
         **({} if zi is None else {"zi (..., K)": zi.shape[:-1]}),
     )
+    if T and direct_numba(x, b, *(() if zi is None else (zi,))) and len({x.dtype, b.dtype, (zi if zi is not None else x).dtype}) == 1:
+        w, zf = _fir_direct(x, b, zi, lead)
+        return (w, zf) if return_zf else w
     past = x.new_zeros(*lead, K) if zi is None else zi.expand(*lead, K)
     if T and readable_tensors(x, b, past, device="cpu", dtypes=NUMBA_DTYPES) and len({x.dtype, b.dtype, past.dtype}) == 1:
         rows = math.prod(lead)
@@ -107,6 +111,53 @@ def time_varying_fir(
         return w
     keep = min(K, T)  # the last K inputs, newest first: this block's, then the older state's
     return w, torch.cat([x.expand(*lead, T)[..., T - keep:].flip(-1), past[..., : K - keep]], dim=-1)
+
+
+def _fir_direct(x: Tensor, b: Tensor, zi: Tensor | None, lead: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """:func:`time_varying_fir` on the Numba kernel with numpy glue only (see
+    :func:`~allpole_triton.op.direct_numba`); the same rows and kernel as :class:`_NumbaFIR`, so the
+    same bits. Returns ``(w, zf)``."""
+    T, K = x.shape[-1], b.shape[-1] - 1
+    rows = math.prod(lead)
+    x_rows = numpy_rows(x, lead, rows, (T,))
+    past = np.zeros((rows, K), x_rows.dtype) if zi is None else numpy_rows(zi, lead, rows, (K,))
+    w, zf = _fir_rows_direct(x_rows, _b_rows_numpy(b, lead), past)
+    return torch.from_numpy(w).view(*lead, T), torch.from_numpy(zf).view(*lead, K)
+
+
+def _b_rows_numpy(b: Tensor, lead: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(a_rows_numpy(b, lead))  # _NumbaFIR reads contiguous taps
+
+
+def _fir_rows_direct(x: np.ndarray, b: np.ndarray, past: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Numba FIR on rows ``x (R, T)``, ``b (Rb, Tb, K+1)``, ``past (R, K)``: ``(w (R, T), zf (R, K))``."""
+    from ..kernels import numba_fir
+
+    T, K = x.shape[1], b.shape[2] - 1
+    w = host_empty(x.shape, x.dtype)
+    numba_fir.fir_forward(x, b, past, w)
+    keep = min(K, T)  # the last K inputs, newest first: this block's, then the older state's
+    return w, np.concatenate([x[:, T - keep:][:, ::-1], past[:, : K - keep]], axis=1)
+
+
+def _df1_direct(x: Tensor, b: Tensor, a: Tensor, zi: FilterState | None) -> tuple[Tensor, FilterState]:
+    """Direct form I on the Numba kernels with numpy glue only, FIR then all-pole as in the
+    autograd-aware path (the same rows and kernels, so the same bits), in one pass of glue."""
+    T, K, M = x.shape[-1], b.shape[-1] - 1, a.shape[-1]
+    shapes = {"x (..., T)": x.shape[:-1], "b (..., T, K+1)": b.shape[:-2], "a (..., T, M)": a.shape[:-2]}
+    if zi is not None:
+        shapes |= {"zi.inputs (..., K)": zi.inputs.shape[:-1], "zi.outputs (..., M)": zi.outputs.shape[:-1]}
+    lead = broadcast_leading(**shapes)
+    rows = math.prod(lead)
+    x_rows = numpy_rows(x, lead, rows, (T,))
+    if zi is None:
+        past_x, past_y = np.zeros((rows, K), x_rows.dtype), np.zeros((rows, M), x_rows.dtype)
+    else:
+        past_x, past_y = numpy_rows(zi.inputs, lead, rows, (K,)), numpy_rows(zi.outputs, lead, rows, (M,))
+    w, inputs_zf = _fir_rows_direct(x_rows, _b_rows_numpy(b, lead), past_x)
+    y, outputs_zf = allpole_rows_direct(w, a_rows_numpy(a, lead), past_y) if M else (w, past_y)
+    view = lambda array, n: torch.from_numpy(array).view(*lead, n)  # noqa: E731
+    return view(y, T), FilterState(view(inputs_zf, K), view(outputs_zf, M))
 
 
 def _fir_torch(x: Tensor, b: Tensor, past: Tensor) -> Tensor:
@@ -196,6 +247,11 @@ def lfilter(
         return _other_form(form, x, b, a, zi, return_zf, backend)
     if zi is not None:
         _check_state(zi, {"inputs": K, "outputs": M}, f"inputs (..., K={K}), outputs (..., M={M})")
+    fields = (x, b, a) + (() if zi is None else tuple(zi))
+    if (T and K >= 0 and b.shape[-2] in (1, T) and backend in ("auto", "numba") and direct_numba(*fields)
+            and len({t.dtype for t in fields}) == 1):
+        y, zf = _df1_direct(x, b, a, zi)
+        return (y, zf) if return_zf else y
     w, inputs_zf = time_varying_fir(x, b, None if zi is None else zi.inputs, return_zf=True)
     if M == 0:
         y = w

@@ -16,6 +16,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..realtime import FrozenPhaser
@@ -59,12 +60,11 @@ def phaser_coefficients(p: Tensor, feedback: Tensor, mix: Tensor, stages: int) -
         ``b (..., T, K+1)`` and ``a (..., T, K)`` (without the leading 1), normalised by the
         leading denominator coefficient ``1 - g p^K``.
     """
-    powers = [torch.ones_like(p)]
-    for _ in range(stages):
-        powers.append(powers[-1] * p)
-    binomial = [math.comb(stages, k) for k in range(stages + 1)]
-    numerator = torch.stack([binomial[k] * powers[stages - k] for k in range(stages + 1)], dim=-1)  # (p + z^-1)^K
-    cascade_den = torch.stack([binomial[k] * powers[k] for k in range(stages + 1)], dim=-1)  # (1 + p z^-1)^K
+    # p^0 .. p^K by one sequential product (the same roundings as multiplying by p K times)
+    powers = F.pad(torch.cumprod(p.unsqueeze(-1).expand(*p.shape, stages), dim=-1), (1, 0), value=1.0)
+    binomial = p.new_tensor([math.comb(stages, k) for k in range(stages + 1)])
+    cascade_den = binomial * powers  # (1 + p z^-1)^K
+    numerator = cascade_den.flip(-1)  # (p + z^-1)^K: the binomials are symmetric
     feedback, mix = feedback.unsqueeze(-1), mix.unsqueeze(-1)
     denominator = cascade_den - feedback * numerator
     b = (1 - mix) * denominator + mix * numerator

@@ -47,19 +47,18 @@ def polyblep(phase: Tensor, increment: Tensor) -> Tensor:
     before = (phase - 1) / increment  # just before it
     return torch.where(
         phase < increment, 2 * after - after * after - 1,
-        torch.where(phase > 1 - increment, before * before + 2 * before + 1, torch.zeros_like(phase)),
+        torch.where(phase > 1 - increment, before * before + 2 * before + 1, 0.0),
     )
 
 
 def polyblep_oscillator(phase: Tensor, f0_hz: Tensor, sample_rate: float) -> tuple[Tensor, Tensor]:
     """Band-limited saw and square waves ``(..., T)`` from a phase in cycles and ``f0_hz``."""
     increment = (f0_hz.double() / sample_rate).clamp(1e-9, 0.5)
-    saw = 2 * phase - 1 - polyblep(phase, increment)
-    square = (
-        torch.where(phase < 0.5, 1.0, -1.0)
-        + polyblep(phase, increment)
-        - polyblep(torch.frac(phase + 0.5), increment)
-    )
+    # the residuals at the saw's jump and at the square's second jump, in one pass (elementwise
+    # arithmetic only, so each value is what a separate call would give)
+    at_zero, at_half = polyblep(torch.stack([phase, torch.frac(phase + 0.5)]), increment)
+    saw = 2 * phase - 1 - at_zero
+    square = torch.where(phase < 0.5, 1.0, -1.0) + at_zero - at_half
     return saw, square
 
 
