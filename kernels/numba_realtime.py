@@ -108,13 +108,36 @@ def compressor_block(x, y, params, power, gain):  # pragma: no cover - compiled
 
 @nb.njit(**_FLAGS)
 def _polyblep(phase, increment):  # pragma: no cover - compiled
-    if phase < increment:
-        after = phase / increment
-        return 2 * after - after * after - 1
-    if phase > 1 - increment:
-        before = (phase - 1) / increment
-        return before * before + 2 * before + 1
-    return 0.0
+    """The residual of allpole_triton.systems.synth.polyblep, by the same operations."""
+    v = (phase if phase < 0.5 else phase - 1) / increment
+    w = max(1 - abs(v), 0.0)
+    return math.copysign(w * w, -v)
+
+
+@nb.njit(**_FLAGS)
+def _oscillator_sample(phase, hz, sample_rate):  # pragma: no cover - compiled
+    """Saw and square of the PolyBLEP oscillator at the unwrapped ``phase`` (cycles) and ``hz``, by
+    the operations of allpole_triton.systems.synth.polyblep_oscillator."""
+    cycles = phase - math.trunc(phase)  # torch.frac
+    increment = min(max(hz / sample_rate, 1e-9), 0.5)
+    blep = _polyblep(cycles, increment)
+    saw = 2 * cycles - 1 - blep
+    half = cycles + 0.5
+    square = (1.0 if cycles < 0.5 else -1.0) + blep - _polyblep(half - math.trunc(half), increment)
+    return saw, square
+
+
+@nb.njit(**_FLAGS)
+def oscillator_block(f0, phase, sample_rate, saw, square):  # pragma: no cover - compiled
+    """The synth's oscillator alone: saw and square ``(R, L)`` (float64) following ``f0 (R, L)`` in
+    Hz, ``phase (R,)`` the unwrapped phase in cycles, advanced in place. The torch synth's forward
+    on CPU without gradients (the same operations as its torch ops, so the same bits)."""
+    R, L = f0.shape
+    for r in range(R):
+        for n in range(L):
+            hz = np.float64(f0[r, n])
+            saw[r, n], square[r, n] = _oscillator_sample(phase[r], hz, sample_rate)
+            phase[r] += hz / sample_rate
 
 
 @nb.njit(**_FLAGS)
@@ -140,12 +163,7 @@ def synth_block(f0, y, start, params, sample_rate, sections, phase, past_x, past
         envelope = gain * (1 - math.exp(-time / attack_s)) * math.exp(-time / decay_s)
         for r in range(R):
             hz = np.float64(f0[r, n])
-            cycles = phase[r] - math.trunc(phase[r])  # torch.frac
-            increment = min(max(hz / sample_rate, 1e-9), 0.5)
-            blep = _polyblep(cycles, increment)
-            saw = 2 * cycles - 1 - blep
-            half = cycles + 0.5
-            square = (1.0 if cycles < 0.5 else -1.0) + blep - _polyblep(half - math.trunc(half), increment)
+            saw, square = _oscillator_sample(phase[r], hz, sample_rate)
             phase[r] += hz / sample_rate
             v = (1 - square_mix) * saw + square_mix * square
             for s in range(sections):

@@ -21,6 +21,7 @@ from allpole_triton.systems.filters import time_varying_fir
 
 # the package exports a function named like the module
 compressor_module = importlib.import_module("allpole_triton.systems.compressor")
+synth_module = importlib.import_module("allpole_triton.systems.synth")
 
 DTYPES = [torch.float32, torch.float64, torch.complex64]
 
@@ -31,7 +32,7 @@ def direct_calls(monkeypatch):
     calls = {"n": 0}
     for module, name in [
         (functional, "_allpole_direct"), (filters, "_df1_direct"), (filters, "_fir_direct"),
-        (compressor_module, "_smoothing_direct"),
+        (compressor_module, "_smoothing_direct"), (synth_module, "_oscillator_direct"),
     ]:
         original = getattr(module, name)
 
@@ -144,4 +145,7 @@ def test_systems_render_the_same_bits_with_and_without_gradients(system, dtype, 
         before = direct_calls["n"]
         direct = model(inputs)
         assert direct_calls["n"] > before
-    assert_same_bits(direct, model(inputs))
+    before = direct_calls["n"]
+    tracked = model(inputs.clone().requires_grad_())
+    assert direct_calls["n"] == before
+    assert_same_bits(direct, tracked)

@@ -247,3 +247,31 @@ def test_attack_release_smoothing_under_func_grad_and_empty_blocks():
         system.reset()
         assert system.process_block(torch.zeros(2, 0)).shape == (2, 0)
         assert system.process_block(torch.full((2, 5), 220.0)).shape == (2, 5)
+
+
+def test_polyblep_is_the_two_sided_polynomial_residual():
+    """Against the textbook piecewise form, evaluated branch by branch in Python floats."""
+    from allpole_triton.systems.synth import polyblep
+
+    def reference(phase: float, increment: float) -> float:
+        if phase < increment:
+            t = phase / increment
+            return 2 * t - t * t - 1
+        if phase > 1 - increment:
+            t = (phase - 1) / increment
+            return t * t + 2 * t + 1
+        return 0.0
+
+    g = torch.Generator().manual_seed(0)
+    increments = torch.cat([torch.rand(2000, generator=g, dtype=torch.float64) * 0.5, torch.tensor([0.5, 1e-9, 0.25])])
+    # phases near both sides of the jump, anywhere, and exactly at the edges
+    phases = torch.cat([
+        torch.rand(1000, generator=g, dtype=torch.float64) * increments[:1000],
+        1 - torch.rand(1000, generator=g, dtype=torch.float64) * increments[1000:2000],
+        torch.tensor([0.0, 0.5, 0.75]),
+    ])
+    phases[::7] = torch.rand(len(phases[::7]), generator=g, dtype=torch.float64)
+    got = polyblep(phases, increments)
+    expected = torch.tensor([reference(p, i) for p, i in zip(phases.tolist(), increments.tolist())], dtype=torch.float64)
+    assert (got != 0).sum() > 1500
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)

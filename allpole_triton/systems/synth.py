@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..kernels.numba_realtime import oscillator_block
+from ..op import direct_numba, numpy_rows
 from ..realtime import FrozenSynth
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, sample_times
 from .filters import FilterState
@@ -42,13 +45,16 @@ def oscillator_phase(f0_hz: Tensor, sample_rate: float, initial: Tensor | None =
 
 
 def polyblep(phase: Tensor, increment: Tensor) -> Tensor:
-    """Polynomial band-limited step residual for a unit downward jump at phase 0 (phase in cycles)."""
-    after = phase / increment  # just after the jump
-    before = (phase - 1) / increment  # just before it
-    return torch.where(
-        phase < increment, 2 * after - after * after - 1,
-        torch.where(phase > 1 - increment, before * before + 2 * before + 1, 0.0),
-    )
+    """Polynomial band-limited step residual for a unit downward jump at phase 0 (phase in cycles,
+    ``increment`` in (0, 0.5] cycles per sample).
+
+    With ``v`` the distance to the jump in samples (``phase / increment`` after it,
+    ``(phase - 1) / increment`` before it) the residual is ``2v - v^2 - 1 = -(1 - v)^2`` for
+    ``0 <= v < 1``, ``v^2 + 2v + 1 = (1 + v)^2`` for ``-1 < v < 0`` and 0 elsewhere, i.e.
+    ``copysign(max(1 - |v|, 0)^2, -v)``: one expression, so both branches are not evaluated.
+    """
+    v = torch.where(phase < 0.5, phase, phase - 1) / increment
+    return torch.copysign((1 - v.abs()).clamp(min=0).square(), -v)
 
 
 def polyblep_oscillator(phase: Tensor, f0_hz: Tensor, sample_rate: float) -> tuple[Tensor, Tensor]:
@@ -62,21 +68,46 @@ def polyblep_oscillator(phase: Tensor, f0_hz: Tensor, sample_rate: float) -> tup
     return saw, square
 
 
+def _oscillator_direct(f0_hz: Tensor, initial: Tensor | None, sample_rate: float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`oscillator_phase` then :func:`polyblep_oscillator` in one Numba pass, for CPU inference
+    (see :func:`~allpole_triton.op.direct_numba`): the same operations, so the same bits.
+    Returns ``(saw, square, final phase)``."""
+    lead, T = f0_hz.shape[:-1], f0_hz.shape[-1]
+    rows = math.prod(lead)
+    f0 = numpy_rows(f0_hz, lead, rows, (T,))
+    # a fresh copy: the kernel advances it in place
+    phase = np.zeros(rows) if initial is None else np.array(numpy_rows(initial.double(), lead, rows, ()), copy=True)
+    saw, square = np.empty((rows, T)), np.empty((rows, T))
+    oscillator_block(f0, phase, float(sample_rate), saw, square)
+    view = lambda array: torch.from_numpy(array).view(*lead, T)  # noqa: E731
+    return view(saw), view(square), torch.from_numpy(phase).view(lead)
+
+
 def glide(start: Tensor, end: Tensor, time_constant_s: Tensor, times: Tensor) -> Tensor:
     """Exponential envelope ``end + (start - end) exp(-t / tau)`` at ``times (T,)`` seconds."""
-    return end + (start - end) * torch.exp(-times / time_constant_s)
+    return _glide(start, end, time_constant_s, -times)
+
+
+def _glide(start: Tensor, end: Tensor, time_constant_s: Tensor, negative_times: Tensor) -> Tensor:
+    # -t / tau == (-t) / tau exactly: the negated times are shared by every envelope of a block
+    return end + (start - end) * torch.exp(negative_times / time_constant_s)
 
 
 def lowpass_biquad(cutoff_hz: Tensor, q: Tensor, sample_rate: float) -> Tensor:
     """RBJ-cookbook low-pass biquad per sample: ``sos`` rows ``[b0, b1, b2, 1, a1, a2]``, shape ``(..., T, 6)``."""
+    b, a = _lowpass_coefficients(cutoff_hz, q, sample_rate)
+    return torch.cat([b, torch.ones_like(a[..., :1]), a], dim=-1)
+
+
+def _lowpass_coefficients(cutoff_hz: Tensor, q: Tensor, sample_rate: float) -> tuple[Tensor, Tensor]:
+    """:func:`lowpass_biquad` as ``b (..., T, 3)``, ``a (..., T, 2)`` (without the leading 1)."""
     w0 = 2 * math.pi * cutoff_hz / sample_rate
     cos_w0 = torch.cos(w0)
     alpha = torch.sin(w0) / (2 * q)
     a0 = 1 + alpha
     b1 = (1 - cos_w0) / a0
-    return torch.stack(
-        [b1 / 2, b1, b1 / 2, torch.ones_like(a0), -2 * cos_w0 / a0, (1 - alpha) / a0], dim=-1
-    )
+    b0 = b1 / 2
+    return torch.stack([b0, b1, b0], dim=-1), torch.stack([-2 * cos_w0 / a0, (1 - alpha) / a0], dim=-1)
 
 
 def subtractive_synth(
@@ -117,16 +148,19 @@ def subtractive_synth(
         raise ValueError("method='fs' is frame-based and cannot continue from a streaming state; use method='td'")
     dtype = f0_hz.dtype if f0_hz.is_floating_point() else square_mix.dtype  # outputs follow the input
     start = 0 if state is None else state.time
-    phase, final_phase = oscillator_phase(f0_hz, sample_rate, None if state is None else state.phase)
-    saw, square = polyblep_oscillator(phase, f0_hz, sample_rate)
+    initial_phase = None if state is None else state.phase
+    if f0_hz.dtype in (torch.float32, torch.float64) and direct_numba(f0_hz, *(() if state is None else (initial_phase,))):
+        saw, square, final_phase = _oscillator_direct(f0_hz, initial_phase, sample_rate)
+    else:
+        phase, final_phase = oscillator_phase(f0_hz, sample_rate, initial_phase)
+        saw, square = polyblep_oscillator(phase, f0_hz, sample_rate)
     oscillator = (1 - square_mix) * saw.to(dtype) + square_mix * square.to(dtype)
 
-    times = sample_times(start, f0_hz.shape[-1], sample_rate, f0_hz).to(dtype)
-    log_cutoff = glide(torch.log(cutoff_start_hz), torch.log(cutoff_end_hz), cutoff_glide_s, times)
+    negative_times = -sample_times(start, f0_hz.shape[-1], sample_rate, f0_hz).to(dtype)
+    log_cutoff = _glide(torch.log(cutoff_start_hz), torch.log(cutoff_end_hz), cutoff_glide_s, negative_times)
     cutoff = torch.exp(log_cutoff).clamp(max=0.45 * sample_rate)
-    q = glide(q_start, q_end, q_glide_s, times)
-    sos = lowpass_biquad(cutoff, q, sample_rate)  # (T, 6)
-    b, a = sos[..., :3], sos[..., 4:]
+    q = _glide(q_start, q_end, q_glide_s, negative_times)
+    b, a = _lowpass_coefficients(cutoff, q, sample_rate)  # (T, 3), (T, 2)
 
     y = oscillator
     filter_states = []
@@ -134,7 +168,7 @@ def subtractive_synth(
         section_state = None if state is None else FilterState(state.filter.inputs[..., s, :], state.filter.outputs[..., s, :])
         y, zf = pole_zero_filter(y, b, a, section_state, method, fs, backend)
         filter_states.append(zf)
-    envelope = gain * (1 - torch.exp(-times / attack_s)) * torch.exp(-times / decay_s)
+    envelope = gain * (1 - torch.exp(negative_times / attack_s)) * torch.exp(negative_times / decay_s)
     audio = y * envelope
     if method == "fs":
         return audio, None
