@@ -429,7 +429,7 @@ def direct_numba(*tensors: Tensor) -> bool:
     kernel); the kernels are the same either way, so the outputs are the same bits."""
     return (
         _plain_eager(*tensors)
-        and all(t.device.type == "cpu" and t.dtype in NUMBA_DTYPES for t in tensors)
+        and all(t.is_cpu and t.dtype in NUMBA_DTYPES for t in tensors)
         and not _wants_gradient(*tensors)
     )
 

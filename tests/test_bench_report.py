@@ -303,3 +303,26 @@ def test_interleaved_timing_alternates_backends_after_the_workload():
     calls = timed[1::2]
     assert calls[:4] == ["fast", "slow", "fast", "slow"]
     assert len(times["fast"]) == 4 and len(times["slow"]) == 2  # 2 x 20 ms passes the 30 ms budget
+
+
+def test_realtime_report_has_every_case_and_the_one_call_table():
+    import numba
+
+    from allpole_triton.bench import realtime
+
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        rows = realtime.run(blocks=(32,), sample_rates=(48000.0,), calls=3, warmup=1)
+        calls = realtime.small_calls(blocks=(16,), calls=3)
+    finally:  # run() pins both thread pools to one thread, as a plugin host would
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
+    assert {(r["system"], r["path"]) for r in rows} == {
+        (system, path) for system in ("Phaser (4 stages)", "Compressor", "SubtractiveSynth") for path in realtime.PATHS
+    }
+    for r in rows:
+        assert r["calls"] == 3 and 0 < r["median_us"] <= r["p99_us"]
+        assert r["rtf_median"] == pytest.approx(r["budget_us"] / r["median_us"])
+    assert {r["filter"] for r in calls} >= {"allpole_triton"} and all(r["calls"] == 3 for r in calls)
+    text = realtime.markdown(rows, "test machine") + "\n" + realtime.small_calls_markdown(calls)
+    assert "| SubtractiveSynth | frozen | 48000 | 32 |" in text and "| 16 | allpole_triton |" in text

@@ -144,9 +144,13 @@ def run_realtime(args) -> int:
     machine = machine_info("cpu")
     progress = (lambda items: _progress_bar(items, "streaming")) if args.progress else None
     rows = realtime.run(calls=args.repeat or 300, progress=progress)
+    calls = realtime.small_calls(calls=args.repeat or 300)
     text = realtime.markdown(rows, f"{machine['cpu']} ({machine['cpu_cores']} cores)")
+    text += "\n\n" + realtime.small_calls_markdown(calls)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "realtime.json").write_text(json.dumps({"machine": machine, "cases": rows}, indent=1) + "\n")
+    (args.out / "realtime.json").write_text(
+        json.dumps({"machine": machine, "cases": rows, "small_calls": calls}, indent=1) + "\n"
+    )
     (args.out / "realtime.md").write_text(text + "\n")
     if args.plots:
         try:

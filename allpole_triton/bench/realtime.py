@@ -89,6 +89,54 @@ def run(
     return rows
 
 
+def small_calls(blocks: tuple[int, ...] = BLOCKS, order: int = 2, calls: int = 300) -> list[dict]:
+    """One filter call on a ``(1, L)`` block in inference, ours (:func:`allpole`) against torchlpc's
+    ``sample_wise_lpc`` when it is installed, taking turns call by call (single-threaded, as
+    :func:`run` sets up). One row per (block, filter): median and min in us."""
+    from ..functional import allpole
+    from .timing import time_cpu_interleaved
+
+    fns = {"allpole_triton": allpole}
+    try:
+        import torchlpc
+
+        fns["torchlpc"] = torchlpc.sample_wise_lpc
+    except ImportError:
+        pass
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for length in blocks:
+        x = torch.randn(1, length, generator=g)
+        a = 0.4 * torch.rand(1, length, order, generator=g) - 0.2
+        zi = torch.randn(1, order, generator=g)
+        with torch.no_grad():
+            times = time_cpu_interleaved(
+                {name: (lambda fn=fn: fn(x, a, zi, return_zf=True)) for name, fn in fns.items()},
+                lambda: None, repeat=calls, warmup=20, budget=float("inf"),
+            )
+        for name, samples in times.items():
+            rows.append(dict(filter=name, block=length, order=order, median_us=1e6 * statistics.median(samples),
+                             min_us=1e6 * min(samples), calls=len(samples)))
+    return rows
+
+
+def small_calls_markdown(rows: list[dict]) -> str:
+    lines = [
+        "## One filter call per block",
+        "",
+        f"`(1, L)` float32 block, order {rows[0]['order'] if rows else 2}, with `zi` and `return_zf=True`, "
+        "under `torch.no_grad()`, the filters taking turns call by call.",
+        "",
+        "| block | filter | median (us) | min (us) | ratio to torchlpc (median) |",
+        "| ---: | --- | ---: | ---: | ---: |",
+    ]
+    reference = {r["block"]: r["median_us"] for r in rows if r["filter"] == "torchlpc"}
+    for r in rows:
+        ratio = f"{r['median_us'] / reference[r['block']]:.2f}" if r["block"] in reference else "-"
+        lines.append(f"| {r['block']} | {r['filter']} | {r['median_us']:.1f} | {r['min_us']:.1f} | {ratio} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict], machine: str) -> str:
     lines = [
         "# Real-time: time per block, single-threaded",

@@ -25,7 +25,6 @@ from ..kernels.numba_realtime import POWER_FLOOR, attack_release_choices
 from ..op import direct_numba, numpy_rows, readable_tensors
 from ..realtime import FrozenCompressor
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power
-from .filters import FilterState
 
 class CompressorState(NamedTuple):
     """Streaming state: the detector's mean square ``p[n-1]`` ``(..., 1)`` and the smoothed gain ``g[n-1]`` ``(...)``."""
@@ -193,16 +192,17 @@ def compressor(
     if check_method(method) == "fs" and state is not None:
         raise ValueError("method='fs' is frame-based and cannot continue from a streaming state; use method='td'")
     lead = x.shape[:-1]
-    power0 = x.new_zeros(*lead, 1) if state is None else state.power
     gain0 = x.new_ones(lead) if state is None else state.gain
     # the three coefficients in one pass of ops (a streaming block pays ~2 us an op)
     times_ms = torch.stack(torch.broadcast_tensors(detector_ms, attack_ms, release_ms))
     detector, attack, release = time_constant_coefficient(times_ms, sample_rate).to(x.dtype).unbind()
 
-    power, power_state = pole_zero_filter(
-        x * x, detector.view(1, 1), (detector - 1).view(1, 1), None if state is None else _detector_state(power0, x),
-        method, fs, backend,
-    )
+    feedback = (detector - 1).view(1, 1)
+    if method == "td":  # lfilter(x^2, [d], [d - 1]) without its FIR pass: the same products
+        power, power_zf = allpole(detector * (x * x), feedback, None if state is None else state.power,
+                                  return_zf=True, backend=backend)
+    else:
+        power, _ = pole_zero_filter(x * x, detector.view(1, 1), feedback, None, method, fs, backend)
     level_db = 10 * torch.log10(power.clamp(min=0) + POWER_FLOOR)
     target = base_power(10.0, static_gain_db(level_db, threshold_db, ratio, knee_db) / 20)
     if method == "td":
@@ -212,11 +212,7 @@ def compressor(
     y = x * gain * base_power(10.0, makeup_db / 20)
     if method == "fs":
         return y, None
-    return y, CompressorState(power_state.outputs, gain[..., -1] if x.shape[-1] else gain0)
-
-
-def _detector_state(power: Tensor, x: Tensor) -> FilterState:
-    return FilterState(x.new_zeros(*power.shape[:-1], 0), power)
+    return y, CompressorState(power_zf, gain[..., -1] if x.shape[-1] else gain0)
 
 
 def _attack_release_fs(target: Tensor, attack: Tensor, release: Tensor, initial: Tensor, fs: FrequencySampling) -> Tensor:
