@@ -205,21 +205,28 @@ class _DenseRecurrence(torch.autograd.Function):
         if numba_adjoint:  # one fused pass; with create_graph the torch ops below are differentiated
             from .kernels import numba_recurrence
 
-            grad_A = _empty((R, A.shape[1], M, M), h, "numba")
+            need_grad_A = ctx.needs_input_grad[0]
+            # without grad_A the kernel neither reads nor writes it: a placeholder of the right rank
+            grad_A = _empty((R, A.shape[1], M, M) if need_grad_A else (1, 1, M, M), h, "numba")
             grad_u, grad_h0 = _empty(h.shape, h, "numba"), torch.empty_like(h0)
             numba_recurrence.dense_adjoint(A.contiguous().numpy(), h0.contiguous().numpy(), h.numpy(),
-                                           grad_h.contiguous().numpy(), grad_A.numpy(), grad_u.numpy(), grad_h0.numpy())
+                                           grad_h.contiguous().numpy(), grad_A.numpy(), grad_u.numpy(), grad_h0.numpy(),
+                                           need_grad_A)
+            if not need_grad_A:
+                return None, grad_u, grad_h0, None
             return (grad_A.sum(0, keepdim=True) if A.shape[0] == 1 and R > 1 else grad_A), grad_u, grad_h0, None
         # lam[n] = A[n+1]^H lam[n+1] + g[n]: in reversed time m = T-1-n, mu[m] = A[T-m]^H mu[m-1] + g[T-1-m]
         # from mu[-1] = 0 (so the transition at m = 0 is never used: A[0] stands in for it)
         reversed_A = torch.cat([A[:, :1], A[:, 1:].flip(1)], dim=1) if A.shape[1] > 1 else A
         lam = _DenseRecurrence.apply(reversed_A.mH, grad_h.flip(1), torch.zeros_like(h0), ctx.backend).flip(1)
-        previous = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
-        grad_A = lam.unsqueeze(-1) * previous.conj().unsqueeze(-2)  # (R, T, M, M): lam[n] h[n-1]^H
-        if A.shape[1] == 1:
-            grad_A = grad_A.sum(1, keepdim=True)
-        if A.shape[0] == 1 and R > 1:
-            grad_A = grad_A.sum(0, keepdim=True)
+        grad_A = None
+        if ctx.needs_input_grad[0]:
+            previous = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
+            grad_A = lam.unsqueeze(-1) * previous.conj().unsqueeze(-2)  # (R, T, M, M): lam[n] h[n-1]^H
+            if A.shape[1] == 1:
+                grad_A = grad_A.sum(1, keepdim=True)
+            if A.shape[0] == 1 and R > 1:
+                grad_A = grad_A.sum(0, keepdim=True)
         grad_h0 = (A[:, 0].mH @ lam[:, 0].unsqueeze(-1)).squeeze(-1)  # (R, M): A's rows broadcast
         return grad_A, lam, grad_h0, None
 

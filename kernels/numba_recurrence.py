@@ -31,17 +31,18 @@ def dense_forward(A, u, h0, h):
         _forward_memory(A, u, h0, h)
 
 
-def dense_adjoint(A, h0, h, grad_h, grad_A, grad_u, grad_h0):
+def dense_adjoint(A, h0, h, grad_h, grad_A, grad_u, grad_h0, need_grad_A=True):
     """The adjoint of :func:`dense_forward` from the upstream gradient ``grad_h (R, T, M)``:
     ``lam[n] = A[n+1]^H lam[n+1] + grad_h[n]`` (lam[T-1] = grad_h[T-1]) written to ``grad_u``,
     ``grad_A[n] = lam[n] h[n-1]^H`` per row (``grad_A (R, Ta, M, M)``: summed over time when
-    Ta = 1; the caller sums broadcast rows) and ``grad_h0 = A[0]^H lam[0]``."""
+    Ta = 1; the caller sums broadcast rows; neither read nor written without ``need_grad_A``)
+    and ``grad_h0 = A[0]^H lam[0]``."""
     M = h.shape[2]
     zeros = (h.dtype.type(0),) * M
     if uses_registers(M, np.iscomplexobj(h)):
-        _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros)
+        _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros, need_grad_A)
     else:
-        _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0)
+        _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0, need_grad_A)
 
 
 @nb.njit(inline="always")
@@ -120,12 +121,12 @@ def _add_grad_A(grad_A, h0, h, r, n, lam, summed):  # pragma: no cover - compile
 
 
 @nb.njit(**_FLAGS)
-def _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros):  # pragma: no cover - compiled
+def _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros, need_grad_A):  # pragma: no cover
     R, T, M = h.shape
     ra, ta = _broadcast_steps(A)
     summed = grad_A.shape[1] == 1 and T > 1  # constant A: grad_A sums lam[n] h[n-1]^H over time
     for r in nb.prange(R):
-        if summed:
+        if summed and need_grad_A:
             for i in range(M):
                 for j in range(M):
                     grad_A[r, 0, i, j] = 0
@@ -140,21 +141,22 @@ def _adjoint_registers(A, h0, h, grad_h, grad_A, grad_u, grad_h0, zeros):  # pra
                 lam = _adjoint_step(A[r * ra, (n + 1) * ta], lam, grad_h[r, n], zeros)
             for i in range(len(zeros)):
                 grad_u[r, n, i] = lam[i]
-            _add_grad_A(grad_A, h0, h, r, n, lam, summed)
+            if need_grad_A:
+                _add_grad_A(grad_A, h0, h, r, n, lam, summed)
         first = _adjoint_step(A[r * ra, 0], lam, zeros, zeros)
         for j in range(len(zeros)):
             grad_h0[r, j] = first[j]
 
 
 @nb.njit(**_FLAGS)
-def _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0):  # pragma: no cover - compiled
+def _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0, need_grad_A):  # pragma: no cover - compiled
     R, T, M = h.shape
     ra, ta = _broadcast_steps(A)
     summed = grad_A.shape[1] == 1 and T > 1
     for r in nb.prange(R):
         lam = np.zeros(M, dtype=h.dtype)
         zero = lam[0]
-        if summed:
+        if summed and need_grad_A:
             for i in range(M):
                 for j in range(M):
                     grad_A[r, 0, i, j] = 0
@@ -171,7 +173,8 @@ def _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0):  # pragma: no co
                     grad_u[r, n, j] = acc
             for i in range(M):
                 lam[i] = grad_u[r, n, i]
-            _add_grad_A(grad_A, h0, h, r, n, lam, summed)
+            if need_grad_A:
+                _add_grad_A(grad_A, h0, h, r, n, lam, summed)
         An = A[r * ra, 0]
         for j in range(M):
             acc = zero

@@ -221,13 +221,15 @@ def test_numba_kernels_match_the_torch_loop(M, complex_, Ra, Ta):
     memory above) against the torch loop and its torch-op adjoint, with broadcast A."""
     A, u, h0 = inputs(3, 30, M, Ra, Ta, complex_, seed=20 + M)
     g = inputs(3, 30, M, 3, 30, complex_, seed=40 + M)[1]
-    results = []
-    for backend in ("numba", "naive"):
-        leaves = [t.clone().requires_grad_() for t in (A, u, h0)]
-        h = linear_recurrence(*leaves, backend=backend)
-        results.append((h, *torch.autograd.grad(h, leaves, g)))
-    for fast, slow in zip(*results):
-        torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
+    for A_needs_grad in (True, False):  # without it the fused adjoint skips grad_A
+        results = []
+        for backend in ("numba", "naive"):
+            leaves = [A.clone().requires_grad_(A_needs_grad), u.clone().requires_grad_(), h0.clone().requires_grad_()]
+            h = linear_recurrence(*leaves, backend=backend)
+            results.append((h, *torch.autograd.grad(h, [t for t in leaves if t.requires_grad], g)))
+        assert len(results[0]) == (4 if A_needs_grad else 3)
+        for fast, slow in zip(*results):
+            torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
