@@ -181,3 +181,47 @@ def test_double_backward_through_the_register_forms(form):
     x, b, a = coefficients(1, 8, 2, 2, seed=6)
     inputs = [t.clone().requires_grad_() for t in (x, b, a)]
     assert torch.autograd.gradgradcheck(lambda x, b, a: lfilter(x, b, a, form=form), inputs)
+
+
+# (x, b, a, poles, zeros) shapes: broadcast rows, taps constant in time, one order 0, blocks
+# shorter than the orders
+TDF1_SHAPES = [
+    ((3, 20), (3, 20, 3), (3, 20, 2), (3, 2), (3, 2)),
+    ((2, 3, 15), (1, 15, 2), (3, 1, 3), (1, 3), (2, 3, 1)),
+    ((4, 12), (4, 1, 4), (12, 1), (4, 1), (3,)),
+    ((2, 10), (2, 10, 1), (2, 10, 3), (2, 3), (2, 0)),
+    ((2, 10), (2, 10, 3), (2, 10, 0), (2, 0), (2, 2)),
+    ((2, 2), (2, 2, 5), (2, 2, 4), (2, 4), (2, 4)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
+@pytest.mark.parametrize("shapes", TDF1_SHAPES)
+def test_tdf1_adjoint_matches_the_composition(shapes, dtype):
+    """tdf1's fused Numba adjoint against autograd through tdf1_composed (allpole and FIR with shifted
+    taps, an independent derivation), for gradients of y and of both final registers."""
+    g = torch.Generator().manual_seed(len(shapes[0]) + shapes[1][-1])
+    draw = lambda shape, scale=1.0: (scale * torch.randn(*shape, generator=g, dtype=dtype))  # noqa: E731
+    x, b, a = draw(shapes[0]), draw(shapes[1], 0.5), draw(shapes[2], 0.3 / max(shapes[2][-1], 1))
+    poles, zeros = draw(shapes[3]), draw(shapes[4])
+    # an expanded (stride-0) view of b's rows: its gradient is per row, summed by the expand
+    b_leaf = b
+    b = b.expand(2, *b.shape) if b.ndim == 2 else b
+    lead = torch.broadcast_shapes(x.shape[:-1], b.shape[:-2], a.shape[:-2], poles.shape[:-1], zeros.shape[:-1])
+    T = x.shape[-1]
+    weights = [draw((*lead, n)) for n in (T, shapes[2][-1], shapes[1][-1] - 1)]
+
+    def loss(fn, leaves):
+        x, b, a, poles, zeros = leaves
+        b = b.expand(2, *b.shape) if b.ndim == 2 else b
+        y, zf = fn(x, b, a, TransposedState(poles, zeros))
+        return sum((w.conj() * out).real.sum() for w, out in zip(weights, (y, zf.poles, zf.zeros)))
+
+    results = []
+    for fn in (lambda *args: lfilter(*args[:3], args[3], form="tdf1", return_zf=True),
+               lambda *args: tdf1_composed(*args, "auto")):
+        leaves = [t.clone().requires_grad_() for t in (x, b_leaf, a, poles, zeros)]
+        grads = torch.autograd.grad(loss(fn, leaves), leaves, allow_unused=True)  # order 0: an empty a
+        results.append([torch.zeros_like(t) if grad is None else grad for t, grad in zip(leaves, grads)])
+    for fused, composed in zip(*results):
+        torch.testing.assert_close(fused, composed, rtol=1e-10, atol=1e-12)

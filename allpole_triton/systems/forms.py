@@ -20,7 +20,9 @@ time-varying FIR with coefficients shifted along their diagonals (``shifted[n, j
 c[n - j - offset, j]``), run N samples past the end so that the final registers come out as the
 outputs of those extra samples. On plain CPU tensors the transposed forms' outputs and states come
 from their register loops instead (``kernels/numba_forms.py``), so that a stream cut into blocks
-reproduces one long call bit for bit; their gradients are the composition's.
+reproduces one long call bit for bit. tdf1's gradients come from one fused pass back in time
+(``kernels/numba_forms.tdf1_adjoint``); tdf2's, and tdf1's under ``create_graph``, from
+differentiating the composition.
 """
 from __future__ import annotations
 
@@ -135,26 +137,68 @@ def _register_loop(form: str, x: Tensor, b: Tensor, a: Tensor, state: tuple[Tens
             coefficient_rows(_pad_order(a.detach(), N), lead).contiguous().numpy(), registers[0].numpy(), y.numpy(),
         )
     else:
+        v = torch.empty_like(xr)
         numba_forms.tdf1_forward(
             xr.numpy(), coefficient_rows(b.detach(), lead).contiguous().numpy(), coefficient_rows(a.detach(), lead).contiguous().numpy(),
-            registers[0].numpy(), registers[1].numpy(), y.numpy(),
+            registers[0].numpy(), registers[1].numpy(), y.numpy(), v.numpy(),
         )
+        registers.append(v)  # the all-pole part's output, for tdf1_adjoint
     return (y.reshape(*lead, T), *(r.reshape(*lead, r.shape[-1]) for r in registers))
 
 
+def _tdf1_adjoint(x: Tensor, b: Tensor, a: Tensor, state: tuple[Tensor, Tensor], v: Tensor, grads) -> tuple:
+    """Gradients of tdf1's ``(y, poles, zeros)`` with respect to ``(x, b, a, poles0, zeros0)`` in one
+    Numba pass (:func:`kernels.numba_forms.tdf1_adjoint`), each summed down to its input's shape.
+    ``v (*lead, T)`` is the forward's all-pole output."""
+    from ..kernels import numba_forms
+
+    lead, T = v.shape[:-1], v.shape[-1]
+    R = math.prod(lead)
+    M, K = a.shape[-1], b.shape[-1] - 1
+    wanted = (T, M, K)
+    g, poles_bar, zeros_bar = (
+        v.new_zeros(*lead, size) if grad is None else grad.expand(*lead, size)
+        for grad, size in zip(grads, wanted)
+    )
+    grad_x, grad_b, grad_a = v.new_empty(R, T), v.new_empty(R, b.shape[-2], K + 1), v.new_empty(R, a.shape[-2], M)
+    poles_bar, zeros_bar = _rows(poles_bar, lead, 1).clone(), _rows(zeros_bar, lead, 1).clone()
+    numba_forms.tdf1_adjoint(
+        coefficient_rows(b.detach(), lead).contiguous().numpy(), coefficient_rows(a.detach(), lead).contiguous().numpy(),
+        _rows(v, lead, 1).numpy(), _rows(g.detach(), lead, 1).numpy(), poles_bar.numpy(), zeros_bar.numpy(),
+        grad_x.numpy(), grad_b.numpy(), grad_a.numpy(),
+    )
+    # per-row gradients, reduced to each input's shape (broadcast rows, and time for constant taps)
+    return (
+        grad_x.reshape(*lead, T).sum_to_size(x.shape), grad_b.reshape(*lead, *grad_b.shape[1:]).sum_to_size(b.shape),
+        grad_a.reshape(*lead, *grad_a.shape[1:]).sum_to_size(a.shape),
+        poles_bar.reshape(*lead, M).sum_to_size(state[0].shape), zeros_bar.reshape(*lead, K).sum_to_size(state[1].shape),
+    )
+
+
 class _RegisterForm(torch.autograd.Function):
-    """Values from the register loop, gradients from the composition (the same function)."""
+    """Values from the register loop; gradients from tdf1's fused adjoint, or from the composition
+    (the same function), which is also what a double backward differentiates."""
 
     @staticmethod
     def forward(ctx, form: str, backend: str, x: Tensor, b: Tensor, a: Tensor, *state: Tensor):
         ctx.form, ctx.backend = form, backend
-        ctx.save_for_backward(x, b, a, *state)
-        return _register_loop(form, x, b, a, state)
+        outputs = _register_loop(form, x, b, a, state)
+        if form == "tdf1":  # the all-pole part's output v, which tdf1's adjoint reads
+            *outputs, v = outputs
+            ctx.save_for_backward(x, b, a, *state, v)
+        else:
+            ctx.save_for_backward(x, b, a, *state)
+        return tuple(outputs)
 
     @staticmethod
     def backward(ctx, *grads):
         saved = ctx.saved_tensors
         create_graph = torch.is_grad_enabled()  # a double backward differentiates this backward
+        if ctx.form == "tdf1":
+            *saved, v = saved
+            if not create_graph:  # one fused pass instead of differentiating the composition
+                gradients = _tdf1_adjoint(*saved[:3], tuple(saved[3:]), v, grads)
+                return (None, None, *(grad if need else None for grad, need in zip(gradients, ctx.needs_input_grad[2:])))
         inputs = [t if create_graph else t.detach() for t in saved]
         inputs = [t if t.requires_grad else t.detach().requires_grad_(need) for t, need in zip(inputs, ctx.needs_input_grad[2:])]
         with torch.enable_grad():
