@@ -335,6 +335,94 @@ def _feedthrough(D: Tensor, x: Tensor, batch: int, N: int) -> Tensor:
     raise ValueError(f"D has no shape rule for x of shape {tuple(x.shape)}: got {shape} (see philtorch.lpv.state_space)")
 
 
+def _single_input_single_output(
+    B: Tensor | None, C: Tensor | None, x: Tensor, batch: int, N: int, M: int
+) -> tuple[Tensor, Tensor] | None:
+    """B and C as ``(1 or batch, 1 or N, M)`` rows when x is ``(batch, N)`` and both are vectors per
+    (batch, time) by the rules of :func:`_input_term` and :func:`_output_term`, taken in their order
+    (so an ambiguous shape means what it means there); None for every other form."""
+    if x.ndim != 2 or B is None or C is None:
+        return None
+
+    def vector_rows(t: Tensor, per_batch_and_time: bool) -> Tensor | None:
+        shape = tuple(t.shape)
+        if shape == (M,):
+            return t.view(1, 1, M)
+        if shape == (N, M):
+            return t.unsqueeze(0)
+        if shape == (batch, M):
+            return t.unsqueeze(1)
+        return t if per_batch_and_time and shape == (batch, N, M) else None
+
+    # C (batch, N, M) with batch == N is _output_term's (N, P, M) matrix form, which it tries first
+    vectors = vector_rows(B, True), vector_rows(C, C.ndim == 3 and C.shape[0] != N)
+    return None if any(v is None for v in vectors) else vectors
+
+
+def _fused_applies(*tensors: Tensor, backend: str) -> bool:
+    """The fused Numba state-space kernels take plain CPU tensors of one Numba dtype, a non-empty
+    time axis and an order whose state fits in registers."""
+    from .kernels.numba_recurrence import uses_registers
+
+    x, A = tensors[0], tensors[1]
+    return (
+        resolve_backend(backend, x.device) == "numba" and x.shape[1] > 0 and A.shape[-1] > 0
+        and len({t.dtype for t in tensors}) == 1
+        and readable_tensors(*tensors, types=(Tensor, torch.nn.Parameter), device="cpu", dtypes=NUMBA_DTYPES)
+        and uses_registers(A.shape[-1], x.is_complex())
+    )
+
+
+class _FusedStateSpace(torch.autograd.Function):
+    """Rows: A (Ra, Ta, M, M), x (R, T), B (Rb, Tb, M), C (Rc, Tc, M), h0 (R, M) ->
+    (y (R, T), h[T-1] (R, M)) with ``y[n] = C[n] . h[n-1]``, ``h[n] = A[n] h[n-1] + B[n] x[n]``, on
+    the fused Numba kernels (``numba_recurrence.state_space_*``): no (R, T, M) tensors for B x and
+    C h around the recurrence. A double backward differentiates the torch composition instead."""
+
+    @staticmethod
+    def forward(ctx, A: Tensor, x: Tensor, B: Tensor, C: Tensor, h0: Tensor):
+        from .kernels import numba_recurrence
+
+        R, T = x.shape
+        h, y = _empty((R, T, A.shape[-1]), x, "numba"), _empty((R, T), x, "numba")
+        numba_recurrence.state_space_forward(*(t.detach().numpy() for t in (A, x, B, C, h0)), h.numpy(), y.numpy())
+        ctx.save_for_backward(A, x, B, C, h0, h)
+        return y, h[:, -1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor | None, grad_final: Tensor | None):
+        A, x, B, C, h0, h = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph: gradients of the torch composition, differentiable again
+            # the saved inputs themselves, so that the gradients stay connected to their graphs
+            leaves = [t if t.requires_grad else t.detach().requires_grad_(need) for t, need in zip((A, x, B, C, h0), needs)]
+            with torch.enable_grad():
+                states = linear_recurrence(leaves[0], leaves[1].unsqueeze(-1) * leaves[2], leaves[4])
+                before = torch.cat([leaves[4].unsqueeze(1), states[:, :-1]], dim=1)
+                outputs = (_mix(leaves[3], before), states[:, -1])
+            pairs = [(o, g) for o, g in zip(outputs, (grad_y, grad_final)) if g is not None]
+            wanted = [t for t, need in zip(leaves, needs) if need]
+            found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                             allow_unused=True, create_graph=True))
+            return tuple(next(found) if need else None for need in needs)
+        from .kernels import numba_recurrence
+
+        R, T, M = h.shape
+        grad_y = x.new_zeros(R, T) if grad_y is None else grad_y.contiguous()
+        grad_final = h0.new_zeros(R, M) if grad_final is None else grad_final.contiguous()
+        # per-row coefficient gradients; a placeholder of the right rank where none is wanted
+        per_row = lambda t, need: _empty((R, *t.shape[1:]) if need else (1,) * t.ndim, x, "numba")  # noqa: E731
+        grad_A, grad_B, grad_C = per_row(A, needs[0]), per_row(B, needs[2]), per_row(C, needs[3])
+        grad_x, grad_h0 = _empty((R, T), x, "numba"), torch.empty_like(h0)
+        numba_recurrence.state_space_adjoint(
+            *(t.numpy() for t in (A, x, B, C, h0, h, grad_y, grad_final, grad_A, grad_x, grad_B, grad_C, grad_h0)),
+            (needs[0], needs[2], needs[3]),
+        )
+        rows = lambda grad, t: grad.sum(0, keepdim=True) if t.shape[0] == 1 and R > 1 else grad  # noqa: E731
+        return (rows(grad_A, A) if needs[0] else None, grad_x, rows(grad_B, B) if needs[2] else None,
+                rows(grad_C, C) if needs[3] else None, grad_h0)
+
+
 def state_space(
     x: Tensor, A: Tensor, B: Tensor | None = None, C: Tensor | None = None, D: Tensor | None = None,
     zi: Tensor | None = None, *, backend: str = "auto",
@@ -371,9 +459,14 @@ def state_space(
         zi = x.new_zeros(batch, M)
     elif zi.ndim == 1:
         zi = zi.unsqueeze(0).expand(batch, M)
-    h, zf = linear_recurrence(A, _input_term(B, x, batch, N, M), zi, return_final=True, backend=backend)
-    before = torch.cat([zi.unsqueeze(1), h[:, :-1]], dim=1)  # h[t]: the state entering step t
-    y = _output_term(C, before, batch, N, M)
+    vectors = _single_input_single_output(B, C, x, batch, N, M)
+    if vectors is not None and _fused_applies(x, A, *vectors, zi, backend=backend):
+        y, zf = _FusedStateSpace.apply(coefficient_rows(A, (batch,), tail=3).contiguous(), x.contiguous(),
+                                       *(v.contiguous() for v in vectors), zi.expand(batch, M).contiguous())
+    else:
+        h, zf = linear_recurrence(A, _input_term(B, x, batch, N, M), zi, return_final=True, backend=backend)
+        before = torch.cat([zi.unsqueeze(1), h[:, :-1]], dim=1)  # h[t]: the state entering step t
+        y = _output_term(C, before, batch, N, M)
     if D is not None:
         y = y + _feedthrough(D, x, batch, N)
     return (y, zf) if return_zf else y

@@ -181,3 +181,114 @@ def _adjoint_memory(A, h0, h, grad_h, grad_A, grad_u, grad_h0, need_grad_A):  # 
             for i in range(M):
                 acc += np.conj(An[i, j]) * lam[i]
             grad_h0[r, j] = acc
+
+
+# The single-input, single-output state-space model of allpole_triton.recurrence.state_space,
+#     y[n] = C[n] . h[n-1],    h[n] = A[n] h[n-1] + B[n] x[n],
+# fused: B x and C h are formed in the recurrence's registers instead of as (R, T, M) tensors
+# around it. B, C are (Rb, Tb, M) / (Rc, Tc, M) (broadcast dims read with step 0); x, y (R, T).
+# Register states only (uses_registers); other orders take the unfused path.
+
+
+def state_space_forward(A, x, B, C, h0, h, y):
+    """Write the states h (R, T, M) and the outputs y (R, T)."""
+    _ss_forward(A, x, B, C, h0, h, y, (h.dtype.type(0),) * h.shape[2])
+
+
+def state_space_adjoint(A, x, B, C, h0, h, grad_y, grad_final, grad_A, grad_x, grad_B, grad_C, grad_h0, needs):
+    """The adjoint of :func:`state_space_forward` from the gradients of y (R, T) and of the final
+    state h[T-1] (R, M): with mu[T-1] = grad_final and mu[n-1] = A[n]^H mu[n] + conj(C[n]) grad_y[n],
+    ``grad_x[n] = B[n]^H mu[n]``, ``grad_A[n] = mu[n] h[n-1]^H``, ``grad_B[n] = mu[n] conj(x[n])``,
+    ``grad_C[n] = grad_y[n] conj(h[n-1])`` and ``grad_h0 = mu[-1]``. The per-row coefficient
+    gradients are summed over time where their time dim is 1 (the caller sums broadcast rows);
+    ``needs`` = (A, B, C) says which to form (the others are not touched)."""
+    _ss_adjoint(A, x, B, C, h0, h, grad_y, grad_final, grad_A, grad_x, grad_B, grad_C, grad_h0,
+                needs[0], needs[1], needs[2], (h.dtype.type(0),) * h.shape[2])
+
+
+@nb.njit(inline="always")
+def _scaled(row, scale, zeros):  # pragma: no cover - compiled
+    """row * scale as a tuple like ``zeros``."""
+    out = zeros
+    for i in range(len(zeros)):
+        out = tuple_setitem(out, i, row[i] * scale)
+    return out
+
+
+@nb.njit(**_FLAGS)
+def _ss_forward(A, x, B, C, h0, h, y, zeros):  # pragma: no cover - compiled
+    R, T = x.shape
+    ra, ta = _broadcast_steps(A)
+    rb, tb = _broadcast_steps(B)
+    rc, tc = _broadcast_steps(C)
+    for r in nb.prange(R):
+        state = _state_tuple(h0, r, zeros)
+        for n in range(T):
+            if ta:
+                _prefetch_row(A, r * ra, n + PREFETCH_STEPS)
+            c = C[r * rc, n * tc]
+            out = c[0] * state[0]
+            for i in range(1, len(zeros)):
+                out += c[i] * state[i]
+            y[r, n] = out
+            state = _matvec(A[r * ra, n * ta], state, _scaled(B[r * rb, n * tb], x[r, n], zeros), zeros)
+            for i in range(len(zeros)):
+                h[r, n, i] = state[i]
+
+
+@nb.njit(**_FLAGS)
+def _ss_adjoint(A, x, B, C, h0, h, grad_y, grad_final, grad_A, grad_x, grad_B, grad_C, grad_h0,
+                need_A, need_B, need_C, zeros):  # pragma: no cover - compiled
+    R, T = x.shape
+    M = len(zeros)
+    ra, ta = _broadcast_steps(A)
+    rb, tb = _broadcast_steps(B)
+    rc, tc = _broadcast_steps(C)
+    A_summed = grad_A.shape[1] == 1 and T > 1
+    B_summed = grad_B.shape[1] == 1 and T > 1
+    C_summed = grad_C.shape[1] == 1 and T > 1
+    for r in nb.prange(R):
+        zero = zeros[0]
+        if need_A and A_summed:
+            for i in range(M):
+                for j in range(M):
+                    grad_A[r, 0, i, j] = zero
+        if need_B and B_summed:
+            for i in range(M):
+                grad_B[r, 0, i] = zero
+        if need_C and C_summed:
+            for i in range(M):
+                grad_C[r, 0, i] = zero
+        mu = _state_tuple(grad_final, r, zeros)
+        for n in range(T - 1, -1, -1):
+            if ta:
+                _prefetch_row(A, r * ra, n - PREFETCH_STEPS)
+            b = B[r * rb, n * tb]
+            gx = np.conj(b[0]) * mu[0]
+            for i in range(1, M):
+                gx += np.conj(b[i]) * mu[i]
+            grad_x[r, n] = gx
+            if need_A:
+                _add_grad_A(grad_A, h0, h, r, n, mu, A_summed)
+            if need_B:
+                x_conj = np.conj(x[r, n])
+                for i in range(M):
+                    if B_summed:
+                        grad_B[r, 0, i] += mu[i] * x_conj
+                    else:
+                        grad_B[r, n, i] = mu[i] * x_conj
+            g = grad_y[r, n]
+            if need_C:
+                for i in range(M):
+                    term = g * np.conj(_previous_state(h0, h, r, n, i))
+                    if C_summed:
+                        grad_C[r, 0, i] += term
+                    else:
+                        grad_C[r, n, i] = term
+            c = C[r * rc, n * tc]
+            drive = zeros
+            for i in range(M):
+                drive = tuple_setitem(drive, i, np.conj(c[i]) * g)
+            mu = _adjoint_step(A[r * ra, n * ta], mu, drive, zeros)
+        for i in range(M):
+            grad_h0[r, i] = mu[i]
