@@ -5,7 +5,7 @@
 For every shape, times the launch table's own choice ("table") and each forced candidate
 (ALLPOLE_TRITON_LAUNCH="chunk=C,group=G"), forward and forward+backward (fp32, time-varying
 coefficients), side by side in one run, and prints CSV: copy the winners into the table in
-``kernels/triton_scan.py`` (LANES_PER_SM, CHUNK_MIN_GPU, CHUNK_MAX_GPU, LONG_CHUNKS_PER_ROW_MAX,
+``kernels/triton_scan.py`` (LANES_PER_SM, CHUNK_MIN_GPU, CHUNK_MAX_GPU, LONG_CARRY_STEP_COST,
 BLOCK_GPU). Needs CUDA: under the interpreter the numbers mean nothing.
 """
 from __future__ import annotations

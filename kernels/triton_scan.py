@@ -555,7 +555,13 @@ def warps_for(lanes_per_program: int) -> int:
 LANES_PER_SM = 256
 CHUNK_MIN_GPU = {"short": 32, "long": 128}
 CHUNK_MAX_GPU = 4096
-LONG_CHUNKS_PER_ROW_MAX = 64  # the long-order carry walks chunks sequentially: keep that walk short
+# The long-order carry walks a row's chunks one after another while each summary lane walks its
+# chunk's steps: with n chunks the two chains are n carry steps and steps / n lane steps long. In
+# the sm_90 model (allpole_triton.bench.model) a carry step (an L2 load of a map, a matrix-vector
+# product reduced across threads) costs about as much as this many lane steps, so the chunks per
+# row are capped near the balance n = sqrt(steps / cost). Modelled at M=16, B=1, T=2^20, forward:
+# 1518 us with the former fixed cap of 64 chunks, 326-447 us with 256-512; to be calibrated.
+LONG_CARRY_STEP_COST = 5
 BLOCK_GPU = 128
 # Lanes per program of the short-order scan (its summaries' prefix scan and its finish): one warp.
 # On the first GPU run (H200, Triton 3.6) blocks of 128 lanes (4 warps) gave a non-finite M=2
@@ -635,12 +641,14 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
         wanted = max(1, rows * steps // (LANES_PER_SM * sms))
         chunk = min(max(wanted, CHUNK_MIN_GPU[kind]), CHUNK_MAX_GPU)
         if kind == "long":
-            chunk = max(chunk, math.ceil(steps / LONG_CHUNKS_PER_ROW_MAX))
+            chunk = max(chunk, math.ceil(steps / max(1, math.isqrt(steps // LONG_CARRY_STEP_COST))))
     # a chunk ends with its state in the slots it started in only after a whole number of M steps
     whole = math.lcm(u, M)
     chunk = whole * math.ceil(forced.get("chunk", chunk) / whole)
     if M > SINGLE_CHUNK_ORDER or chunk >= steps:
         chunk = u * math.ceil(max(steps, 1) / u)
+    if sms is not None:  # few lanes: programs of one warp, not of BLOCK_GPU lanes mostly idle
+        block = min(block, max(32, triton.next_power_of_2(rows * triton.cdiv(steps, chunk))))
     return LaunchShape(chunk=chunk, group=forced.get("group", group), block=block, unroll=u)
 
 
@@ -716,7 +724,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             dict(BLOCK=shape.group, R=triton.next_power_of_2(M), SCAN=True, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         carry = scratch(B * n_blocks, M)
-        carry_block = CARRY_BLOCK_GPU if sms else GROUP_INTERPRET
+        # on a GPU a program of one warp when there are few blocks to scan
+        carry_block = min(CARRY_BLOCK_GPU, max(32, triton.next_power_of_2(n_blocks))) if sms else GROUP_INTERPRET
         launches.append(Launch(
             _carry_short, B, (prefix, start, carry, n_chunks, n_blocks, shape.group),
             dict(M=M, BLOCK=carry_block, IS_COMPLEX=is_complex, **_COMPILE), warps_for(carry_block),
