@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ._shapes import broadcast_leading
 from .kernels import numba_cpu
-from .op import direct_numba, filter_rows, host_empty, numpy_rows, resolve_backend
+from .op import direct_numba, filter_rows, from_rows, host_empty, numpy_rows, resolve_backend
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -126,9 +126,8 @@ def _allpole_direct(x: Tensor, a: Tensor, zi: Tensor | None, lead: tuple[int, ..
     T, M = x.shape[-1], a.shape[-1]
     rows = math.prod(lead)
     x_rows = numpy_rows(x, lead, rows, (T,))
-    zi_rows = np.zeros((rows, M), x_rows.dtype) if zi is None else numpy_rows(zi, lead, rows, (M,))
-    y, zf = allpole_rows_direct(x_rows, a_rows_numpy(a, lead), zi_rows)
-    return torch.from_numpy(y).view(*lead, T), torch.from_numpy(zf).view(*lead, M)
+    y, zf = allpole_rows_direct(x_rows, a_rows_numpy(a, lead), numpy_rows(zi, lead, rows, (M,), x_rows.dtype))
+    return from_rows(y, lead), from_rows(zf, lead)
 
 
 def a_rows_numpy(a: Tensor, lead: tuple[int, ...]) -> np.ndarray:

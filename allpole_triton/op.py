@@ -434,13 +434,23 @@ def direct_numba(*tensors: Tensor) -> bool:
     )
 
 
-def numpy_rows(t: Tensor, lead: tuple[int, ...], rows: int, tail: tuple[int, ...]) -> np.ndarray:
+def numpy_rows(
+    t: Tensor | None, lead: tuple[int, ...], rows: int, tail: tuple[int, ...], dtype: np.dtype | None = None
+) -> np.ndarray:
     """``t`` broadcast to ``(*lead, *tail)`` as a C-contiguous ``(rows, *tail)`` numpy array: a view
-    of ``t`` where it already is one, else a copy. For :func:`direct_numba` calls only."""
+    of ``t`` where it already is one, else a copy; ``None`` gives zeros of ``dtype`` (a state at
+    rest). For :func:`direct_numba` calls only."""
+    if t is None:
+        return np.zeros((rows, *tail), dtype)
     array = (t.detach() if t.requires_grad else t).numpy()
     if array.shape != (*lead, *tail):  # broadcast_to costs more than the rest: only when needed
         array = np.broadcast_to(array, (*lead, *tail))
     return np.ascontiguousarray(array.reshape(rows, *tail))
+
+
+def from_rows(array: np.ndarray, lead: tuple[int, ...]) -> Tensor:
+    """A ``(rows, *tail)`` result of a direct Numba call as a ``(*lead, *tail)`` tensor on its memory."""
+    return torch.from_numpy(array).view(*lead, *array.shape[1:])
 
 
 def _forward_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..functional import allpole, allpole_rows_direct
 from ..kernels.numba_realtime import POWER_FLOOR, attack_release_choices
-from ..op import direct_numba, numpy_rows, readable_tensors
+from ..op import direct_numba, from_rows, numpy_rows, readable_tensors
 from ..realtime import FrozenCompressor
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, base_power
 
@@ -112,7 +112,7 @@ def _smoothing_direct(target: Tensor, attack: Tensor, release: Tensor, initial: 
     attack_release_choices(f, at[:, 0], rt[:, 0], g0[:, 0], choose_attack)
     c = np.where(choose_attack, at, rt)
     g, _ = allpole_rows_direct(c * f, (c - c.dtype.type(1))[:, :, None], g0)
-    return torch.from_numpy(g).view(*lead, T)
+    return from_rows(g, lead)
 
 
 def _fixed_point_choices(f: Tensor, at: Tensor, rt: Tensor, g0: Tensor, backend: str) -> Tensor:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .._shapes import broadcast_leading
 from ..functional import a_rows_numpy, allpole, allpole_rows_direct, coefficient_rows
-from ..op import NUMBA_DTYPES, _empty, direct_numba, host_empty, numpy_rows, readable_tensors
+from ..op import NUMBA_DTYPES, _empty, direct_numba, from_rows, host_empty, numpy_rows, readable_tensors
 
 
 class FilterState(NamedTuple):
@@ -120,9 +120,8 @@ def _fir_direct(x: Tensor, b: Tensor, zi: Tensor | None, lead: tuple[int, ...]) 
     T, K = x.shape[-1], b.shape[-1] - 1
     rows = math.prod(lead)
     x_rows = numpy_rows(x, lead, rows, (T,))
-    past = np.zeros((rows, K), x_rows.dtype) if zi is None else numpy_rows(zi, lead, rows, (K,))
-    w, zf = _fir_rows_direct(x_rows, _b_rows_numpy(b, lead), past)
-    return torch.from_numpy(w).view(*lead, T), torch.from_numpy(zf).view(*lead, K)
+    w, zf = _fir_rows_direct(x_rows, _b_rows_numpy(b, lead), numpy_rows(zi, lead, rows, (K,), x_rows.dtype))
+    return from_rows(w, lead), from_rows(zf, lead)
 
 
 def _b_rows_numpy(b: Tensor, lead: tuple[int, ...]) -> np.ndarray:
@@ -150,14 +149,11 @@ def _df1_direct(x: Tensor, b: Tensor, a: Tensor, zi: FilterState | None) -> tupl
     lead = broadcast_leading(**shapes)
     rows = math.prod(lead)
     x_rows = numpy_rows(x, lead, rows, (T,))
-    if zi is None:
-        past_x, past_y = np.zeros((rows, K), x_rows.dtype), np.zeros((rows, M), x_rows.dtype)
-    else:
-        past_x, past_y = numpy_rows(zi.inputs, lead, rows, (K,)), numpy_rows(zi.outputs, lead, rows, (M,))
+    inputs, outputs = (None, None) if zi is None else zi
+    past_x, past_y = numpy_rows(inputs, lead, rows, (K,), x_rows.dtype), numpy_rows(outputs, lead, rows, (M,), x_rows.dtype)
     w, inputs_zf = _fir_rows_direct(x_rows, _b_rows_numpy(b, lead), past_x)
     y, outputs_zf = allpole_rows_direct(w, a_rows_numpy(a, lead), past_y) if M else (w, past_y)
-    view = lambda array, n: torch.from_numpy(array).view(*lead, n)  # noqa: E731
-    return view(y, T), FilterState(view(inputs_zf, K), view(outputs_zf, M))
+    return from_rows(y, lead), FilterState(from_rows(inputs_zf, lead), from_rows(outputs_zf, lead))
 
 
 def _fir_torch(x: Tensor, b: Tensor, past: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..kernels.numba_realtime import oscillator_block
-from ..op import direct_numba, numpy_rows
+from ..op import direct_numba, from_rows, numpy_rows
 from ..realtime import FrozenSynth
 from .common import Bounded, FrequencySampling, StreamingSystem, check_method, pole_zero_filter, sample_times
 from .filters import FilterState
@@ -79,8 +79,7 @@ def _oscillator_direct(f0_hz: Tensor, initial: Tensor | None, sample_rate: float
     phase = np.zeros(rows) if initial is None else np.array(numpy_rows(initial.double(), lead, rows, ()), copy=True)
     saw, square = np.empty((rows, T)), np.empty((rows, T))
     oscillator_block(f0, phase, float(sample_rate), saw, square)
-    view = lambda array: torch.from_numpy(array).view(*lead, T)  # noqa: E731
-    return view(saw), view(square), torch.from_numpy(phase).view(lead)
+    return from_rows(saw, lead), from_rows(square, lead), from_rows(phase, lead)
 
 
 def glide(start: Tensor, end: Tensor, time_constant_s: Tensor, times: Tensor) -> Tensor:
