@@ -376,12 +376,29 @@ def _carry_short(
     triton_affine.carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, BLOCK, M, IS_COMPLEX)
 
 
+@triton.jit
+def _chunk_map(map_ptr, row, c, n_chunks, q, r, component, keep, M: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """Chunk c's map of one row: Phi as an [M_PAD, M_PAD] tile and z as [M_PAD] (zeros past the
+    row's last chunk, so a load ahead of the walk needs no branch)."""
+    size = M * (M + 1)
+    base = row * n_chunks + c
+    # masks shaped like the tiles (the interpreter rejects a scalar mask broadcast into a block)
+    f_mask = (q * 0 + c < n_chunks) & (q < M) & (r < M)
+    z_mask = (component * 0 + c < n_chunks) & keep
+    f_re, f_im = _load(map_ptr, base * size + size - 1 - (q * (M + 1) + r), f_mask, IS_COMPLEX)
+    z_re, z_im = _load(map_ptr, base * size + size - 1 - (component * (M + 1) + M), z_mask, IS_COMPLEX)
+    return f_re, f_im, z_re, z_im
+
+
 @triton.jit(do_not_specialize=["n_chunks"])
 def _carry_long(
     map_ptr, zi_ptr, carry_ptr, n_chunks,
     M: tl.constexpr, M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
 ):
-    """carry[row, c] = the state entering chunk c: s <- Phi_c s + z_c, sequentially (float64)."""
+    """carry[row, c] = the state entering chunk c: s <- Phi_c s + z_c, sequentially (float64).
+
+    The maps do not depend on s, so each is loaded two chunks ahead of its use: a step's chain is its
+    matrix-vector product alone, not an L2 round trip plus the product."""
     row = tl.program_id(0).to(tl.int64)
     q = tl.arange(0, M_PAD)[:, None].to(tl.int64)
     r = tl.arange(0, M_PAD)[None, :].to(tl.int64)
@@ -390,16 +407,17 @@ def _carry_long(
     s_re, s_im = _load(zi_ptr, row * M + component, keep, IS_COMPLEX)
     s_re = s_re.to(tl.float64)
     s_im = s_im.to(tl.float64)
-    size = M * (M + 1)
+    f_re, f_im, z_re, z_im = _chunk_map(map_ptr, row, 0, n_chunks, q, r, component, keep, M, IS_COMPLEX)
+    g_re, g_im, w_re, w_im = _chunk_map(map_ptr, row, 1, n_chunks, q, r, component, keep, M, IS_COMPLEX)
     for c in range(0, n_chunks):
-        base = row * n_chunks + c
-        _store(carry_ptr, base * M + component, s_re, s_im, keep, IS_COMPLEX)
-        f_re, f_im = _load(map_ptr, base * size + size - 1 - (q * (M + 1) + r), (q < M) & (r < M), IS_COMPLEX)
-        z_re, z_im = _load(map_ptr, base * size + size - 1 - (component * (M + 1) + M), keep, IS_COMPLEX)
+        h_re, h_im, v_re, v_im = _chunk_map(map_ptr, row, c + 2, n_chunks, q, r, component, keep, M, IS_COMPLEX)
+        _store(carry_ptr, (row * n_chunks + c) * M + component, s_re, s_im, keep, IS_COMPLEX)
         p_re, p_im = _mul(f_re, f_im, s_re[None, :], s_im[None, :], IS_COMPLEX)
         s_re = tl.sum(p_re, axis=1) + z_re
         if IS_COMPLEX:
             s_im = tl.sum(p_im, axis=1) + z_im
+        f_re, f_im, z_re, z_im = g_re, g_im, w_re, w_im
+        g_re, g_im, w_re, w_im = h_re, h_im, v_re, v_im
 
 
 @triton.jit
@@ -557,11 +575,12 @@ CHUNK_MIN_GPU = {"short": 32, "long": 128}
 CHUNK_MAX_GPU = 4096
 # The long-order carry walks a row's chunks one after another while each summary lane walks its
 # chunk's steps: with n chunks the two chains are n carry steps and steps / n lane steps long. In
-# the sm_90 model (allpole_triton.bench.model) a carry step (an L2 load of a map, a matrix-vector
-# product reduced across threads) costs about as much as this many lane steps, so the chunks per
-# row are capped near the balance n = sqrt(steps / cost). Modelled at M=16, B=1, T=2^20, forward:
-# 1518 us with the former fixed cap of 64 chunks, 326-447 us with 256-512; to be calibrated.
-LONG_CARRY_STEP_COST = 5
+# the sm_90 model (allpole_triton.bench.model) a carry step (a matrix-vector product reduced across
+# threads, its map loaded ahead) costs about as much as this many lane steps, so the chunks per row
+# are capped near the balance n = sqrt(steps / cost). Modelled at M=16, B=1, T=2^20, forward:
+# 1518 us with the former fixed cap of 64 chunks and the carry's loads on its chain, 203 us now;
+# to be calibrated (bench/tune_triton.py).
+LONG_CARRY_STEP_COST = 2
 BLOCK_GPU = 128
 # Lanes per program of the short-order scan (its summaries' prefix scan and its finish): one warp.
 # On the first GPU run (H200, Triton 3.6) blocks of 128 lanes (4 warps) gave a non-finite M=2

@@ -36,6 +36,7 @@ THREADS_PER_SM = 2048
 DRAM_LATENCY = 800  # cycles, a body's loads issued together
 L2_LATENCY = 300  # cycles, a carry step's loads
 SHUFFLE_LATENCY = 30
+CARRY_LOADS_AHEAD = 2  # chunks by which _carry_long loads each map ahead of its use
 FMA_LATENCY = {torch.float32: 4, torch.float64: 8}
 LAUNCH_SECONDS = 2.5e-6  # per launch from Python, without CUDA graphs
 FP64_OPS = ("DFMA", "DMUL", "DADD", "DSETP", "DMNMX")
@@ -193,9 +194,11 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
         block = launch.constexprs["BLOCK"]
         combine = launch.constexprs["M"] * FMA_LATENCY[torch.float64] + SHUFFLE_LATENCY
         latency_cycles = iterations * (L2_LATENCY + math.ceil(math.log2(max(block, 2))) * combine) + L2_LATENCY
-    else:  # _carry_long: a matrix-vector product per chunk, reduced across threads
+    else:  # _carry_long: a matrix-vector product per chunk, reduced across threads; each map is
+        # loaded CARRY_LOADS_AHEAD chunks before its use, so a step waits for the longer of its product
+        # and its share of an L2 round trip (and the first maps' loads once)
         reduce = math.ceil(math.log2(max(m_pad, 2))) * (SHUFFLE_LATENCY + FMA_LATENCY[torch.float64])
-        latency_cycles = iterations * (L2_LATENCY + reduce)
+        latency_cycles = iterations * max(reduce, L2_LATENCY / CARRY_LOADS_AHEAD) + L2_LATENCY
     latency_s = latency_cycles / CLOCK_HZ
     predicted = max(memory_s, issue_s, latency_s) + LAUNCH_SECONDS
     return LaunchModel(
