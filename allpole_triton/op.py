@@ -449,7 +449,9 @@ def numpy_rows(
 
 
 def from_rows(array: np.ndarray, lead: tuple[int, ...]) -> Tensor:
-    """A ``(rows, *tail)`` result of a direct Numba call as a ``(*lead, *tail)`` tensor on its memory."""
+    """A ``(rows, *tail)`` result of a direct Numba call as a ``(*lead, *tail)`` tensor on its memory.
+    Pass the array :func:`host_empty` lent itself, never a slice of it: the pool takes a buffer back
+    once that array is gone, and a slice would keep only the pool's own buffer alive."""
     return torch.from_numpy(array).view(*lead, *array.shape[1:])
 
 

@@ -118,12 +118,12 @@ def _polyblep(phase, increment):  # pragma: no cover - compiled
 def _oscillator_sample(phase, hz, sample_rate):  # pragma: no cover - compiled
     """Saw and square of the PolyBLEP oscillator at the unwrapped ``phase`` (cycles) and ``hz``, by
     the operations of allpole_triton.systems.synth.polyblep_oscillator."""
-    cycles = phase - math.trunc(phase)  # torch.frac
+    cycles = phase - np.trunc(phase)  # torch.frac (np.trunc stays float: inf - inf is NaN, as in torch)
     increment = min(max(hz / sample_rate, 1e-9), 0.5)
     blep = _polyblep(cycles, increment)
     saw = 2 * cycles - 1 - blep
     half = cycles + 0.5
-    square = (1.0 if cycles < 0.5 else -1.0) + blep - _polyblep(half - math.trunc(half), increment)
+    square = (1.0 if cycles < 0.5 else -1.0) + blep - _polyblep(half - np.trunc(half), increment)
     return saw, square
 
 

@@ -658,9 +658,11 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
     else:
         group, block = SCAN_GROUP_GPU, BLOCK_GPU
         wanted = max(1, rows * steps // (LANES_PER_SM * sms))
-        chunk = min(max(wanted, CHUNK_MIN_GPU[kind]), CHUNK_MAX_GPU)
-        if kind == "long":
-            chunk = max(chunk, math.ceil(steps / max(1, math.isqrt(steps // LONG_CARRY_STEP_COST))))
+        if kind == "long":  # no CHUNK_MAX_GPU: a chunk's map is M(M+1) float64, so no more than lanes need
+            balance = math.ceil(steps / max(1, math.isqrt(steps // LONG_CARRY_STEP_COST)))
+            chunk = max(wanted, CHUNK_MIN_GPU[kind], balance)
+        else:
+            chunk = min(max(wanted, CHUNK_MIN_GPU[kind]), CHUNK_MAX_GPU)
     # a chunk ends with its state in the slots it started in only after a whole number of M steps
     whole = math.lcm(u, M)
     chunk = whole * math.ceil(forced.get("chunk", chunk) / whole)

@@ -21,8 +21,9 @@ from allpole_triton.bench import sm90
 from allpole_triton.kernels import triton_recurrence, triton_scan
 
 META = torch.device("meta")
-# (rows, T): many chunks (summary + carry + finish), and one chunk per row (finish only)
-SHAPES = [(1, 1 << 20), (1 << 14, 4096)]
+# (rows, T): many chunks (summary + carry + finish), one chunk per row (finish only), and few lanes
+# (one-warp programs: the lane kernels' and the short-order carry's)
+SHAPES = [(1, 1 << 20), (1 << 14, 4096), (1, 4096)]
 
 
 def pass_launches(dtype, M: int, reverse: bool, layout: str, grad_a: str, rows: int, T: int):

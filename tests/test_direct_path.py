@@ -149,3 +149,21 @@ def test_systems_render_the_same_bits_with_and_without_gradients(system, dtype, 
     tracked = model(inputs.clone().requires_grad_())
     assert direct_calls["n"] == before
     assert_same_bits(direct, tracked)
+
+
+def test_oscillator_is_the_torch_ops_bit_for_bit_even_for_non_finite_pitch(direct_calls):
+    """The Numba oscillator against oscillator_phase + polyblep_oscillator, NaN for NaN: an infinite
+    or NaN f0 poisons the phase from that sample on in both (torch.frac(inf) is NaN)."""
+    sr = 44100.0
+    for values in ([440.0, float("inf"), 440.0], [440.0, -float("inf"), 440.0], [440.0, float("nan"), 440.0],
+                   [-440.0] * 20, [0.0] * 5, [sr / 2] * 9, [0.9 * sr] * 9):
+        f0 = torch.tensor([values], dtype=torch.float64)
+        for initial in (None, torch.tensor([0.25], dtype=torch.float64), torch.tensor([-3.7], dtype=torch.float64)):
+            before = direct_calls["n"]
+            direct = synth_module._oscillator_direct(f0, initial, sr)
+            phase, final = synth_module.oscillator_phase(f0, sr, initial)
+            expected = (*synth_module.polyblep_oscillator(phase, f0, sr), final)
+            assert direct_calls["n"] == before + 1
+            for got, want in zip(direct, expected):
+                same = (got.view(torch.int64) == want.view(torch.int64)) | (got.isnan() & want.isnan())
+                assert bool(same.all()), (values, initial, got, want)

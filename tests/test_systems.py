@@ -275,3 +275,20 @@ def test_polyblep_is_the_two_sided_polynomial_residual():
     expected = torch.tensor([reference(p, i) for p, i in zip(phases.tolist(), increments.tolist())], dtype=torch.float64)
     assert (got != 0).sum() > 1500
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_compressor_time_constants_per_row_match_one_row_at_a_time():
+    """Per-row detector, attack and release times (shape (rows,)) filter each row as the scalars would."""
+    from allpole_triton.systems import compressor
+
+    g = torch.Generator().manual_seed(3)
+    x = 0.5 * torch.randn(3, 400, generator=g, dtype=torch.float64)
+    fixed = {k: torch.tensor(v, dtype=torch.float64) for k, v in
+             dict(threshold_db=-24.0, ratio=4.0, knee_db=6.0, makeup_db=0.0).items()}
+    times = {"detector_ms": [1.0, 5.0, 20.0], "attack_ms": [2.0, 10.0, 0.5], "release_ms": [50.0, 100.0, 300.0]}
+    for varying in (["attack_ms"], list(times)):  # one per-row time, then all three
+        per_row = {k: torch.tensor(times[k] if k in varying else times[k][0], dtype=torch.float64) for k in times}
+        y, _ = compressor(x, **fixed, **per_row, sample_rate=SR)
+        for r in range(3):
+            y_r, _ = compressor(x[r], **fixed, **{k: v[r] if v.ndim else v for k, v in per_row.items()}, sample_rate=SR)
+            torch.testing.assert_close(y[r], y_r, rtol=1e-12, atol=1e-12)

@@ -85,7 +85,8 @@ def attack_release_smoothing(
     attack = attack.expand(lead).unsqueeze(-1)
     release = release.expand(lead).unsqueeze(-1)
     initial = initial.expand(lead)
-    if backend in ("auto", "numba") and direct_numba(target, attack, release, initial) and _sequential_applies(
+    same_dtype = attack.dtype == release.dtype == initial.dtype == target.dtype  # else the all-pole op raises
+    if backend in ("auto", "numba") and same_dtype and direct_numba(target, attack, release, initial) and _sequential_applies(
         target, attack, release, initial
     ):
         return _smoothing_direct(target, attack, release, initial)
@@ -193,16 +194,19 @@ def compressor(
         raise ValueError("method='fs' is frame-based and cannot continue from a streaming state; use method='td'")
     lead = x.shape[:-1]
     gain0 = x.new_ones(lead) if state is None else state.gain
-    # the three coefficients in one pass of ops (a streaming block pays ~2 us an op)
-    times_ms = torch.stack(torch.broadcast_tensors(detector_ms, attack_ms, release_ms))
-    detector, attack, release = time_constant_coefficient(times_ms, sample_rate).to(x.dtype).unbind()
+    times_ms = (detector_ms, attack_ms, release_ms)
+    if detector_ms.shape == attack_ms.shape == release_ms.shape:  # in one pass of ops (~2 us an op a block)
+        detector, attack, release = time_constant_coefficient(torch.stack(times_ms), sample_rate).to(x.dtype).unbind()
+    else:  # parameters per row
+        detector, attack, release = (time_constant_coefficient(t, sample_rate).to(x.dtype) for t in times_ms)
 
-    feedback = (detector - 1).view(1, 1)
+    detector = detector.unsqueeze(-1)  # against x (..., T); feedback is a (..., 1, 1) coefficient
+    feedback = (detector - 1).unsqueeze(-1)
     if method == "td":  # lfilter(x^2, [d], [d - 1]) without its FIR pass: the same products
         power, power_zf = allpole(detector * (x * x), feedback, None if state is None else state.power,
                                   return_zf=True, backend=backend)
     else:
-        power, _ = pole_zero_filter(x * x, detector.view(1, 1), feedback, None, method, fs, backend)
+        power, _ = pole_zero_filter(x * x, detector.unsqueeze(-1), feedback, None, method, fs, backend)
     level_db = 10 * torch.log10(power.clamp(min=0) + POWER_FLOOR)
     target = base_power(10.0, static_gain_db(level_db, threshold_db, ratio, knee_db) / 20)
     if method == "td":
