@@ -76,7 +76,7 @@ def _oscillator_direct(f0_hz: Tensor, initial: Tensor | None, sample_rate: float
     rows = math.prod(lead)
     f0 = numpy_rows(f0_hz, lead, rows, (T,))
     # a fresh copy: the kernel advances it in place
-    phase = np.zeros(rows) if initial is None else np.array(numpy_rows(initial.double(), lead, rows, ()), copy=True)
+    phase = np.array(numpy_rows(None if initial is None else initial.double(), lead, rows, (), np.float64), copy=True)
     saw, square = np.empty((rows, T)), np.empty((rows, T))
     oscillator_block(f0, phase, float(sample_rate), saw, square)
     return from_rows(saw, lead), from_rows(square, lead), from_rows(phase, lead)
