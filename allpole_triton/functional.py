@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ._shapes import broadcast_leading
 from .kernels import numba_cpu
-from .op import direct_numba, filter_rows, from_rows, host_empty, numpy_rows, resolve_backend
+from .op import direct_numba, filter_rows, from_rows, host_empty, numpy_rows, resolve_backend, resolved
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -96,6 +96,7 @@ def allpole(
         ``y`` of shape ``(*lead, T)``, or ``(y, zf)`` with ``zf`` of shape ``(*lead, M)``.
     """
     lead = _check_inputs(x, a, zi)
+    x, a, zi = resolved(x), resolved(a), resolved(zi)
     backend = resolve_backend(backend, x.device)
     if backend == "numba" and direct_numba(x, a, *(() if zi is None else (zi,))):
         y, zf = _allpole_direct(x, a, zi, lead)

@@ -434,6 +434,17 @@ def direct_numba(*tensors: Tensor) -> bool:
     )
 
 
+def resolved(t: Tensor | None) -> Tensor | None:
+    """``t`` with a lazy conjugation or negation (a ``conj()`` or ``neg`` view) applied: the kernels
+    read memory as it is, and numpy refuses such views. A plain tensor is returned as it is."""
+    if t is None:
+        return t
+    # under dynamo is_conj() would break the graph, while the resolves trace (no-ops without the bits)
+    if torch.compiler.is_compiling() or t.is_conj() or t.is_neg():
+        return t.resolve_conj().resolve_neg()
+    return t
+
+
 def numpy_rows(
     t: Tensor | None, lead: tuple[int, ...], rows: int, tail: tuple[int, ...], dtype: np.dtype | None = None
 ) -> np.ndarray:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ._shapes import broadcast_leading
 from .functional import allpole, coefficient_rows
-from .op import NUMBA_DTYPES, _empty, readable_tensors, register_cuda_ops, resolve_backend
+from .op import NUMBA_DTYPES, _empty, readable_tensors, register_cuda_ops, resolve_backend, resolved
 
 
 def linear_recurrence(
@@ -64,6 +64,7 @@ def linear_recurrence(
     lead = broadcast_leading(
         **{"A": A.shape[: A.ndim - 1 - state_dims], "u": u.shape[:-2]}, **({} if h0 is None else {"h0": h0.shape[:-1]})
     )
+    A, u, h0 = resolved(A), resolved(u), resolved(h0)
     backend = resolve_backend(backend, u.device)
     h0 = u.new_zeros(*lead, M) if h0 is None else h0.expand(*lead, M)
     if diagonal:
@@ -452,6 +453,7 @@ def state_space(
     if not isinstance(A, Tensor) or A.ndim not in (3, 4) or A.shape[-1] != A.shape[-2] or A.shape[-3] != x.shape[1]:
         raise ValueError(f"A must have shape (N, M, M) or (batch, N, M, M) with N={x.shape[1]}, "
                          f"got {getattr(A, 'shape', type(A).__name__)}")
+    x, A, B, C, D, zi = (resolved(t) if isinstance(t, Tensor) else t for t in (x, A, B, C, D, zi))
     batch, N = x.shape[:2]
     M = A.shape[-1]
     return_zf = zi is not None

@@ -328,3 +328,48 @@ def test_expanded_stride0_coefficients_are_never_materialised(filter_fn):
     assert largest_created <= B * T * 4  # nothing larger than one float32 (B, T) signal
     assert largest_profiled < B * T * M * 4, f"an allocation of {largest_profiled} bytes"
     print(f"largest tensor created: {largest_created} bytes; largest profiled allocation: {largest_profiled} bytes")
+
+
+def test_conjugate_and_negative_views_are_read_as_their_values():
+    """x.conj() and -x views (lazy bits numpy and the kernels cannot read) give what their
+    materialised values give, forward and backward, on every entry point."""
+    from allpole_triton import linear_recurrence, state_space
+    from allpole_triton.systems import FilterState, TransposedState, lfilter
+
+    g = torch.Generator().manual_seed(0)
+    draw = lambda *shape, scale=1.0: scale * torch.randn(*shape, generator=g, dtype=torch.complex128)  # noqa: E731
+    x, a, zi, b = draw(2, 30), draw(2, 30, 2, scale=0.2), draw(2, 2), draw(2, 30, 3, scale=0.5)
+    A, u = draw(2, 30, 2, 2, scale=0.3), draw(2, 30, 2)
+    calls = {
+        "allpole": (lambda x, a, zi: allpole(x, a, zi, return_zf=True), (x, a, zi)),
+        "lfilter df1": (lambda x, b, a, zi: lfilter(x, b, a, FilterState(zi[:, :2], zi), return_zf=True)[0], (x, b, a, zi)),
+        "lfilter tdf1": (lambda x, b, a, zi: lfilter(x, b, a, TransposedState(zi, zi), form="tdf1"), (x, b, a, zi)),
+        "lfilter tdf2": (lambda x, b, a, zi: lfilter(x, b, a, zi, form="tdf2"), (x, b, a, zi)),
+        "linear_recurrence": (lambda A, u, zi: linear_recurrence(A, u, zi), (A, u, zi)),
+        "state_space": (lambda x, A, zi: state_space(x, A, zi[0], zi[1], None, zi), (x, A, zi)),
+    }
+    for name, (fn, inputs) in calls.items():
+        plain = [t.clone().requires_grad_() for t in inputs]
+        lazy = [t.clone().requires_grad_() for t in inputs]
+        conj_viewed = [t.conj() for t in lazy]  # lazy views, against conj_physical's materialised values
+        assert all(v.is_conj() for v in conj_viewed)
+        expected_inputs = [torch.conj_physical(t) for t in plain]
+        for got, want in zip(_outputs(fn(*conj_viewed)), _outputs(fn(*expected_inputs))):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=name)
+        loss = lambda outs: sum(o.abs().square().sum() for o in _outputs(outs))  # noqa: E731
+        got = torch.autograd.grad(loss(fn(*conj_viewed)), lazy)
+        want = torch.autograd.grad(loss(fn(*expected_inputs)), plain)
+        for g_, w_ in zip(got, want):
+            torch.testing.assert_close(g_, w_, rtol=1e-10, atol=1e-12, msg=name)
+    neg = torch._neg_view(x.real.clone())
+    assert neg.is_neg()
+    torch.testing.assert_close(allpole(neg, a.real), allpole(-x.real, a.real))
+
+
+def _outputs(result):
+    if isinstance(result, torch.Tensor):
+        return [result]
+    flat = []
+    for item in result:
+        flat.extend(_outputs(item) if not isinstance(item, torch.Tensor) else [item])
+    return flat

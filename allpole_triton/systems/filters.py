@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .._shapes import broadcast_leading
 from ..functional import a_rows_numpy, allpole, allpole_rows_direct, coefficient_rows
-from ..op import NUMBA_DTYPES, _empty, direct_numba, from_rows, host_empty, numpy_rows, readable_tensors
+from ..op import NUMBA_DTYPES, _empty, direct_numba, from_rows, host_empty, numpy_rows, readable_tensors, resolved
 
 
 class FilterState(NamedTuple):
@@ -43,11 +43,12 @@ class FilterState(NamedTuple):
 
 
 def _require_tensor(name: str, value: object, min_ndim: int, shape_doc: str) -> Tensor:
+    """``value`` checked to be a tensor of at least ``min_ndim`` dims, its conj/neg view resolved."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(value).__name__}")
     if value.ndim < min_ndim:
         raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(value.shape)}")
-    return value
+    return resolved(value)
 
 
 def _check_time_dim(name: str, coefficients: Tensor, T: int, x: Tensor) -> None:
@@ -62,12 +63,12 @@ def _check_state(zi: object, sizes: dict[str, int], shape_doc: str, kind: type =
     """zi is a ``kind`` whose tensor fields end in the given sizes (``where``: the context, for the error)."""
     if not isinstance(zi, kind):
         raise TypeError(f"zi must be a {kind.__name__}({', '.join(sizes)}) or None{where}, got {type(zi).__name__}")
+    fields = {}
     for field, size in sizes.items():
-        t = getattr(zi, field)
-        _require_tensor(f"zi.{field}", t, 1, shape_doc)
+        t = fields[field] = _require_tensor(f"zi.{field}", getattr(zi, field), 1, shape_doc)
         if t.shape[-1] != size:
             raise ValueError(f"zi.{field} must have shape {shape_doc} with last dim {size}, got {tuple(t.shape)}")
-    return zi
+    return kind(**fields)
 
 
 def time_varying_fir(
@@ -91,8 +92,10 @@ def time_varying_fir(
     if K < 0:
         raise ValueError(f"b must have at least one tap in its last dim, got shape {tuple(b.shape)}")
     _check_time_dim("b", b, T, x)
-    if zi is not None and (_require_tensor("zi", zi, 1, "(..., K)").shape[-1] != K):
-        raise ValueError(f"zi must have shape (..., K) with K={K}, got shape {tuple(zi.shape)}")
+    if zi is not None:
+        zi = _require_tensor("zi", zi, 1, "(..., K)")
+        if zi.shape[-1] != K:
+            raise ValueError(f"zi must have shape (..., K) with K={K}, got shape {tuple(zi.shape)}")
     lead = broadcast_leading(
         **{"x (..., T)": x.shape[:-1], "b (..., T, K+1)": b.shape[:-2]},
         **({} if zi is None else {"zi (..., K)": zi.shape[:-1]}),
@@ -242,7 +245,7 @@ def lfilter(
     if form != "df1":
         return _other_form(form, x, b, a, zi, return_zf, backend)
     if zi is not None:
-        _check_state(zi, {"inputs": K, "outputs": M}, f"inputs (..., K={K}), outputs (..., M={M})")
+        zi = _check_state(zi, {"inputs": K, "outputs": M}, f"inputs (..., K={K}), outputs (..., M={M})")
     fields = (x, b, a) + (() if zi is None else tuple(zi))
     if (T and K >= 0 and b.shape[-2] in (1, T) and backend in ("auto", "numba") and direct_numba(*fields)
             and len({t.dtype for t in fields}) == 1):
@@ -274,12 +277,12 @@ def _other_form(form: str, x: Tensor, b: Tensor, a: Tensor, zi, return_zf: bool,
     N = max(K, M)
     if form == "tdf1":
         if zi is not None:
-            _check_state(zi, {"poles": M, "zeros": K}, f"poles (..., M={M}), zeros (..., K={K})",
-                         forms.TransposedState, " for form='tdf1'")
+            zi = _check_state(zi, {"poles": M, "zeros": K}, f"poles (..., M={M}), zeros (..., K={K})",
+                              forms.TransposedState, " for form='tdf1'")
     elif zi is not None:
-        t = _require_tensor("zi", zi, 1, f"(..., max(K, M)={N})")
-        if t.shape[-1] != N:
-            raise ValueError(f"zi must have shape (..., max(K, M)={N}) for form={form!r}, got shape {tuple(t.shape)}")
+        zi = _require_tensor("zi", zi, 1, f"(..., max(K, M)={N})")
+        if zi.shape[-1] != N:
+            raise ValueError(f"zi must have shape (..., max(K, M)={N}) for form={form!r}, got shape {tuple(zi.shape)}")
     if form == "df2":
         y, zf = forms.df2(x, b, a, zi, backend)
     else:
