@@ -423,15 +423,36 @@ def _wants_gradient(*tensors: Tensor) -> bool:
 
 def direct_numba(*tensors: Tensor) -> bool:
     """Whether a call may run the Numba kernels straight on numpy views of its tensors, with no
-    torch op or autograd node around them: plain eager CPU tensors of a Numba dtype, and no
-    gradient wanted. For the short blocks of streaming inference the torch glue is most of a
-    call (a 64-sample block: ~110 us through ``lfilter``'s autograd-aware path, ~1.5 us of
-    kernel); the kernels are the same either way, so the outputs are the same bits."""
+    torch op or autograd node around them: plain eager CPU tensors of one Numba dtype (mixed
+    dtypes go the torch path, which raises or promotes as it always has), and no gradient wanted.
+    For the short blocks of streaming inference the torch glue is most of a call (a 64-sample
+    block: ~110 us through ``lfilter``'s autograd-aware path, ~1.5 us of kernel); the kernels are
+    the same either way, so the outputs are the same bits."""
     return (
         _plain_eager(*tensors)
-        and all(t.is_cpu and t.dtype in NUMBA_DTYPES for t in tensors)
+        and all(t.is_cpu and t.dtype == tensors[0].dtype for t in tensors)
+        and tensors[0].dtype in NUMBA_DTYPES
         and not _wants_gradient(*tensors)
     )
+
+
+def composition_gradients(compose, inputs, needs, grads, create_graph: bool) -> tuple:
+    """Gradients for a Function whose backward differentiates a torch composition of the same
+    function: ``compose(*inputs)`` gives the outputs (a tuple), ``grads`` their upstream gradients
+    (None: unused), ``needs`` which inputs want one. With ``create_graph`` the saved inputs are used
+    as they are, so the result stays connected to their graphs (a double backward). Returns one
+    entry per input, None where not wanted or not reached."""
+    inputs = [t if create_graph else t.detach() for t in inputs]
+    inputs = [t if t.requires_grad else t.detach().requires_grad_(need) for t, need in zip(inputs, needs)]
+    with torch.enable_grad():
+        outputs = compose(*inputs)
+    wanted = [t for t, need in zip(inputs, needs) if need]
+    pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None and o.requires_grad]
+    if not pairs or not wanted:
+        return tuple(None for _ in inputs)
+    found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                     allow_unused=True, create_graph=create_graph))
+    return tuple(next(found) if need else None for need in needs)
 
 
 def resolved(t: Tensor | None) -> Tensor | None:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ._shapes import broadcast_leading
 from .functional import allpole, coefficient_rows
-from .op import NUMBA_DTYPES, _empty, readable_tensors, register_cuda_ops, resolve_backend, resolved
+from .op import NUMBA_DTYPES, _empty, composition_gradients, readable_tensors, register_cuda_ops, resolve_backend, resolved
 
 
 def linear_recurrence(
@@ -395,17 +395,11 @@ class _FusedStateSpace(torch.autograd.Function):
         A, x, B, C, h0, h = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph: gradients of the torch composition, differentiable again
-            # the saved inputs themselves, so that the gradients stay connected to their graphs
-            leaves = [t if t.requires_grad else t.detach().requires_grad_(need) for t, need in zip((A, x, B, C, h0), needs)]
-            with torch.enable_grad():
-                states = linear_recurrence(leaves[0], leaves[1].unsqueeze(-1) * leaves[2], leaves[4])
-                before = torch.cat([leaves[4].unsqueeze(1), states[:, :-1]], dim=1)
-                outputs = (_mix(leaves[3], before), states[:, -1])
-            pairs = [(o, g) for o, g in zip(outputs, (grad_y, grad_final)) if g is not None]
-            wanted = [t for t, need in zip(leaves, needs) if need]
-            found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
-                                             allow_unused=True, create_graph=True))
-            return tuple(next(found) if need else None for need in needs)
+            def compose(A, x, B, C, h0):
+                states = linear_recurrence(A, x.unsqueeze(-1) * B, h0)
+                return _mix(C, torch.cat([h0.unsqueeze(1), states[:, :-1]], dim=1)), states[:, -1]
+
+            return composition_gradients(compose, (A, x, B, C, h0), needs, (grad_y, grad_final), True)
         from .kernels import numba_recurrence
 
         R, T, M = h.shape

@@ -49,6 +49,16 @@ def _broadcast_steps(a):  # pragma: no cover - compiled
     return (1 if a.shape[0] > 1 else 0), (1 if a.shape[1] > 1 else 0)
 
 
+@nb.njit(inline="always")
+def _put_grad(grad, r, n, k, term, summed):  # pragma: no cover - compiled
+    """A coefficient's gradient term: ``grad[r, n, k] = term`` per sample, or added to
+    ``grad[r, 0, k]`` when ``summed`` (coefficients constant over time; the caller zeroes it first)."""
+    if summed:
+        grad[r, 0, k] += term
+    else:
+        grad[r, n, k] = term
+
+
 @nb.njit(cache=True)
 def _pair_rows(pair, B, row_step):  # pragma: no cover - compiled
     """The two rows a thread interleaves (an odd B's last pair is one row twice) and the rows of

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .numba_cpu import _broadcast_steps
+from .numba_cpu import _broadcast_steps, _put_grad
 
 _FLAGS = dict(parallel=True, cache=True)
 
@@ -67,8 +67,4 @@ def fir_adjoint(x, b, past, g, grad_x, grad_past, grad_b):  # pragma: no cover -
                 grad_b[r, 0, k] = zero
         for n in range(T):
             for k in range(taps):
-                term = g[r, n] * np.conj(_input(x, past, r, n - k))
-                if summed:
-                    grad_b[r, 0, k] += term
-                else:
-                    grad_b[r, n, k] = term
+                _put_grad(grad_b, r, n, k, g[r, n] * np.conj(_input(x, past, r, n - k)), summed)

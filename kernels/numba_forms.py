@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .numba_cpu import _broadcast_steps
+from .numba_cpu import _broadcast_steps, _put_grad
 
 _FLAGS = dict(parallel=True, cache=True)
 
@@ -108,19 +108,11 @@ def tdf1_adjoint(b, a, v, g, poles_bar, zeros_bar, grad_x, grad_b, grad_a):  # p
                 v_bar += np.conj(bn[k + 1]) * z_bar[k]
             for i in range(M):
                 v_bar -= np.conj(an[i]) * p_bar[i]
-            if b_summed:
-                grad_b[r, 0, 0] += gn * v_conj
-                for k in range(K):
-                    grad_b[r, 0, k + 1] += z_bar[k] * v_conj
-            else:
-                grad_b[r, n, 0] = gn * v_conj
-                for k in range(K):
-                    grad_b[r, n, k + 1] = z_bar[k] * v_conj
+            _put_grad(grad_b, r, n, 0, gn * v_conj, b_summed)
+            for k in range(K):
+                _put_grad(grad_b, r, n, k + 1, z_bar[k] * v_conj, b_summed)
             for i in range(M):
-                if a_summed:
-                    grad_a[r, 0, i] -= p_bar[i] * v_conj
-                else:
-                    grad_a[r, n, i] = -p_bar[i] * v_conj
+                _put_grad(grad_a, r, n, i, -(p_bar[i] * v_conj), a_summed)
             for k in range(K - 1, 0, -1):
                 z_bar[k] = z_bar[k - 1]
             if K:

@@ -12,7 +12,7 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.tuple import tuple_setitem
 
-from .numba_cpu import PREFETCH_STEPS, _broadcast_steps, _prefetch_row, _state_tuple
+from .numba_cpu import PREFETCH_STEPS, _broadcast_steps, _prefetch_row, _put_grad, _state_tuple
 
 _FLAGS = dict(parallel=True, cache=True, fastmath={"contract"})
 REGISTER_ORDER_MAX = 8
@@ -273,18 +273,11 @@ def _ss_adjoint(A, x, B, C, h0, h, grad_y, grad_final, grad_A, grad_x, grad_B, g
             if need_B:
                 x_conj = np.conj(x[r, n])
                 for i in range(M):
-                    if B_summed:
-                        grad_B[r, 0, i] += mu[i] * x_conj
-                    else:
-                        grad_B[r, n, i] = mu[i] * x_conj
+                    _put_grad(grad_B, r, n, i, mu[i] * x_conj, B_summed)
             g = grad_y[r, n]
             if need_C:
                 for i in range(M):
-                    term = g * np.conj(_previous_state(h0, h, r, n, i))
-                    if C_summed:
-                        grad_C[r, 0, i] += term
-                    else:
-                        grad_C[r, n, i] = term
+                    _put_grad(grad_C, r, n, i, g * np.conj(_previous_state(h0, h, r, n, i)), C_summed)
             c = C[r * rc, n * tc]
             drive = zeros
             for i in range(M):

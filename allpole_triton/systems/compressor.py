@@ -85,8 +85,7 @@ def attack_release_smoothing(
     attack = attack.expand(lead).unsqueeze(-1)
     release = release.expand(lead).unsqueeze(-1)
     initial = initial.expand(lead)
-    same_dtype = attack.dtype == release.dtype == initial.dtype == target.dtype  # else the all-pole op raises
-    if backend in ("auto", "numba") and same_dtype and direct_numba(target, attack, release, initial) and _sequential_applies(
+    if backend in ("auto", "numba") and direct_numba(target, attack, release, initial) and _sequential_applies(
         target, attack, release, initial
     ):
         return _smoothing_direct(target, attack, release, initial)

@@ -21,7 +21,9 @@ from torch import Tensor
 
 from .._shapes import broadcast_leading
 from ..functional import a_rows_numpy, allpole, allpole_rows_direct, coefficient_rows
-from ..op import NUMBA_DTYPES, _empty, direct_numba, from_rows, host_empty, numpy_rows, readable_tensors, resolved
+from ..op import (
+    NUMBA_DTYPES, _empty, composition_gradients, direct_numba, from_rows, host_empty, numpy_rows, readable_tensors, resolved,
+)
 
 
 class FilterState(NamedTuple):
@@ -100,7 +102,7 @@ def time_varying_fir(
         **{"x (..., T)": x.shape[:-1], "b (..., T, K+1)": b.shape[:-2]},
         **({} if zi is None else {"zi (..., K)": zi.shape[:-1]}),
     )
-    if T and direct_numba(x, b, *(() if zi is None else (zi,))) and len({x.dtype, b.dtype, (zi if zi is not None else x).dtype}) == 1:
+    if T and direct_numba(x, b, *(() if zi is None else (zi,))):
         w, zf = _fir_direct(x, b, zi, lead)
         return (w, zf) if return_zf else w
     past = x.new_zeros(*lead, K) if zi is None else zi.expand(*lead, K)
@@ -192,9 +194,8 @@ class _NumbaFIR(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         x, b, past = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: the torch-op FIR's gradients, differentiable again
-            needed = [t for t, need in zip((x, b, past), ctx.needs_input_grad) if need]
-            grads = iter(torch.autograd.grad(_fir_torch(x, b, past), needed, g, create_graph=True))
-            return tuple(next(grads) if need else None for need in ctx.needs_input_grad)
+            compose = lambda x, b, past: (_fir_torch(x, b, past),)  # noqa: E731
+            return composition_gradients(compose, (x, b, past), ctx.needs_input_grad, (g,), True)
         from ..kernels import numba_fir
 
         R = x.shape[0]
@@ -247,8 +248,7 @@ def lfilter(
     if zi is not None:
         zi = _check_state(zi, {"inputs": K, "outputs": M}, f"inputs (..., K={K}), outputs (..., M={M})")
     fields = (x, b, a) + (() if zi is None else tuple(zi))
-    if (T and K >= 0 and b.shape[-2] in (1, T) and backend in ("auto", "numba") and direct_numba(*fields)
-            and len({t.dtype for t in fields}) == 1):
+    if T and K >= 0 and b.shape[-2] in (1, T) and backend in ("auto", "numba") and direct_numba(*fields):
         y, zf = _df1_direct(x, b, a, zi)
         return (y, zf) if return_zf else y
     w, inputs_zf = time_varying_fir(x, b, None if zi is None else zi.inputs, return_zf=True)

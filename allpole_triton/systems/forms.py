@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .._shapes import broadcast_leading
 from ..functional import allpole, coefficient_rows
-from ..op import NUMBA_DTYPES, readable_tensors
+from ..op import NUMBA_DTYPES, composition_gradients, readable_tensors
 from .filters import time_varying_fir
 
 FORMS = ("df1", "df2", "tdf1", "tdf2")
@@ -199,17 +199,8 @@ class _RegisterForm(torch.autograd.Function):
             if not create_graph:  # one fused pass instead of differentiating the composition
                 gradients = _tdf1_adjoint(*saved[:3], tuple(saved[3:]), v, grads)
                 return (None, None, *(grad if need else None for grad, need in zip(gradients, ctx.needs_input_grad[2:])))
-        inputs = [t if create_graph else t.detach() for t in saved]
-        inputs = [t if t.requires_grad else t.detach().requires_grad_(need) for t, need in zip(inputs, ctx.needs_input_grad[2:])]
-        with torch.enable_grad():
-            outputs = _composed(ctx.form, *inputs[:3], tuple(inputs[3:]), ctx.backend)
-        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[2:]) if need]
-        pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None and o.requires_grad]
-        if not pairs or not wanted:
-            return (None, None, *(None for _ in inputs))
-        found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
-                                         allow_unused=True, create_graph=create_graph))
-        return (None, None, *(next(found) if need else None for need in ctx.needs_input_grad[2:]))
+        compose = lambda x, b, a, *state: _composed(ctx.form, x, b, a, state, ctx.backend)  # noqa: E731
+        return (None, None, *composition_gradients(compose, saved, ctx.needs_input_grad[2:], grads, create_graph))
 
 
 def _composed(form: str, x: Tensor, b: Tensor, a: Tensor, state: tuple[Tensor, ...], backend: str) -> tuple[Tensor, ...]:

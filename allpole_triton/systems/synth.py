@@ -150,7 +150,7 @@ def subtractive_synth(
     initial_phase = None if state is None else state.phase
     if (backend in ("auto", "numba") and f0_hz.dtype in (torch.float32, torch.float64)
             and (initial_phase is None or initial_phase.shape == f0_hz.shape[:-1])
-            and direct_numba(f0_hz, *(() if initial_phase is None else (initial_phase,)))):
+            and direct_numba(f0_hz) and (initial_phase is None or direct_numba(initial_phase))):
         saw, square, final_phase = _oscillator_direct(f0_hz, initial_phase, sample_rate)
     else:
         phase, final_phase = oscillator_phase(f0_hz, sample_rate, initial_phase)
