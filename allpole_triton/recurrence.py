@@ -10,7 +10,7 @@ real or complex. Exact and differentiable in A, u and h0 to any order: the adjoi
   recursions; they run as :func:`allpole_triton.allpole` of order 1 (the Triton scan on CUDA,
   Numba on CPU, with everything allpole supports).
 - dense: a Triton chunked scan on CUDA tensors (``allpole_triton.kernels.triton_recurrence``;
-  complex recurrences run as real ones of twice the order, up to a real order of 8), Numba
+  complex recurrences run as real ones of twice the order, up to a real order of 16), Numba
   kernels on CPU tensors, and elsewhere (above that order on CUDA, under vmap, torch.compile and
   tracing) the same chunked scan in torch ops (:func:`blocked_recurrence`).
 """

@@ -1,11 +1,12 @@
 """Triton kernels: the dense linear recurrence ``h[n] = A[n] @ h[n-1] + u[n]`` as a chunked scan.
 
 Every lane (GPU thread) runs one sequential recurrence with its M-vector state in registers, along
-an in-thread tile axis, so a step is an M x M matrix-vector product reduced inside the thread: no
-cross-lane traffic. The product's result lies along the other in-thread axis than its input, so
-consecutive steps alternate which axis of the coefficient tile they sum over (the tile is read
-transposed every other step) instead of moving the state between axes. Time is cut into chunks
-only when the rows alone cannot fill the GPU; then a pass is three launches of ``_dense_scan``:
+an in-thread tile axis, so a step is an M x M matrix-vector product inside the thread: no
+cross-lane traffic. A step streams A[n] in column by column, adding column j times state entry j
+(a static pick: a register, not a reduction) into two partial sums, so a lane holds its state, the
+sums and one column, never the M x M tile (which at M = 16 spilled 1-7 KB per lane). Time is cut
+into chunks only when the rows alone cannot fill the GPU; then a pass is three launches of
+``_dense_scan``:
 
 1. summary: for each (row, chunk) but a row's last, M+1 lanes run the chunk in float64: M homogeneous recursions
    from the unit states (the columns of the chunk's transition product Phi) and the driven one
@@ -19,7 +20,10 @@ only when the rows alone cannot fill the GPU; then a pass is three launches of `
 
 With one chunk per row only the finish runs. Complex recurrences run as real ones of twice the
 order, and the adjoint as this forward recurrence in reversed time (allpole_triton.recurrence).
-Real orders up to ``MAX_ORDER``.
+Real orders up to ``MAX_ORDER``. The strides inside a step (A's two matrix axes, u's state axis)
+are compile-time constants, so every load of a step is one instruction at an immediate offset from
+the step's base, unpredicated: a lane past its chunk's end re-reads its last step (and keeps its
+state), padding entries of orders that are not powers of two read entry M-1 (and are never used).
 Offsets are int64; grids are 1-D.
 """
 from __future__ import annotations
@@ -35,12 +39,12 @@ from .triton_tiles import load_tile, store_tile
 
 # Lengths and strides change from call to call: no == 1 / % 16 specialisation (one variant per dtype
 # and order, whatever T).
-_LENGTHS = ["steps", "chunk_len", "n_chunks", "n_lanes", "sa_row", "sa_time", "sa_i", "sa_j",
-            "su_first", "su_row", "su_time", "su_i", "so_row", "so_time"]
-# Above this (real) order a lane's M x M coefficient tile outgrows the registers (at 16 the sm_90
-# compile spilled 1-7 KB per lane): such recurrences stay on the sequential torch loop.
-MAX_ORDER = 8
-STEPS_PER_ITERATION = 2  # one step summing each in-thread axis: the state returns to its axis
+_LENGTHS = ["steps", "chunk_len", "n_chunks", "n_lanes", "sa_row", "sa_time", "su_first", "su_row", "su_time",
+            "so_row", "so_time"]
+# Complex order 8 runs as real order 16; a step body is M loads and M multiply-adds per state entry,
+# unrolled (compile time grows as M^2).
+MAX_ORDER = 16
+STEPS_PER_ITERATION = 2  # steps per unrolled loop body: the next step's loads issue during this one's sums
 CHUNK_MIN_GPU = 64
 CHUNK_INTERPRET = 8  # short chunks, so that small tests cross chunk boundaries
 BLOCK_GPU = 128
@@ -48,81 +52,89 @@ BLOCK_INTERPRET = 128
 
 
 @triton.jit
-def _advance(h, a_ptr, a_at, u_ptr, u_at, live, drive, rows, cols, sa_i, sa_j, su_i,
-             M: tl.constexpr, ACC: tl.constexpr, SUM_AXIS: tl.constexpr):
-    """One step of every lane: ``A[n] @ h + u[n]`` (u only where ``drive``). ``cols`` indexes the
-    in-thread axis h lies along and ``rows`` the other one ([M_PAD, 1, 1] / [1, M_PAD, 1]), where
-    the result lands. A lane past its chunk's end (not ``live``) keeps its state: its A is the
-    identity and its u zero."""
-    lane_live = live[None, None, :]
-    inside = (rows < M) & (cols < M)
-    A, _ = load_tile(a_ptr, a_at[None, None, :] + rows * sa_i + cols * sa_j, inside & lane_live, False)
-    A = tl.where(lane_live, A.to(ACC), (rows == cols).to(ACC))
-    u, _ = load_tile(u_ptr, u_at[None, None, :] + rows * su_i, (rows < M) & (lane_live & drive[None, None, :]), False)
-    return tl.sum(A * h, axis=SUM_AXIS, keep_dims=True) + u.to(ACC)
+def _entry(h, component, j: tl.constexpr):
+    """State entry j of every lane, [1, 1, BLOCK]: with a static j the select and the sum of -0.0
+    terms fold away (a register read)."""
+    return tl.sum(tl.where(component == j, h, -0.0), axis=0, keep_dims=True)
 
 
 @triton.jit
-def _store_state(out_ptr, at, axis, stride, h, live, M: tl.constexpr):
-    """State entry i (along ``axis``) of every live lane to ``out[at + i * stride]``."""
-    store_tile(out_ptr, at[None, None, :] + axis * stride, h.to(out_ptr.dtype.element_ty), h,
-               (axis < M) & live[None, None, :], False)
+def _advance(h, a_ptr, a_at, u_ptr, u_at, live, component, column, M: tl.constexpr, ACC: tl.constexpr,
+             SA_I: tl.constexpr, SA_J: tl.constexpr, SU_I: tl.constexpr, SUMMARY: tl.constexpr):
+    """One step of every lane: ``A[n] @ h + u[n]``; in the summary u drives only the lanes of
+    column M. A lane that is not ``live`` keeps its state. ``a_at``/``u_at`` ([BLOCK]) locate the
+    step's A and u, ``component`` ([M_PAD, 1, 1], decreasing: see the stores) the state entries."""
+    entry = tl.minimum(component, M - 1)  # static: padding entries read entry M-1
+    u, _ = load_tile(u_ptr, u_at[None, None, :] + entry * SU_I, None, False)
+    if SUMMARY:
+        u = tl.where((column == M)[None, None, :], u, 0.0)
+    even = u.to(ACC)
+    odd = tl.zeros_like(even)
+    for j in tl.static_range(M):
+        a, _ = load_tile(a_ptr, a_at[None, None, :] + (entry * SA_I + j * SA_J), None, False)
+        if j % 2 == 0:
+            even += a.to(ACC) * _entry(h, component, j)
+        else:
+            odd += a.to(ACC) * _entry(h, component, j)
+    return tl.where(live[None, None, :], even + odd, h)
+
+
+@triton.jit
+def _store_state(out_ptr, at, component, stride, h, live, M: tl.constexpr):
+    """State entry i of every live lane to ``out[at + i * stride]``."""
+    store_tile(out_ptr, at[None, None, :] + component * stride, h.to(out_ptr.dtype.element_ty), h,
+               (component < M) & live[None, None, :], False)
 
 
 @triton.jit(do_not_specialize=_LENGTHS)
 def _dense_scan(
     a_ptr, u_ptr, h0_ptr, carry_ptr, out_ptr, steps, chunk_len, n_chunks, n_lanes,
-    sa_row, sa_time, sa_i, sa_j, su_first, su_row, su_time, su_i, so_row, so_time,
+    sa_row, sa_time, su_first, su_row, su_time, so_row, so_time,
     M: tl.constexpr, M_PAD: tl.constexpr, SUMMARY: tl.constexpr, ACC: tl.constexpr,
-    U: tl.constexpr, BLOCK: tl.constexpr,
+    SA_I: tl.constexpr, SA_J: tl.constexpr, SU_I: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Lanes are (row, chunk) pairs, times M+1 columns for the summary. The summary writes each
     chunk's map [Phi | z] to ``out (pairs, M, M+1)``; otherwise every step's state goes to
     ``out[row * so_row + n * so_time + i]``, from the incoming state ``h0[row]`` (first chunk) or
-    ``carry[row, chunk - 1]`` (what the carry wrote for the chunk before; ``carry (R, n_chunks - 1, M)``)."""
+    ``carry[row, chunk - 1]`` (what the carry wrote for the chunk before; ``carry (R, n_chunks - 1, M)``).
+    Entry (i, j) of a step's A is at ``i * SA_I + j * SA_J``, entry i of its u at ``i * SU_I``."""
     lane = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = lane < n_lanes
+    lane = tl.where(valid, lane, 0)  # padding lanes read lane 0's inputs and store nothing
     columns = M + 1 if SUMMARY else 1
     column = (columns - 1) - lane % columns  # decreasing along the lanes: see the summary's store
     pair = lane // columns
     row = pair // n_chunks
     chunk = pair % n_chunks
     start = chunk * chunk_len
-    remaining = tl.where(valid, tl.minimum(steps - start, chunk_len), 0)
-    # the state component each tile entry holds, in decreasing order: Triton then sees no contiguity
-    # along the in-thread axes and keeps them inside the thread (stores of M contiguous values per
+    last = tl.minimum(steps - start, chunk_len) - 1  # the chunk's last step (a chunk is never empty)
+    remaining = tl.where(valid, last + 1, 0)
+    # the state entry each tile entry holds, in decreasing order: Triton then sees no contiguity
+    # along the in-thread axis and keeps it inside the thread (stores of M contiguous values per
     # lane would otherwise spread over the warp and go through shared memory)
-    component = (M_PAD - 1 - tl.arange(0, M_PAD)).to(tl.int64)
-    axis0 = component[:, None, None]
-    axis1 = component[None, :, None]
-    if SUMMARY:  # unit states along axis 1; the driven lane (column M) starts from rest
-        h = ((axis1 == column[None, None, :]) & (axis1 < M)).to(ACC)
-        drive = column == M
+    component = (M_PAD - 1 - tl.arange(0, M_PAD)).to(tl.int64)[:, None, None]
+    if SUMMARY:  # unit states; the driven lane (column M) starts from rest
+        h = ((component == column[None, None, :]) & (component < M)).to(ACC)
     else:
         first = (chunk == 0)[None, None, :]
-        h0, _ = load_tile(h0_ptr, row[None, None, :] * M + axis1, (axis1 < M) & (valid[None, None, :] & first), False)
-        carried, _ = load_tile(carry_ptr, (pair - row - 1)[None, None, :] * M + axis1,  # carry[row, chunk - 1]
-                               (axis1 < M) & (valid[None, None, :] & ~first), False)
+        h0, _ = load_tile(h0_ptr, row[None, None, :] * M + component, (component < M) & (valid[None, None, :] & first), False)
+        carried, _ = load_tile(carry_ptr, (pair - row - 1)[None, None, :] * M + component,  # carry[row, chunk - 1]
+                               (component < M) & (valid[None, None, :] & ~first), False)
         h = tl.where(first, h0.to(ACC), carried.to(ACC))
-        drive = valid
     a_row = row * sa_row
     u_row = su_first + row * su_row
     o_row = row * so_row
     for t in range(0, chunk_len, U):
-        n = start + t
-        live = t < remaining
-        h = _advance(h, a_ptr, a_row + n * sa_time, u_ptr, u_row + n * su_time, live, drive, axis0, axis1,
-                     sa_i, sa_j, su_i, M, ACC, 1)
-        if not SUMMARY:
-            _store_state(out_ptr, o_row + n * so_time, axis0, 1, h, live, M)
-        live = t + 1 < remaining
-        h = _advance(h, a_ptr, a_row + (n + 1) * sa_time, u_ptr, u_row + (n + 1) * su_time, live, drive, axis1, axis0,
-                     sa_i, sa_j, su_i, M, ACC, 0)
-        if not SUMMARY:
-            _store_state(out_ptr, o_row + (n + 1) * so_time, axis1, 1, h, live, M)
+        for k in tl.static_range(U):
+            live = t + k < remaining
+            n = start + tl.minimum(t + k, last)  # past the end: the last step again (in bounds)
+            h = _advance(h, a_ptr, a_row + n * sa_time, u_ptr, u_row + n * su_time, live, component, column,
+                         M, ACC, SA_I, SA_J, SU_I, SUMMARY)
+            if not SUMMARY:
+                _store_state(out_ptr, o_row + n * so_time, component, 1, h, live, M)
     if SUMMARY:  # column `column` of the chunk's map (increasing along the lanes, these stores of
         # odd orders would be contiguous: Triton vectorised them and spread the state over two warps)
-        _store_state(out_ptr, pair * (M * (M + 1)) + column, axis1, M + 1, h, valid, M)
+        _store_state(out_ptr, pair * (M * (M + 1)) + column, component, M + 1, h, valid, M)
 
 
 def chunk_length(rows: int, T: int, sms: int | None) -> int:
@@ -146,20 +158,24 @@ def lanes_per_program(lanes: int, sms: int | None) -> int:
 
 
 def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sms: int | None = None) -> list[Launch]:
-    """The launches of a forward pass over real rows: ``A (Ra, Ta, M, M)`` (any strides, Ra in
-    {1, R}, Ta in {1, T}), ``u``/``h (R, T, M)`` and ``h0 (R, M)`` contiguous. Tensors may live on
-    the meta device (how the compile check and the model plan without a GPU)."""
+    """The launches of a forward pass over real rows: ``A (Ra, Ta, M, M)`` (Ra in {1, R}, Ta in
+    {1, T}; its matrices row- or column-major, else copied so), ``u``/``h (R, T, M)`` and
+    ``h0 (R, M)`` contiguous. Tensors may live on the meta device (how the compile check and the
+    model plan without a GPU)."""
     R, T, M = u.shape
+    if A.stride()[2:] not in ((M, 1), (1, M)) and M > 1:  # the matrix strides are compile-time constants
+        A = A.contiguous()
     chunk = chunk_length(R, T, sms)
     n_chunks = triton.cdiv(T, chunk)
-    sa_row, sa_time, sa_i, sa_j = (s if n > 1 else 0 for s, n in zip(A.stride(), A.shape))
+    sa_row, sa_time = (s if n > 1 else 0 for s, n in zip(A.stride()[:2], A.shape[:2]))
+    sa_i, sa_j = A.stride()[2:] if M > 1 else (1, 1)
     compute = tl.float64 if u.dtype == torch.float64 else tl.float32
     common = dict(M=M, M_PAD=triton.next_power_of_2(M), U=STEPS_PER_ITERATION, **_COMPILE)
 
-    def launch(args: tuple, lanes: int, steps: int, summary: bool, acc) -> Launch:
+    def launch(args: tuple, lanes: int, steps: int, summary: bool, acc, strides: tuple[int, int, int]) -> Launch:
         block = lanes_per_program(lanes, sms)
-        return Launch(_dense_scan, triton.cdiv(lanes, block), args, dict(SUMMARY=summary, ACC=acc, BLOCK=block, **common),
-                      warps_for(block), lanes, steps)
+        constexprs = dict(SUMMARY=summary, ACC=acc, BLOCK=block, SA_I=strides[0], SA_J=strides[1], SU_I=strides[2], **common)
+        return Launch(_dense_scan, triton.cdiv(lanes, block), args, constexprs, warps_for(block), lanes, steps)
 
     launches = []
     carry = h0
@@ -169,20 +185,20 @@ def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sm
         maps = torch.empty(R * mapped, M, M + 1, dtype=torch.float64, device=u.device)
         lanes = R * mapped * (M + 1)
         launches.append(launch(
-            (A, u, h0, h0, maps, T, chunk, mapped, lanes, sa_row, sa_time, sa_i, sa_j, 0, T * M, M, 1, 0, 0),
-            lanes, chunk, True, tl.float64,
+            (A, u, h0, h0, maps, T, chunk, mapped, lanes, sa_row, sa_time, 0, T * M, M, 0, 0),
+            lanes, chunk, True, tl.float64, (sa_i, sa_j, 1),
         ))
         carry = torch.empty(R, mapped, M, dtype=torch.float64, device=u.device)
         # the carry reads each map as a step's A and its z column (entries M, 2M+1, ...) as its u
         stride = M * (M + 1)
         launches.append(launch(
-            (maps, maps, h0, h0, carry, mapped, mapped, 1, R,
-             mapped * stride, stride, M + 1, 1, M, mapped * stride, stride, M + 1, mapped * M, M),
-            R, mapped, False, tl.float64,
+            (maps, maps, h0, h0, carry, mapped, mapped, 1, R, mapped * stride, stride, M, mapped * stride, stride,
+             mapped * M, M),
+            R, mapped, False, tl.float64, (M + 1, 1, M + 1),
         ))
     launches.append(launch(
-        (A, u, h0, carry, h, T, chunk, n_chunks, R * n_chunks, sa_row, sa_time, sa_i, sa_j, 0, T * M, M, 1, T * M, M),
-        R * n_chunks, chunk, False, compute,
+        (A, u, h0, carry, h, T, chunk, n_chunks, R * n_chunks, sa_row, sa_time, 0, T * M, M, T * M, M),
+        R * n_chunks, chunk, False, compute, (sa_i, sa_j, 1),
     ))
     return launches
 

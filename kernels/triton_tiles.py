@@ -33,14 +33,23 @@ FIRST_AXIS_FASTEST: tl.constexpr = tl.constexpr(_VERSION < (3, 7) and not _INTER
 
 @triton.jit
 def load(ptr, offset, mask, IS_COMPLEX: tl.constexpr):
-    """(re, im) of element ``offset``; complex tensors are passed as their real view."""
+    """(re, im) of element ``offset``; complex tensors are passed as their real view. ``mask`` None:
+    unpredicated loads (the caller keeps every offset in bounds)."""
     if IS_COMPLEX:
-        re = tl.load(ptr + 2 * offset, mask=mask, other=0.0)
-        im = tl.load(ptr + 2 * offset + 1, mask=mask, other=0.0)
+        re = _load_plane(ptr + 2 * offset, mask)
+        im = _load_plane(ptr + 2 * offset + 1, mask)
     else:
-        re = tl.load(ptr + offset, mask=mask, other=0.0)
+        re = _load_plane(ptr + offset, mask)
         im = tl.zeros_like(re)
     return re, im
+
+
+@triton.jit
+def _load_plane(pointer, mask):
+    if mask is None:
+        return tl.load(pointer)
+    else:
+        return tl.load(pointer, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -54,8 +63,11 @@ def load_tile(ptr, offset, mask, IS_COMPLEX: tl.constexpr):
     """:func:`load` of a [P, Q, BLOCK] lane tile, accessed with the lane axis (the only one spread
     over threads) where the coalescing pass puts its fastest axis."""
     if FIRST_AXIS_FASTEST:
-        mask = tl.broadcast_to(mask, offset.shape)  # never wider than the pointers
-        re, im = load(ptr, _lanes_first(offset), _lanes_first(mask), IS_COMPLEX)
+        if mask is None:
+            re, im = load(ptr, _lanes_first(offset), None, IS_COMPLEX)
+        else:
+            mask = tl.broadcast_to(mask, offset.shape)  # never wider than the pointers
+            re, im = load(ptr, _lanes_first(offset), _lanes_first(mask), IS_COMPLEX)
         return _lanes_first(re), _lanes_first(im)
     else:
         return load(ptr, offset, mask, IS_COMPLEX)

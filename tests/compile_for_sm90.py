@@ -48,10 +48,10 @@ def dense_launches(dtype, M: int, rows: int, T: int):
     return triton_recurrence.plan(A, u, torch.empty(rows, M, dtype=dtype, device=META), torch.empty_like(u), sms=132)
 
 
-# linear_recurrence's dense scan: (dtype, real order up to triton_recurrence.MAX_ORDER; a complex
-# recurrence of order 4 runs as the real one of order 8)
-DENSE = [(torch.float32, 3), (torch.float32, 8)]
-DENSE_WIDE = DENSE + [(torch.float32, 3), (torch.float32, 5), (torch.float64, 4), (torch.float16, 8)]
+# linear_recurrence's dense scan: (dtype, real order up to triton_recurrence.MAX_ORDER = 16; a
+# complex recurrence of order 8 runs as the real one of order 16)
+DENSE = [(torch.float32, 3), (torch.float32, 16)]
+DENSE_WIDE = DENSE + [(torch.float32, 5), (torch.float32, 8), (torch.float64, 4), (torch.float64, 16), (torch.float16, 8)]
 
 
 def configurations(quick: bool):

@@ -93,7 +93,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 @triton_path
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("Ra, Ta", [(3, 41), (1, 41), (3, 1)])
-@pytest.mark.parametrize("M", [1, 3, 5])
+@pytest.mark.parametrize("M", [1, 3, 5, 8])  # complex order 8: real order 16, the largest
 def test_triton_matches_a_float64_loop(M, Ra, Ta, complex_):
     A, u, h0 = inputs(3, 41, M, Ra, Ta, complex_, seed=10 + M)
     h, final = linear_recurrence(*(t.to(DEVICE) for t in (A, u, h0)), return_final=True, backend="triton")
@@ -102,6 +102,31 @@ def test_triton_matches_a_float64_loop(M, Ra, Ta, complex_):
     np.testing.assert_allclose(final.cpu().numpy(), expected[:, -1], rtol=1e-12, atol=1e-12)
     short = linear_recurrence(*(t.to(DEVICE) for t in (A[:, :5], u[:, :5], h0)), backend="triton")  # one chunk
     np.testing.assert_allclose(short.cpu().numpy(), expected[:, :5], rtol=1e-12, atol=1e-12)
+
+
+@triton_path
+@pytest.mark.parametrize("layout", ["transposed", "sliced", "time-strided"])
+def test_triton_any_matrix_layout(monkeypatch, layout):
+    """The kernel's matrix strides are compile-time constants (row- or column-major); any other
+    layout is copied to row-major first. Each runs on the Triton scan (the torch-op fallback is
+    made to fail) and matches the float64 loop."""
+    from allpole_triton import recurrence
+
+    monkeypatch.setattr(recurrence, "blocked_recurrence", lambda *args: pytest.fail("fell back to torch ops"))
+    A, u, h0 = inputs(2, 37, 6, 2, 37, False, seed=7)
+    if layout == "transposed":
+        strided = A.mT.contiguous().mT
+    elif layout == "sliced":
+        strided = torch.zeros(2, 37, 9, 9, dtype=A.dtype)
+        strided[..., :6, :6] = A
+        strided = strided[..., :6, :6]
+    else:
+        strided = torch.zeros(2, 74, 6, 6, dtype=A.dtype)
+        strided[:, ::2] = A
+        strided = strided[:, ::2]
+    assert torch.equal(strided, A) and strided.stride() != A.stride()
+    h = linear_recurrence(*(t.to(DEVICE) for t in (strided, u, h0)), backend="triton")
+    np.testing.assert_allclose(h.cpu().numpy(), loop(A.numpy(), u.numpy(), h0.numpy()), rtol=1e-12, atol=1e-12)
 
 
 @triton_path
@@ -148,13 +173,16 @@ def recurrence_results(A, u, h0, g, backend):
 
 
 @triton_path
-@pytest.mark.parametrize("launch, M", [("chunk=64", 2), ("chunk=64", 5), ("chunk=64", 8), ("chunk=256", 8)])
+@pytest.mark.parametrize("launch, M", [("chunk=64", 2), ("chunk=64", 5), ("chunk=64", 8), ("chunk=256", 8), ("chunk=64", 16)])
 def test_triton_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
     """The GPU's chunk lengths forced; companion-matrix transitions with every pole at radius 0.9,
     0.99 and 0.999 (one row each): h and the gradients of A, u and h0 against a float64 loop on the
     same float32 inputs (at 0.999 rounding A to float32 alone moves grad_h0 by 6e-3), within
     10x of the error of a float32 loop (its adjoint loop for the gradients). A few float32 ulps are
     always allowed: the loop's error can be below one by luck (grad_h0 at radius 0.9: 0.3 ulp)."""
+    from allpole_triton import recurrence
+
+    monkeypatch.setattr(recurrence, "blocked_recurrence", lambda *args: pytest.fail("fell back to torch ops"))
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
     T = 2 * int(launch.split("=")[1]) + 7  # three chunks, the last one partial
     A, u, h0 = companion_inputs(T, M, (0.9, 0.99, 0.999))

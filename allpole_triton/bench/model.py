@@ -252,7 +252,7 @@ def model_case(B: int, T: int, M: int, passes: str, cache: dict, dtype: torch.dt
 
 
 # linear_recurrence's dense scan (real orders up to triton_recurrence.MAX_ORDER), forward only
-DENSE_M = [2, 4, 8]
+DENSE_M = [2, 4, 8, 16]
 
 
 def run(B=None, T=None, M=None, passes=("fwd", "fwdbwd", "dense"), progress=None) -> list[dict]:
