@@ -17,6 +17,7 @@
 #   results.csv, report.md   allpole-bench on CUDA against every importable peer
 #   model.md, model.json     the static sm_90 model with the measured times beside its predictions
 #   recurrence.csv    linear_recurrence's dense scan: measured forward times beside the model's
+#   launch_times.csv  each kernel launch timed alone beside the model's memory/issue/latency bounds
 #   tune_triton.csv   the launch-shape sweep (full runs only)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +60,11 @@ workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 timeout 240 python3 -m pytest -q $workers tests/test_triton.py tests/test_triton_accuracy.py tests/test_recurrence.py \
     2>&1 | tail -40 | tee "$results/pytest.txt"
 # linear_recurrence's dense scan: measured beside the model's prediction
-timeout 60 python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 --repeat 10 | tee "$results/recurrence.csv"
+timeout 60 python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 16 --repeat 10 | tee "$results/recurrence.csv"
+# every launch of the forward, backward and dense passes timed alone beside the model's bounds for
+# it (memory, issue, latency chain): which kernel and which bound a pass's miss comes from
+timeout 90 python3 -m allpole_triton.bench.launch_times -B 1 16 256 -T 65536 1048576 -M 2 16 \
+    | tee "$results/launch_times.csv"
 
 if [ "${1:-}" = quick ]; then
     # the first lent GPU (H200, 2026-11-26) ran out of 150 s on the FS and naive peers of a wider grid

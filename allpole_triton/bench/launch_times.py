@@ -1,0 +1,157 @@
+"""Each Triton launch of a pass timed on its own, beside the sm_90 model's terms for that launch.
+
+    python -m allpole_triton.bench.launch_times [-B 16] [-T 1048576] [-M 2 16] [--passes fwd fwdbwd dense]
+
+A pass's time says the model is off; this says which kernel, and which of the model's bounds
+(memory, issue, latency chain) it missed. Every launch of a pass (``triton_scan.plan`` or
+``triton_recurrence.plan``, planned for the device it runs on) is a pure function of tensors it
+does not write, so it can be re-run alone: after one run of the whole pass (which compiles and
+fills every intermediate), each launch is enqueued ``--repeat`` times back to back between two CUDA
+events, which keeps the GPU's queue full (a Triton launch from Python takes longer to enqueue than
+a short kernel takes to run) and gives the kernel's own time. The model's terms come from the same
+launch compiled for sm_90 (``allpole_triton.bench.model.model_launch``); ``predicted_us`` is the
+largest of them, without the model's host cost per launch. Cases whose coefficients pass
+``MAX_BYTES`` are skipped. Prints CSV. On CPU tensors
+under ``TRITON_INTERPRET=1`` it runs with wall-clock times (how the tests exercise it): the times then
+mean nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+MAX_BYTES = 4e9  # cases whose coefficients alone pass this are skipped
+COLUMNS = ("pass", "B", "T", "M", "launch", "kernel", "grid", "warps", "measured_us", "min_us",
+           "predicted_us", "memory_us", "issue_us", "latency_us")
+
+
+@dataclass
+class PlannedPass:
+    """The launches of one pass over real tensors, and the tensors the model counts bytes from."""
+
+    name: str
+    launches: list
+    tensors: dict
+    finalize: object = None
+
+
+def _run(launch) -> None:
+    launch.kernel[(launch.grid,)](*launch.args, num_warps=launch.num_warps, **launch.constexprs)
+
+
+def plan_passes(B: int, T: int, M: int, passes, device: torch.device, sms: int | None) -> list[PlannedPass]:
+    """float32 inputs (stable time-varying coefficients; a contractive dense A) and the launches
+    of each asked pass: ``fwd`` and the reverse pass of ``fwdbwd`` (its forward is ``fwd``'s), and
+    ``dense`` (linear_recurrence's forward)."""
+    from allpole_triton.kernels import triton_recurrence, triton_scan
+
+    from .cases import stable_coefficients
+
+    g = torch.Generator().manual_seed(0)
+    planned = []
+    if {"fwd", "fwdbwd"} & set(passes) and B * T * M * 4 <= MAX_BYTES:
+        x = torch.randn(B, T, generator=g).to(device)
+        a = stable_coefficients(B, T, M, generator=g, dtype=torch.float32).to(device)
+        zi = torch.zeros(B, M, device=device)
+        y = torch.empty_like(x)
+        launches, finalize = triton_scan.plan(x, a, zi, y, reverse=False, sms=sms)
+        planned.append(PlannedPass("fwd", launches, dict(u=x, a=a, zi=zi, out=y), finalize))
+        if "fwdbwd" in passes:
+            grad_y = torch.randn(B, T, generator=g).to(device)
+            grad_x = torch.empty_like(x)
+            extra = dict(tail=torch.empty_like(zi), y=y, grad_a=torch.empty_like(a))
+            launches, finalize = triton_scan.plan(grad_y, a, zi, grad_x, reverse=True, sms=sms, **extra)
+            planned.append(PlannedPass("bwd", launches, dict(u=grad_y, a=a, zi=zi, out=grad_x, **extra), finalize))
+    if "dense" in passes and B * T * M * M * 4 <= MAX_BYTES:
+        A = (torch.randn(B, T, M, M, generator=g) * (0.9 / (2 * M ** 0.5))).to(device)
+        u = torch.randn(B, T, M, generator=g).to(device)
+        h0 = torch.zeros(B, M, device=device)
+        launches = triton_recurrence.plan(A, u, h0, torch.empty_like(u), sms=sms)
+        planned.append(PlannedPass("dense", launches, {}))
+    return planned
+
+
+def time_launch(launch, device: torch.device, repeat: int, rounds: int = 5) -> list[float]:
+    """Seconds per launch: ``rounds`` measurements of ``repeat`` back-to-back launches each."""
+    times = []
+    for _ in range(rounds):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(repeat):
+                _run(launch)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e-3 / repeat)
+        else:
+            began = time.perf_counter()
+            for _ in range(repeat):
+                _run(launch)
+            times.append((time.perf_counter() - began) / repeat)
+    return times
+
+
+def measure(B: int, T: int, M: int, passes, device: torch.device, repeat: int = 10, rounds: int = 5,
+            predict: bool = True) -> list[dict]:
+    """One row per launch of every asked pass (see the module docstring)."""
+    from allpole_triton.kernels.triton_scan import _null, _sms
+
+    rows = []
+    with torch.cuda.device(device) if device.type == "cuda" else _null():
+        for planned in plan_passes(B, T, M, passes, device, _sms(device)):
+            for launch in planned.launches:  # the whole pass once: compiles, fills every intermediate
+                _run(launch)
+            if planned.finalize:
+                planned.finalize()
+            cache: dict = {}
+            for index, launch in enumerate(planned.launches):
+                times = time_launch(launch, device, repeat, rounds)
+                row = dict(zip(COLUMNS, (planned.name, B, T, M, index, launch.kernel.__name__, launch.grid,
+                                         launch.num_warps, 1e6 * statistics.median(times), 1e6 * min(times))))
+                row.update(_predicted(launch, planned.tensors, cache) if predict else {})
+                rows.append(row)
+    return rows
+
+
+def _predicted(launch, tensors: dict, cache: dict) -> dict:
+    """The model's terms for this very launch (compiled for sm_90 here)."""
+    from . import model, sm90
+
+    key = sm90.variant_key(launch)
+    if key not in cache:
+        cache[key] = sm90.compile_launch(launch)
+    m = model.model_launch(launch, cache[key], tensors, torch.float32)
+    # the kernel's own time: the model's per-launch host cost (LAUNCH_SECONDS) is not in the measurement
+    return {"predicted_us": 1e6 * max(m.memory_s, m.issue_s, m.latency_s), "memory_us": 1e6 * m.memory_s, "issue_us": 1e6 * m.issue_s,
+            "latency_us": 1e6 * m.latency_s}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("-B", type=int, nargs="+", default=[16])
+    p.add_argument("-T", type=int, nargs="+", default=[1 << 20])
+    p.add_argument("-M", type=int, nargs="+", default=[2, 16])
+    p.add_argument("--passes", nargs="+", default=["fwd", "fwdbwd", "dense"], choices=["fwd", "fwdbwd", "dense"])
+    p.add_argument("--repeat", type=int, default=10, help="back-to-back launches per measurement")
+    p.add_argument("--no-model", action="store_true", help="times only (no sm_90 compile)")
+    args = p.parse_args(argv)
+    from . import sm90
+
+    predict = not args.no_model and sm90.toolchain_available()
+    print(",".join(COLUMNS), flush=True)
+    for M in args.M:
+        for B in args.B:
+            for T in args.T:
+                for row in measure(B, T, M, args.passes, torch.device(args.device), args.repeat, predict=predict):
+                    print(",".join(f"{row.get(c, float('nan')):.2f}" if isinstance(row.get(c, float("nan")), float)
+                                   else str(row[c]) for c in COLUMNS), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

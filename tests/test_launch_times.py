@@ -1,0 +1,41 @@
+"""allpole_triton.bench.launch_times: each launch of a pass re-run alone (how the GPU session times
+kernels one by one) leaves the pass's results as they were, and every planned launch gets a row."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from allpole_triton.bench import launch_times
+from allpole_triton.op import triton_interpret
+from allpole_triton.recurrence import linear_recurrence_naive
+from allpole_triton.kernels.naive import allpole_naive
+
+pytestmark = pytest.mark.skipif(not triton_interpret(), reason="runs the Triton kernels under TRITON_INTERPRET=1")
+
+
+@pytest.mark.parametrize("M", [2, 5])  # a short order (prefix-scanned blocks) and a long one (carry walk)
+def test_launches_rerun_alone_keep_the_results(M):
+    cpu = torch.device("cpu")
+    planned = {p.name: p for p in launch_times.plan_passes(2, 45, M, ["fwd", "fwdbwd", "dense"], cpu, None)}
+    assert set(planned) == {"fwd", "bwd", "dense"} and all(len(p.launches) == 3 for p in planned.values())
+    outputs = {"fwd": lambda p: [p.tensors["out"]], "bwd": lambda p: [p.tensors["out"], p.tensors["tail"], p.tensors["grad_a"]],
+               "dense": lambda p: [p.launches[-1].args[4]]}
+    for name in ("fwd", "bwd", "dense"):
+        for launch in planned[name].launches:
+            launch_times._run(launch)
+        first = [t.clone() for t in outputs[name](planned[name])]
+        for launch in planned[name].launches:  # again, each launch twice in a row
+            launch_times._run(launch)
+            launch_times._run(launch)
+        assert all(torch.equal(a, b) for a, b in zip(first, outputs[name](planned[name]))), name
+    fwd, dense = planned["fwd"].tensors, planned["dense"].launches[-1].args
+    expected = allpole_naive(fwd["u"].double(), fwd["a"].double(), fwd["zi"].double())
+    torch.testing.assert_close(fwd["out"].double(), expected, rtol=1e-4, atol=1e-4)
+    A, u, h0, h = dense[0], dense[1], dense[2], dense[4]
+    torch.testing.assert_close(h.double(), linear_recurrence_naive(A.double(), u.double(), h0.double()), rtol=1e-4, atol=1e-4)
+
+
+def test_one_row_per_launch():
+    rows = launch_times.measure(1, 30, 2, ["fwd", "fwdbwd"], torch.device("cpu"), repeat=1, rounds=1, predict=False)
+    assert [(r["pass"], r["kernel"]) for r in rows] == [(p, k) for p in ("fwd", "bwd") for k in ("_summary", "_carry_short", "_finish")]
+    assert all(r["measured_us"] > 0 and r["min_us"] <= r["measured_us"] for r in rows)
