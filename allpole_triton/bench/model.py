@@ -10,10 +10,17 @@ every launch is compiled for sm_90 (``sm90.compile_launch``) and its SASS read:
   again by the finish, float64 chunk maps written and read back, outputs written once);
 - three bounds per launch: memory (bytes / 3.0 TB/s), issue (warp instructions over 132 SMs x 4
   schedulers x 1.755 GHz, with float64 arithmetic at half rate, float64 conversions at 16 per clock
-  per SM and memory instructions at one warp per clock per SM), and the loop-carried latency chain
-  (each lane's bodies one after another, a memory latency plus the recursion's dependent chain
-  each, in as many waves as the SMs' registers allow). The launch's predicted time is the largest,
-  plus a fixed launch cost.
+  per SM and memory instructions at one warp per clock per SM), and the loop-carried latency chain:
+  the compiled loop body issued in order by one warp, each instruction once the registers it reads
+  are ready (:func:`loop_cycles`, with per-opcode latencies and a memory latency per global load),
+  times the iterations, in as many waves as the SMs' registers allow. So a load the compiler left
+  behind a store (it cannot move a load above a store that may alias it) costs its full latency on
+  the chain. The launch's predicted time is the largest, plus a fixed launch cost.
+
+Replayed on the kernels of the first GPU run (H200, commit 4550815, B=16, T=2^20, fp32), this
+latency term took the model from 4.6-37x below the measured times to 2.3-3.9x below; the earlier
+term (a memory latency per body plus a log-depth reduction per step) missed that the compiled
+lane loops wait for each step's loads.
 
 It is a model: no number here was measured. ``bench/gpu_session.sh`` times the same cases on a
 GPU and joins them to these predictions (``--measured``), which is how the constants below get
@@ -22,6 +29,7 @@ calibrated.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -33,11 +41,13 @@ CLOCK_HZ = 1.755e9
 BANDWIDTH = 3.0e12  # bytes/s
 REGISTERS_PER_SM = 65536
 THREADS_PER_SM = 2048
-DRAM_LATENCY = 800  # cycles, a body's loads issued together
-L2_LATENCY = 300  # cycles, a carry step's loads
-SHUFFLE_LATENCY = 30
-CARRY_LOADS_AHEAD = 2  # chunks by which _carry_long loads each map ahead of its use
-FMA_LATENCY = {torch.float32: 4, torch.float64: 8}
+DRAM_LATENCY = 800  # cycles: a lane kernel's loads (its inputs stream from DRAM)
+L2_LATENCY = 300  # cycles: a carry's loads (the maps the summary just wrote)
+# Result latencies in cycles by SASS opcode (sm_90, from published microbenchmarks of Volta to
+# Hopper; to be calibrated); every other instruction 4. Loads: the launch's memory latency.
+LATENCY = {"DFMA": 8, "DADD": 8, "DMUL": 8, "DMNMX": 8, "DSETP": 8, "F2F": 14, "F2I": 14, "I2F": 14, "I2FP": 14,
+           "F2FP": 14, "MUFU": 14, "FRND": 14, "LDS": 30, "LDSM": 30, "SHFL": 30, "LDL": 40, "S2R": 20, "S2UR": 20}
+GLOBAL_LOADS = ("LDG", "LD", "ATOM", "LDGSTS")
 LAUNCH_SECONDS = 2.5e-6  # per launch from Python, without CUDA graphs
 FP64_OPS = ("DFMA", "DMUL", "DADD", "DSETP", "DMNMX")
 CONVERSIONS = ("F2F",)
@@ -111,6 +121,79 @@ def _opcode(instruction: str) -> str:
     return word.split(".")[0]
 
 
+_REGISTER = re.compile(r"(?<![\w.])(U?R\d+|U?P\d+)(?:\.(64|128))?")
+# opcodes that write no register, and those whose first two operands are predicates they write
+_NO_DESTINATION = ("ST", "STG", "STS", "STL", "RED", "BRA", "BAR", "EXIT", "NOP", "MEMBAR", "DEPBAR", "WARPSYNC",
+                   "BSSY", "BSYNC", "YIELD", "CALL", "RET", "ERRBAR", "CCTL", "FENCE")
+_SETP = ("ISETP", "FSETP", "DSETP", "UISETP", "PLOP3", "UPLOP3", "HSETP2", "VOTEU")
+
+
+def _registers(operand: str, width: int) -> list[str]:
+    """The registers an operand names: ``R4`` of a 64-bit value is R4 and R5; an address ``R2.64``
+    is R2 and R3. RZ, PT and immediates name none."""
+    names = []
+    for m in _REGISTER.finditer(operand):
+        base, suffix = m.group(1), m.group(2)
+        count = {"64": 2, "128": 4}.get(suffix, width if not base.lstrip("U").startswith("P") else 1)
+        prefix = "".join(c for c in base if not c.isdigit())
+        number = int(base[len(prefix):])
+        names += [f"{prefix}{number + k}" for k in range(count)]
+    return names
+
+
+def _operands(instruction: str) -> tuple[str, list[str], list[str]]:
+    """(opcode, registers written, registers read) of one SASS instruction."""
+    guard = []
+    if instruction.startswith("@"):
+        predicate, instruction = instruction.split(None, 1)
+        guard = _registers(predicate, 1)
+    word, _, rest = instruction.partition(" ")
+    parts = word.split(".")
+    op, modifiers = parts[0], parts[1:]
+    operands = [o.strip() for o in rest.split(",")] if rest.strip() else []
+    wide = op.startswith("D") and op in FP64_OPS + ("DSETP",)
+    vector = 4 if "128" in modifiers else 2 if "64" in modifiers else 1
+    data = 2 if wide else vector if op[:2] in ("LD", "ST") else 1
+    dest_width = 2 if wide or op == "CS2R" or (op == "IMAD" and "WIDE" in modifiers) else data
+    source_width = 2 if wide else data
+    if op == "F2F" and len(modifiers) >= 2:  # F2F.F64.F32: destination type, then source type
+        dest_width, source_width = (2 if "64" in modifiers[0] else 1), (2 if "64" in modifiers[1] else 1)
+    predicate = re.compile(r"^!?U?P(\d+|T)$")
+    if op in _NO_DESTINATION or not operands:
+        dests, sources = [], operands
+    elif op in _SETP or predicate.match(operands[0]):  # SETPs write two predicates; SHFL a predicate first
+        dests, sources = operands[:2], operands[2:]
+    elif len(operands) > 1 and predicate.match(operands[1]):  # a carry out: IADD3 R4, P0, ...; LEA R6, P1, ...
+        dests, sources = operands[:2], operands[2:]
+    else:
+        dests, sources = operands[:1], operands[1:]
+    written = [r for o in dests for r in _registers(o, dest_width) if r not in ("PT", "UPT")]
+    read = guard + [r for o in sources for r in _registers(o, 1 if "[" in o else source_width)]
+    if op == "IMAD" and "WIDE" in modifiers and sources:  # its addend is 64-bit
+        read += _registers(sources[-1], 2)
+    return op, written, read
+
+
+def loop_cycles(body: list[str], load_latency: float, iterations: int = 4) -> float:
+    """Cycles per iteration of one warp running ``body`` in a loop on its own, in steady state: each
+    instruction issues in program order, one per cycle, once the registers it reads are ready (a
+    GPU scheduler issues a warp's instructions in order and stalls it on an operand not yet
+    written); its results are ready ``LATENCY`` cycles later (global loads: ``load_latency``).
+    Consecutive iterations overlap only as in-order issue allows (a load issued for a later
+    iteration, as software pipelining does, hides its latency)."""
+    parsed = [_operands(i) for i in body]
+    ready: dict[str, float] = {}
+    clock, ends = 0.0, []
+    for _ in range(iterations):
+        for op, written, read in parsed:
+            clock = max([clock + 1] + [ready.get(r, 0.0) for r in read])
+            latency = load_latency if op in GLOBAL_LOADS else LATENCY.get(op, 4)
+            for r in written:
+                ready[r] = clock + latency
+        ends.append(clock)
+    return ends[-1] - ends[-2] if len(ends) > 1 else ends[-1]
+
+
 def _count(body: list[str], names: tuple[str, ...]) -> int:
     return sum(_opcode(i) in names for i in body)
 
@@ -181,24 +264,14 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
     issue_s = cycles / CLOCK_HZ
     moved = _launch_bytes(launch, pass_tensors)
     memory_s = moved / BANDWIDTH
-    wide = name in ("_summary", "_carry_short", "_carry_long") or str(launch.constexprs.get("ACC")) == "fp64"
-    latency = FMA_LATENCY[torch.float64 if wide else dtype]
-    m_pad = launch.constexprs.get("M_PAD", triton_next_power_of_2(launch.constexprs["M"]))
+    # the loop-carried chain: one warp's iterations issued in order (loop_cycles), in as many waves
+    # as the SMs' registers allow for lane kernels; the carries run one program per row
     if launch.lanes:
-        chain = unroll * (math.ceil(math.log2(max(m_pad, 2))) + 1) * latency
-        body = DRAM_LATENCY + chain
         resident = _resident_lanes(compiled.registers, launch.num_warps) * SMS
         waves = math.ceil(executing / resident)
-        latency_cycles = waves * iterations * body
-    elif name == "_carry_short":
-        block = launch.constexprs["BLOCK"]
-        combine = launch.constexprs["M"] * FMA_LATENCY[torch.float64] + SHUFFLE_LATENCY
-        latency_cycles = iterations * (L2_LATENCY + math.ceil(math.log2(max(block, 2))) * combine) + L2_LATENCY
-    else:  # _carry_long: a matrix-vector product per chunk, reduced across threads; each map is
-        # loaded CARRY_LOADS_AHEAD chunks before its use, so a step waits for the longer of its product
-        # and its share of an L2 round trip (and the first maps' loads once)
-        reduce = math.ceil(math.log2(max(m_pad, 2))) * (SHUFFLE_LATENCY + FMA_LATENCY[torch.float64])
-        latency_cycles = iterations * max(reduce, L2_LATENCY / CARRY_LOADS_AHEAD) + L2_LATENCY
+        latency_cycles = waves * iterations * loop_cycles(loop, DRAM_LATENCY) + DRAM_LATENCY
+    else:
+        latency_cycles = iterations * loop_cycles(loop, L2_LATENCY) + L2_LATENCY
     latency_s = latency_cycles / CLOCK_HZ
     predicted = max(memory_s, issue_s, latency_s) + LAUNCH_SECONDS
     return LaunchModel(

@@ -1,0 +1,38 @@
+"""The sm_90 model's loop-latency simulation (allpole_triton.bench.model): SASS operands read and
+written, and one warp's in-order issue of a loop body on synthetic SASS (no compile needed)."""
+from __future__ import annotations
+
+from allpole_triton.bench.model import DRAM_LATENCY, LATENCY, _operands, loop_cycles
+
+
+def test_operands_name_what_each_instruction_reads_and_writes():
+    assert _operands("@!P2 LDG.E R218, desc[UR4][R166.64+0x38]") == ("LDG", ["R218"], ["P2", "UR4", "R166", "R167"])
+    assert _operands("DFMA R4, R2, R6, R4") == ("DFMA", ["R4", "R5"], ["R2", "R3", "R6", "R7", "R4", "R5"])
+    assert _operands("F2F.F64.F32 R4, R9") == ("F2F", ["R4", "R5"], ["R9"])
+    assert _operands("F2F.F32.F64 R4, R8") == ("F2F", ["R4"], ["R8", "R9"])
+    assert _operands("ISETP.GE.AND P2, PT, R8.reuse, R6, PT") == ("ISETP", ["P2"], ["R8", "R6"])
+    assert _operands("IADD3 R18, P2, RZ, -R2, RZ") == ("IADD3", ["R18", "P2"], ["R2"])
+    assert _operands("SHFL.BFLY PT, R5, R4, 0x1, 0x1f") == ("SHFL", ["R5"], ["R4"])
+    assert _operands("STS.128 [R31+UR6], R4") == ("STS", [], ["R31", "UR6", "R4", "R5", "R6", "R7"])
+    assert _operands("@!P0 STG.E desc[UR6][R6.64+0x4], R18") == ("STG", [], ["P0", "UR6", "R6", "R7", "R18"])
+    assert _operands("CS2R R20, SRZ") == ("CS2R", ["R20", "R21"], [])
+    assert _operands("BRA `(.L_x_3)") == ("BRA", [], [])
+
+
+def test_a_dependent_chain_costs_its_latencies_and_independent_work_its_issue():
+    chain = ["FFMA R1, R2, R3, R1"] * 4 + ["BRA 0x0"]
+    assert loop_cycles(chain, DRAM_LATENCY) == 4 * 4  # each FMA waits for the one before
+    independent = [f"FFMA R{10 + k}, R2, R3, R4" for k in range(6)] + ["BRA 0x0"]
+    assert loop_cycles(independent, DRAM_LATENCY) == 7  # one issue per cycle
+    wide = ["DFMA R4, R2, R6, R4", "BRA 0x0"]
+    assert loop_cycles(wide, DRAM_LATENCY) == LATENCY["DFMA"]
+
+
+def test_a_load_used_in_its_iteration_exposes_the_memory_latency_once_per_load_chain():
+    # load -> use -> store, twice in a row (the next load issues after the store: its latency again)
+    serial = ["LDG.E R4, desc[UR4][R6.64]", "FFMA R5, R4, R3, R5", "STG.E desc[UR4][R8.64], R5",
+              "LDG.E R4, desc[UR4][R6.64+0x4]", "FFMA R5, R4, R3, R5", "STG.E desc[UR4][R8.64+0x4], R5", "BRA 0x0"]
+    hoisted = [serial[0], serial[3].replace("R4,", "R10,"), serial[1], serial[2], "FFMA R5, R10, R3, R5", serial[5], "BRA 0x0"]
+    assert loop_cycles(serial, 800) > 2 * 800 > loop_cycles(hoisted, 800) > 800
+    unused = ["LDG.E R4, desc[UR4][R6.64]", "FFMA R5, R2, R3, R5", "BRA 0x0"]
+    assert loop_cycles(unused, 800) == 4  # nothing waits for the load
