@@ -475,13 +475,17 @@ def _past_output(y_ptr, zi_ptr, row, T, j, mask, M: tl.constexpr, ACC: tl.conste
 def _finish(
     u_ptr, a_ptr, zi_ptr, carry_ptr, prefix_ptr, out_ptr, tail_ptr, y_ptr, grad_a_ptr,
     T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
-    M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr, STATE: tl.constexpr, COMPUTE: tl.constexpr,
-    A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr,
+    M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr, BLOCK: tl.constexpr,
+    STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
+    REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
-    partial sums when a is constant over time). Short orders (STATE 3) lay lanes out by block."""
+    partial sums when a is constant over time). Short orders (STATE 3) lay lanes out by block.
+
+    A body's outputs are stored after all of its steps: the compiler cannot move a load above a
+    store that may alias it, so a store after each step made every later step of the body wait a
+    whole memory latency for its loads (the sm_90 model's in-order issue of the compiled loop)."""
     acc: tl.constexpr = COMPUTE
     pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
@@ -511,8 +515,23 @@ def _finish(
         w_re, w_im = _past_output(y_ptr, zi_ptr, row, T, n0 - window, valid & (window <= M) & (n0 >= 0), M, acc, IS_COMPLEX)
         ga_re = tl.zeros([M_PAD, 1, BLOCK], dtype=acc)
         ga_im = tl.zeros_like(ga_re)
+    # a body's outputs gathered step by step (step k in entry step_slot == k), stored after the
+    # body: offsets decreasing along the tile, so that Triton keeps it inside the thread
+    if REVERSE:
+        step_slot = tl.arange(0, U_PAD)[:, None, None]  # grad_x[n] for n = n0 - t0 - k: decreasing in k
+    else:
+        step_slot = U_PAD - 1 - tl.arange(0, U_PAD)[:, None, None]  # y[start + t0 + k]
+    # per-sample grad_a of short bodies too ([window, step] tiles); above 64 entries per lane they
+    # would crowd the registers, and each step stores its own
+    GATHER_GRAD_A: tl.constexpr = REVERSE and GRAD_A and GRAD_A_PER_SAMPLE and M_PAD * U_PAD <= 64
+    grad_step = tl.arange(0, U_PAD)[None, :, None]
     for t0 in range(0, chunk_len, U):
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
+        out_re = tl.zeros([U_PAD, 1, BLOCK], dtype=acc)
+        out_im = tl.zeros_like(out_re)
+        if GATHER_GRAD_A:
+            gg_re = tl.zeros([M_PAD, U_PAD, BLOCK], dtype=acc)
+            gg_im = tl.zeros_like(gg_re)
         for k in tl.static_range(U):
             live = t0 + k < remaining
             n = n0 - t0 - k
@@ -525,26 +544,41 @@ def _finish(
             c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
                                             M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
             y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX)
-            if REVERSE:
-                _store(out_ptr, u_body - k, y_re, y_im, live & (n >= 0), IS_COMPLEX)
-                _store(tail_ptr, row * M + (-1 - n), y_re, y_im, live & (n < 0), IS_COMPLEX)
-                if GRAD_A:
-                    sample = live & (n >= 0) & (window <= M)
-                    if U == 1:
-                        w_re, w_im = _past_output(y_ptr, zi_ptr, row, T, n - window, sample, M, acc, IS_COMPLEX)
-                    g_re, g_im = _mul(y_re, y_im, w_re, -w_im, IS_COMPLEX)
-                    if GRAD_A_PER_SAMPLE:
-                        _store_tile(grad_a_ptr, (u_body - k) * M + (window - 1), -g_re, -g_im, sample, IS_COMPLEX)
-                    else:
-                        ga_re -= tl.where(sample, g_re, 0.0)
-                        ga_im -= tl.where(sample, g_im, 0.0)
-                    if U > 1:
-                        new_re, new_im = _past_output(y_ptr, zi_ptr, row, T, n - 1 - M, live, M, acc, IS_COMPLEX)
-                        w_re = _shift_window(w_re, new_re, index, M, M_PAD)
-                        if IS_COMPLEX:
-                            w_im = _shift_window(w_im, new_im, index, M, M_PAD)
-            else:
-                _store(out_ptr, u_body + k, y_re, y_im, live, IS_COMPLEX)
+            out_re = tl.where(step_slot == k, y_re, out_re)
+            if IS_COMPLEX:
+                out_im = tl.where(step_slot == k, y_im, out_im)
+            if REVERSE and GRAD_A:
+                sample = live & (n >= 0) & (window <= M)
+                if U == 1:
+                    w_re, w_im = _past_output(y_ptr, zi_ptr, row, T, n - window, sample, M, acc, IS_COMPLEX)
+                g_re, g_im = _mul(y_re, y_im, w_re, -w_im, IS_COMPLEX)
+                if GATHER_GRAD_A:
+                    gg_re = tl.where(grad_step == k, -g_re, gg_re)
+                    if IS_COMPLEX:
+                        gg_im = tl.where(grad_step == k, -g_im, gg_im)
+                elif GRAD_A_PER_SAMPLE:
+                    _store_tile(grad_a_ptr, (u_body - k) * M + (window - 1), -g_re, -g_im, sample, IS_COMPLEX)
+                else:
+                    ga_re -= tl.where(sample, g_re, 0.0)
+                    ga_im -= tl.where(sample, g_im, 0.0)
+                if U > 1:
+                    new_re, new_im = _past_output(y_ptr, zi_ptr, row, T, n - 1 - M, live, M, acc, IS_COMPLEX)
+                    w_re = _shift_window(w_re, new_re, index, M, M_PAD)
+                    if IS_COMPLEX:
+                        w_im = _shift_window(w_im, new_im, index, M, M_PAD)
+        body_live = (step_slot < U) & (t0 + step_slot < remaining)
+        if REVERSE:
+            n_slot = n0 - t0 - step_slot
+            _store_tile(out_ptr, u_body - step_slot, out_re, out_im, body_live & (n_slot >= 0), IS_COMPLEX)
+            # grad_zi[-1-n] for the last M steps (n < 0); the select hides the offsets' contiguity
+            tail = body_live & (n_slot < 0)
+            _store_tile(tail_ptr, tl.where(tail, row * M + (-1 - n_slot), 0), out_re, out_im, tail, IS_COMPLEX)
+            if GATHER_GRAD_A:
+                n_step = n0 - t0 - grad_step
+                sampled = (grad_step < U) & (t0 + grad_step < remaining) & (n_step >= 0) & (window <= M)
+                _store_tile(grad_a_ptr, (u_body - grad_step) * M + (window - 1), gg_re, gg_im, sampled, IS_COMPLEX)
+        else:
+            _store_tile(out_ptr, u_body + step_slot, out_re, out_im, body_live, IS_COMPLEX)
     if REVERSE and GRAD_A and not GRAD_A_PER_SAMPLE:
         _store(grad_a_ptr, (row * n_chunks + chunk) * M + (window - 1), ga_re, ga_im, valid & (window <= M), IS_COMPLEX)
 
@@ -777,7 +811,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
          _plane(y) if y is not None else u_, _plane(grad_a_target) if grad_a_target is not None else u_,
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
-        dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None,
+        dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=triton.next_power_of_2(shape.unroll),
              GRAD_A_PER_SAMPLE=per_sample, **common, **loops),
         warps_for(block), n_lanes, shape.chunk,
     ))
