@@ -3,7 +3,7 @@
 Every lane (GPU thread) runs one sequential recurrence with its M-vector state in registers, along
 an in-thread tile axis, so a step is an M x M matrix-vector product inside the thread: no
 cross-lane traffic. A step streams A[n] in column by column, adding column j times state entry j
-(a static pick: a register, not a reduction) into two partial sums, so a lane holds its state, the
+(``triton_tiles.select``: a register, not a reduction) into two partial sums, so a lane holds its state, the
 sums and one column, never the M x M tile (which at M = 16 spilled 1-7 KB per lane). Time is cut
 into chunks only when the rows alone cannot fill the GPU; then a pass is three launches of
 ``_dense_scan``:
@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from .triton_scan import _COMPILE, LANES_PER_SM, Launch, _null, _sms, forced_launch, warps_for
-from .triton_tiles import load_tile, store_tile
+from .triton_tiles import load_tile, select, store_tile
 
 # Lengths and strides change from call to call: no == 1 / % 16 specialisation (one variant per dtype
 # and order, whatever T).
@@ -49,13 +49,6 @@ CHUNK_MIN_GPU = 64
 CHUNK_INTERPRET = 8  # short chunks, so that small tests cross chunk boundaries
 BLOCK_GPU = 128
 BLOCK_INTERPRET = 128
-
-
-@triton.jit
-def _entry(h, component, j: tl.constexpr):
-    """State entry j of every lane, [1, 1, BLOCK]: with a static j the select and the sum of -0.0
-    terms fold away (a register read)."""
-    return tl.sum(tl.where(component == j, h, -0.0), axis=0, keep_dims=True)
 
 
 @triton.jit
@@ -73,9 +66,9 @@ def _advance(h, a_ptr, a_at, u_ptr, u_at, live, component, column, M: tl.constex
     for j in tl.static_range(M):
         a, _ = load_tile(a_ptr, a_at[None, None, :] + (entry * SA_I + j * SA_J), None, False)
         if j % 2 == 0:
-            even += a.to(ACC) * _entry(h, component, j)
+            even += a.to(ACC) * select(h, component == j, 0)
         else:
-            odd += a.to(ACC) * _entry(h, component, j)
+            odd += a.to(ACC) * select(h, component == j, 0)
     return tl.where(live[None, None, :], even + odd, h)
 
 

@@ -44,7 +44,8 @@ import triton
 import triton.language as tl
 
 from . import triton_affine
-from .triton_tiles import SPLIT_TILES, load as _load, load_tile as _load_tile, store as _store, store_tile as _store_tile
+from .triton_tiles import SPLIT_TILES, _INTERPRETED, load as _load, load_tile as _load_tile, select, store as _store
+from .triton_tiles import store_tile as _store_tile
 from .affine_codegen import SCAN_MAX_ORDER
 
 # Fused multiply-adds round once instead of twice; pinned because Triton 3.10 flips the default.
@@ -59,6 +60,9 @@ A_CONSTANT, A_CONTIGUOUS, A_STRIDED = 0, 1, 2
 # Coefficients come slot by slot (triton_tiles) up to this order: above it, the M loads of each of
 # the M-step bodies make Triton's coalescing pass (quadratic in memory ops) take minutes per kernel.
 SPLIT_MAX_ORDER: tl.constexpr = tl.constexpr(8)
+# The compiler sums a step's products oldest first, one multiply-add chain (see _step); the
+# interpreter, which pays per op, sums them in slot order unless a test turns this on.
+CHAINED_SUMS: tl.constexpr = tl.constexpr(not _INTERPRETED)
 
 
 @triton.jit
@@ -249,14 +253,30 @@ def _step_coefficients(
 
 
 @triton.jit
-def _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX: tl.constexpr):
+def _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M: tl.constexpr, STATIC: tl.constexpr,
+          IS_COMPLEX: tl.constexpr):
     """One step on a circular buffer whose coefficients came gathered in slot order:
-    y = u - sum(c * h), one in-thread reduction; y goes to slot ``pos``. Returns (y, h)."""
+    y = u - sum(c * h); y goes to slot ``pos``. Returns (y, h).
+
+    With a compile-time ``pos`` (STATIC) and CHAINED_SUMS, the sum is one chain of multiply-adds
+    from the oldest output (slot pos) to the newest (slot pos-1): only the newest waits for the
+    previous step, and it enters last, so a step adds one multiply-add (two, complex) to the
+    recursion's latency chain, where the in-thread reduction in slot order added up to M of them."""
     p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
-    y_re = u_re - tl.sum(p_re, axis=0, keep_dims=True)
+    if STATIC and CHAINED_SUMS:
+        y_re = u_re - select(p_re, index == pos % M, 0)
+        if IS_COMPLEX:
+            y_im = u_im - select(p_im, index == pos % M, 0)
+        for i in tl.static_range(1, M):
+            y_re -= select(p_re, index == (pos + i) % M, 0)
+            if IS_COMPLEX:
+                y_im -= select(p_im, index == (pos + i) % M, 0)
+    else:
+        y_re = u_re - tl.sum(p_re, axis=0, keep_dims=True)
+        if IS_COMPLEX:
+            y_im = u_im - tl.sum(p_im, axis=0, keep_dims=True)
     h_re = tl.where(index == pos, y_re, h_re)
     if IS_COMPLEX:
-        y_im = u_im - tl.sum(p_im, axis=0, keep_dims=True)
         h_im = tl.where(index == pos, y_im, h_im)
     else:
         y_im = y_re * 0
@@ -267,10 +287,10 @@ def _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX: tl.constex
 def _shift_window(w, new, index, M: tl.constexpr, M_PAD: tl.constexpr):
     """The grad_a window (entry M_PAD-i holds y[n-i]) moved on to n-1: every entry takes its lower
     neighbour's value (y[n-1-i] was y[n-(i+1)]) and y[n-1-M] enters entry M_PAD-M. A static
-    permutation over an in-thread axis (the -0.0 terms fold away): register renames."""
+    permutation over an in-thread axis (:func:`select`): register renames."""
     src = tl.arange(0, M_PAD)[:, None, None, None]
     dst = tl.arange(0, M_PAD)[None, :, None, None]
-    moved = tl.sum(tl.where(src == dst - 1, w[:, None, :, :], -0.0), axis=0)
+    moved = tl.reshape(select(w[:, None, :, :], src == dst - 1, 0), w.shape)
     return tl.where(index == M_PAD - M, new, moved)
 
 
@@ -298,9 +318,9 @@ def _recurse(
                                             M, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
             if DRIVEN:
                 u_re, u_im = _drive(u_ptr, u_body, k, live, n, tl.float64, IS_COMPLEX, REVERSE)
-                _, _, d_re, d_im = _step(d_re, d_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX)
+                _, _, d_re, d_im = _step(d_re, d_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
             if HOMOGENEOUS:
-                _, _, h_re, h_im = _step(h_re, h_im, c_re, c_im, 0.0, 0.0, index, pos, IS_COMPLEX)
+                _, _, h_re, h_im = _step(h_re, h_im, c_re, c_im, 0.0, 0.0, index, pos, M, U % M == 0, IS_COMPLEX)
     return h_re, h_im, d_re, d_im
 
 
@@ -543,7 +563,7 @@ def _finish(
             u_re, u_im = _drive(u_ptr, u_body, k, live, n, acc, IS_COMPLEX, REVERSE)
             c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
                                             M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
-            y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, IS_COMPLEX)
+            y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
             out_re = tl.where(step_slot == k, y_re, out_re)
             if IS_COMPLEX:
                 out_im = tl.where(step_slot == k, y_im, out_im)

@@ -96,8 +96,26 @@ def store(ptr, offset, re, im, mask, IS_COMPLEX: tl.constexpr):
 
 
 @triton.jit
+def _bits(x):
+    """A float tensor's bits as the integer of its width."""
+    if x.dtype.primitive_bitwidth == 64:
+        return x.to(tl.int64, bitcast=True)
+    else:
+        return x.to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def select(tile, keep, axis: tl.constexpr):
+    """The entry of ``tile`` where ``keep`` holds along ``axis`` (at most one; none gives +0.0), the
+    axis kept with size 1. Selected and summed on the bits: with static ``keep`` it folds to a
+    register read. (A float select-and-sum does not: Triton 3.6 turns a -0.0 constant into +0.0,
+    and x + 0.0 is not x, so every pick cost an add.)"""
+    return tl.sum(tl.where(keep, _bits(tile), 0), axis=axis, keep_dims=True).to(tile.dtype, bitcast=True)
+
+
+@triton.jit
 def pick(tile, i: tl.constexpr, j: tl.constexpr):
     """Entry (i, j) of every lane's float [P, Q, BLOCK] tile, as [BLOCK]."""
     ii = tl.arange(0, tile.shape[0])[:, None, None]
     jj = tl.arange(0, tile.shape[1])[None, :, None]
-    return tl.sum(tl.sum(tl.where((ii == i) & (jj == j), tile, -0.0), axis=0), axis=0)
+    return tl.reshape(select(select(tile, ii == i, 0), jj == j, 1), [tile.shape[2]])

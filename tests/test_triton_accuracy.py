@@ -97,3 +97,19 @@ def test_16_bit_within_ten_times_a_float32_loop(monkeypatch, dtype, M):
     radii = (0.9, 0.99) if dtype == torch.bfloat16 or M < 16 else (0.9,)
     a, x, zi, g = cases(M, length_for(M, 64, 16), radii)
     check(*(t.to(dtype) for t in (x, a, zi, g)), torch.float32)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the compiler always chains its sums")
+@pytest.mark.parametrize("launch, M", [("chunk=64,group=4", 2), ("chunk=64,group=16", 16)])
+def test_chained_sums_within_ten_times_a_float32_loop(monkeypatch, launch, M):
+    """The compiled kernels sum a step's products oldest first in one multiply-add chain
+    (triton_scan.CHAINED_SUMS); the interpreter, which pays per op, reduces in slot order unless
+    told otherwise. The compiler's order, under the GPU's chunk length, meets the same bar (and is
+    another order: its output differs from the slot-order reduction's in the last bits)."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+    forced = triton_scan.forced_launch()
+    a, x, zi, g = (t.float() for t in cases(M, length_for(M, forced["chunk"], forced["group"]), (0.9, 0.99, 0.999)))
+    slot_order = allpole(x, a, zi, backend="triton")
+    monkeypatch.setattr(triton_scan, "CHAINED_SUMS", triton_scan.tl.constexpr(True))
+    check(x, a, zi, g, torch.float32)
+    assert not torch.equal(allpole(x, a, zi, backend="triton"), slot_order)
