@@ -62,8 +62,10 @@ timeout 240 python3 -m pytest -q $workers tests/test_triton.py tests/test_triton
 # linear_recurrence's dense scan: measured beside the model's prediction
 timeout 60 python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 16 --repeat 10 | tee "$results/recurrence.csv"
 # every launch of the forward, backward and dense passes timed alone beside the model's bounds for
-# it (memory, issue, latency chain): which kernel and which bound a pass's miss comes from
-timeout 90 python3 -m allpole_triton.bench.launch_times -B 1 16 256 -T 65536 1048576 -M 2 16 \
+# it (memory, issue, latency chain): which kernel and which bound a pass's miss comes from. Times
+# only (the sm_90 compiles for the predictions take minutes at M=16: run
+# `python -m allpole_triton.bench.launch_times --predict launch_times.csv` on any machine after)
+timeout 120 python3 -m allpole_triton.bench.launch_times -B 1 16 256 -T 65536 1048576 -M 16 2 --no-model \
     | tee "$results/launch_times.csv"
 
 if [ "${1:-}" = quick ]; then

@@ -157,7 +157,8 @@ def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sm
     model plan without a GPU)."""
     R, T, M = u.shape
     if A.stride()[2:] not in ((M, 1), (1, M)) and M > 1:  # the matrix strides are compile-time constants
-        A = A.contiguous()
+        # rows or time broadcast with stride 0 stay broadcast: only their first matrix is copied
+        A = A[: 1 if A.stride(0) == 0 else None, : 1 if A.stride(1) == 0 else None].contiguous()
     chunk = chunk_length(R, T, sms)
     n_chunks = triton.cdiv(T, chunk)
     sa_row, sa_time = (s if n > 1 else 0 for s, n in zip(A.stride()[:2], A.shape[:2]))

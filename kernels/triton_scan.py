@@ -497,7 +497,7 @@ def _finish(
     T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
     M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr, BLOCK: tl.constexpr,
     STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
-    REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr,
+    REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr, GATHER_GRAD_A: tl.constexpr,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
@@ -505,7 +505,9 @@ def _finish(
 
     A body's outputs are stored after all of its steps: the compiler cannot move a load above a
     store that may alias it, so a store after each step made every later step of the body wait a
-    whole memory latency for its loads (the sm_90 model's in-order issue of the compiled loop)."""
+    whole memory latency for its loads (the sm_90 model's in-order issue of the compiled loop).
+    Per-sample grad_a is gathered too when its [window, step] tiles fit (GATHER_GRAD_A, see plan);
+    otherwise each step stores its own."""
     acc: tl.constexpr = COMPUTE
     pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
@@ -541,9 +543,6 @@ def _finish(
         step_slot = tl.arange(0, U_PAD)[:, None, None]  # grad_x[n] for n = n0 - t0 - k: decreasing in k
     else:
         step_slot = U_PAD - 1 - tl.arange(0, U_PAD)[:, None, None]  # y[start + t0 + k]
-    # per-sample grad_a of short bodies too ([window, step] tiles); above 64 entries per lane they
-    # would crowd the registers, and each step stores its own
-    GATHER_GRAD_A: tl.constexpr = REVERSE and GRAD_A and GRAD_A_PER_SAMPLE and M_PAD * U_PAD <= 64
     grad_step = tl.arange(0, U_PAD)[None, :, None]
     for t0 in range(0, chunk_len, U):
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
@@ -647,6 +646,9 @@ CARRY_BLOCK_GPU = 128  # blocks scanned at once by the short-order carry (one pr
 CHUNK_INTERPRET = 2  # unrolled bodies per chunk
 GROUP_INTERPRET = 4
 BLOCK_INTERPRET = 128
+# The adjoint finish gathers a body's per-sample grad_a in registers up to this many (more spilled:
+# complex128 at M=8 took 255 registers and a stack in the sm_90 compile)
+GATHER_MAX_REGISTERS = 64
 SINGLE_CHUNK_ORDER = 32  # above this order every row is one chunk (summaries would be M^2 per lane)
 
 
@@ -825,14 +827,18 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         wide = torch.float64 if compute == tl.float64 else torch.float32
         partial = torch.empty((B * n_chunks, M, *planes), dtype=wide, device=u.device)
     grad_a_target = grad_a if per_sample else partial
+    u_pad = triton.next_power_of_2(shape.unroll)
+    # registers of a body's gathered grad_a: window x steps, times planes, times words per value
+    gathered = triton.next_power_of_2(M) * u_pad * (2 if is_complex else 1) * (2 if compute == tl.float64 else 1)
     block = shape.group if state == 3 else shape.block
     launches.append(Launch(
         _finish, B * n_blocks if state == 3 else triton.cdiv(n_lanes, block),
         (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
          _plane(y) if y is not None else u_, _plane(grad_a_target) if grad_a_target is not None else u_,
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
-        dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=triton.next_power_of_2(shape.unroll),
-             GRAD_A_PER_SAMPLE=per_sample, **common, **loops),
+        dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=u_pad,
+             GRAD_A_PER_SAMPLE=per_sample, GATHER_GRAD_A=reverse and per_sample and gathered <= GATHER_MAX_REGISTERS,
+             **common, **loops),
         warps_for(block), n_lanes, shape.chunk,
     ))
 

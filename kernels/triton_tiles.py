@@ -97,7 +97,9 @@ def store(ptr, offset, re, im, mask, IS_COMPLEX: tl.constexpr):
 
 @triton.jit
 def _bits(x):
-    """A float tensor's bits as the integer of its width."""
+    """A float tensor's bits as the integer of its width (32 or 64 bits: a 16-bit sum would be
+    promoted to 32 bits)."""
+    tl.static_assert(x.dtype.primitive_bitwidth >= 32, "select: 32- or 64-bit tiles only")
     if x.dtype.primitive_bitwidth == 64:
         return x.to(tl.int64, bitcast=True)
     else:

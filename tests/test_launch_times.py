@@ -39,3 +39,26 @@ def test_one_row_per_launch():
     rows = launch_times.measure(1, 30, 2, ["fwd", "fwdbwd"], torch.device("cpu"), repeat=1, rounds=1, predict=False)
     assert [(r["pass"], r["kernel"]) for r in rows] == [(p, k) for p in ("fwd", "bwd") for k in ("_summary", "_carry_short", "_finish")]
     assert all(r["measured_us"] > 0 and r["min_us"] <= r["measured_us"] for r in rows)
+
+
+def test_predictions_fill_a_times_only_csv(tmp_path):
+    """A GPU run times launches only (--no-model); --predict adds the model's columns afterwards by
+    planning the same cases for that GPU's multiprocessors, and refuses rows planned differently."""
+    import subprocess
+    import sys
+
+    rows = [{"pass": p.name, "B": 16, "T": 65536, "M": 2, "launch": i, "kernel": l.kernel.__name__, "grid": l.grid,
+             "warps": l.num_warps, "measured_us": 1.0, "min_us": 1.0}
+            for p in launch_times.plan_passes(16, 65536, 2, ["fwd"], torch.device("meta"), 132) for i, l in enumerate(p.launches)]
+    assert [r["kernel"] for r in rows] == ["_summary", "_carry_short", "_finish"]
+    path = tmp_path / "times.csv"
+    path.write_text(",".join(rows[0]) + "\n" + "".join(",".join(str(v) for v in r.values()) + "\n" for r in rows))
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-m", "allpole_triton.bench.launch_times", "--predict", str(path)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.strip().splitlines()[1:]
+    assert len(lines) == 3 and all(float(line.split(",")[10]) > 0 for line in lines)
+    run = subprocess.run([sys.executable, "-m", "allpole_triton.bench.launch_times", "--predict", str(path), "--sms", "100"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode != 0 and "pass --sms" in run.stderr

@@ -30,9 +30,26 @@ def test_a_dependent_chain_costs_its_latencies_and_independent_work_its_issue():
 
 def test_a_load_used_in_its_iteration_exposes_the_memory_latency_once_per_load_chain():
     # load -> use -> store, twice in a row (the next load issues after the store: its latency again)
+    # (each iteration moves the addresses on: the loop's next samples)
+    step = ["IADD3 R6, R6, 0x200, RZ", "IADD3 R16, R16, 0x200, RZ", "BRA 0x0"]
     serial = ["LDG.E R4, desc[UR4][R6.64]", "FFMA R5, R4, R3, R5", "STG.E desc[UR4][R8.64], R5",
-              "LDG.E R4, desc[UR4][R6.64+0x4]", "FFMA R5, R4, R3, R5", "STG.E desc[UR4][R8.64+0x4], R5", "BRA 0x0"]
-    hoisted = [serial[0], serial[3].replace("R4,", "R10,"), serial[1], serial[2], "FFMA R5, R10, R3, R5", serial[5], "BRA 0x0"]
+              "LDG.E R4, desc[UR4][R16.64]", "FFMA R5, R4, R3, R5", "STG.E desc[UR4][R8.64+0x4], R5"] + step
+    hoisted = [serial[0], serial[3].replace("R4,", "R10,"), serial[1], serial[2], "FFMA R5, R10, R3, R5", serial[5]] + step
     assert loop_cycles(serial, 800) > 2 * 800 > loop_cycles(hoisted, 800) > 800
-    unused = ["LDG.E R4, desc[UR4][R6.64]", "FFMA R5, R2, R3, R5", "BRA 0x0"]
-    assert loop_cycles(unused, 800) == 4  # nothing waits for the load
+    unused = ["LDG.E R4, desc[UR4][R6.64]", "FFMA R5, R2, R3, R5"] + step
+    assert loop_cycles(unused, 800) < 10  # nothing waits for the load
+
+
+def test_loads_of_one_line_wait_for_it_once():
+    """A second load of the same 32-byte sector from the same base register waits for the sector the
+    first one asked for (or an L1 hit), not for another memory latency; another sector, or the same
+    offset after the base register changed, is a new memory access."""
+    step = ["IADD3 R6, R6, 0x200, RZ", "BRA 0x0"]
+    same_line = ["LDG.E R4, desc[UR4][R6.64]", "FFMA R5, R4, R3, R5", "LDG.E R10, desc[UR4][R6.64+0x1c]",
+                 "FFMA R5, R10, R3, R5"] + step
+    other_line = [same_line[0], same_line[1], "LDG.E R10, desc[UR4][R6.64+0x20]", same_line[3]] + step
+    moved_base = [same_line[0], same_line[1], "IADD3 R6, R6, 0x4, RZ", same_line[2], same_line[3]] + step
+    assert 800 < loop_cycles(same_line, 800) < 900 < 1600 < loop_cycles(other_line, 800)
+    assert loop_cycles(moved_base, 800) > 1600
+    assert _operands("IADD3 R18, P0, P1, R2, R3, RZ") == ("IADD3", ["R18", "P0", "P1"], ["R2", "R3"])
+    assert _operands("IMAD.WIDE.U32.X R4, R9, 0x4, R6, P1")[2] == ["R9", "R6", "P1", "R6", "R7"]

@@ -7,8 +7,8 @@ A pass's time says the model is off; this says which kernel, and which of the mo
 ``triton_recurrence.plan``, planned for the device it runs on) is a pure function of tensors it
 does not write, so it can be re-run alone: after one run of the whole pass (which compiles and
 fills every intermediate), each launch is enqueued ``--repeat`` times back to back between two CUDA
-events, which keeps the GPU's queue full (a Triton launch from Python takes longer to enqueue than
-a short kernel takes to run) and gives the kernel's own time. The model's terms come from the same
+events, behind a spin kernel that holds the GPU while they are enqueued (a Triton launch from Python
+takes longer to enqueue than a short kernel takes to run), which gives the kernel's own time. The model's terms come from the same
 launch compiled for sm_90 (``allpole_triton.bench.model.model_launch``); ``predicted_us`` is the
 largest of them, without the model's host cost per launch. Cases whose coefficients pass
 ``MAX_BYTES`` are skipped. Prints CSV. On CPU tensors
@@ -18,12 +18,14 @@ mean nothing.
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
+SPIN_CYCLES_PER_LAUNCH = 100_000  # about 60 us per launch to enqueue (a Triton launch takes 10-40)
 MAX_BYTES = 4e9  # cases whose coefficients alone pass this are skipped
 COLUMNS = ("pass", "B", "T", "M", "launch", "kernel", "grid", "warps", "measured_us", "min_us",
            "predicted_us", "memory_us", "issue_us", "latency_us")
@@ -46,33 +48,57 @@ def _run(launch) -> None:
 def plan_passes(B: int, T: int, M: int, passes, device: torch.device, sms: int | None) -> list[PlannedPass]:
     """float32 inputs (stable time-varying coefficients; a contractive dense A) and the launches
     of each asked pass: ``fwd`` and the reverse pass of ``fwdbwd`` (its forward is ``fwd``'s), and
-    ``dense`` (linear_recurrence's forward)."""
+    ``dense`` (linear_recurrence's forward). On the meta device the tensors are only shapes."""
     from allpole_triton.kernels import triton_recurrence, triton_scan
 
     from .cases import stable_coefficients
 
     g = torch.Generator().manual_seed(0)
+    meta = device.type == "meta"
+
+    def noise(*shape, scale=1.0):
+        return torch.empty(shape, device=device) if meta else (torch.randn(*shape, generator=g) * scale).to(device)
+
     planned = []
     if {"fwd", "fwdbwd"} & set(passes) and B * T * M * 4 <= MAX_BYTES:
-        x = torch.randn(B, T, generator=g).to(device)
-        a = stable_coefficients(B, T, M, generator=g, dtype=torch.float32).to(device)
+        x = noise(B, T)
+        a = torch.empty(B, T, M, device=device) if meta else stable_coefficients(B, T, M, generator=g, dtype=torch.float32).to(device)
         zi = torch.zeros(B, M, device=device)
         y = torch.empty_like(x)
         launches, finalize = triton_scan.plan(x, a, zi, y, reverse=False, sms=sms)
         planned.append(PlannedPass("fwd", launches, dict(u=x, a=a, zi=zi, out=y), finalize))
         if "fwdbwd" in passes:
-            grad_y = torch.randn(B, T, generator=g).to(device)
+            grad_y = noise(B, T)
             grad_x = torch.empty_like(x)
             extra = dict(tail=torch.empty_like(zi), y=y, grad_a=torch.empty_like(a))
             launches, finalize = triton_scan.plan(grad_y, a, zi, grad_x, reverse=True, sms=sms, **extra)
             planned.append(PlannedPass("bwd", launches, dict(u=grad_y, a=a, zi=zi, out=grad_x, **extra), finalize))
     if "dense" in passes and B * T * M * M * 4 <= MAX_BYTES:
-        A = (torch.randn(B, T, M, M, generator=g) * (0.9 / (2 * M ** 0.5))).to(device)
-        u = torch.randn(B, T, M, generator=g).to(device)
+        A = noise(B, T, M, M, scale=0.9 / (2 * M ** 0.5))
+        u = noise(B, T, M)
         h0 = torch.zeros(B, M, device=device)
         launches = triton_recurrence.plan(A, u, h0, torch.empty_like(u), sms=sms)
         planned.append(PlannedPass("dense", launches, {}))
     return planned
+
+
+def predict(rows: list[dict], sms: int = 132) -> list[dict]:
+    """Fill the model's columns of measured rows (a GPU run with ``--no-model``) by planning the
+    same cases on the meta device for a GPU of ``sms`` multiprocessors (H100 and H200: 132)."""
+    cache: dict = {}
+    for case in sorted({(int(r["B"]), int(r["T"]), int(r["M"])) for r in rows}):
+        B, T, M = case
+        passes = sorted({r["pass"] for r in rows if (int(r["B"]), int(r["T"]), int(r["M"])) == case})
+        asked = [p for p in ("fwd", "fwdbwd", "dense") if p in passes or (p == "fwdbwd" and "bwd" in passes)]
+        for planned in plan_passes(B, T, M, asked, torch.device("meta"), sms):
+            for index, launch in enumerate(planned.launches):
+                for row in rows:
+                    if (row["pass"], int(row["B"]), int(row["T"]), int(row["M"]), int(row["launch"])) == (planned.name, B, T, M, index):
+                        if (row["kernel"], int(row["grid"])) != (launch.kernel.__name__, launch.grid):
+                            raise ValueError(f"launch {index} of {case} ran {row['kernel']} on {row['grid']} programs, planned "
+                                             f"{launch.kernel.__name__} on {launch.grid} for {sms} SMs: pass --sms")
+                        row.update(_predicted(launch, planned.tensors, cache))
+    return rows
 
 
 def time_launch(launch, device: torch.device, repeat: int, rounds: int = 5) -> list[float]:
@@ -81,6 +107,9 @@ def time_launch(launch, device: torch.device, repeat: int, rounds: int = 5) -> l
     for _ in range(rounds):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            # the GPU spins while the launches are enqueued behind it, so they run back to back even
+            # when a kernel is shorter than a Python launch (tens of microseconds)
+            torch.cuda._sleep(SPIN_CYCLES_PER_LAUNCH * repeat)
             start.record()
             for _ in range(repeat):
                 _run(launch)
@@ -130,6 +159,11 @@ def _predicted(launch, tensors: dict, cache: dict) -> dict:
             "latency_us": 1e6 * m.latency_s}
 
 
+def _print(rows: list[dict]) -> None:
+    for row in rows:
+        print(",".join(f"{float(row.get(c, 'nan')):.2f}" if c.endswith("_us") else str(row[c]) for c in COLUMNS), flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -139,17 +173,22 @@ def main(argv=None) -> int:
     p.add_argument("--passes", nargs="+", default=["fwd", "fwdbwd", "dense"], choices=["fwd", "fwdbwd", "dense"])
     p.add_argument("--repeat", type=int, default=10, help="back-to-back launches per measurement")
     p.add_argument("--no-model", action="store_true", help="times only (no sm_90 compile)")
+    p.add_argument("--predict", metavar="CSV", help="add the model's columns to a CSV measured with --no-model")
+    p.add_argument("--sms", type=int, default=132, help="with --predict: the measured GPU's multiprocessors")
     args = p.parse_args(argv)
     from . import sm90
 
-    predict = not args.no_model and sm90.toolchain_available()
     print(",".join(COLUMNS), flush=True)
+    if args.predict:
+        with open(args.predict) as f:
+            rows = list(csv.DictReader(f))
+        _print(predict(rows, args.sms))
+        return 0
+    predict_here = not args.no_model and sm90.toolchain_available()
     for M in args.M:
         for B in args.B:
             for T in args.T:
-                for row in measure(B, T, M, args.passes, torch.device(args.device), args.repeat, predict=predict):
-                    print(",".join(f"{row.get(c, float('nan')):.2f}" if isinstance(row.get(c, float("nan")), float)
-                                   else str(row[c]) for c in COLUMNS), flush=True)
+                _print(measure(B, T, M, args.passes, torch.device(args.device), args.repeat, predict=predict_here))
     return 0
 
 

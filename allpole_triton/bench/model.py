@@ -12,15 +12,15 @@ every launch is compiled for sm_90 (``sm90.compile_launch``) and its SASS read:
   schedulers x 1.755 GHz, with float64 arithmetic at half rate, float64 conversions at 16 per clock
   per SM and memory instructions at one warp per clock per SM), and the loop-carried latency chain:
   the compiled loop body issued in order by one warp, each instruction once the registers it reads
-  are ready (:func:`loop_cycles`, with per-opcode latencies and a memory latency per global load),
+  are ready (:func:`loop_cycles`, with per-opcode latencies and a memory latency per 32-byte sector),
   times the iterations, in as many waves as the SMs' registers allow. So a load the compiler left
   behind a store (it cannot move a load above a store that may alias it) costs its full latency on
   the chain. The launch's predicted time is the largest, plus a fixed launch cost.
 
 Replayed on the kernels of the first GPU run (H200, commit 4550815, B=16, T=2^20, fp32), this
-latency term took the model from 4.6-37x below the measured times to 2.3-3.9x below; the earlier
-term (a memory latency per body plus a log-depth reduction per step) missed that the compiled
-lane loops wait for each step's loads.
+latency term took the model from 4.6-37x below the measured times to 3.6-5.0x below (still
+optimistic: uncalibrated); the earlier term (a memory latency per body plus a log-depth reduction
+per step) missed that the compiled lane loops waited for each step's loads.
 
 It is a model: no number here was measured. ``bench/gpu_session.sh`` times the same cases on a
 GPU and joins them to these predictions (``--measured``), which is how the constants below get
@@ -46,7 +46,8 @@ L2_LATENCY = 300  # cycles: a carry's loads (the maps the summary just wrote)
 # Result latencies in cycles by SASS opcode (sm_90, from published microbenchmarks of Volta to
 # Hopper; to be calibrated); every other instruction 4. Loads: the launch's memory latency.
 LATENCY = {"DFMA": 8, "DADD": 8, "DMUL": 8, "DMNMX": 8, "DSETP": 8, "F2F": 14, "F2I": 14, "I2F": 14, "I2FP": 14,
-           "F2FP": 14, "MUFU": 14, "FRND": 14, "LDS": 30, "LDSM": 30, "SHFL": 30, "LDL": 40, "S2R": 20, "S2UR": 20}
+           "F2FP": 14, "MUFU": 14, "FRND": 14, "LDS": 30, "LDSM": 30, "SHFL": 30, "LDL": 40, "S2R": 20, "S2UR": 20,
+           "LDC": 20, "ULDC": 20}
 GLOBAL_LOADS = ("LDG", "LD", "ATOM", "LDGSTS")
 LAUNCH_SECONDS = 2.5e-6  # per launch from Python, without CUDA graphs
 FP64_OPS = ("DFMA", "DMUL", "DADD", "DSETP", "DMNMX")
@@ -123,8 +124,8 @@ def _opcode(instruction: str) -> str:
 
 _REGISTER = re.compile(r"(?<![\w.])(U?R\d+|U?P\d+)(?:\.(64|128))?")
 # opcodes that write no register, and those whose first two operands are predicates they write
-_NO_DESTINATION = ("ST", "STG", "STS", "STL", "RED", "BRA", "BAR", "EXIT", "NOP", "MEMBAR", "DEPBAR", "WARPSYNC",
-                   "BSSY", "BSYNC", "YIELD", "CALL", "RET", "ERRBAR", "CCTL", "FENCE")
+_NO_DESTINATION = ("ST", "STG", "STS", "STL", "STSM", "LDGSTS", "RED", "BRA", "BAR", "EXIT", "NOP", "MEMBAR",
+                   "DEPBAR", "WARPSYNC", "BSSY", "BSYNC", "YIELD", "CALL", "RET", "ERRBAR", "CCTL", "FENCE")
 _SETP = ("ISETP", "FSETP", "DSETP", "UISETP", "PLOP3", "UPLOP3", "HSETP2", "VOTEU")
 
 
@@ -153,45 +154,74 @@ def _operands(instruction: str) -> tuple[str, list[str], list[str]]:
     operands = [o.strip() for o in rest.split(",")] if rest.strip() else []
     wide = op.startswith("D") and op in FP64_OPS + ("DSETP",)
     vector = 4 if "128" in modifiers else 2 if "64" in modifiers else 1
-    data = 2 if wide else vector if op[:2] in ("LD", "ST") else 1
-    dest_width = 2 if wide or op == "CS2R" or (op == "IMAD" and "WIDE" in modifiers) else data
+    data = 2 if wide else vector if op[:2] in ("LD", "ST") or op in ("ULDC", "LDC") else 1
+    wide_multiply = op in ("IMAD", "UIMAD") and "WIDE" in modifiers
+    dest_width = 2 if wide or (op == "CS2R" and "32" not in modifiers) or wide_multiply else data
     source_width = 2 if wide else data
     if op == "F2F" and len(modifiers) >= 2:  # F2F.F64.F32: destination type, then source type
         dest_width, source_width = (2 if "64" in modifiers[0] else 1), (2 if "64" in modifiers[1] else 1)
     predicate = re.compile(r"^!?U?P(\d+|T)$")
     if op in _NO_DESTINATION or not operands:
         dests, sources = [], operands
+    elif op == "FCHK":  # FCHK P0, R0, R3: a predicate from two registers
+        dests, sources = operands[:1], operands[1:]
     elif op in _SETP or predicate.match(operands[0]):  # SETPs write two predicates; SHFL a predicate first
         dests, sources = operands[:2], operands[2:]
-    elif len(operands) > 1 and predicate.match(operands[1]):  # a carry out: IADD3 R4, P0, ...; LEA R6, P1, ...
-        dests, sources = operands[:2], operands[2:]
-    else:
-        dests, sources = operands[:1], operands[1:]
+    else:  # a register, then any carry-out predicates: IADD3 R4, P0, P1, ...; LEA R6, P1, ...
+        count = 1
+        while count < len(operands) - 1 and count <= 2 and predicate.match(operands[count]):
+            count += 1
+        dests, sources = operands[:count], operands[count:]
     written = [r for o in dests for r in _registers(o, dest_width) if r not in ("PT", "UPT")]
     read = guard + [r for o in sources for r in _registers(o, 1 if "[" in o else source_width)]
-    if op == "IMAD" and "WIDE" in modifiers and sources:  # its addend is 64-bit
-        read += _registers(sources[-1], 2)
+    if wide_multiply and len(sources) > 2:  # IMAD.WIDE Rd, Ra, Rb, Rc: the addend Rc is 64-bit
+        read += _registers(sources[2], 2)
     return op, written, read
+
+
+_ADDRESS = re.compile(r"\[(U?R\d+)(?:\.64)?(?:\+(-?)(0x[0-9a-f]+|\d+))?\]$")
+LINE_BYTES = 32  # a sector: the unit L1 requests from L2 and DRAM
+L1_LATENCY = 35
 
 
 def loop_cycles(body: list[str], load_latency: float, iterations: int = 4) -> float:
     """Cycles per iteration of one warp running ``body`` in a loop on its own, in steady state: each
     instruction issues in program order, one per cycle, once the registers it reads are ready (a
     GPU scheduler issues a warp's instructions in order and stalls it on an operand not yet
-    written); its results are ready ``LATENCY`` cycles later (global loads: ``load_latency``).
+    written); its results are ready ``LATENCY`` cycles later. A global load waits ``load_latency``
+    for its sector, and a later load of the same 32-byte sector from the same base register (until
+    that register is written again) waits for that sector, or ``L1_LATENCY`` once it is there.
     Consecutive iterations overlap only as in-order issue allows (a load issued for a later
     iteration, as software pipelining does, hides its latency)."""
-    parsed = [_operands(i) for i in body]
+    parsed = [(_operands(i), _line_of(i)) for i in body]
     ready: dict[str, float] = {}
+    version: dict[str, int] = {}
+    lines: dict[tuple, float] = {}
     clock, ends = 0.0, []
     for _ in range(iterations):
-        for op, written, read in parsed:
+        for (op, written, read), line in parsed:
             clock = max([clock + 1] + [ready.get(r, 0.0) for r in read])
-            latency = load_latency if op in GLOBAL_LOADS else LATENCY.get(op, 4)
+            latency = LATENCY.get(op, 4)
+            if op in GLOBAL_LOADS:
+                key = None if line is None else (line[0], version.get(line[0], 0), line[1])
+                arrival = lines.setdefault(key, clock + load_latency) if key else clock + load_latency
+                latency = max(arrival - clock, L1_LATENCY)
             for r in written:
                 ready[r] = clock + latency
+                version[r] = version.get(r, 0) + 1
         ends.append(clock)
     return ends[-1] - ends[-2] if len(ends) > 1 else ends[-1]
+
+
+def _line_of(instruction: str) -> tuple[str, int] | None:
+    """(base register, 32-byte sector of the immediate offset) of a global load's address."""
+    if _opcode(instruction) not in GLOBAL_LOADS:
+        return None
+    m = _ADDRESS.search(instruction.split(",")[-1].strip())
+    if not m:
+        return None
+    offset = int(m.group(3), 0) if m.group(3) else 0
+    return m.group(1), (-offset if m.group(2) else offset) // LINE_BYTES
 
 
 def _count(body: list[str], names: tuple[str, ...]) -> int:
