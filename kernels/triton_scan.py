@@ -60,9 +60,12 @@ A_CONSTANT, A_CONTIGUOUS, A_STRIDED = 0, 1, 2
 # Coefficients come slot by slot (triton_tiles) up to this order: above it, the M loads of each of
 # the M-step bodies make Triton's coalescing pass (quadratic in memory ops) take minutes per kernel.
 SPLIT_MAX_ORDER: tl.constexpr = tl.constexpr(8)
-# The compiler sums a step's products oldest first, one multiply-add chain (see _step); the
-# interpreter, which pays per op, sums them in slot order unless a test turns this on.
+# The compiler sums a step's products oldest first, one multiply-add chain (see _step), up to
+# CHAINED_MAX_ORDER (at M=16 its M selects per step made an sm_90 compile of the summary or the
+# finish take 50 s instead of a few); the interpreter, which pays per op, sums them in slot order
+# unless a test turns this on.
 CHAINED_SUMS: tl.constexpr = tl.constexpr(not _INTERPRETED)
+CHAINED_MAX_ORDER: tl.constexpr = tl.constexpr(8)
 
 
 @triton.jit
@@ -258,12 +261,12 @@ def _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M: tl.constexpr, STATI
     """One step on a circular buffer whose coefficients came gathered in slot order:
     y = u - sum(c * h); y goes to slot ``pos``. Returns (y, h).
 
-    With a compile-time ``pos`` (STATIC) and CHAINED_SUMS, the sum is one chain of multiply-adds
+    With a compile-time ``pos`` (STATIC) and CHAINED_SUMS (orders up to CHAINED_MAX_ORDER), the sum is one chain of multiply-adds
     from the oldest output (slot pos) to the newest (slot pos-1): only the newest waits for the
     previous step, and it enters last, so a step adds one multiply-add (two, complex) to the
     recursion's latency chain, where the in-thread reduction in slot order added up to M of them."""
     p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
-    if STATIC and CHAINED_SUMS:
+    if STATIC and CHAINED_SUMS and M <= CHAINED_MAX_ORDER:
         y_re = u_re - select(p_re, index == pos % M, 0)
         if IS_COMPLEX:
             y_im = u_im - select(p_im, index == pos % M, 0)
