@@ -3,8 +3,8 @@
 Every lane (GPU thread) runs one sequential recurrence with its M-vector state in registers, along
 an in-thread tile axis, so a step is an M x M matrix-vector product inside the thread: no
 cross-lane traffic. A step streams A[n] in column by column, adding column j times state entry j
-(``triton_tiles.select``: a register, not a reduction) into two partial sums, so a lane holds its state, the
-sums and one column, never the M x M tile (which at M = 16 spilled 1-7 KB per lane). Time is cut
+(``triton_tiles.select``: a register, not a reduction) into two partial sums, so a lane holds its
+state, the sums and one column, never the M x M tile (which at M = 16 spilled 1-7 KB per lane). Time is cut
 into chunks only when the rows alone cannot fill the GPU; then a pass is three launches of
 ``_dense_scan``:
 
@@ -200,7 +200,6 @@ def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sm
 def dense_forward(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, launch=None) -> None:
     """Write ``h (R, T, M)`` from real ``A (Ra, Ta, M, M)``, ``u (R, T, M)``, ``h0 (R, M)`` (see
     :func:`plan`). ``launch`` wraps each kernel (``torch.library.wrap_triton`` under a custom op)."""
-    wrap = launch or (lambda kernel: kernel)
     with torch.cuda.device(u.device) if u.device.type == "cuda" else _null():
         for item in plan(A, u, h0, h, sms=_sms(u.device)):
-            wrap(item.kernel)[(item.grid,)](*item.args, num_warps=item.num_warps, **item.constexprs)
+            item.run(launch)

@@ -261,10 +261,11 @@ def _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M: tl.constexpr, STATI
     """One step on a circular buffer whose coefficients came gathered in slot order:
     y = u - sum(c * h); y goes to slot ``pos``. Returns (y, h).
 
-    With a compile-time ``pos`` (STATIC) and CHAINED_SUMS (orders up to CHAINED_MAX_ORDER), the sum is one chain of multiply-adds
-    from the oldest output (slot pos) to the newest (slot pos-1): only the newest waits for the
-    previous step, and it enters last, so a step adds one multiply-add (two, complex) to the
-    recursion's latency chain, where the in-thread reduction in slot order added up to M of them."""
+    With a compile-time ``pos`` (STATIC) and CHAINED_SUMS (orders up to CHAINED_MAX_ORDER), the sum
+    is one chain of multiply-adds from the oldest output (slot pos) to the newest (slot pos-1): only
+    the newest waits for the previous step, and it enters last, so a step adds one multiply-add
+    (two, complex) to the recursion's latency chain, where the in-thread reduction in slot order
+    added up to M of them."""
     p_re, p_im = _mul(c_re, c_im, h_re, h_im, IS_COMPLEX)
     if STATIC and CHAINED_SUMS and M <= CHAINED_MAX_ORDER:
         y_re = u_re - select(p_re, index == pos % M, 0)
@@ -592,7 +593,7 @@ def _finish(
         if REVERSE:
             n_slot = n0 - t0 - step_slot
             _store_tile(out_ptr, u_body - step_slot, out_re, out_im, body_live & (n_slot >= 0), IS_COMPLEX)
-            # grad_zi[-1-n] for the last M steps (n < 0); the select hides the offsets' contiguity
+            # grad_zi[-1-n] for the last M steps (n < 0); the tl.where hides the offsets' contiguity
             tail = body_live & (n_slot < 0)
             _store_tile(tail_ptr, tl.where(tail, row * M + (-1 - n_slot), 0), out_re, out_im, tail, IS_COMPLEX)
             if GATHER_GRAD_A:
@@ -756,6 +757,12 @@ class Launch:
     lanes: int  # independent recurrences (0: not a lane kernel)
     steps: int  # sequential steps per lane (loop iterations of the kernel's main loop)
 
+    def run(self, wrap=None):
+        """Launch it; ``wrap`` wraps the kernel first (``torch.library.wrap_triton`` under a custom
+        op). Returns what the launch returns (the compiled kernel)."""
+        kernel = wrap(self.kernel) if wrap else self.kernel
+        return kernel[(self.grid,)](*self.args, num_warps=self.num_warps, **self.constexprs)
+
 
 def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     """The launches of one pass and a finishing step (the constant-coefficient grad_a sum).
@@ -856,10 +863,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
 def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, launch=None):
     """Run one pass. ``launch`` wraps each kernel before it is launched (``torch.library.wrap_triton``
     under the CUDA custom op)."""
-    wrap = launch or (lambda kernel: kernel)
     launches, finalize = plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=_sms(u.device))
     for item in launches:
-        wrap(item.kernel)[(item.grid,)](*item.args, num_warps=item.num_warps, **item.constexprs)
+        item.run(launch)
     finalize()
 
 

@@ -89,7 +89,7 @@ def check(B: int, T: int, M: int, *, device: str, group: int | None = None, sms:
 
             for launch in launches:
                 name = launch.kernel.fn.__name__ if hasattr(launch.kernel, "fn") else str(launch.kernel)
-                compiled = launch.kernel[(launch.grid,)](*launch.args, num_warps=launch.num_warps, **launch.constexprs)
+                compiled = launch.run()
                 ptx = getattr(compiled, "asm", {}).get("ptx") if compiled is not None else None
                 if ptx:
                     report["ptx_sha256"][name] = hashlib.sha256(ptx.encode()).hexdigest()[:16]

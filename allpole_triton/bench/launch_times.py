@@ -7,13 +7,14 @@ A pass's time says the model is off; this says which kernel, and which of the mo
 ``triton_recurrence.plan``, planned for the device it runs on) is a pure function of tensors it
 does not write, so it can be re-run alone: after one run of the whole pass (which compiles and
 fills every intermediate), each launch is enqueued ``--repeat`` times back to back between two CUDA
-events, behind a spin kernel that holds the GPU while they are enqueued (a Triton launch from Python
-takes longer to enqueue than a short kernel takes to run), which gives the kernel's own time. The model's terms come from the same
-launch compiled for sm_90 (``allpole_triton.bench.model.model_launch``); ``predicted_us`` is the
-largest of them, without the model's host cost per launch. Cases whose coefficients pass
-``MAX_BYTES`` are skipped. Prints CSV. On CPU tensors
-under ``TRITON_INTERPRET=1`` it runs with wall-clock times (how the tests exercise it): the times then
-mean nothing.
+events, behind a spin kernel that holds the GPU while they are enqueued (a Triton launch from
+Python takes longer to enqueue than a short kernel takes to run), which gives the kernel's own
+time. The model's terms come from the same launch compiled for sm_90
+(``allpole_triton.bench.model.model_launch``); ``predicted_us`` is the largest of them, without the
+model's host cost per launch. ``--no-model`` times only, and ``--predict CSV`` adds the model's
+columns afterwards on any machine. Cases whose coefficients pass ``MAX_BYTES`` are skipped. Prints
+CSV. On CPU tensors under ``TRITON_INTERPRET=1`` it runs with wall-clock times (how the tests
+exercise it): the times then mean nothing.
 """
 from __future__ import annotations
 
@@ -39,10 +40,6 @@ class PlannedPass:
     launches: list
     tensors: dict
     finalize: object = None
-
-
-def _run(launch) -> None:
-    launch.kernel[(launch.grid,)](*launch.args, num_warps=launch.num_warps, **launch.constexprs)
 
 
 def plan_passes(B: int, T: int, M: int, passes, device: torch.device, sms: int | None) -> list[PlannedPass]:
@@ -86,18 +83,19 @@ def predict(rows: list[dict], sms: int = 132) -> list[dict]:
     """Fill the model's columns of measured rows (a GPU run with ``--no-model``) by planning the
     same cases on the meta device for a GPU of ``sms`` multiprocessors (H100 and H200: 132)."""
     cache: dict = {}
-    for case in sorted({(int(r["B"]), int(r["T"]), int(r["M"])) for r in rows}):
-        B, T, M = case
-        passes = sorted({r["pass"] for r in rows if (int(r["B"]), int(r["T"]), int(r["M"])) == case})
-        asked = [p for p in ("fwd", "fwdbwd", "dense") if p in passes or (p == "fwdbwd" and "bwd" in passes)]
+    by_launch = {(r["pass"], int(r["B"]), int(r["T"]), int(r["M"]), int(r["launch"])): r for r in rows}
+    for B, T, M in sorted({key[1:4] for key in by_launch}):
+        passes = {key[0] for key in by_launch if key[1:4] == (B, T, M)}
+        asked = [name for name in ("fwd", "fwdbwd", "dense") if name in passes or (name == "fwdbwd" and "bwd" in passes)]
         for planned in plan_passes(B, T, M, asked, torch.device("meta"), sms):
             for index, launch in enumerate(planned.launches):
-                for row in rows:
-                    if (row["pass"], int(row["B"]), int(row["T"]), int(row["M"]), int(row["launch"])) == (planned.name, B, T, M, index):
-                        if (row["kernel"], int(row["grid"])) != (launch.kernel.__name__, launch.grid):
-                            raise ValueError(f"launch {index} of {case} ran {row['kernel']} on {row['grid']} programs, planned "
-                                             f"{launch.kernel.__name__} on {launch.grid} for {sms} SMs: pass --sms")
-                        row.update(_predicted(launch, planned.tensors, cache))
+                row = by_launch.get((planned.name, B, T, M, index))
+                if row is None:
+                    continue
+                if (row["kernel"], int(row["grid"])) != (launch.kernel.__name__, launch.grid):
+                    raise ValueError(f"launch {index} of {(B, T, M)} ran {row['kernel']} on {row['grid']} programs, planned "
+                                     f"{launch.kernel.__name__} on {launch.grid} for {sms} SMs: pass --sms")
+                row.update(_predicted(launch, planned.tensors, cache))
     return rows
 
 
@@ -112,14 +110,14 @@ def time_launch(launch, device: torch.device, repeat: int, rounds: int = 5) -> l
             torch.cuda._sleep(SPIN_CYCLES_PER_LAUNCH * repeat)
             start.record()
             for _ in range(repeat):
-                _run(launch)
+                launch.run()
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) * 1e-3 / repeat)
         else:
             began = time.perf_counter()
             for _ in range(repeat):
-                _run(launch)
+                launch.run()
             times.append((time.perf_counter() - began) / repeat)
     return times
 
@@ -133,7 +131,7 @@ def measure(B: int, T: int, M: int, passes, device: torch.device, repeat: int = 
     with torch.cuda.device(device) if device.type == "cuda" else _null():
         for planned in plan_passes(B, T, M, passes, device, _sms(device)):
             for launch in planned.launches:  # the whole pass once: compiles, fills every intermediate
-                _run(launch)
+                launch.run()
             if planned.finalize:
                 planned.finalize()
             cache: dict = {}

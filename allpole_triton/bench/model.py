@@ -123,6 +123,7 @@ def _opcode(instruction: str) -> str:
 
 
 _REGISTER = re.compile(r"(?<![\w.])(U?R\d+|U?P\d+)(?:\.(64|128))?")
+_PREDICATE = re.compile(r"^!?U?P(\d+|T)$")  # an operand that is a predicate register (or PT)
 # opcodes that write no register, and those whose first two operands are predicates they write
 _NO_DESTINATION = ("ST", "STG", "STS", "STL", "STSM", "LDGSTS", "RED", "BRA", "BAR", "EXIT", "NOP", "MEMBAR",
                    "DEPBAR", "WARPSYNC", "BSSY", "BSYNC", "YIELD", "CALL", "RET", "ERRBAR", "CCTL", "FENCE")
@@ -146,8 +147,8 @@ def _operands(instruction: str) -> tuple[str, list[str], list[str]]:
     """(opcode, registers written, registers read) of one SASS instruction."""
     guard = []
     if instruction.startswith("@"):
-        predicate, instruction = instruction.split(None, 1)
-        guard = _registers(predicate, 1)
+        condition, instruction = instruction.split(None, 1)
+        guard = _registers(condition, 1)
     word, _, rest = instruction.partition(" ")
     parts = word.split(".")
     op, modifiers = parts[0], parts[1:]
@@ -160,16 +161,15 @@ def _operands(instruction: str) -> tuple[str, list[str], list[str]]:
     source_width = 2 if wide else data
     if op == "F2F" and len(modifiers) >= 2:  # F2F.F64.F32: destination type, then source type
         dest_width, source_width = (2 if "64" in modifiers[0] else 1), (2 if "64" in modifiers[1] else 1)
-    predicate = re.compile(r"^!?U?P(\d+|T)$")
     if op in _NO_DESTINATION or not operands:
         dests, sources = [], operands
     elif op == "FCHK":  # FCHK P0, R0, R3: a predicate from two registers
         dests, sources = operands[:1], operands[1:]
-    elif op in _SETP or predicate.match(operands[0]):  # SETPs write two predicates; SHFL a predicate first
+    elif op in _SETP or _PREDICATE.match(operands[0]):  # SETPs write two predicates; SHFL a predicate first
         dests, sources = operands[:2], operands[2:]
     else:  # a register, then any carry-out predicates: IADD3 R4, P0, P1, ...; LEA R6, P1, ...
         count = 1
-        while count < len(operands) - 1 and count <= 2 and predicate.match(operands[count]):
+        while count < len(operands) - 1 and count <= 2 and _PREDICATE.match(operands[count]):
             count += 1
         dests, sources = operands[:count], operands[count:]
     written = [r for o in dests for r in _registers(o, dest_width) if r not in ("PT", "UPT")]
@@ -308,10 +308,6 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
         name, launch.grid, launch.lanes, iterations, unroll, len(loop), other, compiled.registers,
         thread_instructions, fp64, conversions, memory_ops, moved, memory_s, issue_s, latency_s, predicted,
     )
-
-
-def triton_next_power_of_2(n: int) -> int:
-    return 1 << (max(1, n) - 1).bit_length()
 
 
 def _pass_tensors(B: int, T: int, M: int, reverse: bool, dtype: torch.dtype) -> dict:
