@@ -115,43 +115,76 @@ def _scan_store(M: int, cplx: bool) -> str:
 
 
 def _carry_row(M: int, cplx: bool) -> str:
-    """K2 (short orders), one row: block b's map is the inclusive prefix stored at its last chunk.
-    Scans the maps BLOCK blocks at a time, applies them to the state entering the row (zi), and
-    stores every block's incoming state, component q at M-1-q (decreasing offsets again); the
-    running state is carried from piece to piece."""
+    """K2 (short orders), one row: block b's map is the inclusive prefix stored at its last chunk,
+    and the state entering block b+1 is every map up to b applied to the state entering the row
+    (zi, or rest when FROM_REST). Stored component q at M-1-q (decreasing offsets again).
+
+    A piece covers BLOCK * RUN maps, lane l owning the run of RUN maps from l * RUN. Lane l first
+    composes the run before its own (lane 0 none); one scan across lanes turns those into the map
+    of everything before lane l's run, so lane l walks its own run from its incoming state. The only
+    chain from piece to piece is the last lane's walk: the loads and the scan do not wait on the
+    state. (One map per lane and a scan per BLOCK maps, as before, put a scan and a memory round
+    trip on the chain for every BLOCK blocks.)"""
     ne = M * (M + 1)
     planes = ("re", "im") if cplx else ("",)
     state = [f"s{q}_{p}" if p else f"s{q}" for q in range(M) for p in planes]
     outs = [n.replace("s", "o", 1) for n in state]
     names = [n for n, _, _ in _elements(M, cplx)]
+    totals = [n.replace("f", "t", 1) for n in names]
+    maps = [n.replace("f", "g", 1) for n in names]
+    suffix = _suffix(M, cplx)
 
     def offset(base: str, index: str, plane: str) -> str:
         return f"2 * ({base} + {index}) + {0 if plane == 're' else 1}" if plane else f"{base} + {index}"
 
-    lines = []
+    def identity(e: int, plane: str) -> float:
+        q, r = divmod(e, M + 1)
+        return 1.0 if (r == q and plane in ("", "re")) else 0.0
+
+    def load_maps(indent: str) -> list[str]:
+        out = [f"{indent}src = row * n_chunks + (b + 1).to(tl.int64) * group - 1"]
+        for name, e, plane in _elements(M, cplx):
+            g = name.replace("f", "g", 1)
+            out.append(f"{indent}{g} = tl.load(agg_ptr + {offset(f'src * {ne}', str(ne - 1 - e), plane)}, "
+                       f"mask=valid, other={identity(e, plane)})")
+        return out
+
+    lines = ["    if FROM_REST:"]
+    lines += [f"        {s_name} = tl.zeros([], dtype=tl.float64)" for s_name in state]
+    lines.append("    else:")
     for i, s_name in enumerate(state):
         q, plane = divmod(i, len(planes))
-        lines.append(f"    {s_name} = tl.load(zi_ptr + {offset(f'row * {M}', str(q), planes[plane])}).to(tl.float64)")
+        lines.append(f"        {s_name} = tl.load(zi_ptr + {offset(f'row * {M}', str(q), planes[plane])}).to(tl.float64)")
+    for i, s_name in enumerate(state):
+        q, plane = divmod(i, len(planes))
         lines.append(f"    tl.store(out_ptr + {offset(f'row * n_blocks * {M}', str(M - 1 - q), planes[plane])}, {s_name})")
     lines.append("    lane = tl.arange(0, BLOCK)")
-    lines.append("    for piece in range(0, n_blocks - 1, BLOCK):")
-    lines.append("        b = piece + lane")
-    lines.append("        valid = b < n_blocks - 1")
-    lines.append("        src = row * n_chunks + (b + 1).to(tl.int64) * group - 1")
+    lines.append("    n_maps = n_blocks - 1")
+    lines.append("    for piece in range(0, n_maps, BLOCK * RUN):")
     for name, e, plane in _elements(M, cplx):
-        q, r = divmod(e, M + 1)
-        identity = 1.0 if (r == q and plane in ("", "re")) else 0.0
-        lines.append(f"        {name} = tl.load(agg_ptr + {offset(f'src * {ne}', str(ne - 1 - e), plane)}, mask=valid, other={identity})")
-    lines.append(f"        ({', '.join(names)},) = tl.associative_scan(({', '.join(names)},), 0, combine_{_suffix(M, cplx)})")
-    lines.append(f"        {', '.join(outs)}, = apply_{_suffix(M, cplx)}({', '.join(names + state)})")
+        t = name.replace("f", "t", 1)
+        lines.append(f"        {t} = tl.full([BLOCK], {identity(e, plane)}, tl.float64)")
+    lines.append("        for k in tl.static_range(RUN):  # the run before this lane's")
+    lines.append("            b = piece + (lane - 1) * RUN + k")
+    lines.append("            valid = (lane > 0) & (b < n_maps)")
+    lines += load_maps("            ")
+    lines.append(f"            {', '.join(totals)}, = combine_{suffix}({', '.join(totals + maps)})")
+    lines.append(f"        {', '.join(totals)}, = tl.associative_scan(({', '.join(totals)},), 0, combine_{suffix})")
+    lines.append(f"        {', '.join(outs)}, = apply_{suffix}({', '.join(totals + state)})")
+    lines.append("        for k in tl.static_range(RUN):  # this lane's run")
+    lines.append("            b = piece + lane * RUN + k")
+    lines.append("            valid = b < n_maps")
+    lines += load_maps("            ")
+    lines.append(f"            {', '.join(outs)}, = apply_{suffix}({', '.join(maps + outs)})")
     for i, o in enumerate(outs):
         q, plane = divmod(i, len(planes))
-        lines.append(f"        tl.store(out_ptr + {offset(f'(row * n_blocks + b + 1) * {M}', str(M - 1 - q), planes[plane])}, {o}, mask=valid)")
-    lines.append("        last = tl.minimum(n_blocks - 1 - piece, BLOCK) - 1")
+        lines.append(f"            tl.store(out_ptr + {offset(f'(row * n_blocks + b + 1) * {M}', str(M - 1 - q), planes[plane])}, {o}, mask=valid)")
+    lines.append("        # past the row's last map a lane walks identity maps: the last lane ends where the piece does")
     for s_name, o in zip(state, outs):
-        lines.append(f"        {s_name} = tl.sum(tl.where(lane == last, {o}, 0.0), axis=0)")
+        lines.append(f"        {s_name} = tl.sum(tl.where(lane == BLOCK - 1, {o}, 0.0), axis=0)")
     return (
-        f"@triton.jit\ndef carry_row_{_suffix(M, cplx)}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr):\n"
+        f"@triton.jit\ndef carry_row_{suffix}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, "
+        "BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):\n"
         + "\n".join(lines) + "\n"
     )
 
@@ -172,9 +205,10 @@ def _dispatch() -> str:
         '    """Inclusive prefixes of the block\'s chunk maps, stored per chunk (see scan_store_*)."""\n'
         + branches("scan_store_{s}(h_re, h_im, d_re, d_im, valid, out_ptr, base)", "    ")
         + "\n\n\n@triton.jit\n"
-        "def carry_row(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, M: tl.constexpr, IS_COMPLEX: tl.constexpr):\n"
+        "def carry_row(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr,\n"
+        "              FROM_REST: tl.constexpr, M: tl.constexpr, IS_COMPLEX: tl.constexpr):\n"
         '    """Every block\'s incoming state for one row (see carry_row_*)."""\n'
-        + branches("carry_row_{s}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK)", "    ")
+        + branches("carry_row_{s}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)", "    ")
         + "\n"
     )
 

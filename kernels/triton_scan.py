@@ -393,11 +393,13 @@ def _summary(
 @triton.jit(do_not_specialize=["n_chunks", "n_blocks", "group"])
 def _carry_short(
     prefix_ptr, zi_ptr, block_in_ptr, n_chunks, n_blocks, group,
-    M: tl.constexpr, BLOCK: tl.constexpr, IS_COMPLEX: tl.constexpr,
+    M: tl.constexpr, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr, IS_COMPLEX: tl.constexpr,
 ):
-    """The state entering every block of row program_id (float64), from the blocks' maps."""
+    """The state entering every block of row program_id (float64), from the blocks' maps; the row
+    starts from zi, or from rest (FROM_REST: the adjoint, zi_ptr unread)."""
     row = tl.program_id(0).to(tl.int64)
-    triton_affine.carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, BLOCK, M, IS_COMPLEX)
+    triton_affine.carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST,
+                            M, IS_COMPLEX)
 
 
 @triton.jit
@@ -417,9 +419,10 @@ def _chunk_map(map_ptr, row, c, n_chunks, q, r, component, keep, M: tl.constexpr
 @triton.jit(do_not_specialize=["n_chunks"])
 def _carry_long(
     map_ptr, zi_ptr, carry_ptr, n_chunks,
-    M: tl.constexpr, M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
+    M: tl.constexpr, M_PAD: tl.constexpr, FROM_REST: tl.constexpr, IS_COMPLEX: tl.constexpr,
 ):
-    """carry[row, c] = the state entering chunk c: s <- Phi_c s + z_c, sequentially (float64).
+    """carry[row, c] = the state entering chunk c: s <- Phi_c s + z_c, sequentially (float64), from zi
+    or from rest (FROM_REST: the adjoint, zi_ptr unread).
 
     The maps do not depend on s, so each is loaded two chunks ahead of its use: a step's chain is its
     matrix-vector product alone, not an L2 round trip plus the product."""
@@ -428,9 +431,13 @@ def _carry_long(
     r = tl.arange(0, M_PAD)[None, :].to(tl.int64)
     component = tl.arange(0, M_PAD).to(tl.int64)
     keep = component < M
-    s_re, s_im = _load(zi_ptr, row * M + component, keep, IS_COMPLEX)
-    s_re = s_re.to(tl.float64)
-    s_im = s_im.to(tl.float64)
+    if FROM_REST:
+        s_re = tl.zeros([M_PAD], dtype=tl.float64)
+        s_im = tl.zeros_like(s_re)
+    else:
+        s_re, s_im = _load(zi_ptr, row * M + component, keep, IS_COMPLEX)
+        s_re = s_re.to(tl.float64)
+        s_im = s_im.to(tl.float64)
     f_re, f_im, z_re, z_im = _chunk_map(map_ptr, row, 0, n_chunks, q, r, component, keep, M, IS_COMPLEX)
     g_re, g_im, w_re, w_im = _chunk_map(map_ptr, row, 1, n_chunks, q, r, component, keep, M, IS_COMPLEX)
     for c in range(0, n_chunks):
@@ -644,7 +651,9 @@ BLOCK_GPU = 128
 # output at B=16, T=2^20, while 16-lane blocks passed every accuracy test there; the cause is not
 # known yet (bench/gpu_session.sh starts with allpole_triton.bench.diagnose, which sweeps this).
 SCAN_GROUP_GPU = 32
-CARRY_BLOCK_GPU = 128  # blocks scanned at once by the short-order carry (one program per row)
+CARRY_BLOCK_GPU = 256  # lanes of the short-order carry (one program per row), each walking a run of blocks
+CARRY_RUN_ELEMENTS = 40
+CARRY_BLOCK_INTERPRET = CARRY_RUN_INTERPRET = 2  # so that small tests cross runs and pieces
 # The interpreter: short chunks and carry blocks of 4 chunks, so that small tests cross every
 # boundary and carry level; large lane blocks elsewhere, since its cost is per op and program.
 CHUNK_INTERPRET = 2  # unrolled bodies per chunk
@@ -678,6 +687,22 @@ def recursions_per_lane(M: int, is_complex: bool, sms: int | None) -> int:
     if sms is None:
         return m_pad
     return max(1, min(m_pad, 32 // (m_pad * (2 if is_complex else 1))))
+
+
+def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple[int, int]:
+    """(lanes, run) of the short-order carry over ``n_maps`` block maps: each lane composes a run
+    of maps serially, so the scan across lanes, and the pieces the carry walks one after another,
+    cover runs, not maps. The run is unrolled, and the sm_90 compile time grows steeply with the run
+    times the map's size (complex M=4: 6 s at a run of 1, 217 s at 4): up to CARRY_RUN_ELEMENTS map
+    elements per run, so 8 maps at M=1 and 2 at M=4. Maps of 20 elements or more keep 128 lanes,
+    since at 256 they spill (real M=4 and complex M=3, 255 registers)."""
+    if sms is None:
+        return CARRY_BLOCK_INTERPRET, CARRY_RUN_INTERPRET
+    elements = M * (M + 1) * (2 if is_complex else 1)
+    run = min(8, 1 << (CARRY_RUN_ELEMENTS // elements).bit_length() - 1) if elements <= CARRY_RUN_ELEMENTS else 1
+    widest = CARRY_BLOCK_GPU if elements < 20 else CARRY_BLOCK_GPU // 2
+    # a program of one warp when there are few maps to scan
+    return min(widest, max(32, triton.next_power_of_2(triton.cdiv(n_maps, run)))), run
 
 
 def is_short(M: int) -> bool:
@@ -796,8 +821,6 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
 
     launches = []
     carry = prefix = u_  # placeholders for pointers a variant does not read
-    if n_chunks > 1:  # the carries' initial state: the adjoint starts from rest
-        start = scratch(B, M).zero_() if reverse else zi_
     n_blocks, n_lanes = 1, B * n_chunks
     if n_chunks == 1:
         state = 0 if reverse else 1
@@ -811,12 +834,11 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             dict(BLOCK=shape.group, R=triton.next_power_of_2(M), SCAN=True, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         carry = scratch(B * n_blocks, M)
-        # on a GPU a program of one warp when there are few blocks to scan
-        carry_block = min(CARRY_BLOCK_GPU, max(32, triton.next_power_of_2(n_blocks))) if sms else GROUP_INTERPRET
+        carry_block, run = carry_shape(M, is_complex, n_blocks - 1, sms)
         launches.append(Launch(
-            _carry_short, B, (prefix, start, carry, n_chunks, n_blocks, shape.group),
-            dict(M=M, BLOCK=carry_block, IS_COMPLEX=is_complex, **_COMPILE), warps_for(carry_block),
-            0, triton.cdiv(n_blocks - 1, carry_block),
+            _carry_short, B, (prefix, zi_, carry, n_chunks, n_blocks, shape.group),
+            dict(M=M, BLOCK=carry_block, RUN=run, FROM_REST=reverse, IS_COMPLEX=is_complex, **_COMPILE),
+            warps_for(carry_block), 0, triton.cdiv(n_blocks - 1, carry_block * run),
         ))
     else:
         state = 2
@@ -830,7 +852,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             dict(BLOCK=shape.block, R=R, SCAN=False, **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
         ))
         carry = scratch(B * n_chunks, M)
-        launches.append(Launch(_carry_long, B, (maps, start, carry, n_chunks), dict(common), 4, 0, n_chunks))
+        launches.append(Launch(_carry_long, B, (maps, zi_, carry, n_chunks), dict(common, FROM_REST=reverse), 4, 0, n_chunks))
     per_sample = grad_a is not None and a.shape[1] == T
     partial = None
     if grad_a is not None and not per_sample:  # constant coefficients: per-chunk partial sums

@@ -35,11 +35,12 @@ def chunk_length(device: str, M: int, rows: int = 1, T: int = 1) -> int:
 
 
 def many_chunks(device: str, M: int) -> int:
-    """A length with more chunks than two carry blocks and two carry pieces hold (interpreter), or
-    several chunks (GPU)."""
+    """A length whose carry covers two pieces and a partial run (interpreter), or several chunks (GPU)."""
     if device == "cuda":
         return 3 * chunk_length(device, M, 1, 1 << 20) + 5
-    return (2 * triton_scan.GROUP_INTERPRET**2 + 1) * triton_scan.CHUNK_INTERPRET * triton_scan.unroll(M) + 5
+    maps = 2 * triton_scan.CARRY_BLOCK_INTERPRET * triton_scan.CARRY_RUN_INTERPRET + 1  # block maps the carry walks
+    chunks = maps * triton_scan.GROUP_INTERPRET + 1
+    return chunks * triton_scan.CHUNK_INTERPRET * triton_scan.unroll(M) + 5
 
 
 def run_both(x, a, zi, g, backends=("triton", "numba")):
@@ -156,6 +157,29 @@ def test_many_chunks_match_loops(device, M, complex_):
     exact, single = (loop_results(*(t.to(w) for t in (x, a, zi, g))) for w in (dtype, single_of(dtype)))
     for fast, slow, rough in zip((y, *grads), exact, single):
         assert_within_rounding(fast.cpu(), slow, rough)
+
+
+@pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's carry shape under the interpreter")
+@pytest.mark.parametrize("M, complex_", [(1, False), (2, False), (2, True), (4, False)])
+def test_carry_at_gpu_shapes(monkeypatch, M, complex_):
+    """The short-order carry with the lanes and runs a GPU uses (runs of up to 8 maps over 32 lanes
+    or more), over more maps than one piece holds, against float64 loops."""
+    gpu_shape = triton_scan.carry_shape
+
+    def at_gpu(M_, is_complex, n_maps, sms):
+        return 8, gpu_shape(M_, is_complex, n_maps, 132)[1]  # the GPU's run; 8 lanes, so few maps make two pieces
+
+    monkeypatch.setattr(triton_scan, "carry_shape", at_gpu)
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2")  # the shortest chunks (one body)
+    lanes, run = at_gpu(M, complex_, 1 << 20, None)
+    T = ((lanes * run + lanes // 2 + 1) * 2 + 1) * triton_scan.unroll(M) + 3  # a piece and a half, plus a part-chunk
+    dtype = torch.complex128 if complex_ else torch.float64
+    a = stable_coefficients((1,), T, M, dtype=dtype, seed=M)
+    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(1, T), (1, M), (1, T)]))
+    y, *grads = run_both(x, a, zi, g, ("triton",))[0]
+    exact, single = (loop_results(*(t.to(w) for t in (x, a, zi, g))) for w in (dtype, single_of(dtype)))
+    for fast, slow, rough in zip((y, *grads), exact, single):
+        assert_within_rounding(fast, slow, rough)
 
 
 def single_of(dtype: torch.dtype) -> torch.dtype:
