@@ -119,12 +119,12 @@ def _carry_row(M: int, cplx: bool) -> str:
     and the state entering block b+1 is every map up to b applied to the state entering the row
     (zi, or rest when FROM_REST). Stored component q at M-1-q (decreasing offsets again).
 
-    A piece covers BLOCK * RUN maps, lane l owning the run of RUN maps from l * RUN. Lane l first
-    composes the run before its own (lane 0 none); one scan across lanes turns those into the map
-    of everything before lane l's run, so lane l walks its own run from its incoming state. The only
-    chain from piece to piece is the last lane's walk: the loads and the scan do not wait on the
-    state. (One map per lane and a scan per BLOCK maps, as before, put a scan and a memory round
-    trip on the chain for every BLOCK blocks.)"""
+    A piece covers BLOCK * RUN maps, lane l owning the run of RUN maps from l * RUN. With runs of
+    one, an inclusive scan of the maps gives every block's state. Longer runs cut the pieces walked
+    one after another (each a memory round trip and a scan on the chain) when the maps outnumber
+    the lanes: lane l first composes the run before its own (lane 0 none), one scan across lanes
+    turns those into the map of everything before lane l's run, and lane l walks its own run from
+    its incoming state (its maps loaded twice)."""
     ne = M * (M + 1)
     planes = ("re", "im") if cplx else ("",)
     state = [f"s{q}_{p}" if p else f"s{q}" for q in range(M) for p in planes]
@@ -149,6 +149,14 @@ def _carry_row(M: int, cplx: bool) -> str:
                        f"mask=valid, other={identity(e, plane)})")
         return out
 
+    def stores(indent: str) -> list[str]:
+        out = []
+        for i, o in enumerate(outs):
+            q, plane = divmod(i, len(planes))
+            out.append(f"{indent}tl.store(out_ptr + {offset(f'(row * n_blocks + b + 1) * {M}', str(M - 1 - q), planes[plane])}, "
+                       f"{o}, mask=valid)")
+        return out
+
     lines = ["    if FROM_REST:"]
     lines += [f"        {s_name} = tl.zeros([], dtype=tl.float64)" for s_name in state]
     lines.append("    else:")
@@ -161,24 +169,30 @@ def _carry_row(M: int, cplx: bool) -> str:
     lines.append("    lane = tl.arange(0, BLOCK)")
     lines.append("    n_maps = n_blocks - 1")
     lines.append("    for piece in range(0, n_maps, BLOCK * RUN):")
-    for name, e, plane in _elements(M, cplx):
-        t = name.replace("f", "t", 1)
-        lines.append(f"        {t} = tl.full([BLOCK], {identity(e, plane)}, tl.float64)")
-    lines.append("        for k in tl.static_range(RUN):  # the run before this lane's")
-    lines.append("            b = piece + (lane - 1) * RUN + k")
-    lines.append("            valid = (lane > 0) & (b < n_maps)")
-    lines += load_maps("            ")
-    lines.append(f"            {', '.join(totals)}, = combine_{suffix}({', '.join(totals + maps)})")
-    lines.append(f"        {', '.join(totals)}, = tl.associative_scan(({', '.join(totals)},), 0, combine_{suffix})")
-    lines.append(f"        {', '.join(outs)}, = apply_{suffix}({', '.join(totals + state)})")
-    lines.append("        for k in tl.static_range(RUN):  # this lane's run")
-    lines.append("            b = piece + lane * RUN + k")
+    lines.append("        if RUN == 1:  # a map per lane: the inclusive scan maps s to every block's state at once")
+    lines.append("            b = piece + lane")
     lines.append("            valid = b < n_maps")
     lines += load_maps("            ")
-    lines.append(f"            {', '.join(outs)}, = apply_{suffix}({', '.join(maps + outs)})")
-    for i, o in enumerate(outs):
-        q, plane = divmod(i, len(planes))
-        lines.append(f"            tl.store(out_ptr + {offset(f'(row * n_blocks + b + 1) * {M}', str(M - 1 - q), planes[plane])}, {o}, mask=valid)")
+    lines.append(f"            {', '.join(maps)}, = tl.associative_scan(({', '.join(maps)},), 0, combine_{suffix})")
+    lines.append(f"            {', '.join(outs)}, = apply_{suffix}({', '.join(maps + state)})")
+    lines += stores("            ")
+    lines.append("        else:")
+    for name, e, plane in _elements(M, cplx):
+        t = name.replace("f", "t", 1)
+        lines.append(f"            {t} = tl.full([BLOCK], {identity(e, plane)}, tl.float64)")
+    lines.append("            for k in tl.static_range(RUN):  # the run before this lane's")
+    lines.append("                b = piece + (lane - 1) * RUN + k")
+    lines.append("                valid = (lane > 0) & (b < n_maps)")
+    lines += load_maps("                ")
+    lines.append(f"                {', '.join(totals)}, = combine_{suffix}({', '.join(totals + maps)})")
+    lines.append(f"            {', '.join(totals)}, = tl.associative_scan(({', '.join(totals)},), 0, combine_{suffix})")
+    lines.append(f"            {', '.join(outs)}, = apply_{suffix}({', '.join(totals + state)})")
+    lines.append("            for k in tl.static_range(RUN):  # this lane's run")
+    lines.append("                b = piece + lane * RUN + k")
+    lines.append("                valid = b < n_maps")
+    lines += load_maps("                ")
+    lines.append(f"                {', '.join(outs)}, = apply_{suffix}({', '.join(maps + outs)})")
+    lines += stores("                ")
     lines.append("        # past the row's last map a lane walks identity maps: the last lane ends where the piece does")
     for s_name, o in zip(state, outs):
         lines.append(f"        {s_name} = tl.sum(tl.where(lane == BLOCK - 1, {o}, 0.0), axis=0)")

@@ -690,17 +690,20 @@ def recursions_per_lane(M: int, is_complex: bool, sms: int | None) -> int:
 
 
 def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple[int, int]:
-    """(lanes, run) of the short-order carry over ``n_maps`` block maps: each lane composes a run
-    of maps serially, so the scan across lanes, and the pieces the carry walks one after another,
-    cover runs, not maps. The run is unrolled, and the sm_90 compile time grows steeply with the run
-    times the map's size (complex M=4: 6 s at a run of 1, 217 s at 4): up to CARRY_RUN_ELEMENTS map
-    elements per run, so 8 maps at M=1 and 2 at M=4. Maps of 20 elements or more keep 128 lanes,
-    since at 256 they spill (real M=4 and complex M=3, 255 registers)."""
+    """(lanes, run) of the short-order carry over ``n_maps`` block maps on a GPU: a map per lane
+    while the maps fit the widest program, runs of maps once they outnumber its lanes (each run
+    composed serially, so the pieces walked one after another cover runs, not maps). A run is
+    unrolled, and the sm_90 compile time grows steeply with the run times the map's size (complex
+    M=4: 6 s at a run of 1, 217 s at 4): up to CARRY_RUN_ELEMENTS elements per run, so runs of 8
+    maps at M=1 and of 2 at M=4. Complex M=4 keeps 128 lanes (at 256 it spills 1248 bytes)."""
     if sms is None:
         return CARRY_BLOCK_INTERPRET, CARRY_RUN_INTERPRET
     elements = M * (M + 1) * (2 if is_complex else 1)
-    run = min(8, 1 << (CARRY_RUN_ELEMENTS // elements).bit_length() - 1) if elements <= CARRY_RUN_ELEMENTS else 1
-    widest = CARRY_BLOCK_GPU if elements < 20 else CARRY_BLOCK_GPU // 2
+    longest = min(8, 1 << (CARRY_RUN_ELEMENTS // elements).bit_length() - 1) if elements <= CARRY_RUN_ELEMENTS else 1
+    widest = CARRY_BLOCK_GPU if elements < CARRY_RUN_ELEMENTS else CARRY_BLOCK_GPU // 2
+    run = 1
+    while run < longest and n_maps > widest * run:
+        run *= 2
     # a program of one warp when there are few maps to scan
     return min(widest, max(32, triton.next_power_of_2(triton.cdiv(n_maps, run)))), run
 

@@ -160,14 +160,15 @@ def test_many_chunks_match_loops(device, M, complex_):
 
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's carry shape under the interpreter")
-@pytest.mark.parametrize("M, complex_", [(1, False), (2, False), (2, True), (4, False)])
-def test_carry_at_gpu_shapes(monkeypatch, M, complex_):
-    """The short-order carry with the lanes and runs a GPU uses (runs of up to 8 maps over 32 lanes
-    or more), over more maps than one piece holds, against float64 loops."""
+@pytest.mark.parametrize("M, complex_, longest", [(1, False, True), (2, False, True), (2, True, True), (4, False, True),
+                                                 (2, False, False), (3, True, False)])
+def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
+    """The short-order carry with the runs a GPU uses (its longest, up to 8 maps, or a map per
+    lane), over more maps than one piece holds, against float64 loops."""
     gpu_shape = triton_scan.carry_shape
 
-    def at_gpu(M_, is_complex, n_maps, sms):
-        return 8, gpu_shape(M_, is_complex, n_maps, 132)[1]  # the GPU's run; 8 lanes, so few maps make two pieces
+    def at_gpu(M_, is_complex, n_maps, sms):  # 8 lanes, so that few maps make two pieces
+        return 8, gpu_shape(M_, is_complex, 1 << 20, 132)[1] if longest else 1
 
     monkeypatch.setattr(triton_scan, "carry_shape", at_gpu)
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2")  # the shortest chunks (one body)
