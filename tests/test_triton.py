@@ -35,7 +35,7 @@ def chunk_length(device: str, M: int, rows: int = 1, T: int = 1) -> int:
 
 
 def many_chunks(device: str, M: int) -> int:
-    """A length whose carry covers two pieces and a partial run (interpreter), or several chunks (GPU)."""
+    """A length whose carry covers three pieces, the last partial (interpreter), or several chunks (GPU)."""
     if device == "cuda":
         return 3 * chunk_length(device, M, 1, 1 << 20) + 5
     maps = 2 * triton_scan.CARRY_BLOCK_INTERPRET * triton_scan.CARRY_RUN_INTERPRET + 1  # block maps the carry walks
@@ -173,7 +173,7 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
     monkeypatch.setattr(triton_scan, "carry_shape", at_gpu)
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2")  # the shortest chunks (one body)
     lanes, run = at_gpu(M, complex_, 1 << 20, None)
-    T = ((lanes * run + lanes // 2 + 1) * 2 + 1) * triton_scan.unroll(M) + 3  # a piece and a half, plus a part-chunk
+    T = ((lanes * run + lanes // 2 + 1) * 2 + 1) * triton_scan.unroll(M) + 3  # a piece, half a piece and a map, a part-chunk
     dtype = torch.complex128 if complex_ else torch.float64
     a = stable_coefficients((1,), T, M, dtype=dtype, seed=M)
     x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(1, T), (1, M), (1, T)]))
@@ -181,6 +181,25 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
     exact, single = (loop_results(*(t.to(w) for t in (x, a, zi, g))) for w in (dtype, single_of(dtype)))
     for fast, slow, rough in zip((y, *grads), exact, single):
         assert_within_rounding(fast, slow, rough)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own carry shapes at full length need a GPU")
+@pytest.mark.parametrize("M, complex_", [(2, True), (3, False), (4, False), (4, True)])
+def test_carry_pieces_on_gpu(M, complex_):
+    """One row of 2^20 samples: on a GPU the short-order carry then scans hundreds of block maps
+    over 128 or 256 lanes (up to eight warps) and walks two to eight pieces, which no shorter
+    test reaches there. Against Numba float64 loops on the CPU."""
+    T = 1 << 20
+    lanes, run = triton_scan.carry_shape(M, complex_, T // 1024, torch.cuda.get_device_properties(0).multi_processor_count)
+    dtype = torch.complex128 if complex_ else torch.float64
+    a = stable_coefficients((1,), T, M, dtype=dtype, seed=M)
+    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(1, T), (1, M), (1, T)]))
+    fast = run_both(*(t.cuda() for t in (x, a, zi, g)), ("triton",))[0]
+    exact = run_both(x, a, zi, g, ("numba",))[0]
+    single = run_both(*(t.to(single_of(dtype)) for t in (x, a, zi, g)), ("numba",))[0]
+    for f, e, r in zip(fast, exact, single):
+        assert_within_rounding(f.cpu(), e, r)
+    assert lanes >= 128 and T // 1024 > lanes, (lanes, run)  # the shape this test is for
 
 
 def single_of(dtype: torch.dtype) -> torch.dtype:
