@@ -167,8 +167,8 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
     lane), over more maps than one piece holds, against float64 loops."""
     gpu_shape = triton_scan.carry_shape
 
-    def at_gpu(M_, is_complex, n_maps, sms):  # 8 lanes, so that few maps make two pieces
-        return 8, gpu_shape(M_, is_complex, 1 << 20, 132)[1] if longest else 1
+    def at_gpu(M_, is_complex, n_maps, sms):  # 4 lanes, so that few maps make two pieces
+        return 4, gpu_shape(M_, is_complex, 1 << 20, 132)[1] if longest else 1
 
     monkeypatch.setattr(triton_scan, "carry_shape", at_gpu)
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2")  # the shortest chunks (one body)
