@@ -190,7 +190,11 @@ def test_carry_pieces_on_gpu(M, complex_):
     over 128 or 256 lanes (up to eight warps) and walks two to eight pieces, which no shorter
     test reaches there. Against Numba float64 loops on the CPU."""
     T = 1 << 20
-    lanes, run = triton_scan.carry_shape(M, complex_, T // 1024, torch.cuda.get_device_properties(0).multi_processor_count)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    shape = triton_scan.launch_shape(M, 1, T, sms)
+    maps = -(-T // (shape.chunk * shape.group)) - 1  # the forward's blocks but the first
+    lanes, run = triton_scan.carry_shape(M, complex_, maps, sms)
+    assert lanes >= 128 and maps > lanes * run, (lanes, run)  # the shape this test is for
     dtype = torch.complex128 if complex_ else torch.float64
     a = stable_coefficients((1,), T, M, dtype=dtype, seed=M)
     x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(1, T), (1, M), (1, T)]))
@@ -199,7 +203,6 @@ def test_carry_pieces_on_gpu(M, complex_):
     single = run_both(*(t.to(single_of(dtype)) for t in (x, a, zi, g)), ("numba",))[0]
     for f, e, r in zip(fast, exact, single):
         assert_within_rounding(f.cpu(), e, r)
-    assert lanes >= 128 and T // 1024 > lanes, (lanes, run)  # the shape this test is for
 
 
 def single_of(dtype: torch.dtype) -> torch.dtype:
