@@ -117,7 +117,7 @@ def _scan_store(M: int, cplx: bool) -> str:
 def _carry_row(M: int, cplx: bool) -> str:
     """K2 (short orders), one row: block b's map is the inclusive prefix stored at its last chunk,
     and the state entering block b+1 is every map up to b applied to the state entering the row
-    (zi, or rest when FROM_REST). Stored component q at M-1-q (decreasing offsets again).
+    (zi, or rest when from_rest is 1). Stored component q at M-1-q (decreasing offsets again).
 
     A piece covers BLOCK * RUN maps, lane l owning the run of RUN maps from l * RUN. With runs of
     one, an inclusive scan of the maps gives every block's state. Longer runs cut the pieces walked
@@ -157,12 +157,11 @@ def _carry_row(M: int, cplx: bool) -> str:
                        f"{o}, mask=valid)")
         return out
 
-    lines = ["    if FROM_REST:"]
-    lines += [f"        {s_name} = tl.zeros([], dtype=tl.float64)" for s_name in state]
-    lines.append("    else:")
+    lines = []
     for i, s_name in enumerate(state):
         q, plane = divmod(i, len(planes))
-        lines.append(f"        {s_name} = tl.load(zi_ptr + {offset(f'row * {M}', str(q), planes[plane])}).to(tl.float64)")
+        lines.append(f"    {s_name} = tl.load(zi_ptr + {offset(f'row * {M}', str(q), planes[plane])}, mask=from_rest == 0, "
+                     "other=0.0).to(tl.float64)")
     for i, s_name in enumerate(state):
         q, plane = divmod(i, len(planes))
         lines.append(f"    tl.store(out_ptr + {offset(f'row * n_blocks * {M}', str(M - 1 - q), planes[plane])}, {s_name})")
@@ -198,7 +197,7 @@ def _carry_row(M: int, cplx: bool) -> str:
         lines.append(f"        {s_name} = tl.sum(tl.where(lane == BLOCK - 1, {o}, 0.0), axis=0)")
     return (
         f"@triton.jit\ndef carry_row_{suffix}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, "
-        "BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):\n"
+        "from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):\n"
         + "\n".join(lines) + "\n"
     )
 
@@ -219,10 +218,10 @@ def _dispatch() -> str:
         '    """Inclusive prefixes of the block\'s chunk maps, stored per chunk (see scan_store_*)."""\n'
         + branches("scan_store_{s}(h_re, h_im, d_re, d_im, valid, out_ptr, base)", "    ")
         + "\n\n\n@triton.jit\n"
-        "def carry_row(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr,\n"
-        "              FROM_REST: tl.constexpr, M: tl.constexpr, IS_COMPLEX: tl.constexpr):\n"
+        "def carry_row(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr,\n"
+        "              RUN: tl.constexpr, M: tl.constexpr, IS_COMPLEX: tl.constexpr):\n"
         '    """Every block\'s incoming state for one row (see carry_row_*)."""\n'
-        + branches("carry_row_{s}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)", "    ")
+        + branches("carry_row_{s}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)", "    ")
         + "\n"
     )
 

@@ -30,11 +30,8 @@ def scan_store_1r(h_re, h_im, d_re, d_im, valid, out_ptr, base):
 
 
 @triton.jit
-def carry_row_1r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):
-    if FROM_REST:
-        s0 = tl.zeros([], dtype=tl.float64)
-    else:
-        s0 = tl.load(zi_ptr + row * 1 + 0).to(tl.float64)
+def carry_row_1r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    s0 = tl.load(zi_ptr + row * 1 + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
     tl.store(out_ptr + row * n_blocks * 1 + 0, s0)
     lane = tl.arange(0, BLOCK)
     n_maps = n_blocks - 1
@@ -104,13 +101,9 @@ def scan_store_1c(h_re, h_im, d_re, d_im, valid, out_ptr, base):
 
 
 @triton.jit
-def carry_row_1c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):
-    if FROM_REST:
-        s0_re = tl.zeros([], dtype=tl.float64)
-        s0_im = tl.zeros([], dtype=tl.float64)
-    else:
-        s0_re = tl.load(zi_ptr + 2 * (row * 1 + 0) + 0).to(tl.float64)
-        s0_im = tl.load(zi_ptr + 2 * (row * 1 + 0) + 1).to(tl.float64)
+def carry_row_1c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    s0_re = tl.load(zi_ptr + 2 * (row * 1 + 0) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s0_im = tl.load(zi_ptr + 2 * (row * 1 + 0) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     tl.store(out_ptr + 2 * (row * n_blocks * 1 + 0) + 0, s0_re)
     tl.store(out_ptr + 2 * (row * n_blocks * 1 + 0) + 1, s0_im)
     lane = tl.arange(0, BLOCK)
@@ -198,13 +191,9 @@ def scan_store_2r(h_re, h_im, d_re, d_im, valid, out_ptr, base):
 
 
 @triton.jit
-def carry_row_2r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):
-    if FROM_REST:
-        s0 = tl.zeros([], dtype=tl.float64)
-        s1 = tl.zeros([], dtype=tl.float64)
-    else:
-        s0 = tl.load(zi_ptr + row * 2 + 0).to(tl.float64)
-        s1 = tl.load(zi_ptr + row * 2 + 1).to(tl.float64)
+def carry_row_2r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    s0 = tl.load(zi_ptr + row * 2 + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1 = tl.load(zi_ptr + row * 2 + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     tl.store(out_ptr + row * n_blocks * 2 + 1, s0)
     tl.store(out_ptr + row * n_blocks * 2 + 0, s1)
     lane = tl.arange(0, BLOCK)
@@ -320,17 +309,11 @@ def scan_store_2c(h_re, h_im, d_re, d_im, valid, out_ptr, base):
 
 
 @triton.jit
-def carry_row_2c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):
-    if FROM_REST:
-        s0_re = tl.zeros([], dtype=tl.float64)
-        s0_im = tl.zeros([], dtype=tl.float64)
-        s1_re = tl.zeros([], dtype=tl.float64)
-        s1_im = tl.zeros([], dtype=tl.float64)
-    else:
-        s0_re = tl.load(zi_ptr + 2 * (row * 2 + 0) + 0).to(tl.float64)
-        s0_im = tl.load(zi_ptr + 2 * (row * 2 + 0) + 1).to(tl.float64)
-        s1_re = tl.load(zi_ptr + 2 * (row * 2 + 1) + 0).to(tl.float64)
-        s1_im = tl.load(zi_ptr + 2 * (row * 2 + 1) + 1).to(tl.float64)
+def carry_row_2c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    s0_re = tl.load(zi_ptr + 2 * (row * 2 + 0) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s0_im = tl.load(zi_ptr + 2 * (row * 2 + 0) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1_re = tl.load(zi_ptr + 2 * (row * 2 + 1) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1_im = tl.load(zi_ptr + 2 * (row * 2 + 1) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     tl.store(out_ptr + 2 * (row * n_blocks * 2 + 1) + 0, s0_re)
     tl.store(out_ptr + 2 * (row * n_blocks * 2 + 1) + 1, s0_im)
     tl.store(out_ptr + 2 * (row * n_blocks * 2 + 0) + 0, s1_re)
@@ -477,15 +460,10 @@ def scan_store_3r(h_re, h_im, d_re, d_im, valid, out_ptr, base):
 
 
 @triton.jit
-def carry_row_3r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):
-    if FROM_REST:
-        s0 = tl.zeros([], dtype=tl.float64)
-        s1 = tl.zeros([], dtype=tl.float64)
-        s2 = tl.zeros([], dtype=tl.float64)
-    else:
-        s0 = tl.load(zi_ptr + row * 3 + 0).to(tl.float64)
-        s1 = tl.load(zi_ptr + row * 3 + 1).to(tl.float64)
-        s2 = tl.load(zi_ptr + row * 3 + 2).to(tl.float64)
+def carry_row_3r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    s0 = tl.load(zi_ptr + row * 3 + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1 = tl.load(zi_ptr + row * 3 + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s2 = tl.load(zi_ptr + row * 3 + 2, mask=from_rest == 0, other=0.0).to(tl.float64)
     tl.store(out_ptr + row * n_blocks * 3 + 2, s0)
     tl.store(out_ptr + row * n_blocks * 3 + 1, s1)
     tl.store(out_ptr + row * n_blocks * 3 + 0, s2)
@@ -667,21 +645,13 @@ def scan_store_3c(h_re, h_im, d_re, d_im, valid, out_ptr, base):
 
 
 @triton.jit
-def carry_row_3c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):
-    if FROM_REST:
-        s0_re = tl.zeros([], dtype=tl.float64)
-        s0_im = tl.zeros([], dtype=tl.float64)
-        s1_re = tl.zeros([], dtype=tl.float64)
-        s1_im = tl.zeros([], dtype=tl.float64)
-        s2_re = tl.zeros([], dtype=tl.float64)
-        s2_im = tl.zeros([], dtype=tl.float64)
-    else:
-        s0_re = tl.load(zi_ptr + 2 * (row * 3 + 0) + 0).to(tl.float64)
-        s0_im = tl.load(zi_ptr + 2 * (row * 3 + 0) + 1).to(tl.float64)
-        s1_re = tl.load(zi_ptr + 2 * (row * 3 + 1) + 0).to(tl.float64)
-        s1_im = tl.load(zi_ptr + 2 * (row * 3 + 1) + 1).to(tl.float64)
-        s2_re = tl.load(zi_ptr + 2 * (row * 3 + 2) + 0).to(tl.float64)
-        s2_im = tl.load(zi_ptr + 2 * (row * 3 + 2) + 1).to(tl.float64)
+def carry_row_3c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    s0_re = tl.load(zi_ptr + 2 * (row * 3 + 0) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s0_im = tl.load(zi_ptr + 2 * (row * 3 + 0) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1_re = tl.load(zi_ptr + 2 * (row * 3 + 1) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1_im = tl.load(zi_ptr + 2 * (row * 3 + 1) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s2_re = tl.load(zi_ptr + 2 * (row * 3 + 2) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s2_im = tl.load(zi_ptr + 2 * (row * 3 + 2) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     tl.store(out_ptr + 2 * (row * n_blocks * 3 + 2) + 0, s0_re)
     tl.store(out_ptr + 2 * (row * n_blocks * 3 + 2) + 1, s0_im)
     tl.store(out_ptr + 2 * (row * n_blocks * 3 + 1) + 0, s1_re)
@@ -909,17 +879,11 @@ def scan_store_4r(h_re, h_im, d_re, d_im, valid, out_ptr, base):
 
 
 @triton.jit
-def carry_row_4r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):
-    if FROM_REST:
-        s0 = tl.zeros([], dtype=tl.float64)
-        s1 = tl.zeros([], dtype=tl.float64)
-        s2 = tl.zeros([], dtype=tl.float64)
-        s3 = tl.zeros([], dtype=tl.float64)
-    else:
-        s0 = tl.load(zi_ptr + row * 4 + 0).to(tl.float64)
-        s1 = tl.load(zi_ptr + row * 4 + 1).to(tl.float64)
-        s2 = tl.load(zi_ptr + row * 4 + 2).to(tl.float64)
-        s3 = tl.load(zi_ptr + row * 4 + 3).to(tl.float64)
+def carry_row_4r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    s0 = tl.load(zi_ptr + row * 4 + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1 = tl.load(zi_ptr + row * 4 + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s2 = tl.load(zi_ptr + row * 4 + 2, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s3 = tl.load(zi_ptr + row * 4 + 3, mask=from_rest == 0, other=0.0).to(tl.float64)
     tl.store(out_ptr + row * n_blocks * 4 + 3, s0)
     tl.store(out_ptr + row * n_blocks * 4 + 2, s1)
     tl.store(out_ptr + row * n_blocks * 4 + 1, s2)
@@ -1187,25 +1151,15 @@ def scan_store_4c(h_re, h_im, d_re, d_im, valid, out_ptr, base):
 
 
 @triton.jit
-def carry_row_4c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr):
-    if FROM_REST:
-        s0_re = tl.zeros([], dtype=tl.float64)
-        s0_im = tl.zeros([], dtype=tl.float64)
-        s1_re = tl.zeros([], dtype=tl.float64)
-        s1_im = tl.zeros([], dtype=tl.float64)
-        s2_re = tl.zeros([], dtype=tl.float64)
-        s2_im = tl.zeros([], dtype=tl.float64)
-        s3_re = tl.zeros([], dtype=tl.float64)
-        s3_im = tl.zeros([], dtype=tl.float64)
-    else:
-        s0_re = tl.load(zi_ptr + 2 * (row * 4 + 0) + 0).to(tl.float64)
-        s0_im = tl.load(zi_ptr + 2 * (row * 4 + 0) + 1).to(tl.float64)
-        s1_re = tl.load(zi_ptr + 2 * (row * 4 + 1) + 0).to(tl.float64)
-        s1_im = tl.load(zi_ptr + 2 * (row * 4 + 1) + 1).to(tl.float64)
-        s2_re = tl.load(zi_ptr + 2 * (row * 4 + 2) + 0).to(tl.float64)
-        s2_im = tl.load(zi_ptr + 2 * (row * 4 + 2) + 1).to(tl.float64)
-        s3_re = tl.load(zi_ptr + 2 * (row * 4 + 3) + 0).to(tl.float64)
-        s3_im = tl.load(zi_ptr + 2 * (row * 4 + 3) + 1).to(tl.float64)
+def carry_row_4c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    s0_re = tl.load(zi_ptr + 2 * (row * 4 + 0) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s0_im = tl.load(zi_ptr + 2 * (row * 4 + 0) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1_re = tl.load(zi_ptr + 2 * (row * 4 + 1) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s1_im = tl.load(zi_ptr + 2 * (row * 4 + 1) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s2_re = tl.load(zi_ptr + 2 * (row * 4 + 2) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s2_im = tl.load(zi_ptr + 2 * (row * 4 + 2) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s3_re = tl.load(zi_ptr + 2 * (row * 4 + 3) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
+    s3_im = tl.load(zi_ptr + 2 * (row * 4 + 3) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     tl.store(out_ptr + 2 * (row * n_blocks * 4 + 3) + 0, s0_re)
     tl.store(out_ptr + 2 * (row * n_blocks * 4 + 3) + 1, s0_im)
     tl.store(out_ptr + 2 * (row * n_blocks * 4 + 2) + 0, s1_re)
@@ -1445,22 +1399,22 @@ def scan_store(h_re, h_im, d_re, d_im, valid, out_ptr, base, M: tl.constexpr, IS
 
 
 @triton.jit
-def carry_row(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK: tl.constexpr, RUN: tl.constexpr,
-              FROM_REST: tl.constexpr, M: tl.constexpr, IS_COMPLEX: tl.constexpr):
+def carry_row(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK: tl.constexpr,
+              RUN: tl.constexpr, M: tl.constexpr, IS_COMPLEX: tl.constexpr):
     """Every block's incoming state for one row (see carry_row_*)."""
     if M == 1 and IS_COMPLEX == False:
-        carry_row_1r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)
+        carry_row_1r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)
     elif M == 1 and IS_COMPLEX == True:
-        carry_row_1c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)
+        carry_row_1c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)
     elif M == 2 and IS_COMPLEX == False:
-        carry_row_2r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)
+        carry_row_2r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)
     elif M == 2 and IS_COMPLEX == True:
-        carry_row_2c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)
+        carry_row_2c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)
     elif M == 3 and IS_COMPLEX == False:
-        carry_row_3r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)
+        carry_row_3r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)
     elif M == 3 and IS_COMPLEX == True:
-        carry_row_3c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)
+        carry_row_3c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)
     elif M == 4 and IS_COMPLEX == False:
-        carry_row_4r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)
+        carry_row_4r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)
     elif M == 4 and IS_COMPLEX == True:
-        carry_row_4c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST)
+        carry_row_4c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)

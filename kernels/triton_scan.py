@@ -390,15 +390,16 @@ def _summary(
             _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
 
 
-@triton.jit(do_not_specialize=["n_chunks", "n_blocks", "group"])
+# from_rest is an argument, not a constexpr, so that the forward and adjoint passes share a variant
+@triton.jit(do_not_specialize=["n_chunks", "n_blocks", "group", "from_rest"])
 def _carry_short(
-    prefix_ptr, zi_ptr, block_in_ptr, n_chunks, n_blocks, group,
-    M: tl.constexpr, BLOCK: tl.constexpr, RUN: tl.constexpr, FROM_REST: tl.constexpr, IS_COMPLEX: tl.constexpr,
+    prefix_ptr, zi_ptr, block_in_ptr, n_chunks, n_blocks, group, from_rest,
+    M: tl.constexpr, BLOCK: tl.constexpr, RUN: tl.constexpr, IS_COMPLEX: tl.constexpr,
 ):
     """The state entering every block of row program_id (float64), from the blocks' maps; the row
-    starts from zi, or from rest (FROM_REST: the adjoint, zi_ptr unread)."""
+    starts from zi, or from rest (from_rest 1: the adjoint; zi_ptr unread)."""
     row = tl.program_id(0).to(tl.int64)
-    triton_affine.carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, BLOCK, RUN, FROM_REST,
+    triton_affine.carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN,
                             M, IS_COMPLEX)
 
 
@@ -416,13 +417,13 @@ def _chunk_map(map_ptr, row, c, n_chunks, q, r, component, keep, M: tl.constexpr
     return f_re, f_im, z_re, z_im
 
 
-@triton.jit(do_not_specialize=["n_chunks"])
+@triton.jit(do_not_specialize=["n_chunks", "from_rest"])
 def _carry_long(
-    map_ptr, zi_ptr, carry_ptr, n_chunks,
-    M: tl.constexpr, M_PAD: tl.constexpr, FROM_REST: tl.constexpr, IS_COMPLEX: tl.constexpr,
+    map_ptr, zi_ptr, carry_ptr, n_chunks, from_rest,
+    M: tl.constexpr, M_PAD: tl.constexpr, IS_COMPLEX: tl.constexpr,
 ):
     """carry[row, c] = the state entering chunk c: s <- Phi_c s + z_c, sequentially (float64), from zi
-    or from rest (FROM_REST: the adjoint, zi_ptr unread).
+    or from rest (from_rest 1: the adjoint; zi_ptr unread).
 
     The maps do not depend on s, so each is loaded two chunks ahead of its use: a step's chain is its
     matrix-vector product alone, not an L2 round trip plus the product."""
@@ -431,13 +432,10 @@ def _carry_long(
     r = tl.arange(0, M_PAD)[None, :].to(tl.int64)
     component = tl.arange(0, M_PAD).to(tl.int64)
     keep = component < M
-    if FROM_REST:
-        s_re = tl.zeros([M_PAD], dtype=tl.float64)
-        s_im = tl.zeros_like(s_re)
-    else:
-        s_re, s_im = _load(zi_ptr, row * M + component, keep, IS_COMPLEX)
-        s_re = s_re.to(tl.float64)
-        s_im = s_im.to(tl.float64)
+    # a mask shaped like the tile (the interpreter rejects a scalar mask broadcast into a block)
+    s_re, s_im = _load(zi_ptr, row * M + component, keep & (component * 0 + from_rest == 0), IS_COMPLEX)
+    s_re = s_re.to(tl.float64)
+    s_im = s_im.to(tl.float64)
     f_re, f_im, z_re, z_im = _chunk_map(map_ptr, row, 0, n_chunks, q, r, component, keep, M, IS_COMPLEX)
     g_re, g_im, w_re, w_im = _chunk_map(map_ptr, row, 1, n_chunks, q, r, component, keep, M, IS_COMPLEX)
     for c in range(0, n_chunks):
@@ -839,8 +837,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         carry = scratch(B * n_blocks, M)
         carry_block, run = carry_shape(M, is_complex, n_blocks - 1, sms)
         launches.append(Launch(
-            _carry_short, B, (prefix, zi_, carry, n_chunks, n_blocks, shape.group),
-            dict(M=M, BLOCK=carry_block, RUN=run, FROM_REST=reverse, IS_COMPLEX=is_complex, **_COMPILE),
+            _carry_short, B, (prefix, zi_, carry, n_chunks, n_blocks, shape.group, int(reverse)),
+            dict(M=M, BLOCK=carry_block, RUN=run, IS_COMPLEX=is_complex, **_COMPILE),
             warps_for(carry_block), 0, triton.cdiv(n_blocks - 1, carry_block * run),
         ))
     else:
@@ -855,7 +853,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             dict(BLOCK=shape.block, R=R, SCAN=False, **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
         ))
         carry = scratch(B * n_chunks, M)
-        launches.append(Launch(_carry_long, B, (maps, zi_, carry, n_chunks), dict(common, FROM_REST=reverse), 4, 0, n_chunks))
+        launches.append(Launch(_carry_long, B, (maps, zi_, carry, n_chunks, int(reverse)), dict(common), 4, 0, n_chunks))
     per_sample = grad_a is not None and a.shape[1] == T
     partial = None
     if grad_a is not None and not per_sample:  # constant coefficients: per-chunk partial sums
