@@ -242,10 +242,11 @@ def _launch_bytes(launch, pass_tensors: dict) -> float:
     u, a, out = pass_tensors["u"], pass_tensors["a"], pass_tensors["out"]
     if name == "_summary":
         return _tensor_bytes(u) + _tensor_bytes(a) + _tensor_bytes(launch.args[2])
-    if name == "_carry_short":  # each block's map twice (a run's total, then its walk), the states out
+    if name == "_carry_short":  # each block's map (twice with runs: a run's total, then its walk), the states out
         prefix, _, block_in = launch.args[:3]
         group = launch.args[5]
-        return 2 * _tensor_bytes(prefix) / max(1, group) + _tensor_bytes(block_in)
+        reads = 2 if launch.constexprs["RUN"] > 1 else 1
+        return reads * _tensor_bytes(prefix) / max(1, group) + _tensor_bytes(block_in)
     if name == "_carry_long":
         maps, _, carry = launch.args[:3]
         return _tensor_bytes(maps) + _tensor_bytes(carry)
