@@ -1,7 +1,11 @@
 """The sm_90 model's loop-latency simulation (allpole_triton.bench.model): SASS operands read and
-written, and one warp's in-order issue of a loop body on synthetic SASS (no compile needed)."""
+written, one warp's in-order issue of a loop body on synthetic SASS (no compile needed), and the
+issue bound."""
 from __future__ import annotations
 
+import pytest
+
+from allpole_triton.bench import model
 from allpole_triton.bench.model import DRAM_LATENCY, LATENCY, _operands, loop_cycles
 
 
@@ -53,3 +57,13 @@ def test_loads_of_one_line_wait_for_it_once():
     assert loop_cycles(moved_base, 800) > 1600
     assert _operands("IADD3 R18, P0, P1, R2, R3, RZ") == ("IADD3", ["R18", "P0", "P1"], ["R2", "R3"])
     assert _operands("IMAD.WIDE.U32.X R4, R9, 0x4, R6, P1")[2] == ["R9", "R6", "P1", "R6", "R7"]
+
+
+def test_issue_is_spread_over_the_sms_the_programs_occupy():
+    # one program (a row's carry) issues on one SM; many programs share all of them
+    one = model.issue_seconds(4000, 0, 0, 0, programs=1)
+    assert one == pytest.approx(1000 / model.CLOCK_HZ)
+    assert model.issue_seconds(4000, 0, 0, 0, programs=2) == pytest.approx(one / 2)
+    assert model.issue_seconds(4000, 0, 0, 0, programs=10 * model.SMS) == pytest.approx(one / model.SMS)
+    # float64 issues at half rate
+    assert model.issue_seconds(0, 4000, 0, 0, programs=1) == pytest.approx(2 * one)

@@ -262,6 +262,14 @@ def _launch_bytes(launch, pass_tensors: dict) -> float:
     return total
 
 
+def issue_seconds(warp_instructions: float, fp64: float, conversions: float, memory_ops: float, programs: int) -> float:
+    """The issue bound: cycles on the busiest pipe (dispatch: one warp instruction per scheduler per
+    clock), spread over the SMs the launch's programs occupy (one program, e.g. a row's carry,
+    issues on one SM's schedulers whatever the GPU's size)."""
+    cycles = max(warp_instructions / SCHEDULERS, fp64 * 2 / SCHEDULERS, conversions * 8 / SCHEDULERS, memory_ops)
+    return cycles / min(SMS, max(1, programs)) / CLOCK_HZ
+
+
 def _resident_lanes(registers: int, warps: int) -> int:
     """Threads per SM the register file allows (whole programs)."""
     per_program = 32 * warps
@@ -289,10 +297,7 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
     fp64 = warp_factor * iterations * _count(loop, FP64_OPS)
     conversions = warp_factor * iterations * _count(loop, CONVERSIONS)
     memory_ops = warp_factor * iterations * _count(loop, MEMORY_OPS)
-    total_warp = thread_instructions / 32
-    # cycles per SM on the busiest pipe (dispatch: one warp instruction per scheduler per clock)
-    cycles = max(total_warp / SCHEDULERS, fp64 * 2 / SCHEDULERS, conversions * 8 / SCHEDULERS, memory_ops) / SMS
-    issue_s = cycles / CLOCK_HZ
+    issue_s = issue_seconds(thread_instructions / 32, fp64, conversions, memory_ops, launch.grid)
     moved = _launch_bytes(launch, pass_tensors)
     memory_s = moved / BANDWIDTH
     # the loop-carried chain: one warp's iterations issued in order (loop_cycles), in as many waves
