@@ -695,7 +695,7 @@ def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple
     M=4: 6 s at a run of 1, 217 s at 4): up to CARRY_RUN_ELEMENTS elements per run, so runs of 8
     maps at M=1 and of 2 at M=4. At 256 lanes real M=4 and complex M=3 spill 8-16 bytes (255
     registers), kept: 128 lanes would double the pieces walked in sequence (sm_90 model, B=1,
-    T=2^20, M=4: 8.2 against 5.0 us per carry). Complex M=4 keeps 128 lanes (376-432 bytes of
+    T=2^20, M=4: 8.2 against 5.7 us per carry). Complex M=4 keeps 128 lanes (376-432 bytes of
     stack there, 1248 at 256)."""
     if sms is None:
         return CARRY_BLOCK_INTERPRET, CARRY_RUN_INTERPRET
