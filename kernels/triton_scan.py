@@ -650,7 +650,9 @@ BLOCK_GPU = 128
 # known yet (bench/gpu_session.sh starts with allpole_triton.bench.diagnose, which sweeps this).
 SCAN_GROUP_GPU = 32
 CARRY_BLOCK_GPU = 256  # lanes of the short-order carry (one program per row), each walking a run of blocks
-CARRY_RUN_ELEMENTS = 40
+CARRY_RUN_ELEMENTS = 40  # map elements per unrolled run (compile time)
+CARRY_RUN_MAX = 8
+CARRY_NARROW_ELEMENTS = 40  # maps this large take half the lanes (complex M=4 spilled 1248 bytes at 256)
 CARRY_BLOCK_INTERPRET = CARRY_RUN_INTERPRET = 2  # so that small tests cross runs and pieces
 # The interpreter: short chunks and carry blocks of 4 chunks, so that small tests cross every
 # boundary and carry level; large lane blocks elsewhere, since its cost is per op and program.
@@ -700,8 +702,8 @@ def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple
     if sms is None:
         return CARRY_BLOCK_INTERPRET, CARRY_RUN_INTERPRET
     elements = M * (M + 1) * (2 if is_complex else 1)
-    longest = min(8, 1 << (CARRY_RUN_ELEMENTS // elements).bit_length() - 1) if elements <= CARRY_RUN_ELEMENTS else 1
-    widest = CARRY_BLOCK_GPU if elements < CARRY_RUN_ELEMENTS else CARRY_BLOCK_GPU // 2
+    longest = min(CARRY_RUN_MAX, 1 << max(1, CARRY_RUN_ELEMENTS // elements).bit_length() - 1)
+    widest = CARRY_BLOCK_GPU if elements < CARRY_NARROW_ELEMENTS else CARRY_BLOCK_GPU // 2
     run = 1
     while run < longest and n_maps > widest * run:
         run *= 2

@@ -149,14 +149,20 @@ def test_low_precision_inputs_accumulate_in_float32(device, dtype, M):
 def test_many_chunks_match_loops(device, M, complex_):
     """Enough chunks for several carry blocks and carry pieces (short orders) or a long sequential
     carry walk (long orders), forward and backward, against plain float64 loops."""
+    assert_triton_matches_loops(device, 2, many_chunks(device, M), M, complex_)
+
+
+def assert_triton_matches_loops(device: str, rows: int, T: int, M: int, complex_: bool, reference=None):
+    """The Triton path's output and all three gradients on seeded float64 (complex128) inputs, within
+    rounding of ``reference`` (plain loops by default) on the CPU, in float64 and in single precision."""
     dtype = torch.complex128 if complex_ else torch.float64
-    T = many_chunks(device, M)
-    a = stable_coefficients((2,), T, M, dtype=dtype, seed=M)
-    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
-    y, *grads = run_both(*(t.to(device) for t in (x, a, zi, g)), ("triton",))[0]
-    exact, single = (loop_results(*(t.to(w) for t in (x, a, zi, g))) for w in (dtype, single_of(dtype)))
-    for fast, slow, rough in zip((y, *grads), exact, single):
-        assert_within_rounding(fast.cpu(), slow, rough)
+    reference = reference or loop_results
+    a = stable_coefficients((rows,), T, M, dtype=dtype, seed=M)
+    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(rows, T), (rows, M), (rows, T)]))
+    fast = run_both(*(t.to(device) for t in (x, a, zi, g)), ("triton",))[0]
+    exact, single = (reference(*(t.to(w) for t in (x, a, zi, g))) for w in (dtype, single_of(dtype)))
+    for f, slow, rough in zip(fast, exact, single):
+        assert_within_rounding(f.cpu(), slow, rough)
 
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's carry shape under the interpreter")
@@ -174,13 +180,7 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2")  # the shortest chunks (one body)
     lanes, run = at_gpu(M, complex_, 1 << 20, None)
     T = ((lanes * run + lanes // 2 + 1) * 2 + 1) * triton_scan.unroll(M) + 3  # a piece, half a piece and a map, a part-chunk
-    dtype = torch.complex128 if complex_ else torch.float64
-    a = stable_coefficients((1,), T, M, dtype=dtype, seed=M)
-    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(1, T), (1, M), (1, T)]))
-    y, *grads = run_both(x, a, zi, g, ("triton",))[0]
-    exact, single = (loop_results(*(t.to(w) for t in (x, a, zi, g))) for w in (dtype, single_of(dtype)))
-    for fast, slow, rough in zip((y, *grads), exact, single):
-        assert_within_rounding(fast, slow, rough)
+    assert_triton_matches_loops("cpu", 1, T, M, complex_)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own carry shapes at full length need a GPU")
@@ -195,14 +195,7 @@ def test_carry_pieces_on_gpu(M, complex_):
     maps = -(-T // (shape.chunk * shape.group)) - 1  # the forward's blocks but the first
     lanes, run = triton_scan.carry_shape(M, complex_, maps, sms)
     assert lanes >= 128 and maps > lanes * run, (lanes, run)  # the shape this test is for
-    dtype = torch.complex128 if complex_ else torch.float64
-    a = stable_coefficients((1,), T, M, dtype=dtype, seed=M)
-    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(1, T), (1, M), (1, T)]))
-    fast = run_both(*(t.cuda() for t in (x, a, zi, g)), ("triton",))[0]
-    exact = run_both(x, a, zi, g, ("numba",))[0]
-    single = run_both(*(t.to(single_of(dtype)) for t in (x, a, zi, g)), ("numba",))[0]
-    for f, e, r in zip(fast, exact, single):
-        assert_within_rounding(f.cpu(), e, r)
+    assert_triton_matches_loops("cuda", 1, T, M, complex_, reference=lambda *inputs: run_both(*inputs, ("numba",))[0])
 
 
 def single_of(dtype: torch.dtype) -> torch.dtype:
