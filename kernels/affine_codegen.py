@@ -114,6 +114,67 @@ def _scan_store(M: int, cplx: bool) -> str:
     )
 
 
+class _Maps:
+    """Names and code lines shared by the generators that read a row's block maps (the carry
+    launch and the carry fused into the finish)."""
+
+    def __init__(self, M: int, cplx: bool):
+        self.M, self.cplx = M, cplx
+        self.planes = ("re", "im") if cplx else ("",)
+        self.size = M * (M + 1)
+        self.state = [f"s{q}_{p}" if p else f"s{q}" for q in range(M) for p in self.planes]
+        self.outs = [n.replace("s", "o", 1) for n in self.state]
+        names = [n for n, _, _ in _elements(M, cplx)]
+        self.totals = [n.replace("f", "t", 1) for n in names]
+        self.maps = [n.replace("f", "g", 1) for n in names]
+        self.suffix = _suffix(M, cplx)
+
+    @staticmethod
+    def offset(base: str, index: str, plane: str) -> str:
+        return f"2 * ({base} + {index}) + {0 if plane == 're' else 1}" if plane else f"{base} + {index}"
+
+    def identity(self, e: int, plane: str) -> float:
+        q, r = divmod(e, self.M + 1)
+        return 1.0 if (r == q and plane in ("", "re")) else 0.0
+
+    def load_state(self) -> list[str]:
+        """The state entering the row: zi, or rest when from_rest is 1."""
+        lines = []
+        for i, s_name in enumerate(self.state):
+            q, plane = divmod(i, len(self.planes))
+            lines.append(f"    {s_name} = tl.load(zi_ptr + {self.offset(f'row * {self.M}', str(q), self.planes[plane])}, "
+                         "mask=from_rest == 0, other=0.0).to(tl.float64)")
+        return lines
+
+    def load(self, indent: str) -> list[str]:
+        """Block b's map (the inclusive prefix at its last chunk) into g*, identity where not valid."""
+        out = [f"{indent}src = row * n_chunks + (b + 1).to(tl.int64) * group - 1"]
+        for name, e, plane in _elements(self.M, self.cplx):
+            out.append(f"{indent}{name.replace('f', 'g', 1)} = tl.load(agg_ptr + "
+                       f"{self.offset(f'src * {self.size}', str(self.size - 1 - e), plane)}, "
+                       f"mask=valid, other={self.identity(e, plane)})")
+        return out
+
+    def compose_run(self, indent: str) -> list[str]:
+        """t* = the run's maps so far (the first taken as it is: composing it onto the identity
+        would cost a whole composition per run)."""
+        return [f"{indent}if k == 0:",
+                f"{indent}    {', '.join(self.totals)}, = {', '.join(self.maps)},",
+                f"{indent}else:",
+                f"{indent}    {', '.join(self.totals)}, = combine_{self.suffix}({', '.join(self.totals + self.maps)})"]
+
+    def scan_and_apply(self, indent: str) -> list[str]:
+        """Compose the lanes' runs (inclusive scan across lanes) and apply each prefix to s into o*."""
+        return [f"{indent}{', '.join(self.totals)}, = tl.associative_scan(({', '.join(self.totals)},), 0, combine_{self.suffix})",
+                f"{indent}{', '.join(self.outs)}, = apply_{self.suffix}({', '.join(self.totals + self.state)})"]
+
+    def last_lane(self, indent: str, lanes: str) -> list[str]:
+        """s* = the last lane's o* (past the row's last map lanes compose identities, so the last
+        lane ends where the piece does)."""
+        return [f"{indent}{s_name} = tl.sum(tl.where(lane == {lanes} - 1, {o}, 0.0), axis=0)"
+                for s_name, o in zip(self.state, self.outs)]
+
+
 def _carry_row(M: int, cplx: bool) -> str:
     """K2 (short orders), one row: block b's map is the inclusive prefix stored at its last chunk,
     and the state entering block b+1 is every map up to b applied to the state entering the row
@@ -125,80 +186,81 @@ def _carry_row(M: int, cplx: bool) -> str:
     the lanes: lane l first composes the run before its own (lane 0 none), one scan across lanes
     turns those into the map of everything before lane l's run, and lane l walks its own run from
     its incoming state (its maps loaded twice)."""
-    ne = M * (M + 1)
-    planes = ("re", "im") if cplx else ("",)
-    state = [f"s{q}_{p}" if p else f"s{q}" for q in range(M) for p in planes]
-    outs = [n.replace("s", "o", 1) for n in state]
-    names = [n for n, _, _ in _elements(M, cplx)]
-    totals = [n.replace("f", "t", 1) for n in names]
-    maps = [n.replace("f", "g", 1) for n in names]
-    suffix = _suffix(M, cplx)
-
-    def offset(base: str, index: str, plane: str) -> str:
-        return f"2 * ({base} + {index}) + {0 if plane == 're' else 1}" if plane else f"{base} + {index}"
-
-    def identity(e: int, plane: str) -> float:
-        q, r = divmod(e, M + 1)
-        return 1.0 if (r == q and plane in ("", "re")) else 0.0
-
-    def load_maps(indent: str) -> list[str]:
-        out = [f"{indent}src = row * n_chunks + (b + 1).to(tl.int64) * group - 1"]
-        for name, e, plane in _elements(M, cplx):
-            g = name.replace("f", "g", 1)
-            out.append(f"{indent}{g} = tl.load(agg_ptr + {offset(f'src * {ne}', str(ne - 1 - e), plane)}, "
-                       f"mask=valid, other={identity(e, plane)})")
-        return out
+    m = _Maps(M, cplx)
 
     def stores(indent: str) -> list[str]:
         out = []
-        for i, o in enumerate(outs):
-            q, plane = divmod(i, len(planes))
-            out.append(f"{indent}tl.store(out_ptr + {offset(f'(row * n_blocks + b + 1) * {M}', str(M - 1 - q), planes[plane])}, "
+        for i, o in enumerate(m.outs):
+            q, plane = divmod(i, len(m.planes))
+            out.append(f"{indent}tl.store(out_ptr + {m.offset(f'(row * n_blocks + b + 1) * {M}', str(M - 1 - q), m.planes[plane])}, "
                        f"{o}, mask=valid)")
         return out
 
-    lines = []
-    for i, s_name in enumerate(state):
-        q, plane = divmod(i, len(planes))
-        lines.append(f"    {s_name} = tl.load(zi_ptr + {offset(f'row * {M}', str(q), planes[plane])}, mask=from_rest == 0, "
-                     "other=0.0).to(tl.float64)")
-    for i, s_name in enumerate(state):
-        q, plane = divmod(i, len(planes))
-        lines.append(f"    tl.store(out_ptr + {offset(f'row * n_blocks * {M}', str(M - 1 - q), planes[plane])}, {s_name})")
+    lines = m.load_state()
+    for i, s_name in enumerate(m.state):
+        q, plane = divmod(i, len(m.planes))
+        lines.append(f"    tl.store(out_ptr + {m.offset(f'row * n_blocks * {M}', str(M - 1 - q), m.planes[plane])}, {s_name})")
     lines.append("    lane = tl.arange(0, BLOCK)")
     lines.append("    n_maps = n_blocks - 1")
     lines.append("    for piece in range(0, n_maps, BLOCK * RUN):")
     lines.append("        if RUN == 1:  # a map per lane: the inclusive scan maps s to every block's state at once")
     lines.append("            b = piece + lane")
     lines.append("            valid = b < n_maps")
-    lines += load_maps("            ")
-    lines.append(f"            {', '.join(maps)}, = tl.associative_scan(({', '.join(maps)},), 0, combine_{suffix})")
-    lines.append(f"            {', '.join(outs)}, = apply_{suffix}({', '.join(maps + state)})")
+    lines += m.load("            ")
+    lines.append(f"            {', '.join(m.maps)}, = tl.associative_scan(({', '.join(m.maps)},), 0, combine_{m.suffix})")
+    lines.append(f"            {', '.join(m.outs)}, = apply_{m.suffix}({', '.join(m.maps + m.state)})")
     lines += stores("            ")
     lines.append("        else:")
-    for name, e, plane in _elements(M, cplx):
-        t = name.replace("f", "t", 1)
-        lines.append(f"            {t} = tl.full([BLOCK], {identity(e, plane)}, tl.float64)")
     lines.append("            for k in tl.static_range(RUN):  # the run before this lane's")
     lines.append("                b = piece + (lane - 1) * RUN + k")
     lines.append("                valid = (lane > 0) & (b < n_maps)")
-    lines += load_maps("                ")
-    lines.append(f"                {', '.join(totals)}, = combine_{suffix}({', '.join(totals + maps)})")
-    lines.append(f"            {', '.join(totals)}, = tl.associative_scan(({', '.join(totals)},), 0, combine_{suffix})")
-    lines.append(f"            {', '.join(outs)}, = apply_{suffix}({', '.join(totals + state)})")
+    lines += m.load("                ")
+    lines += m.compose_run("                ")
+    lines += m.scan_and_apply("            ")
     lines.append("            for k in tl.static_range(RUN):  # this lane's run")
     lines.append("                b = piece + lane * RUN + k")
     lines.append("                valid = b < n_maps")
-    lines += load_maps("                ")
-    lines.append(f"                {', '.join(outs)}, = apply_{suffix}({', '.join(maps + outs)})")
+    lines += m.load("                ")
+    lines.append(f"                {', '.join(m.outs)}, = apply_{m.suffix}({', '.join(m.maps + m.outs)})")
     lines += stores("                ")
-    lines.append("        # past the row's last map a lane walks identity maps: the last lane ends where the piece does")
-    for s_name, o in zip(state, outs):
-        lines.append(f"        {s_name} = tl.sum(tl.where(lane == BLOCK - 1, {o}, 0.0), axis=0)")
+    lines += m.last_lane("        ", "BLOCK")
     return (
-        f"@triton.jit\ndef carry_row_{suffix}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, "
+        f"@triton.jit\ndef carry_row_{m.suffix}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, "
         "from_rest, BLOCK: tl.constexpr, RUN: tl.constexpr):\n"
         + "\n".join(lines) + "\n"
+    )
+
+
+def _block_state(M: int, cplx: bool) -> str:
+    """The carry fused into the finish (short orders, rows of few blocks): the state entering block
+    ``block`` of one row, from the maps of the blocks before it, computed by that block's own program
+    instead of a carry launch. A piece covers LANES * RUN maps, lane l composing the run from
+    l * RUN (identity past ``block``); a scan across the lanes composes the runs, and the last
+    lane's total, applied to the state entering the piece, enters the next (RUN 0: no maps, the
+    row's incoming state). Returned as the tile
+    that ``_incoming_state`` reads the carried state into: component k at r == k, 1 at r == M."""
+    m = _Maps(M, cplx)
+    lines = m.load_state()
+    lines.append("    if RUN > 0:  # RUN 0: every row is one block")
+    lines.append("        lane = tl.arange(0, LANES)")
+    lines.append("        for piece in range(0, block, LANES * RUN):")
+    lines.append("            for k in tl.static_range(RUN):")
+    lines.append("                b = piece + lane * RUN + k")
+    lines.append("                valid = b < block")
+    lines += m.load("                ")
+    lines += m.compose_run("                ")
+    lines += m.scan_and_apply("            ")
+    lines += m.last_lane("            ", "LANES")
+    for p, plane in enumerate(m.planes):
+        tile = f"tl.where(r == {M}, 1.0, 0.0)" if plane in ("", "re") else "0.0"
+        for q in reversed(range(M)):
+            tile = f"tl.where(r == {q}, {m.state[q * len(m.planes) + p]}, {tile})"
+        lines.append(f"    b_{plane or 're'} = {tile}")
+    if not cplx:
+        lines.append("    b_im = b_re * 0.0")
+    return (
+        f"@triton.jit\ndef block_state_{m.suffix}(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, "
+        "LANES: tl.constexpr, RUN: tl.constexpr):\n" + "\n".join(lines) + "\n    return b_re, b_im\n"
     )
 
 
@@ -222,6 +284,11 @@ def _dispatch() -> str:
         "              RUN: tl.constexpr, M: tl.constexpr, IS_COMPLEX: tl.constexpr):\n"
         '    """Every block\'s incoming state for one row (see carry_row_*)."""\n'
         + branches("carry_row_{s}(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN)", "    ")
+        + "\n\n\n@triton.jit\n"
+        "def block_state(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, LANES: tl.constexpr,\n"
+        "                RUN: tl.constexpr, M: tl.constexpr, IS_COMPLEX: tl.constexpr):\n"
+        '    """The state entering one block, from the maps of the blocks before it (see block_state_*)."""\n'
+        + branches("return block_state_{s}(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, LANES, RUN)", "    ")
         + "\n"
     )
 
@@ -233,7 +300,7 @@ def render() -> str:
     ]
     for M in range(1, SCAN_MAX_ORDER + 1):
         for cplx in (False, True):
-            parts += [_combine(M, cplx), _apply(M, cplx), _scan_store(M, cplx), _carry_row(M, cplx)]
+            parts += [_combine(M, cplx), _apply(M, cplx), _scan_store(M, cplx), _carry_row(M, cplx), _block_state(M, cplx)]
     parts.append(_dispatch())
     return "\n\n".join(parts)
 

@@ -3,7 +3,7 @@
 The state s[n] = (y[n], ..., y[n-M+1]) obeys s[n] = C[n] s[n-1] + e1 u[n]. Every GPU thread (lane)
 runs its own sequential recurrence with its state in registers, so a time step is M fused
 multiply-adds and no cross-lane traffic. Time is cut into chunks only when the rows alone cannot
-fill the GPU; then a pass is three launches:
+fill the GPU; then a pass is three launches, or two:
 
 1. ``_summary``: each chunk's map s_in -> Phi s_in + z from its M+1 recursions (the driven one
    from a zero state, the M homogeneous ones from unit states), in float64 whatever the input
@@ -15,6 +15,8 @@ fill the GPU; then a pass is three launches:
    ``tl.associative_scan``; higher orders store [Phi | z] column groups.
 2. ``_carry_short`` / ``_carry_long``: the state entering each block (short) or chunk (long), one
    program per row, in float64: a scan of the block maps (log depth), or a walk over the chunks.
+   Short orders whose rows hold few blocks skip this launch: each finish program composes the
+   maps of the blocks before its own (``fused_carry_run``).
 3. ``_finish``: one lane per chunk re-runs the recursion from its true incoming state in the input's
    precision (float32 for 16-bit inputs) and writes the outputs (forward: y; reverse: grad_x,
    grad_zi and the fused grad_a).
@@ -453,13 +455,16 @@ def _carry_long(
 def _incoming_state(
     zi_ptr, carry_ptr, prefix_ptr, row, chunk, chunk_in_block, block, n_chunks, n_blocks, valid, index,
     M: tl.constexpr, M_PAD: tl.constexpr, ACC: tl.constexpr, STATE: tl.constexpr, IS_COMPLEX: tl.constexpr,
+    BLOCK: tl.constexpr, CARRY_RUN: tl.constexpr, FROM_REST: tl.constexpr,
 ):
     """The state entering each lane's chunk as its [M_PAD, 1, BLOCK] circular buffer (component q,
     y[start-1-q], in slot M-1-q), in ACC.
 
     STATE 0: zero (the adjoint starts from rest); 1: zi (one chunk per row); 2: carry[row, chunk]
     (long orders); 3: block_in[row, block] mapped through the block's prefix up to the previous
-    chunk (short orders).
+    chunk (short orders); 4: as 3, with the block's incoming state composed here from the previous
+    blocks' maps (the carry fused in, runs of CARRY_RUN maps per lane, none with CARRY_RUN 0; from
+    zi, or from rest with FROM_REST) instead of read from a carry launch's output.
     """
     q = M - 1 - index
     keep = valid & (index < M)
@@ -473,9 +478,13 @@ def _incoming_state(
     else:
         # s = P s_block + w with P, w the inclusive prefix of the block's chunks before this one
         r = tl.arange(0, M_PAD * 2)[None, :, None]  # r == M is the w column
-        # block states are stored component-reversed (see triton_affine.carry_row)
-        b_re, b_im = _load(carry_ptr, (row * n_blocks + block) * M + (M - 1 - r), valid & (r < M), IS_COMPLEX)
-        b_re = tl.where(r == M, 1.0, b_re)
+        if STATE == 3:
+            # block states are stored component-reversed (see triton_affine.carry_row)
+            b_re, b_im = _load(carry_ptr, (row * n_blocks + block) * M + (M - 1 - r), valid & (r < M), IS_COMPLEX)
+            b_re = tl.where(r == M, 1.0, b_re)
+        else:
+            b_re, b_im = triton_affine.block_state(prefix_ptr, zi_ptr, row, block, n_chunks, BLOCK, row * 0 + FROM_REST, r,
+                                                   BLOCK, CARRY_RUN, M, IS_COMPLEX)
         size: tl.constexpr = M * (M + 1)
         previous = valid & (chunk_in_block > 0)
         element = q * (M + 1) + r
@@ -507,10 +516,11 @@ def _finish(
     M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr, BLOCK: tl.constexpr,
     STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr, GATHER_GRAD_A: tl.constexpr,
+    CARRY_RUN: tl.constexpr,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
-    partial sums when a is constant over time). Short orders (STATE 3) lay lanes out by block.
+    partial sums when a is constant over time). Short orders (STATE 3, 4) lay lanes out by block.
 
     A body's outputs are stored after all of its steps: the compiler cannot move a load above a
     store that may alias it, so a store after each step made every later step of the body wait a
@@ -520,7 +530,7 @@ def _finish(
     acc: tl.constexpr = COMPUTE
     pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
-    if STATE == 3:
+    if STATE >= 3:
         row = pid // n_blocks
         block = pid % n_blocks
         chunk = block * BLOCK + local
@@ -536,7 +546,7 @@ def _finish(
     index = tl.arange(0, M_PAD)[:, None, None]
     h_re, h_im = _incoming_state(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
-        M, M_PAD, acc, STATE, IS_COMPLEX,
+        M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0,
     )
     n0 = (T - 1 - start).to(tl.int32)
     if REVERSE and GRAD_A:
@@ -650,10 +660,14 @@ BLOCK_GPU = 128
 # known yet (bench/gpu_session.sh starts with allpole_triton.bench.diagnose, which sweeps this).
 SCAN_GROUP_GPU = 32
 CARRY_BLOCK_GPU = 256  # lanes of the short-order carry (one program per row), each walking a run of blocks
-CARRY_RUN_ELEMENTS = 40  # map elements per unrolled run (compile time)
+CARRY_RUN_ELEMENTS = 80  # map elements per unrolled run (compile time)
 CARRY_RUN_MAX = 8
-CARRY_NARROW_ELEMENTS = 40  # maps this large take half the lanes (complex M=4 spilled 1248 bytes at 256)
+CARRY_NARROW_ELEMENTS = 40  # maps this large take half the lanes and runs of one (complex M=4: 1248 bytes of stack at 256 lanes)
 CARRY_BLOCK_INTERPRET = CARRY_RUN_INTERPRET = 2  # so that small tests cross runs and pieces
+# The carry fused into the finish (see fused_carry_run): map elements per lane run (unrolled, so
+# compile time), and the pieces the interpreter may walk (so that small tests cross them).
+FUSED_RUN_ELEMENTS = 64
+FUSED_PIECES_INTERPRET = 2
 # The interpreter: short chunks and carry blocks of 4 chunks, so that small tests cross every
 # boundary and carry level; large lane blocks elsewhere, since its cost is per op and program.
 CHUNK_INTERPRET = 2  # unrolled bodies per chunk
@@ -693,22 +707,54 @@ def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple
     """(lanes, run) of the short-order carry over ``n_maps`` block maps on a GPU: a map per lane
     while the maps fit the widest program, runs of maps once they outnumber its lanes (each run
     composed serially, so the pieces walked one after another cover runs, not maps). A run is
-    unrolled, and the sm_90 compile time grows steeply with the run times the map's size (complex
-    M=4: 6 s at a run of 1, 217 s at 4): up to CARRY_RUN_ELEMENTS elements per run, so runs of 8
-    maps at M=1 and of 2 at M=4. At 256 lanes real M=4 and complex M=3 spill 8-16 bytes (255
-    registers), kept: 128 lanes would double the pieces walked in sequence (sm_90 model, B=1,
-    T=2^20, M=4: 8.2 against 5.7 us per carry). Complex M=4 keeps 128 lanes (376-432 bytes of
-    stack there, 1248 at 256)."""
+    unrolled, and the sm_90 compile time grows steeply with the run times the map's size (real
+    M=4: 2 s at a run of 4, 54 s at 8; complex M=4: 6 s at 1, 28 s at 2, 217 s at 4): up to
+    CARRY_RUN_ELEMENTS elements per run, so runs of 8 maps at M <= 2 and of 4 at M=4. The scan
+    across lanes dominates a piece (at M=4 each of its levels is a 4x4 composition, and the warps'
+    totals are combined one by one), so one piece of 256 lanes x 4 beats two of 256 x 2 (sm_90
+    model, B=1, T=2^20, M=4: 5.9 against 8.1 us per carry, 255 registers and no stack). Complex
+    M=4 (a map is 80 float64 registers, and a run holds two) keeps 128 lanes and runs of one:
+    376-432 bytes of stack there, 576 at runs of 2, 1248 at 256 lanes."""
     if sms is None:
         return CARRY_BLOCK_INTERPRET, CARRY_RUN_INTERPRET
     elements = M * (M + 1) * (2 if is_complex else 1)
-    longest = min(CARRY_RUN_MAX, 1 << max(1, CARRY_RUN_ELEMENTS // elements).bit_length() - 1)
-    widest = CARRY_BLOCK_GPU if elements < CARRY_NARROW_ELEMENTS else CARRY_BLOCK_GPU // 2
+    narrow = elements >= CARRY_NARROW_ELEMENTS
+    longest = 1 if narrow else min(CARRY_RUN_MAX, 1 << max(1, CARRY_RUN_ELEMENTS // elements).bit_length() - 1)
+    widest = CARRY_BLOCK_GPU // 2 if narrow else CARRY_BLOCK_GPU
     run = 1
     while run < longest and n_maps > widest * run:
         run *= 2
     # a program of one warp when there are few maps to scan
     return min(widest, max(32, triton.next_power_of_2(triton.cdiv(n_maps, run)))), run
+
+
+def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int | None,
+                    forced: int | None = None) -> int | None:
+    """Maps per lane run when the finish composes each block's incoming state itself from the
+    ``n_maps`` maps before its row's last block (STATE 4), or None where the carry is a launch of
+    its own. Fusing saves that launch and its chain, but every finish program then reads the maps
+    of the blocks before it (about n_maps^2 / 2 per row, all L2-resident) and waits for one piece
+    (a load round, RUN compositions, a scan across its lanes) per LANES x RUN maps. On a GPU it is
+    fused while a row's maps fit one piece of the longest run (FUSED_RUN_ELEMENTS map elements:
+    32 maps at M=1, 8 at M=2, 2 at M=4), except maps of CARRY_NARROW_ELEMENTS (complex M=4: the
+    scan of its 80 float64 registers a lane put the adjoint finish at 255 registers and 80 bytes
+    of stack under Triton 3.9). The run is that longest one whatever the maps (0 with
+    none: every row is one block), so that the run, a constexpr of the finish, does not make a new
+    variant for every length. ``forced`` (the launch variable's ``fuse``) picks either way; the
+    interpreter fuses up to FUSED_PIECES_INTERPRET pieces of short runs, so that tests cross
+    pieces and runs."""
+    if forced == 0:
+        return None
+    if sms is None:
+        run, pieces = CARRY_RUN_INTERPRET, FUSED_PIECES_INTERPRET
+    else:
+        elements = M * (M + 1) * (2 if is_complex else 1)
+        run, pieces = 1 << max(1, FUSED_RUN_ELEMENTS // elements).bit_length() - 1, 1
+        if elements >= CARRY_NARROW_ELEMENTS and not forced:
+            pieces = 0
+    if not (forced or n_maps <= lanes * run * pieces):
+        return None
+    return run if n_maps else 0
 
 
 def is_short(M: int) -> bool:
@@ -718,16 +764,22 @@ def is_short(M: int) -> bool:
 def forced_launch() -> dict[str, int]:
     """``ALLPOLE_TRITON_LAUNCH="chunk=256,group=16"`` forces the chunk length (rounded up to a multiple
     of the unroll) and the chunks per carry block on any device, e.g. the GPU's shapes under the
-    interpreter."""
+    interpreter; ``fuse=0`` or ``fuse=1`` forces the short-order carry into a launch of its own or
+    into the finish (see fused_carry_run)."""
     text = os.environ.get("ALLPOLE_TRITON_LAUNCH", "").strip()
     if not text:
         return {}
     forced = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
-        if key.strip() not in ("chunk", "group") or not value.strip().isdigit() or int(value) < 1:
-            raise ValueError(f"ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G' with positive integers, got {text!r}")
-        forced[key.strip()] = int(value)
+        key = key.strip()
+        least = 0 if key == "fuse" else 1
+        if key not in ("chunk", "group", "fuse") or not value.strip().isdigit() or int(value) < least:
+            raise ValueError("ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G,fuse=F' (any of them) with positive "
+                             f"integers N and G and F 0 or 1, got {text!r}")
+        forced[key] = int(value)
+    if forced.get("fuse", 0) > 1:
+        raise ValueError(f"ALLPOLE_TRITON_LAUNCH: fuse is 0 (a carry launch) or 1 (the carry fused into the finish); got {text!r}")
     group = forced.get("group")
     if group is not None and (group & (group - 1) or group > 1024):
         raise ValueError(f"ALLPOLE_TRITON_LAUNCH: group is a block of lanes, a power of two up to 1024; got {group}")
@@ -827,7 +879,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
 
     launches = []
     carry = prefix = u_  # placeholders for pointers a variant does not read
-    n_blocks, n_lanes = 1, B * n_chunks
+    n_blocks, n_lanes, fused_run = 1, B * n_chunks, 0
     if n_chunks == 1:
         state = 0 if reverse else 1
     elif is_short(M):
@@ -839,13 +891,17 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
             dict(BLOCK=shape.group, R=triton.next_power_of_2(M), SCAN=True, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
-        carry = scratch(B * n_blocks, M)
-        carry_block, run = carry_shape(M, is_complex, n_blocks - 1, sms)
-        launches.append(Launch(
-            _carry_short, B, (prefix, zi_, carry, n_chunks, n_blocks, shape.group, int(reverse)),
-            dict(M=M, BLOCK=carry_block, RUN=run, IS_COMPLEX=is_complex, **_COMPILE),
-            warps_for(carry_block), 0, triton.cdiv(n_blocks - 1, carry_block * run),
-        ))
+        fused_run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
+        if fused_run is not None:
+            state = 4
+        else:
+            carry = scratch(B * n_blocks, M)
+            carry_block, run = carry_shape(M, is_complex, n_blocks - 1, sms)
+            launches.append(Launch(
+                _carry_short, B, (prefix, zi_, carry, n_chunks, n_blocks, shape.group, int(reverse)),
+                dict(M=M, BLOCK=carry_block, RUN=run, IS_COMPLEX=is_complex, **_COMPILE),
+                warps_for(carry_block), 0, triton.cdiv(n_blocks - 1, carry_block * run),
+            ))
     else:
         state = 2
         maps = scratch(B * n_chunks, M * (M + 1))
@@ -868,15 +924,15 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     u_pad = triton.next_power_of_2(shape.unroll)
     # registers of a body's gathered grad_a: window x steps, times planes, times words per value
     gathered = triton.next_power_of_2(M) * u_pad * (2 if is_complex else 1) * (2 if compute == tl.float64 else 1)
-    block = shape.group if state == 3 else shape.block
+    block = shape.group if state >= 3 else shape.block
     launches.append(Launch(
-        _finish, B * n_blocks if state == 3 else triton.cdiv(n_lanes, block),
+        _finish, B * n_blocks if state >= 3 else triton.cdiv(n_lanes, block),
         (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
          _plane(y) if y is not None else u_, _plane(grad_a_target) if grad_a_target is not None else u_,
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
         dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=u_pad,
              GRAD_A_PER_SAMPLE=per_sample, GATHER_GRAD_A=reverse and per_sample and gathered <= GATHER_MAX_REGISTERS,
-             **common, **loops),
+             CARRY_RUN=fused_run, **common, **loops),
         warps_for(block), n_lanes, shape.chunk,
     ))
 

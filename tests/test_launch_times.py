@@ -13,11 +13,13 @@ from allpole_triton.kernels.naive import allpole_naive
 pytestmark = pytest.mark.skipif(not triton_interpret(), reason="runs the Triton kernels under TRITON_INTERPRET=1")
 
 
-@pytest.mark.parametrize("M", [2, 5])  # a short order (prefix-scanned blocks) and a long one (carry walk)
-def test_launches_rerun_alone_keep_the_results(M):
+# a short order (prefix-scanned blocks, the carry fused into the finish) and a long one (carry walk)
+@pytest.mark.parametrize("M, launches", [(2, 2), (5, 3)])
+def test_launches_rerun_alone_keep_the_results(M, launches):
     cpu = torch.device("cpu")
     planned = {p.name: p for p in launch_times.plan_passes(2, 45, M, ["fwd", "fwdbwd", "dense"], cpu, None)}
-    assert set(planned) == {"fwd", "bwd", "dense"} and all(len(p.launches) == 3 for p in planned.values())
+    assert set(planned) == {"fwd", "bwd", "dense"} and len(planned["dense"].launches) == 3
+    assert len(planned["fwd"].launches) == len(planned["bwd"].launches) == launches
     outputs = {"fwd": lambda p: [p.tensors["out"]], "bwd": lambda p: [p.tensors["out"], p.tensors["tail"], p.tensors["grad_a"]],
                "dense": lambda p: [p.launches[-1].args[4]]}
     for name in ("fwd", "bwd", "dense"):
@@ -35,7 +37,8 @@ def test_launches_rerun_alone_keep_the_results(M):
     torch.testing.assert_close(h.double(), linear_recurrence_naive(A.double(), u.double(), h0.double()), rtol=1e-4, atol=1e-4)
 
 
-def test_one_row_per_launch():
+def test_one_row_per_launch(monkeypatch):
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "fuse=0")  # every kernel of a short-order pass
     rows = launch_times.measure(1, 30, 2, ["fwd", "fwdbwd"], torch.device("cpu"), repeat=1, rounds=1, predict=False)
     assert [(r["pass"], r["kernel"]) for r in rows] == [(p, k) for p in ("fwd", "bwd") for k in ("_summary", "_carry_short", "_finish")]
     assert all(r["measured_us"] > 0 and r["min_us"] <= r["measured_us"] for r in rows)
@@ -50,7 +53,7 @@ def test_predictions_fill_a_times_only_csv(tmp_path):
     rows = [{"pass": p.name, "B": 16, "T": 65536, "M": 2, "launch": i, "kernel": l.kernel.__name__, "grid": l.grid,
              "warps": l.num_warps, "measured_us": 1.0, "min_us": 1.0}
             for p in launch_times.plan_passes(16, 65536, 2, ["fwd"], torch.device("meta"), 132) for i, l in enumerate(p.launches)]
-    assert [r["kernel"] for r in rows] == ["_summary", "_carry_short", "_finish"]
+    assert [r["kernel"] for r in rows] == ["_summary", "_finish"]  # the carry fused into the finish
     path = tmp_path / "times.csv"
     path.write_text(",".join(rows[0]) + "\n" + "".join(",".join(str(v) for v in r.values()) + "\n" for r in rows))
     env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
@@ -58,7 +61,7 @@ def test_predictions_fill_a_times_only_csv(tmp_path):
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.strip().splitlines()[1:]
-    assert len(lines) == 3 and all(float(line.split(",")[10]) > 0 for line in lines)
+    assert len(lines) == 2 and all(float(line.split(",")[10]) > 0 for line in lines)
     run = subprocess.run([sys.executable, "-m", "allpole_triton.bench.launch_times", "--predict", str(path), "--sms", "100"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode != 0 and "pass --sms" in run.stderr

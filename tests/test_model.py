@@ -67,3 +67,36 @@ def test_issue_is_spread_over_the_sms_the_programs_occupy():
     assert model.issue_seconds(4000, 0, 0, 0, programs=10 * model.SMS) == pytest.approx(one / model.SMS)
     # float64 issues at half rate
     assert model.issue_seconds(0, 4000, 0, 0, programs=1) == pytest.approx(2 * one)
+
+
+def test_the_main_loop_is_the_last_and_the_prologue_everything_before_it():
+    """A fused carry's piece loop comes before the lane loop (and may be the longer of the two):
+    the lane loop is the main loop, the piece loop part of the prologue."""
+    from allpole_triton.bench import sm90
+
+    text = ["S2R R0, SR_TID.X", "DFMA R2, R4, R6, R2", "DFMA R2, R4, R6, R2", "DFMA R2, R4, R6, R2",
+            "BRA 0x10", "LDG.E R8, desc[UR4][R10.64]", "FFMA R9, R8, R3, R9", "BRA 0x50", "EXIT"]
+    sass = [(16 * k, ins) for k, ins in enumerate(text)]
+    compiled = sm90.Compiled("k", 32, 0, sass, "", "", spans=sm90.loop_spans(sass))
+    assert compiled.spans == [(1, 4), (5, 7)]
+    assert compiled.main_loop == text[5:8]
+    assert compiled.prologue == text[:5]
+
+
+def test_a_fused_carry_reads_the_maps_before_each_block_as_whole_sectors():
+    """16 rows of 2^16 samples at M=1 on 132 SMs: 64 blocks per row, the carry fused into the finish,
+    whose block b reads b maps of 16 bytes, each a 32-byte sector of L2."""
+    import torch
+
+    from allpole_triton.kernels import triton_scan
+
+    meta = torch.device("meta")
+    u = torch.empty(16, 1 << 16, device=meta)
+    launches, _ = triton_scan.plan(u, torch.empty(16, 1 << 16, 1, device=meta), torch.empty(16, 1, device=meta),
+                                   torch.empty_like(u), reverse=False, sms=132)
+    finish = launches[-1]
+    assert [l.kernel.__name__ for l in launches] == ["_summary", "_finish"] and finish.constexprs["STATE"] == 4
+    n_blocks = finish.args[13]
+    assert n_blocks == 64
+    assert model._fused_carry_bytes(finish) == 16 * 64 * 63 / 2 * 32
+    assert model._fused_carry_bytes(launches[0]) == 0

@@ -146,9 +146,13 @@ def test_low_precision_inputs_accumulate_in_float32(device, dtype, M):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M", [1, 2, 4, 5, 16])
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
-def test_many_chunks_match_loops(device, M, complex_):
+def test_many_chunks_match_loops(device, M, complex_, monkeypatch):
     """Enough chunks for several carry blocks and carry pieces (short orders) or a long sequential
-    carry walk (long orders), forward and backward, against plain float64 loops."""
+    carry walk (long orders), forward and backward, against plain float64 loops. Short orders:
+    real rows with the carry fused into the finish (two pieces under the interpreter), complex
+    rows with a carry launch (three pieces)."""
+    if device == "cpu":
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"fuse={0 if complex_ else 1}")
     assert_triton_matches_loops(device, 2, many_chunks(device, M), M, complex_)
 
 
@@ -167,7 +171,7 @@ def assert_triton_matches_loops(device: str, rows: int, T: int, M: int, complex_
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's carry shape under the interpreter")
 @pytest.mark.parametrize("M, complex_, longest", [(1, False, True), (2, False, True), (2, True, True), (4, False, True),
-                                                 (2, False, False), (3, True, False)])
+                                                 (2, False, False), (3, True, True)])
 def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
     """The short-order carry with the runs a GPU uses (its longest, up to 8 maps, or a map per
     lane), over more maps than one piece holds, against float64 loops."""
@@ -177,24 +181,53 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
         return 4, gpu_shape(M_, is_complex, 1 << 20, 132)[1] if longest else 1
 
     monkeypatch.setattr(triton_scan, "carry_shape", at_gpu)
-    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2")  # the shortest chunks (one body)
+    # the shortest chunks (one body), the carry a launch of its own
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2,fuse=0")
     lanes, run = at_gpu(M, complex_, 1 << 20, None)
     T = ((lanes * run + lanes // 2 + 1) * 2 + 1) * triton_scan.unroll(M) + 3  # a piece, half a piece and a map, a part-chunk
     assert_triton_matches_loops("cpu", 1, T, M, complex_)
 
 
+@pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's fused-carry runs under the interpreter")
+@pytest.mark.parametrize("M, complex_", [(1, True), (2, False)])
+def test_fused_carry_at_gpu_shapes(monkeypatch, M, complex_):
+    """The carry fused into the finish with the GPU's runs (16 maps per lane for complex M=1, 8
+    for real M=2) over 2 lanes, across two pieces, against float64 loops."""
+    run = triton_scan.fused_carry_run(M, complex_, 1 << 20, 32, 132, forced=1)
+    monkeypatch.setattr(triton_scan, "fused_carry_run", lambda *args, **kwargs: run)
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2")
+    lanes = 2  # the finish's lanes per program: the group
+    T = ((lanes * run + lanes + 2) * lanes + 1) * triton_scan.unroll(M) + 3  # a piece and a lane's run, and more
+    assert_triton_matches_loops("cpu", 1, T, M, complex_)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own fused-carry shapes at full length need a GPU")
+@pytest.mark.parametrize("rows, T, M", [(1, 1 << 20, 1), (16, 1 << 16, 4)])
+def test_fused_carry_on_gpu(rows, T, M):
+    """Rows of few blocks take the carry fused into the finish: one row of 2^20 samples at M=1
+    (1023 block maps: a run of 32 on each of 32 lanes) and 16 rows of 2^16 at M=4 (63 maps: runs
+    of 2). Against Numba float64 loops on the CPU."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    shape = triton_scan.launch_shape(M, rows, T, sms)
+    maps = -(-T // (shape.chunk * shape.group)) - 1
+    assert maps > shape.group and triton_scan.fused_carry_run(M, False, maps, shape.group, sms) > 1
+    assert_triton_matches_loops("cuda", rows, T, M, False, reference=lambda *inputs: run_both(*inputs, ("numba",))[0])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own carry shapes at full length need a GPU")
-@pytest.mark.parametrize("M, complex_", [(2, True), (3, False), (4, False), (4, True)])
+@pytest.mark.parametrize("M, complex_", [(2, True), (3, True), (4, False), (4, True)])
 def test_carry_pieces_on_gpu(M, complex_):
-    """One row of 2^20 samples: on a GPU the short-order carry then scans hundreds of block maps
-    over 128 or 256 lanes (up to eight warps) and walks two to eight pieces, which no shorter
-    test reaches there. Against Numba float64 loops on the CPU."""
+    """One row of 2^20 samples: on a GPU the short-order carry then scans 1023 block maps over 128
+    or 256 lanes (up to eight warps), in runs of 2-4 maps per lane (complex M=2, 3; real M=4) or in
+    eight pieces walked one after another (complex M=4), which no shorter test reaches there.
+    Against Numba float64 loops on the CPU."""
     T = 1 << 20
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     shape = triton_scan.launch_shape(M, 1, T, sms)
     maps = -(-T // (shape.chunk * shape.group)) - 1  # the forward's blocks but the first
+    assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is None
     lanes, run = triton_scan.carry_shape(M, complex_, maps, sms)
-    assert lanes >= 128 and maps > lanes * run, (lanes, run)  # the shape this test is for
+    assert lanes >= 128 and maps > lanes, (lanes, run)  # the shape this test is for
     assert_triton_matches_loops("cuda", 1, T, M, complex_, reference=lambda *inputs: run_both(*inputs, ("numba",))[0])
 
 
@@ -268,7 +301,9 @@ def test_forced_launch_shape(monkeypatch):
     assert shape.chunk == 252 and shape.group == 16  # rounded up to whole unrolled bodies of 9 steps
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=30")
     assert triton_scan.launch_shape(20, 1, 10**5, None).chunk == 40  # whole multiples of M above the unroll
-    for bad in ("chunk=0", "group=12", "group=2048"):
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "fuse=0")
+    assert triton_scan.forced_launch() == {"fuse": 0}
+    for bad in ("chunk=0", "group=12", "group=2048", "fuse=2", "fused=1"):
         monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", bad)
         with pytest.raises(ValueError, match="ALLPOLE_TRITON_LAUNCH"):
             triton_scan.launch_shape(3, 1, 10**5, None)
@@ -403,21 +438,22 @@ def test_generated_affine_kernels_are_up_to_date():
 
 
 @pytest.mark.skipif("cpu" not in DEVICES, reason="sized for the interpreter's launch shapes")
-@pytest.mark.parametrize("M", [2, 16])
-def test_stage_diagnostic_checks_every_launch(M, monkeypatch):
+@pytest.mark.parametrize("M, fuse", [(2, 0), (2, 1), (16, None)])
+def test_stage_diagnostic_checks_every_launch(M, fuse, monkeypatch):
     """allpole_triton.bench.diagnose (the GPU session's first check) recovers every intermediate
-    state from a float64 loop and finds them right here; against a perturbed reference it fails."""
+    state from a float64 loop and finds them right here; against a perturbed reference it fails.
+    A carry fused into the finish has no stage of its own."""
     from allpole_triton.bench import diagnose
 
     T = 5 * 4 * triton_scan.CHUNK_INTERPRET * triton_scan.unroll(M) + 3  # five carry blocks
-    report = diagnose.check(2, T, M, device="cpu")
-    assert set(report["stages"]) == {"summary", "carry", "y"}
+    report = diagnose.check(2, T, M, device="cpu", fuse=fuse)
+    assert set(report["stages"]) == ({"summary", "y"} if fuse else {"summary", "carry", "y"})
     for stage, result in report["stages"].items():
         assert result["nonfinite"] == 0 and result["max_rel_err"] < 1e-5, (stage, result)
 
     real_loop = diagnose.sequential_loop
     monkeypatch.setattr(diagnose, "sequential_loop", lambda x, a: real_loop(x, a) * 1.001)
-    report = diagnose.check(2, T, M, device="cpu")
+    report = diagnose.check(2, T, M, device="cpu", fuse=fuse)
     assert all(result["max_rel_err"] > 1e-5 for result in report["stages"].values())
 
 

@@ -49,9 +49,9 @@ def check(result: dict) -> None:
     tf32 = [k for k in result["kernels"] if k["tf32"]]
     assert not tf32, tf32
     # Lane kernels keep every tile axis inside a thread: no shared-memory round trip or shuffle in
-    # their loops, with either Triton (3.6 needs the lane-first tile accesses of triton_tiles).
+    # their lane loops, with either Triton (3.6 needs the lane-first tile accesses of triton_tiles).
     crossing = [k for k in result["kernels"]
-                if k["kernel"] in ("_summary", "_finish", "_dense_scan") and k["cross_lane_in_loops"]]
+                if k["kernel"] in ("_summary", "_finish", "_dense_scan") and k["cross_lane_in_main_loop"]]
     assert not crossing, crossing
     # up to order 8 everything stays in registers; the float64 chunk summaries of M=16 spill
     # (correct, and slower: see the closing notes of the GPU scan issue)

@@ -5,14 +5,16 @@ same shapes pass under the interpreter. This runs a pass's launches one at a tim
 device and checks every intermediate buffer against the float64 sequential loop's states:
 
 - short orders (M <= 4): each chunk's inclusive block prefix (P, w) must map the state entering its
-  block to the state leaving the chunk; the carry must hold the state entering each block;
+  block to the state leaving the chunk; the carry, when it is a launch of its own (not fused into
+  the finish, where y checks it), must hold the state entering each block;
 - long orders: each chunk's map (Phi, z) must map the state entering it to the state leaving it;
   the carry must hold the state entering each chunk;
 - then the output y.
 
 For each stage it prints the count of non-finite entries and the largest error relative to
 max |y|. ``--group`` sweeps the lanes per program of the short-order scan (its prefix scan runs
-over that many lanes: 1 warp up to 32, several above).
+over that many lanes: 1 warp up to 32, several above); ``--fuse 0`` puts the short-order carry in a
+launch of its own, ``--fuse 1`` into the finish (default: as the launch table decides).
 
     python -m allpole_triton.bench.diagnose --device cuda -B 16 -T 1048576 -M 1 2 3 4 16
 """
@@ -55,16 +57,18 @@ def _inputs(B: int, T: int, M: int, seed: int) -> tuple[torch.Tensor, torch.Tens
     return torch.randn(B, T, generator=gen, dtype=torch.float64), a
 
 
-def check(B: int, T: int, M: int, *, device: str, group: int | None = None, sms: int | None = None,
-          seed: int = 0, dump: str | None = None) -> dict:
+def check(B: int, T: int, M: int, *, device: str, group: int | None = None, fuse: int | None = None,
+          sms: int | None = None, seed: int = 0, dump: str | None = None) -> dict:
     """Run the forward launches of one (B, T, M) float32 case one at a time; return per-stage
     ``{stage: {"nonfinite": int, "max_rel_err": float}}`` plus the launch shape and, compiled, each
     kernel's PTX hash (``dump``: also write the PTX there, to diff against a compile elsewhere)."""
     from ..kernels import triton_scan
 
     previous = os.environ.get("ALLPOLE_TRITON_LAUNCH")
-    if group is not None:
-        os.environ["ALLPOLE_TRITON_LAUNCH"] = f"group={group}"
+    forced = triton_scan.forced_launch()  # the caller's, with group and fuse set here on top
+    forced.update({key: value for key, value in (("group", group), ("fuse", fuse)) if value is not None})
+    if forced:
+        os.environ["ALLPOLE_TRITON_LAUNCH"] = ",".join(f"{key}={value}" for key, value in forced.items())
     try:
         x64, a64 = _inputs(B, T, M, seed)
         x, a = x64.float().to(device), a64.float().contiguous().to(device)
@@ -140,13 +144,14 @@ def main(argv=None) -> int:
     parser.add_argument("-M", type=int, nargs="+", default=[1, 2, 3, 4, 16])
     parser.add_argument("--group", type=int, nargs="+", default=[0, 16, 128],
                         help="lanes per program of the short-order scan to try (0: the launch table's)")
+    parser.add_argument("--fuse", type=int, choices=[0, 1], help="force the short-order carry's placement")
     parser.add_argument("--json", help="also write the reports here")
     parser.add_argument("--dump", help="write each compiled kernel's PTX into this folder")
     args = parser.parse_args(argv)
     reports, worst = [], 0.0
     for M in args.M:
         for group in args.group if M <= 4 else [0]:
-            report = check(args.B, args.T, M, device=args.device, group=group or None, dump=args.dump)
+            report = check(args.B, args.T, M, device=args.device, group=group or None, fuse=args.fuse, dump=args.dump)
             reports.append(report)
             stages = "  ".join(f"{k}: {v['nonfinite']} non-finite, err {v['max_rel_err']:.2e}"
                                for k, v in report["stages"].items())

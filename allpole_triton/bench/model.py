@@ -13,9 +13,11 @@ every launch is compiled for sm_90 (``sm90.compile_launch``) and its SASS read:
   per SM and memory instructions at one warp per clock per SM), and the loop-carried latency chain:
   the compiled loop body issued in order by one warp, each instruction once the registers it reads
   are ready (:func:`loop_cycles`, with per-opcode latencies and a memory latency per 32-byte sector),
-  times the iterations, in as many waves as the SMs' registers allow. So a load the compiler left
-  behind a store (it cannot move a load above a store that may alias it) costs its full latency on
-  the chain. The launch's predicted time is the largest, plus a fixed launch cost.
+  times the iterations, after the code before the loop (its loads of incoming states and maps, and
+  a fused carry's composition of the maps before a block), in as many waves as the SMs' registers
+  allow. So a load the compiler left behind a store (it cannot move a load above a store that may
+  alias it) costs its full latency on the chain. The launch's predicted time is the largest, plus a
+  fixed launch cost.
 
 Replayed on the kernels of the first GPU run (H200, commit 4550815, B=16, T=2^20, fp32), this
 latency term took the model from 4.6-37x below the measured times to 3.6-5.0x below (still
@@ -39,6 +41,7 @@ SMS = 132
 SCHEDULERS = 4
 CLOCK_HZ = 1.755e9
 BANDWIDTH = 3.0e12  # bytes/s
+L2_BANDWIDTH = 2 * BANDWIDTH  # bytes/s of L2 hits (a guess: microbenchmarks put H100's at 2-3x its DRAM's)
 REGISTERS_PER_SM = 65536
 THREADS_PER_SM = 2048
 DRAM_LATENCY = 800  # cycles: a lane kernel's loads (its inputs stream from DRAM)
@@ -72,6 +75,7 @@ class LaunchModel:
     conversion_warp_instructions: float
     memory_warp_instructions: float
     bytes: float
+    l2_bytes: float  # reads served by L2 by design (a fused carry's maps), charged at L2_BANDWIDTH
     memory_s: float
     issue_s: float
     latency_s: float
@@ -99,6 +103,7 @@ class CaseModel:
             "B": self.B, "T": self.T, "M": self.M, "passes": self.passes, "launches": len(self.launches),
             "thread_instructions_per_sample": thread / self.samples,
             "bytes_per_sample": moved / self.samples,
+            "l2_bytes_per_sample": sum(l.l2_bytes for l in self.launches) / self.samples,
             "floor_bytes_per_sample": floor_bytes(self.B, self.T, self.M, self.passes) / self.samples,
             "memory_floor_us": floor * 1e6,
             "predicted_us": predicted * 1e6,
@@ -254,12 +259,26 @@ def _launch_bytes(launch, pass_tensors: dict) -> float:
     carry, prefix = launch.args[3], launch.args[4]
     state = launch.constexprs["STATE"]
     total = _tensor_bytes(u) + _tensor_bytes(a) + _tensor_bytes(out)
-    total += {2: _tensor_bytes(carry), 3: _tensor_bytes(carry) + _tensor_bytes(prefix)}.get(state, 0)
+    total += {2: _tensor_bytes(carry), 3: _tensor_bytes(carry) + _tensor_bytes(prefix),
+              4: _tensor_bytes(prefix)}.get(state, 0)
     if launch.constexprs["REVERSE"]:
         total += _tensor_bytes(pass_tensors.get("tail"))
         if launch.constexprs["GRAD_A"]:
             total += _tensor_bytes(pass_tensors["y"]) + _tensor_bytes(launch.args[8])
     return total
+
+
+def _fused_carry_bytes(launch) -> float:
+    """What a finish with the carry fused in (STATE 4) reads before its lanes start: block b's
+    program reads the b maps before it, n_blocks (n_blocks - 1) / 2 per row, each a whole number
+    of 32-byte sectors (one map per sector at M=1: the maps sit a block's chunks apart). L2 hits:
+    every program of a row reads the same maps, which the summary has just written."""
+    if launch.kernel.__name__ != "_finish" or launch.constexprs["STATE"] != 4:
+        return 0.0
+    prefix, n_chunks, n_blocks = launch.args[4], launch.args[12], launch.args[13]
+    rows = launch.grid // n_blocks
+    map_bytes = _tensor_bytes(prefix) / (rows * n_chunks)
+    return rows * n_blocks * (n_blocks - 1) / 2 * math.ceil(map_bytes / LINE_BYTES) * LINE_BYTES
 
 
 def issue_seconds(warp_instructions: float, fp64: float, conversions: float, memory_ops: float, programs: int) -> float:
@@ -279,7 +298,7 @@ def _resident_lanes(registers: int, warps: int) -> int:
 
 
 def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> LaunchModel:
-    loop = max(compiled.loops, key=len) if compiled.loops else []
+    loop = compiled.main_loop
     other = len(compiled.sass) - len(loop)
     name = launch.kernel.__name__
     threads = 32 * launch.num_warps
@@ -294,25 +313,33 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
     warp_factor = executing / 32
     per_thread = iterations * len(loop) + other
     thread_instructions = executing * per_thread
-    fp64 = warp_factor * iterations * _count(loop, FP64_OPS)
-    conversions = warp_factor * iterations * _count(loop, CONVERSIONS)
-    memory_ops = warp_factor * iterations * _count(loop, MEMORY_OPS)
+    everything = [i for _, i in compiled.sass]
+
+    def warp_instructions(ops: tuple[str, ...]) -> float:
+        """The main loop's per iteration, the rest (prologue, a fused carry's piece) once."""
+        return warp_factor * ((iterations - 1) * _count(loop, ops) + _count(everything, ops))
+
+    fp64, conversions, memory_ops = (warp_instructions(ops) for ops in (FP64_OPS, CONVERSIONS, MEMORY_OPS))
     issue_s = issue_seconds(thread_instructions / 32, fp64, conversions, memory_ops, launch.grid)
     moved = _launch_bytes(launch, pass_tensors)
-    memory_s = moved / BANDWIDTH
-    # the loop-carried chain: one warp's iterations issued in order (loop_cycles), in as many waves
-    # as the SMs' registers allow for lane kernels; the carries run one program per row
+    l2_moved = _fused_carry_bytes(launch)
+    memory_s = moved / BANDWIDTH + l2_moved / L2_BANDWIDTH
+    # the loop-carried chain: one warp's prologue (its loads of incoming states and maps, which the
+    # summary just wrote: L2 latency; a fused carry's piece loop counted once, as planned on a GPU)
+    # and iterations, issued in order (loop_cycles), in as many waves as the SMs' registers allow
+    # for lane kernels; the carries run one program per row
     if launch.lanes:
         resident = _resident_lanes(compiled.registers, launch.num_warps) * SMS
         waves = math.ceil(executing / resident)
-        latency_cycles = waves * iterations * loop_cycles(loop, DRAM_LATENCY) + DRAM_LATENCY
+        prologue = loop_cycles(compiled.prologue, L2_LATENCY, iterations=1)
+        latency_cycles = waves * (iterations * loop_cycles(loop, DRAM_LATENCY) + prologue) + DRAM_LATENCY
     else:
         latency_cycles = iterations * loop_cycles(loop, L2_LATENCY) + L2_LATENCY
     latency_s = latency_cycles / CLOCK_HZ
     predicted = max(memory_s, issue_s, latency_s) + LAUNCH_SECONDS
     return LaunchModel(
         name, launch.grid, launch.lanes, iterations, unroll, len(loop), other, compiled.registers,
-        thread_instructions, fp64, conversions, memory_ops, moved, memory_s, issue_s, latency_s, predicted,
+        thread_instructions, fp64, conversions, memory_ops, moved, l2_moved, memory_s, issue_s, latency_s, predicted,
     )
 
 
@@ -394,7 +421,8 @@ def markdown(rows: list[dict], measured: dict | None = None) -> str:
              "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if measured else "")]
     for r in rows:
         line = (f"| {r['passes']} | {r['B']} | {r['T']} | {r['M']} | {r['launches']} | {r['thread_instructions_per_sample']:.1f} | "
-                f"{r['bytes_per_sample']:.1f} ({r['floor_bytes_per_sample']:.0f}) | {r['memory_floor_us']:.1f} | "
+                f"{r['bytes_per_sample']:.1f}{' + %.1f L2' % r['l2_bytes_per_sample'] if r.get('l2_bytes_per_sample') else ''} "
+                f"({r['floor_bytes_per_sample']:.0f}) | {r['memory_floor_us']:.1f} | "
                 f"{r['predicted_us']:.1f} | {r['predicted_over_floor']:.2f} |")
         if measured:
             got = measured.get((r["passes"], r["B"], r["T"], r["M"]))

@@ -40,6 +40,22 @@ class Compiled:
     ttgir: str
     ptx: str
     loops: list[list[str]] = field(default_factory=list)  # bodies of backward branches, innermost first
+    spans: list[tuple[int, int]] = field(default_factory=list)  # each loop's first and last index into sass
+
+    @property
+    def main_loop(self) -> list[str]:
+        """The loop that starts last in program order: the lane loop of the lane kernels (a fused
+        carry's piece loop comes before it), the walk of the carries."""
+        if not self.spans:
+            return []
+        first, last = max(self.spans)
+        return [i for _, i in self.sass[first:last + 1]]
+
+    @property
+    def prologue(self) -> list[str]:
+        """Every instruction before the main loop (all of them in a kernel without loops)."""
+        end = max(self.spans)[0] if self.spans else len(self.sass)
+        return [i for _, i in self.sass[:end]]
 
     def opcodes(self, body: list[str]) -> list[str]:
         return [ins.split()[0] if not ins.startswith("@") else ins.split()[1] for ins in body]
@@ -90,7 +106,8 @@ def compile_launch(launch) -> Compiled:
             if (m := _INSTRUCTION.match(line))]
     result = Compiled(launch.kernel.__name__, int(usage.group(1)), int(usage.group(2)), sass,
                       compiled.asm.get("ttgir", ""), compiled.asm.get("ptx", ""))
-    result.loops = loop_bodies(sass)
+    result.spans = loop_spans(sass)
+    result.loops = sorted(([i for _, i in sass[first:last + 1]] for first, last in result.spans), key=len)
     return result
 
 
@@ -103,16 +120,15 @@ def _without_options(launch):
     return clean
 
 
-def loop_bodies(sass: list[tuple[int, str]]) -> list[list[str]]:
-    """Instruction lists of every loop (a branch back to a lower address), innermost (shortest) first."""
+def loop_spans(sass: list[tuple[int, str]]) -> list[tuple[int, int]]:
+    """(first, last) indices into ``sass`` of every loop: a branch back to a lower address."""
     addresses = [a for a, _ in sass]
-    bodies = []
+    spans = []
     for index, (address, ins) in enumerate(sass):
         m = re.search(r"BRA\s+(?:`?\(?\.?L?_?x?_?\d*\)?\s*)?0x([0-9a-f]+)", ins)
         if not m:
             continue
         target = int(m.group(1), 16)
         if target < address and target in addresses:
-            first = addresses.index(target)
-            bodies.append([i for _, i in sass[first:index + 1]])
-    return sorted(bodies, key=len)
+            spans.append((addresses.index(target), index))
+    return spans
