@@ -463,8 +463,8 @@ def _incoming_state(
     STATE 0: zero (the adjoint starts from rest); 1: zi (one chunk per row); 2: carry[row, chunk]
     (long orders); 3: block_in[row, block] mapped through the block's prefix up to the previous
     chunk (short orders); 4: as 3, with the block's incoming state composed here from the previous
-    blocks' maps (the carry fused in, runs of CARRY_RUN maps per lane, none with CARRY_RUN 0; from
-    zi, or from rest with FROM_REST) instead of read from a carry launch's output.
+    blocks' maps (the carry fused in, runs of CARRY_RUN maps per lane; from zi, or from rest with
+    FROM_REST) instead of read from a carry launch's output.
     """
     q = M - 1 - index
     keep = valid & (index < M)
@@ -738,8 +738,8 @@ def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int 
     fused while a row's maps fit one piece of the longest run (FUSED_RUN_ELEMENTS map elements:
     32 maps at M=1, 8 at M=2, 2 at M=4), except maps of CARRY_NARROW_ELEMENTS (complex M=4: the
     scan of its 80 float64 registers a lane put the adjoint finish at 255 registers and 80 bytes
-    of stack under Triton 3.9). The run is that longest one whatever the maps (0 with
-    none: every row is one block), so that the run, a constexpr of the finish, does not make a new
+    of stack under Triton 3.9). The run is that longest one whatever the maps (rows of one block
+    have none, and run no piece), so that the run, a constexpr of the finish, does not make a new
     variant for every length. ``forced`` (the launch variable's ``fuse``) picks either way; the
     interpreter fuses up to FUSED_PIECES_INTERPRET pieces of short runs, so that tests cross
     pieces and runs."""
@@ -752,9 +752,9 @@ def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int 
         run, pieces = 1 << max(1, FUSED_RUN_ELEMENTS // elements).bit_length() - 1, 1
         if elements >= CARRY_NARROW_ELEMENTS and not forced:
             pieces = 0
-    if not (forced or n_maps <= lanes * run * pieces):
+    if not (forced or n_maps <= lanes * run * pieces or n_maps == 0):
         return None
-    return run if n_maps else 0
+    return run
 
 
 def is_short(M: int) -> bool:
@@ -891,9 +891,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
             dict(BLOCK=shape.group, R=triton.next_power_of_2(M), SCAN=True, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
-        fused_run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
-        if fused_run is not None:
-            state = 4
+        run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
+        if run is not None:
+            state, fused_run = 4, run
         else:
             carry = scratch(B * n_blocks, M)
             carry_block, run = carry_shape(M, is_complex, n_blocks - 1, sms)

@@ -21,8 +21,9 @@ from allpole_triton.bench import sm90
 from allpole_triton.kernels import triton_recurrence, triton_scan
 
 META = torch.device("meta")
-# (rows, T): many chunks (summary + carry + finish), one chunk per row (finish only), and few lanes
-# (one-warp programs: the lane kernels' and the short-order carry's)
+# (rows, T): many chunks (summary + carry + finish; at M=1 the carry fused into the finish), rows of
+# a few chunks (short orders: one block, the carry fused into the finish), and few lanes (one-warp
+# programs: the lane kernels' and the short-order carry's)
 SHAPES = [(1, 1 << 20), (1 << 14, 4096), (1, 4096)]
 
 
@@ -55,8 +56,8 @@ DENSE_WIDE = DENSE + [(torch.float32, 5), (torch.float32, 8), (torch.float64, 4)
 
 
 def configurations(quick: bool):
-    """Every kernel and flag combination at least once (quick: what CI compiles, twice), or the
-    wider set (``python tests/compile_for_sm90.py``, by hand: a few minutes)."""
+    """Every kernel and flag combination at least once (quick: what CI compiles, with each of the
+    two Tritons), or the wider set (``python tests/compile_for_sm90.py``, by hand: a few minutes)."""
     if quick:  # long orders at 16; non-powers of two at 3 (strided)
         for M in (1, 2, 16):
             yield torch.float32, M, False, "contiguous", "no"
@@ -86,8 +87,11 @@ def main(quick: bool) -> None:
     seen, results = set(), []
     # quick: not the few-lanes shape (its one- and two-warp long-order programs differ from the
     # four-warp ones by their lane count alone, and cost CI 16 s of compiling a Triton version)
+    # quick: the second shape (rows of one block: the carry fused into the finish) for real M=2 only
     scans = [((dtype, M, reverse, layout, grad_a), rows, T, pass_launches(dtype, M, reverse, layout, grad_a, rows, T))
-             for dtype, M, reverse, layout, grad_a in configurations(quick) for rows, T in (SHAPES[:2] if quick else SHAPES)]
+             for dtype, M, reverse, layout, grad_a in configurations(quick)
+             for rows, T in (SHAPES[:1] + (SHAPES[1:2] if (dtype, M, layout) == (torch.float32, 2, "contiguous") else [])
+                             if quick else SHAPES)]
     # quick: the chunked shape only (its summary, carry and finish; one-warp programs)
     scans += [((dtype, M, False, "contiguous", "no"), rows, T, dense_launches(dtype, M, rows, T))
               for dtype, M in (DENSE if quick else DENSE_WIDE) for rows, T in (SHAPES[:1] if quick else SHAPES)]

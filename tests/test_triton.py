@@ -150,10 +150,11 @@ def test_many_chunks_match_loops(device, M, complex_, monkeypatch):
     """Enough chunks for several carry blocks and carry pieces (short orders) or a long sequential
     carry walk (long orders), forward and backward, against plain float64 loops. Short orders:
     real rows with the carry fused into the finish (two pieces under the interpreter), complex
-    rows with a carry launch (three pieces)."""
+    rows with a carry launch (three pieces). One row under the interpreter (its cost is per
+    program); the accuracy tests run several rows over these paths."""
     if device == "cpu":
         monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"fuse={0 if complex_ else 1}")
-    assert_triton_matches_loops(device, 2, many_chunks(device, M), M, complex_)
+    assert_triton_matches_loops(device, 1 if device == "cpu" else 2, many_chunks(device, M), M, complex_)
 
 
 def assert_triton_matches_loops(device: str, rows: int, T: int, M: int, complex_: bool, reference=None):
@@ -189,10 +190,10 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
 
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's fused-carry runs under the interpreter")
-@pytest.mark.parametrize("M, complex_", [(1, True), (2, False)])
+@pytest.mark.parametrize("M, complex_", [(2, False)])
 def test_fused_carry_at_gpu_shapes(monkeypatch, M, complex_):
-    """The carry fused into the finish with the GPU's runs (16 maps per lane for complex M=1, 8
-    for real M=2) over 2 lanes, across two pieces, against float64 loops."""
+    """The carry fused into the finish with the GPU's runs (8 maps per lane at M=2) over 2 lanes,
+    across two pieces, against float64 loops."""
     run = triton_scan.fused_carry_run(M, complex_, 1 << 20, 32, 132, forced=1)
     monkeypatch.setattr(triton_scan, "fused_carry_run", lambda *args, **kwargs: run)
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2")
