@@ -178,8 +178,8 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
     lane), over more maps than one piece holds, against float64 loops."""
     gpu_shape = triton_scan.carry_shape
 
-    def at_gpu(M_, is_complex, n_maps, sms):  # 4 lanes, so that few maps make two pieces
-        return 4, gpu_shape(M_, is_complex, 1 << 20, 132)[1] if longest else 1
+    def at_gpu(M_, is_complex, n_maps, sms):  # 2 lanes, so that few maps make two pieces
+        return 2, gpu_shape(M_, is_complex, 1 << 20, 132)[1] if longest else 1
 
     monkeypatch.setattr(triton_scan, "carry_shape", at_gpu)
     # the shortest chunks (one body), the carry a launch of its own
@@ -355,6 +355,8 @@ def test_few_compiled_variants_for_random_lengths(device, monkeypatch):
         return launches, finalize
 
     monkeypatch.setattr(triton_scan, "plan", recording_plan)
+    if device == "cpu":  # the interpreter's runs cost seconds and prove nothing here: only plans count
+        monkeypatch.setattr(triton_scan.Launch, "run", lambda self, wrap=None: None)
     rng = random.Random(0)
     low, high = (20, 200) if device == "cpu" else (2000, 200_000)
     for T in [rng.randrange(low, high) for _ in range(20)]:
@@ -439,11 +441,11 @@ def test_generated_affine_kernels_are_up_to_date():
 
 
 @pytest.mark.skipif("cpu" not in DEVICES, reason="sized for the interpreter's launch shapes")
-@pytest.mark.parametrize("M, fuse", [(2, 0), (2, 1), (16, None)])
+@pytest.mark.parametrize("M, fuse", [(2, 0), (16, None)])
 def test_stage_diagnostic_checks_every_launch(M, fuse, monkeypatch):
     """allpole_triton.bench.diagnose (the GPU session's first check) recovers every intermediate
     state from a float64 loop and finds them right here; against a perturbed reference it fails.
-    A carry fused into the finish has no stage of its own."""
+    (A carry fused into the finish would have no stage of its own: its errors show in y.)"""
     from allpole_triton.bench import diagnose
 
     T = 5 * 4 * triton_scan.CHUNK_INTERPRET * triton_scan.unroll(M) + 3  # five carry blocks
