@@ -155,13 +155,19 @@ class _Maps:
                        f"mask=valid, other={self.identity(e, plane)})")
         return out
 
-    def compose_run(self, indent: str) -> list[str]:
-        """t* = the run's maps so far (the first taken as it is: composing it onto the identity
-        would cost a whole composition per run)."""
-        return [f"{indent}if k == 0:",
-                f"{indent}    {', '.join(self.totals)}, = {', '.join(self.maps)},",
-                f"{indent}else:",
-                f"{indent}    {', '.join(self.totals)}, = combine_{self.suffix}({', '.join(self.totals + self.maps)})"]
+    def compose_run(self, indent: str, first: str, valid: str, comment: str = "") -> list[str]:
+        """t* = a lane's run of RUN maps composed, map k being block ``first + k`` where ``valid``
+        (identity elsewhere). The first map is taken as it is: composing it onto the identity would
+        cost a whole composition per run."""
+        inner = indent + "    "
+        return ([f"{indent}for k in tl.static_range(RUN):{comment}",
+                 f"{inner}b = {first} + k",
+                 f"{inner}valid = {valid}"]
+                + self.load(inner)
+                + [f"{inner}if k == 0:",
+                   f"{inner}    {', '.join(self.totals)}, = {', '.join(self.maps)},",
+                   f"{inner}else:",
+                   f"{inner}    {', '.join(self.totals)}, = combine_{self.suffix}({', '.join(self.totals + self.maps)})"])
 
     def scan_and_apply(self, indent: str) -> list[str]:
         """Compose the lanes' runs (inclusive scan across lanes) and apply each prefix to s into o*."""
@@ -211,11 +217,7 @@ def _carry_row(M: int, cplx: bool) -> str:
     lines.append(f"            {', '.join(m.outs)}, = apply_{m.suffix}({', '.join(m.maps + m.state)})")
     lines += stores("            ")
     lines.append("        else:")
-    lines.append("            for k in tl.static_range(RUN):  # the run before this lane's")
-    lines.append("                b = piece + (lane - 1) * RUN + k")
-    lines.append("                valid = (lane > 0) & (b < n_maps)")
-    lines += m.load("                ")
-    lines += m.compose_run("                ")
+    lines += m.compose_run("            ", "piece + (lane - 1) * RUN", "(lane > 0) & (b < n_maps)", "  # the run before this lane's")
     lines += m.scan_and_apply("            ")
     lines.append("            for k in tl.static_range(RUN):  # this lane's run")
     lines.append("                b = piece + lane * RUN + k")
@@ -242,11 +244,7 @@ def _block_state(M: int, cplx: bool) -> str:
     lines = m.load_state()
     lines.append("    lane = tl.arange(0, LANES)")
     lines.append("    for piece in range(0, block, LANES * RUN):")
-    lines.append("        for k in tl.static_range(RUN):")
-    lines.append("            b = piece + lane * RUN + k")
-    lines.append("            valid = b < block")
-    lines += m.load("            ")
-    lines += m.compose_run("            ")
+    lines += m.compose_run("        ", "piece + lane * RUN", "b < block")
     lines += m.scan_and_apply("        ")
     lines += m.last_lane("        ", "LANES")
     for p, plane in enumerate(m.planes):

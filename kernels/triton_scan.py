@@ -712,7 +712,8 @@ def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple
     CARRY_RUN_ELEMENTS elements per run, so runs of 8 maps at M <= 2 and of 4 at M=4. The scan
     across lanes dominates a piece (at M=4 each of its levels is a 4x4 composition, and the warps'
     totals are combined one by one), so one piece of 256 lanes x 4 beats two of 256 x 2 (sm_90
-    model, B=1, T=2^20, M=4: 5.9 against 8.1 us per carry, 255 registers and no stack). Complex
+    model, B=1, T=2^20, M=4: 5.9 against 8.1 us per carry; 255 registers, and 8 bytes of stack
+    under Triton 3.9, none under 3.6; complex M=3 at runs of 2: 16 bytes under 3.9). Complex
     M=4 (a map is 80 float64 registers, and a run holds two) keeps 128 lanes and runs of one:
     376-432 bytes of stack there, 576 at runs of 2, 1248 at 256 lanes."""
     if sms is None:
@@ -749,9 +750,9 @@ def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int 
         run, pieces = CARRY_RUN_INTERPRET, FUSED_PIECES_INTERPRET
     else:
         elements = M * (M + 1) * (2 if is_complex else 1)
+        if elements >= CARRY_NARROW_ELEMENTS and not forced:  # the variant spills even where it runs no piece
+            return None
         run, pieces = 1 << max(1, FUSED_RUN_ELEMENTS // elements).bit_length() - 1, 1
-        if elements >= CARRY_NARROW_ELEMENTS and not forced:
-            pieces = 0
     if not (forced or n_maps <= lanes * run * pieces or n_maps == 0):
         return None
     return run
