@@ -238,15 +238,17 @@ def _block_state(M: int, cplx: bool) -> str:
     ``block`` of one row, from the maps of the blocks before it, computed by that block's own program
     instead of a carry launch. A piece covers LANES * RUN maps, lane l composing the run from
     l * RUN (identity past ``block``); a scan across the lanes composes the runs, and the last
-    lane's total, applied to the state entering the piece, enters the next. Returned as the tile
+    lane's total, applied to the state entering the piece, enters the next (RUN 0: no maps, the
+    row's incoming state). Returned as the tile
     that ``_incoming_state`` reads the carried state into: component k at r == k, 1 at r == M."""
     m = _Maps(M, cplx)
     lines = m.load_state()
-    lines.append("    lane = tl.arange(0, LANES)")
-    lines.append("    for piece in range(0, block, LANES * RUN):")
-    lines += m.compose_run("        ", "piece + lane * RUN", "b < block")
-    lines += m.scan_and_apply("        ")
-    lines += m.last_lane("        ", "LANES")
+    lines.append("    if RUN > 0:  # RUN 0: rows of one block, no maps")
+    lines.append("        lane = tl.arange(0, LANES)")
+    lines.append("        for piece in range(0, block, LANES * RUN):")
+    lines += m.compose_run("            ", "piece + lane * RUN", "b < block")
+    lines += m.scan_and_apply("            ")
+    lines += m.last_lane("            ", "LANES")
     for p, plane in enumerate(m.planes):
         tile = f"tl.where(r == {M}, 1.0, 0.0)" if plane in ("", "re") else "0.0"
         for q in reversed(range(M)):

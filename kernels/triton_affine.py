@@ -72,21 +72,22 @@ def carry_row_1r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_
 @triton.jit
 def block_state_1r(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, LANES: tl.constexpr, RUN: tl.constexpr):
     s0 = tl.load(zi_ptr + row * 1 + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
-    lane = tl.arange(0, LANES)
-    for piece in range(0, block, LANES * RUN):
-        for k in tl.static_range(RUN):
-            b = piece + lane * RUN + k
-            valid = b < block
-            src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
-            g00 = tl.load(agg_ptr + src * 2 + 1, mask=valid, other=1.0)
-            gz0 = tl.load(agg_ptr + src * 2 + 0, mask=valid, other=0.0)
-            if k == 0:
-                t00, tz0, = g00, gz0,
-            else:
-                t00, tz0, = combine_1r(t00, tz0, g00, gz0)
-        t00, tz0, = tl.associative_scan((t00, tz0,), 0, combine_1r)
-        o0, = apply_1r(t00, tz0, s0)
-        s0 = tl.sum(tl.where(lane == LANES - 1, o0, 0.0), axis=0)
+    if RUN > 0:  # RUN 0: rows of one block, no maps
+        lane = tl.arange(0, LANES)
+        for piece in range(0, block, LANES * RUN):
+            for k in tl.static_range(RUN):
+                b = piece + lane * RUN + k
+                valid = b < block
+                src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
+                g00 = tl.load(agg_ptr + src * 2 + 1, mask=valid, other=1.0)
+                gz0 = tl.load(agg_ptr + src * 2 + 0, mask=valid, other=0.0)
+                if k == 0:
+                    t00, tz0, = g00, gz0,
+                else:
+                    t00, tz0, = combine_1r(t00, tz0, g00, gz0)
+            t00, tz0, = tl.associative_scan((t00, tz0,), 0, combine_1r)
+            o0, = apply_1r(t00, tz0, s0)
+            s0 = tl.sum(tl.where(lane == LANES - 1, o0, 0.0), axis=0)
     b_re = tl.where(r == 0, s0, tl.where(r == 1, 1.0, 0.0))
     b_im = b_re * 0.0
     return b_re, b_im
@@ -178,24 +179,25 @@ def carry_row_1c(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_
 def block_state_1c(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, LANES: tl.constexpr, RUN: tl.constexpr):
     s0_re = tl.load(zi_ptr + 2 * (row * 1 + 0) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
     s0_im = tl.load(zi_ptr + 2 * (row * 1 + 0) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
-    lane = tl.arange(0, LANES)
-    for piece in range(0, block, LANES * RUN):
-        for k in tl.static_range(RUN):
-            b = piece + lane * RUN + k
-            valid = b < block
-            src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
-            g00_re = tl.load(agg_ptr + 2 * (src * 2 + 1) + 0, mask=valid, other=1.0)
-            g00_im = tl.load(agg_ptr + 2 * (src * 2 + 1) + 1, mask=valid, other=0.0)
-            gz0_re = tl.load(agg_ptr + 2 * (src * 2 + 0) + 0, mask=valid, other=0.0)
-            gz0_im = tl.load(agg_ptr + 2 * (src * 2 + 0) + 1, mask=valid, other=0.0)
-            if k == 0:
-                t00_re, t00_im, tz0_re, tz0_im, = g00_re, g00_im, gz0_re, gz0_im,
-            else:
-                t00_re, t00_im, tz0_re, tz0_im, = combine_1c(t00_re, t00_im, tz0_re, tz0_im, g00_re, g00_im, gz0_re, gz0_im)
-        t00_re, t00_im, tz0_re, tz0_im, = tl.associative_scan((t00_re, t00_im, tz0_re, tz0_im,), 0, combine_1c)
-        o0_re, o0_im, = apply_1c(t00_re, t00_im, tz0_re, tz0_im, s0_re, s0_im)
-        s0_re = tl.sum(tl.where(lane == LANES - 1, o0_re, 0.0), axis=0)
-        s0_im = tl.sum(tl.where(lane == LANES - 1, o0_im, 0.0), axis=0)
+    if RUN > 0:  # RUN 0: rows of one block, no maps
+        lane = tl.arange(0, LANES)
+        for piece in range(0, block, LANES * RUN):
+            for k in tl.static_range(RUN):
+                b = piece + lane * RUN + k
+                valid = b < block
+                src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
+                g00_re = tl.load(agg_ptr + 2 * (src * 2 + 1) + 0, mask=valid, other=1.0)
+                g00_im = tl.load(agg_ptr + 2 * (src * 2 + 1) + 1, mask=valid, other=0.0)
+                gz0_re = tl.load(agg_ptr + 2 * (src * 2 + 0) + 0, mask=valid, other=0.0)
+                gz0_im = tl.load(agg_ptr + 2 * (src * 2 + 0) + 1, mask=valid, other=0.0)
+                if k == 0:
+                    t00_re, t00_im, tz0_re, tz0_im, = g00_re, g00_im, gz0_re, gz0_im,
+                else:
+                    t00_re, t00_im, tz0_re, tz0_im, = combine_1c(t00_re, t00_im, tz0_re, tz0_im, g00_re, g00_im, gz0_re, gz0_im)
+            t00_re, t00_im, tz0_re, tz0_im, = tl.associative_scan((t00_re, t00_im, tz0_re, tz0_im,), 0, combine_1c)
+            o0_re, o0_im, = apply_1c(t00_re, t00_im, tz0_re, tz0_im, s0_re, s0_im)
+            s0_re = tl.sum(tl.where(lane == LANES - 1, o0_re, 0.0), axis=0)
+            s0_im = tl.sum(tl.where(lane == LANES - 1, o0_im, 0.0), axis=0)
     b_re = tl.where(r == 0, s0_re, tl.where(r == 1, 1.0, 0.0))
     b_im = tl.where(r == 0, s0_im, 0.0)
     return b_re, b_im
@@ -299,26 +301,27 @@ def carry_row_2r(agg_ptr, zi_ptr, out_ptr, row, n_chunks, n_blocks, group, from_
 def block_state_2r(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, LANES: tl.constexpr, RUN: tl.constexpr):
     s0 = tl.load(zi_ptr + row * 2 + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
     s1 = tl.load(zi_ptr + row * 2 + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
-    lane = tl.arange(0, LANES)
-    for piece in range(0, block, LANES * RUN):
-        for k in tl.static_range(RUN):
-            b = piece + lane * RUN + k
-            valid = b < block
-            src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
-            g00 = tl.load(agg_ptr + src * 6 + 5, mask=valid, other=1.0)
-            g01 = tl.load(agg_ptr + src * 6 + 4, mask=valid, other=0.0)
-            g10 = tl.load(agg_ptr + src * 6 + 2, mask=valid, other=0.0)
-            g11 = tl.load(agg_ptr + src * 6 + 1, mask=valid, other=1.0)
-            gz0 = tl.load(agg_ptr + src * 6 + 3, mask=valid, other=0.0)
-            gz1 = tl.load(agg_ptr + src * 6 + 0, mask=valid, other=0.0)
-            if k == 0:
-                t00, t01, t10, t11, tz0, tz1, = g00, g01, g10, g11, gz0, gz1,
-            else:
-                t00, t01, t10, t11, tz0, tz1, = combine_2r(t00, t01, t10, t11, tz0, tz1, g00, g01, g10, g11, gz0, gz1)
-        t00, t01, t10, t11, tz0, tz1, = tl.associative_scan((t00, t01, t10, t11, tz0, tz1,), 0, combine_2r)
-        o0, o1, = apply_2r(t00, t01, t10, t11, tz0, tz1, s0, s1)
-        s0 = tl.sum(tl.where(lane == LANES - 1, o0, 0.0), axis=0)
-        s1 = tl.sum(tl.where(lane == LANES - 1, o1, 0.0), axis=0)
+    if RUN > 0:  # RUN 0: rows of one block, no maps
+        lane = tl.arange(0, LANES)
+        for piece in range(0, block, LANES * RUN):
+            for k in tl.static_range(RUN):
+                b = piece + lane * RUN + k
+                valid = b < block
+                src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
+                g00 = tl.load(agg_ptr + src * 6 + 5, mask=valid, other=1.0)
+                g01 = tl.load(agg_ptr + src * 6 + 4, mask=valid, other=0.0)
+                g10 = tl.load(agg_ptr + src * 6 + 2, mask=valid, other=0.0)
+                g11 = tl.load(agg_ptr + src * 6 + 1, mask=valid, other=1.0)
+                gz0 = tl.load(agg_ptr + src * 6 + 3, mask=valid, other=0.0)
+                gz1 = tl.load(agg_ptr + src * 6 + 0, mask=valid, other=0.0)
+                if k == 0:
+                    t00, t01, t10, t11, tz0, tz1, = g00, g01, g10, g11, gz0, gz1,
+                else:
+                    t00, t01, t10, t11, tz0, tz1, = combine_2r(t00, t01, t10, t11, tz0, tz1, g00, g01, g10, g11, gz0, gz1)
+            t00, t01, t10, t11, tz0, tz1, = tl.associative_scan((t00, t01, t10, t11, tz0, tz1,), 0, combine_2r)
+            o0, o1, = apply_2r(t00, t01, t10, t11, tz0, tz1, s0, s1)
+            s0 = tl.sum(tl.where(lane == LANES - 1, o0, 0.0), axis=0)
+            s1 = tl.sum(tl.where(lane == LANES - 1, o1, 0.0), axis=0)
     b_re = tl.where(r == 0, s0, tl.where(r == 1, s1, tl.where(r == 2, 1.0, 0.0)))
     b_im = b_re * 0.0
     return b_re, b_im
@@ -472,34 +475,35 @@ def block_state_2c(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, L
     s0_im = tl.load(zi_ptr + 2 * (row * 2 + 0) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     s1_re = tl.load(zi_ptr + 2 * (row * 2 + 1) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
     s1_im = tl.load(zi_ptr + 2 * (row * 2 + 1) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
-    lane = tl.arange(0, LANES)
-    for piece in range(0, block, LANES * RUN):
-        for k in tl.static_range(RUN):
-            b = piece + lane * RUN + k
-            valid = b < block
-            src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
-            g00_re = tl.load(agg_ptr + 2 * (src * 6 + 5) + 0, mask=valid, other=1.0)
-            g00_im = tl.load(agg_ptr + 2 * (src * 6 + 5) + 1, mask=valid, other=0.0)
-            g01_re = tl.load(agg_ptr + 2 * (src * 6 + 4) + 0, mask=valid, other=0.0)
-            g01_im = tl.load(agg_ptr + 2 * (src * 6 + 4) + 1, mask=valid, other=0.0)
-            g10_re = tl.load(agg_ptr + 2 * (src * 6 + 2) + 0, mask=valid, other=0.0)
-            g10_im = tl.load(agg_ptr + 2 * (src * 6 + 2) + 1, mask=valid, other=0.0)
-            g11_re = tl.load(agg_ptr + 2 * (src * 6 + 1) + 0, mask=valid, other=1.0)
-            g11_im = tl.load(agg_ptr + 2 * (src * 6 + 1) + 1, mask=valid, other=0.0)
-            gz0_re = tl.load(agg_ptr + 2 * (src * 6 + 3) + 0, mask=valid, other=0.0)
-            gz0_im = tl.load(agg_ptr + 2 * (src * 6 + 3) + 1, mask=valid, other=0.0)
-            gz1_re = tl.load(agg_ptr + 2 * (src * 6 + 0) + 0, mask=valid, other=0.0)
-            gz1_im = tl.load(agg_ptr + 2 * (src * 6 + 0) + 1, mask=valid, other=0.0)
-            if k == 0:
-                t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, = g00_re, g00_im, g01_re, g01_im, g10_re, g10_im, g11_re, g11_im, gz0_re, gz0_im, gz1_re, gz1_im,
-            else:
-                t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, = combine_2c(t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, g00_re, g00_im, g01_re, g01_im, g10_re, g10_im, g11_re, g11_im, gz0_re, gz0_im, gz1_re, gz1_im)
-        t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, = tl.associative_scan((t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im,), 0, combine_2c)
-        o0_re, o0_im, o1_re, o1_im, = apply_2c(t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, s0_re, s0_im, s1_re, s1_im)
-        s0_re = tl.sum(tl.where(lane == LANES - 1, o0_re, 0.0), axis=0)
-        s0_im = tl.sum(tl.where(lane == LANES - 1, o0_im, 0.0), axis=0)
-        s1_re = tl.sum(tl.where(lane == LANES - 1, o1_re, 0.0), axis=0)
-        s1_im = tl.sum(tl.where(lane == LANES - 1, o1_im, 0.0), axis=0)
+    if RUN > 0:  # RUN 0: rows of one block, no maps
+        lane = tl.arange(0, LANES)
+        for piece in range(0, block, LANES * RUN):
+            for k in tl.static_range(RUN):
+                b = piece + lane * RUN + k
+                valid = b < block
+                src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
+                g00_re = tl.load(agg_ptr + 2 * (src * 6 + 5) + 0, mask=valid, other=1.0)
+                g00_im = tl.load(agg_ptr + 2 * (src * 6 + 5) + 1, mask=valid, other=0.0)
+                g01_re = tl.load(agg_ptr + 2 * (src * 6 + 4) + 0, mask=valid, other=0.0)
+                g01_im = tl.load(agg_ptr + 2 * (src * 6 + 4) + 1, mask=valid, other=0.0)
+                g10_re = tl.load(agg_ptr + 2 * (src * 6 + 2) + 0, mask=valid, other=0.0)
+                g10_im = tl.load(agg_ptr + 2 * (src * 6 + 2) + 1, mask=valid, other=0.0)
+                g11_re = tl.load(agg_ptr + 2 * (src * 6 + 1) + 0, mask=valid, other=1.0)
+                g11_im = tl.load(agg_ptr + 2 * (src * 6 + 1) + 1, mask=valid, other=0.0)
+                gz0_re = tl.load(agg_ptr + 2 * (src * 6 + 3) + 0, mask=valid, other=0.0)
+                gz0_im = tl.load(agg_ptr + 2 * (src * 6 + 3) + 1, mask=valid, other=0.0)
+                gz1_re = tl.load(agg_ptr + 2 * (src * 6 + 0) + 0, mask=valid, other=0.0)
+                gz1_im = tl.load(agg_ptr + 2 * (src * 6 + 0) + 1, mask=valid, other=0.0)
+                if k == 0:
+                    t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, = g00_re, g00_im, g01_re, g01_im, g10_re, g10_im, g11_re, g11_im, gz0_re, gz0_im, gz1_re, gz1_im,
+                else:
+                    t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, = combine_2c(t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, g00_re, g00_im, g01_re, g01_im, g10_re, g10_im, g11_re, g11_im, gz0_re, gz0_im, gz1_re, gz1_im)
+            t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, = tl.associative_scan((t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im,), 0, combine_2c)
+            o0_re, o0_im, o1_re, o1_im, = apply_2c(t00_re, t00_im, t01_re, t01_im, t10_re, t10_im, t11_re, t11_im, tz0_re, tz0_im, tz1_re, tz1_im, s0_re, s0_im, s1_re, s1_im)
+            s0_re = tl.sum(tl.where(lane == LANES - 1, o0_re, 0.0), axis=0)
+            s0_im = tl.sum(tl.where(lane == LANES - 1, o0_im, 0.0), axis=0)
+            s1_re = tl.sum(tl.where(lane == LANES - 1, o1_re, 0.0), axis=0)
+            s1_im = tl.sum(tl.where(lane == LANES - 1, o1_im, 0.0), axis=0)
     b_re = tl.where(r == 0, s0_re, tl.where(r == 1, s1_re, tl.where(r == 2, 1.0, 0.0)))
     b_im = tl.where(r == 0, s0_im, tl.where(r == 1, s1_im, 0.0))
     return b_re, b_im
@@ -646,33 +650,34 @@ def block_state_3r(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, L
     s0 = tl.load(zi_ptr + row * 3 + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
     s1 = tl.load(zi_ptr + row * 3 + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     s2 = tl.load(zi_ptr + row * 3 + 2, mask=from_rest == 0, other=0.0).to(tl.float64)
-    lane = tl.arange(0, LANES)
-    for piece in range(0, block, LANES * RUN):
-        for k in tl.static_range(RUN):
-            b = piece + lane * RUN + k
-            valid = b < block
-            src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
-            g00 = tl.load(agg_ptr + src * 12 + 11, mask=valid, other=1.0)
-            g01 = tl.load(agg_ptr + src * 12 + 10, mask=valid, other=0.0)
-            g02 = tl.load(agg_ptr + src * 12 + 9, mask=valid, other=0.0)
-            g10 = tl.load(agg_ptr + src * 12 + 7, mask=valid, other=0.0)
-            g11 = tl.load(agg_ptr + src * 12 + 6, mask=valid, other=1.0)
-            g12 = tl.load(agg_ptr + src * 12 + 5, mask=valid, other=0.0)
-            g20 = tl.load(agg_ptr + src * 12 + 3, mask=valid, other=0.0)
-            g21 = tl.load(agg_ptr + src * 12 + 2, mask=valid, other=0.0)
-            g22 = tl.load(agg_ptr + src * 12 + 1, mask=valid, other=1.0)
-            gz0 = tl.load(agg_ptr + src * 12 + 8, mask=valid, other=0.0)
-            gz1 = tl.load(agg_ptr + src * 12 + 4, mask=valid, other=0.0)
-            gz2 = tl.load(agg_ptr + src * 12 + 0, mask=valid, other=0.0)
-            if k == 0:
-                t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, = g00, g01, g02, g10, g11, g12, g20, g21, g22, gz0, gz1, gz2,
-            else:
-                t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, = combine_3r(t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, g00, g01, g02, g10, g11, g12, g20, g21, g22, gz0, gz1, gz2)
-        t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, = tl.associative_scan((t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2,), 0, combine_3r)
-        o0, o1, o2, = apply_3r(t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, s0, s1, s2)
-        s0 = tl.sum(tl.where(lane == LANES - 1, o0, 0.0), axis=0)
-        s1 = tl.sum(tl.where(lane == LANES - 1, o1, 0.0), axis=0)
-        s2 = tl.sum(tl.where(lane == LANES - 1, o2, 0.0), axis=0)
+    if RUN > 0:  # RUN 0: rows of one block, no maps
+        lane = tl.arange(0, LANES)
+        for piece in range(0, block, LANES * RUN):
+            for k in tl.static_range(RUN):
+                b = piece + lane * RUN + k
+                valid = b < block
+                src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
+                g00 = tl.load(agg_ptr + src * 12 + 11, mask=valid, other=1.0)
+                g01 = tl.load(agg_ptr + src * 12 + 10, mask=valid, other=0.0)
+                g02 = tl.load(agg_ptr + src * 12 + 9, mask=valid, other=0.0)
+                g10 = tl.load(agg_ptr + src * 12 + 7, mask=valid, other=0.0)
+                g11 = tl.load(agg_ptr + src * 12 + 6, mask=valid, other=1.0)
+                g12 = tl.load(agg_ptr + src * 12 + 5, mask=valid, other=0.0)
+                g20 = tl.load(agg_ptr + src * 12 + 3, mask=valid, other=0.0)
+                g21 = tl.load(agg_ptr + src * 12 + 2, mask=valid, other=0.0)
+                g22 = tl.load(agg_ptr + src * 12 + 1, mask=valid, other=1.0)
+                gz0 = tl.load(agg_ptr + src * 12 + 8, mask=valid, other=0.0)
+                gz1 = tl.load(agg_ptr + src * 12 + 4, mask=valid, other=0.0)
+                gz2 = tl.load(agg_ptr + src * 12 + 0, mask=valid, other=0.0)
+                if k == 0:
+                    t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, = g00, g01, g02, g10, g11, g12, g20, g21, g22, gz0, gz1, gz2,
+                else:
+                    t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, = combine_3r(t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, g00, g01, g02, g10, g11, g12, g20, g21, g22, gz0, gz1, gz2)
+            t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, = tl.associative_scan((t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2,), 0, combine_3r)
+            o0, o1, o2, = apply_3r(t00, t01, t02, t10, t11, t12, t20, t21, t22, tz0, tz1, tz2, s0, s1, s2)
+            s0 = tl.sum(tl.where(lane == LANES - 1, o0, 0.0), axis=0)
+            s1 = tl.sum(tl.where(lane == LANES - 1, o1, 0.0), axis=0)
+            s2 = tl.sum(tl.where(lane == LANES - 1, o2, 0.0), axis=0)
     b_re = tl.where(r == 0, s0, tl.where(r == 1, s1, tl.where(r == 2, s2, tl.where(r == 3, 1.0, 0.0))))
     b_im = b_re * 0.0
     return b_re, b_im
@@ -912,48 +917,49 @@ def block_state_3c(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, L
     s1_im = tl.load(zi_ptr + 2 * (row * 3 + 1) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     s2_re = tl.load(zi_ptr + 2 * (row * 3 + 2) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
     s2_im = tl.load(zi_ptr + 2 * (row * 3 + 2) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
-    lane = tl.arange(0, LANES)
-    for piece in range(0, block, LANES * RUN):
-        for k in tl.static_range(RUN):
-            b = piece + lane * RUN + k
-            valid = b < block
-            src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
-            g00_re = tl.load(agg_ptr + 2 * (src * 12 + 11) + 0, mask=valid, other=1.0)
-            g00_im = tl.load(agg_ptr + 2 * (src * 12 + 11) + 1, mask=valid, other=0.0)
-            g01_re = tl.load(agg_ptr + 2 * (src * 12 + 10) + 0, mask=valid, other=0.0)
-            g01_im = tl.load(agg_ptr + 2 * (src * 12 + 10) + 1, mask=valid, other=0.0)
-            g02_re = tl.load(agg_ptr + 2 * (src * 12 + 9) + 0, mask=valid, other=0.0)
-            g02_im = tl.load(agg_ptr + 2 * (src * 12 + 9) + 1, mask=valid, other=0.0)
-            g10_re = tl.load(agg_ptr + 2 * (src * 12 + 7) + 0, mask=valid, other=0.0)
-            g10_im = tl.load(agg_ptr + 2 * (src * 12 + 7) + 1, mask=valid, other=0.0)
-            g11_re = tl.load(agg_ptr + 2 * (src * 12 + 6) + 0, mask=valid, other=1.0)
-            g11_im = tl.load(agg_ptr + 2 * (src * 12 + 6) + 1, mask=valid, other=0.0)
-            g12_re = tl.load(agg_ptr + 2 * (src * 12 + 5) + 0, mask=valid, other=0.0)
-            g12_im = tl.load(agg_ptr + 2 * (src * 12 + 5) + 1, mask=valid, other=0.0)
-            g20_re = tl.load(agg_ptr + 2 * (src * 12 + 3) + 0, mask=valid, other=0.0)
-            g20_im = tl.load(agg_ptr + 2 * (src * 12 + 3) + 1, mask=valid, other=0.0)
-            g21_re = tl.load(agg_ptr + 2 * (src * 12 + 2) + 0, mask=valid, other=0.0)
-            g21_im = tl.load(agg_ptr + 2 * (src * 12 + 2) + 1, mask=valid, other=0.0)
-            g22_re = tl.load(agg_ptr + 2 * (src * 12 + 1) + 0, mask=valid, other=1.0)
-            g22_im = tl.load(agg_ptr + 2 * (src * 12 + 1) + 1, mask=valid, other=0.0)
-            gz0_re = tl.load(agg_ptr + 2 * (src * 12 + 8) + 0, mask=valid, other=0.0)
-            gz0_im = tl.load(agg_ptr + 2 * (src * 12 + 8) + 1, mask=valid, other=0.0)
-            gz1_re = tl.load(agg_ptr + 2 * (src * 12 + 4) + 0, mask=valid, other=0.0)
-            gz1_im = tl.load(agg_ptr + 2 * (src * 12 + 4) + 1, mask=valid, other=0.0)
-            gz2_re = tl.load(agg_ptr + 2 * (src * 12 + 0) + 0, mask=valid, other=0.0)
-            gz2_im = tl.load(agg_ptr + 2 * (src * 12 + 0) + 1, mask=valid, other=0.0)
-            if k == 0:
-                t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, = g00_re, g00_im, g01_re, g01_im, g02_re, g02_im, g10_re, g10_im, g11_re, g11_im, g12_re, g12_im, g20_re, g20_im, g21_re, g21_im, g22_re, g22_im, gz0_re, gz0_im, gz1_re, gz1_im, gz2_re, gz2_im,
-            else:
-                t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, = combine_3c(t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, g00_re, g00_im, g01_re, g01_im, g02_re, g02_im, g10_re, g10_im, g11_re, g11_im, g12_re, g12_im, g20_re, g20_im, g21_re, g21_im, g22_re, g22_im, gz0_re, gz0_im, gz1_re, gz1_im, gz2_re, gz2_im)
-        t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, = tl.associative_scan((t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im,), 0, combine_3c)
-        o0_re, o0_im, o1_re, o1_im, o2_re, o2_im, = apply_3c(t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, s0_re, s0_im, s1_re, s1_im, s2_re, s2_im)
-        s0_re = tl.sum(tl.where(lane == LANES - 1, o0_re, 0.0), axis=0)
-        s0_im = tl.sum(tl.where(lane == LANES - 1, o0_im, 0.0), axis=0)
-        s1_re = tl.sum(tl.where(lane == LANES - 1, o1_re, 0.0), axis=0)
-        s1_im = tl.sum(tl.where(lane == LANES - 1, o1_im, 0.0), axis=0)
-        s2_re = tl.sum(tl.where(lane == LANES - 1, o2_re, 0.0), axis=0)
-        s2_im = tl.sum(tl.where(lane == LANES - 1, o2_im, 0.0), axis=0)
+    if RUN > 0:  # RUN 0: rows of one block, no maps
+        lane = tl.arange(0, LANES)
+        for piece in range(0, block, LANES * RUN):
+            for k in tl.static_range(RUN):
+                b = piece + lane * RUN + k
+                valid = b < block
+                src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
+                g00_re = tl.load(agg_ptr + 2 * (src * 12 + 11) + 0, mask=valid, other=1.0)
+                g00_im = tl.load(agg_ptr + 2 * (src * 12 + 11) + 1, mask=valid, other=0.0)
+                g01_re = tl.load(agg_ptr + 2 * (src * 12 + 10) + 0, mask=valid, other=0.0)
+                g01_im = tl.load(agg_ptr + 2 * (src * 12 + 10) + 1, mask=valid, other=0.0)
+                g02_re = tl.load(agg_ptr + 2 * (src * 12 + 9) + 0, mask=valid, other=0.0)
+                g02_im = tl.load(agg_ptr + 2 * (src * 12 + 9) + 1, mask=valid, other=0.0)
+                g10_re = tl.load(agg_ptr + 2 * (src * 12 + 7) + 0, mask=valid, other=0.0)
+                g10_im = tl.load(agg_ptr + 2 * (src * 12 + 7) + 1, mask=valid, other=0.0)
+                g11_re = tl.load(agg_ptr + 2 * (src * 12 + 6) + 0, mask=valid, other=1.0)
+                g11_im = tl.load(agg_ptr + 2 * (src * 12 + 6) + 1, mask=valid, other=0.0)
+                g12_re = tl.load(agg_ptr + 2 * (src * 12 + 5) + 0, mask=valid, other=0.0)
+                g12_im = tl.load(agg_ptr + 2 * (src * 12 + 5) + 1, mask=valid, other=0.0)
+                g20_re = tl.load(agg_ptr + 2 * (src * 12 + 3) + 0, mask=valid, other=0.0)
+                g20_im = tl.load(agg_ptr + 2 * (src * 12 + 3) + 1, mask=valid, other=0.0)
+                g21_re = tl.load(agg_ptr + 2 * (src * 12 + 2) + 0, mask=valid, other=0.0)
+                g21_im = tl.load(agg_ptr + 2 * (src * 12 + 2) + 1, mask=valid, other=0.0)
+                g22_re = tl.load(agg_ptr + 2 * (src * 12 + 1) + 0, mask=valid, other=1.0)
+                g22_im = tl.load(agg_ptr + 2 * (src * 12 + 1) + 1, mask=valid, other=0.0)
+                gz0_re = tl.load(agg_ptr + 2 * (src * 12 + 8) + 0, mask=valid, other=0.0)
+                gz0_im = tl.load(agg_ptr + 2 * (src * 12 + 8) + 1, mask=valid, other=0.0)
+                gz1_re = tl.load(agg_ptr + 2 * (src * 12 + 4) + 0, mask=valid, other=0.0)
+                gz1_im = tl.load(agg_ptr + 2 * (src * 12 + 4) + 1, mask=valid, other=0.0)
+                gz2_re = tl.load(agg_ptr + 2 * (src * 12 + 0) + 0, mask=valid, other=0.0)
+                gz2_im = tl.load(agg_ptr + 2 * (src * 12 + 0) + 1, mask=valid, other=0.0)
+                if k == 0:
+                    t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, = g00_re, g00_im, g01_re, g01_im, g02_re, g02_im, g10_re, g10_im, g11_re, g11_im, g12_re, g12_im, g20_re, g20_im, g21_re, g21_im, g22_re, g22_im, gz0_re, gz0_im, gz1_re, gz1_im, gz2_re, gz2_im,
+                else:
+                    t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, = combine_3c(t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, g00_re, g00_im, g01_re, g01_im, g02_re, g02_im, g10_re, g10_im, g11_re, g11_im, g12_re, g12_im, g20_re, g20_im, g21_re, g21_im, g22_re, g22_im, gz0_re, gz0_im, gz1_re, gz1_im, gz2_re, gz2_im)
+            t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, = tl.associative_scan((t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im,), 0, combine_3c)
+            o0_re, o0_im, o1_re, o1_im, o2_re, o2_im, = apply_3c(t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, s0_re, s0_im, s1_re, s1_im, s2_re, s2_im)
+            s0_re = tl.sum(tl.where(lane == LANES - 1, o0_re, 0.0), axis=0)
+            s0_im = tl.sum(tl.where(lane == LANES - 1, o0_im, 0.0), axis=0)
+            s1_re = tl.sum(tl.where(lane == LANES - 1, o1_re, 0.0), axis=0)
+            s1_im = tl.sum(tl.where(lane == LANES - 1, o1_im, 0.0), axis=0)
+            s2_re = tl.sum(tl.where(lane == LANES - 1, o2_re, 0.0), axis=0)
+            s2_im = tl.sum(tl.where(lane == LANES - 1, o2_im, 0.0), axis=0)
     b_re = tl.where(r == 0, s0_re, tl.where(r == 1, s1_re, tl.where(r == 2, s2_re, tl.where(r == 3, 1.0, 0.0))))
     b_im = tl.where(r == 0, s0_im, tl.where(r == 1, s1_im, tl.where(r == 2, s2_im, 0.0)))
     return b_re, b_im
@@ -1155,42 +1161,43 @@ def block_state_4r(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, L
     s1 = tl.load(zi_ptr + row * 4 + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     s2 = tl.load(zi_ptr + row * 4 + 2, mask=from_rest == 0, other=0.0).to(tl.float64)
     s3 = tl.load(zi_ptr + row * 4 + 3, mask=from_rest == 0, other=0.0).to(tl.float64)
-    lane = tl.arange(0, LANES)
-    for piece in range(0, block, LANES * RUN):
-        for k in tl.static_range(RUN):
-            b = piece + lane * RUN + k
-            valid = b < block
-            src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
-            g00 = tl.load(agg_ptr + src * 20 + 19, mask=valid, other=1.0)
-            g01 = tl.load(agg_ptr + src * 20 + 18, mask=valid, other=0.0)
-            g02 = tl.load(agg_ptr + src * 20 + 17, mask=valid, other=0.0)
-            g03 = tl.load(agg_ptr + src * 20 + 16, mask=valid, other=0.0)
-            g10 = tl.load(agg_ptr + src * 20 + 14, mask=valid, other=0.0)
-            g11 = tl.load(agg_ptr + src * 20 + 13, mask=valid, other=1.0)
-            g12 = tl.load(agg_ptr + src * 20 + 12, mask=valid, other=0.0)
-            g13 = tl.load(agg_ptr + src * 20 + 11, mask=valid, other=0.0)
-            g20 = tl.load(agg_ptr + src * 20 + 9, mask=valid, other=0.0)
-            g21 = tl.load(agg_ptr + src * 20 + 8, mask=valid, other=0.0)
-            g22 = tl.load(agg_ptr + src * 20 + 7, mask=valid, other=1.0)
-            g23 = tl.load(agg_ptr + src * 20 + 6, mask=valid, other=0.0)
-            g30 = tl.load(agg_ptr + src * 20 + 4, mask=valid, other=0.0)
-            g31 = tl.load(agg_ptr + src * 20 + 3, mask=valid, other=0.0)
-            g32 = tl.load(agg_ptr + src * 20 + 2, mask=valid, other=0.0)
-            g33 = tl.load(agg_ptr + src * 20 + 1, mask=valid, other=1.0)
-            gz0 = tl.load(agg_ptr + src * 20 + 15, mask=valid, other=0.0)
-            gz1 = tl.load(agg_ptr + src * 20 + 10, mask=valid, other=0.0)
-            gz2 = tl.load(agg_ptr + src * 20 + 5, mask=valid, other=0.0)
-            gz3 = tl.load(agg_ptr + src * 20 + 0, mask=valid, other=0.0)
-            if k == 0:
-                t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, = g00, g01, g02, g03, g10, g11, g12, g13, g20, g21, g22, g23, g30, g31, g32, g33, gz0, gz1, gz2, gz3,
-            else:
-                t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, = combine_4r(t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, g00, g01, g02, g03, g10, g11, g12, g13, g20, g21, g22, g23, g30, g31, g32, g33, gz0, gz1, gz2, gz3)
-        t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, = tl.associative_scan((t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3,), 0, combine_4r)
-        o0, o1, o2, o3, = apply_4r(t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, s0, s1, s2, s3)
-        s0 = tl.sum(tl.where(lane == LANES - 1, o0, 0.0), axis=0)
-        s1 = tl.sum(tl.where(lane == LANES - 1, o1, 0.0), axis=0)
-        s2 = tl.sum(tl.where(lane == LANES - 1, o2, 0.0), axis=0)
-        s3 = tl.sum(tl.where(lane == LANES - 1, o3, 0.0), axis=0)
+    if RUN > 0:  # RUN 0: rows of one block, no maps
+        lane = tl.arange(0, LANES)
+        for piece in range(0, block, LANES * RUN):
+            for k in tl.static_range(RUN):
+                b = piece + lane * RUN + k
+                valid = b < block
+                src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
+                g00 = tl.load(agg_ptr + src * 20 + 19, mask=valid, other=1.0)
+                g01 = tl.load(agg_ptr + src * 20 + 18, mask=valid, other=0.0)
+                g02 = tl.load(agg_ptr + src * 20 + 17, mask=valid, other=0.0)
+                g03 = tl.load(agg_ptr + src * 20 + 16, mask=valid, other=0.0)
+                g10 = tl.load(agg_ptr + src * 20 + 14, mask=valid, other=0.0)
+                g11 = tl.load(agg_ptr + src * 20 + 13, mask=valid, other=1.0)
+                g12 = tl.load(agg_ptr + src * 20 + 12, mask=valid, other=0.0)
+                g13 = tl.load(agg_ptr + src * 20 + 11, mask=valid, other=0.0)
+                g20 = tl.load(agg_ptr + src * 20 + 9, mask=valid, other=0.0)
+                g21 = tl.load(agg_ptr + src * 20 + 8, mask=valid, other=0.0)
+                g22 = tl.load(agg_ptr + src * 20 + 7, mask=valid, other=1.0)
+                g23 = tl.load(agg_ptr + src * 20 + 6, mask=valid, other=0.0)
+                g30 = tl.load(agg_ptr + src * 20 + 4, mask=valid, other=0.0)
+                g31 = tl.load(agg_ptr + src * 20 + 3, mask=valid, other=0.0)
+                g32 = tl.load(agg_ptr + src * 20 + 2, mask=valid, other=0.0)
+                g33 = tl.load(agg_ptr + src * 20 + 1, mask=valid, other=1.0)
+                gz0 = tl.load(agg_ptr + src * 20 + 15, mask=valid, other=0.0)
+                gz1 = tl.load(agg_ptr + src * 20 + 10, mask=valid, other=0.0)
+                gz2 = tl.load(agg_ptr + src * 20 + 5, mask=valid, other=0.0)
+                gz3 = tl.load(agg_ptr + src * 20 + 0, mask=valid, other=0.0)
+                if k == 0:
+                    t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, = g00, g01, g02, g03, g10, g11, g12, g13, g20, g21, g22, g23, g30, g31, g32, g33, gz0, gz1, gz2, gz3,
+                else:
+                    t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, = combine_4r(t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, g00, g01, g02, g03, g10, g11, g12, g13, g20, g21, g22, g23, g30, g31, g32, g33, gz0, gz1, gz2, gz3)
+            t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, = tl.associative_scan((t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3,), 0, combine_4r)
+            o0, o1, o2, o3, = apply_4r(t00, t01, t02, t03, t10, t11, t12, t13, t20, t21, t22, t23, t30, t31, t32, t33, tz0, tz1, tz2, tz3, s0, s1, s2, s3)
+            s0 = tl.sum(tl.where(lane == LANES - 1, o0, 0.0), axis=0)
+            s1 = tl.sum(tl.where(lane == LANES - 1, o1, 0.0), axis=0)
+            s2 = tl.sum(tl.where(lane == LANES - 1, o2, 0.0), axis=0)
+            s3 = tl.sum(tl.where(lane == LANES - 1, o3, 0.0), axis=0)
     b_re = tl.where(r == 0, s0, tl.where(r == 1, s1, tl.where(r == 2, s2, tl.where(r == 3, s3, tl.where(r == 4, 1.0, 0.0)))))
     b_im = b_re * 0.0
     return b_re, b_im
@@ -1540,66 +1547,67 @@ def block_state_4c(agg_ptr, zi_ptr, row, block, n_chunks, group, from_rest, r, L
     s2_im = tl.load(zi_ptr + 2 * (row * 4 + 2) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
     s3_re = tl.load(zi_ptr + 2 * (row * 4 + 3) + 0, mask=from_rest == 0, other=0.0).to(tl.float64)
     s3_im = tl.load(zi_ptr + 2 * (row * 4 + 3) + 1, mask=from_rest == 0, other=0.0).to(tl.float64)
-    lane = tl.arange(0, LANES)
-    for piece in range(0, block, LANES * RUN):
-        for k in tl.static_range(RUN):
-            b = piece + lane * RUN + k
-            valid = b < block
-            src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
-            g00_re = tl.load(agg_ptr + 2 * (src * 20 + 19) + 0, mask=valid, other=1.0)
-            g00_im = tl.load(agg_ptr + 2 * (src * 20 + 19) + 1, mask=valid, other=0.0)
-            g01_re = tl.load(agg_ptr + 2 * (src * 20 + 18) + 0, mask=valid, other=0.0)
-            g01_im = tl.load(agg_ptr + 2 * (src * 20 + 18) + 1, mask=valid, other=0.0)
-            g02_re = tl.load(agg_ptr + 2 * (src * 20 + 17) + 0, mask=valid, other=0.0)
-            g02_im = tl.load(agg_ptr + 2 * (src * 20 + 17) + 1, mask=valid, other=0.0)
-            g03_re = tl.load(agg_ptr + 2 * (src * 20 + 16) + 0, mask=valid, other=0.0)
-            g03_im = tl.load(agg_ptr + 2 * (src * 20 + 16) + 1, mask=valid, other=0.0)
-            g10_re = tl.load(agg_ptr + 2 * (src * 20 + 14) + 0, mask=valid, other=0.0)
-            g10_im = tl.load(agg_ptr + 2 * (src * 20 + 14) + 1, mask=valid, other=0.0)
-            g11_re = tl.load(agg_ptr + 2 * (src * 20 + 13) + 0, mask=valid, other=1.0)
-            g11_im = tl.load(agg_ptr + 2 * (src * 20 + 13) + 1, mask=valid, other=0.0)
-            g12_re = tl.load(agg_ptr + 2 * (src * 20 + 12) + 0, mask=valid, other=0.0)
-            g12_im = tl.load(agg_ptr + 2 * (src * 20 + 12) + 1, mask=valid, other=0.0)
-            g13_re = tl.load(agg_ptr + 2 * (src * 20 + 11) + 0, mask=valid, other=0.0)
-            g13_im = tl.load(agg_ptr + 2 * (src * 20 + 11) + 1, mask=valid, other=0.0)
-            g20_re = tl.load(agg_ptr + 2 * (src * 20 + 9) + 0, mask=valid, other=0.0)
-            g20_im = tl.load(agg_ptr + 2 * (src * 20 + 9) + 1, mask=valid, other=0.0)
-            g21_re = tl.load(agg_ptr + 2 * (src * 20 + 8) + 0, mask=valid, other=0.0)
-            g21_im = tl.load(agg_ptr + 2 * (src * 20 + 8) + 1, mask=valid, other=0.0)
-            g22_re = tl.load(agg_ptr + 2 * (src * 20 + 7) + 0, mask=valid, other=1.0)
-            g22_im = tl.load(agg_ptr + 2 * (src * 20 + 7) + 1, mask=valid, other=0.0)
-            g23_re = tl.load(agg_ptr + 2 * (src * 20 + 6) + 0, mask=valid, other=0.0)
-            g23_im = tl.load(agg_ptr + 2 * (src * 20 + 6) + 1, mask=valid, other=0.0)
-            g30_re = tl.load(agg_ptr + 2 * (src * 20 + 4) + 0, mask=valid, other=0.0)
-            g30_im = tl.load(agg_ptr + 2 * (src * 20 + 4) + 1, mask=valid, other=0.0)
-            g31_re = tl.load(agg_ptr + 2 * (src * 20 + 3) + 0, mask=valid, other=0.0)
-            g31_im = tl.load(agg_ptr + 2 * (src * 20 + 3) + 1, mask=valid, other=0.0)
-            g32_re = tl.load(agg_ptr + 2 * (src * 20 + 2) + 0, mask=valid, other=0.0)
-            g32_im = tl.load(agg_ptr + 2 * (src * 20 + 2) + 1, mask=valid, other=0.0)
-            g33_re = tl.load(agg_ptr + 2 * (src * 20 + 1) + 0, mask=valid, other=1.0)
-            g33_im = tl.load(agg_ptr + 2 * (src * 20 + 1) + 1, mask=valid, other=0.0)
-            gz0_re = tl.load(agg_ptr + 2 * (src * 20 + 15) + 0, mask=valid, other=0.0)
-            gz0_im = tl.load(agg_ptr + 2 * (src * 20 + 15) + 1, mask=valid, other=0.0)
-            gz1_re = tl.load(agg_ptr + 2 * (src * 20 + 10) + 0, mask=valid, other=0.0)
-            gz1_im = tl.load(agg_ptr + 2 * (src * 20 + 10) + 1, mask=valid, other=0.0)
-            gz2_re = tl.load(agg_ptr + 2 * (src * 20 + 5) + 0, mask=valid, other=0.0)
-            gz2_im = tl.load(agg_ptr + 2 * (src * 20 + 5) + 1, mask=valid, other=0.0)
-            gz3_re = tl.load(agg_ptr + 2 * (src * 20 + 0) + 0, mask=valid, other=0.0)
-            gz3_im = tl.load(agg_ptr + 2 * (src * 20 + 0) + 1, mask=valid, other=0.0)
-            if k == 0:
-                t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, = g00_re, g00_im, g01_re, g01_im, g02_re, g02_im, g03_re, g03_im, g10_re, g10_im, g11_re, g11_im, g12_re, g12_im, g13_re, g13_im, g20_re, g20_im, g21_re, g21_im, g22_re, g22_im, g23_re, g23_im, g30_re, g30_im, g31_re, g31_im, g32_re, g32_im, g33_re, g33_im, gz0_re, gz0_im, gz1_re, gz1_im, gz2_re, gz2_im, gz3_re, gz3_im,
-            else:
-                t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, = combine_4c(t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, g00_re, g00_im, g01_re, g01_im, g02_re, g02_im, g03_re, g03_im, g10_re, g10_im, g11_re, g11_im, g12_re, g12_im, g13_re, g13_im, g20_re, g20_im, g21_re, g21_im, g22_re, g22_im, g23_re, g23_im, g30_re, g30_im, g31_re, g31_im, g32_re, g32_im, g33_re, g33_im, gz0_re, gz0_im, gz1_re, gz1_im, gz2_re, gz2_im, gz3_re, gz3_im)
-        t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, = tl.associative_scan((t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im,), 0, combine_4c)
-        o0_re, o0_im, o1_re, o1_im, o2_re, o2_im, o3_re, o3_im, = apply_4c(t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, s0_re, s0_im, s1_re, s1_im, s2_re, s2_im, s3_re, s3_im)
-        s0_re = tl.sum(tl.where(lane == LANES - 1, o0_re, 0.0), axis=0)
-        s0_im = tl.sum(tl.where(lane == LANES - 1, o0_im, 0.0), axis=0)
-        s1_re = tl.sum(tl.where(lane == LANES - 1, o1_re, 0.0), axis=0)
-        s1_im = tl.sum(tl.where(lane == LANES - 1, o1_im, 0.0), axis=0)
-        s2_re = tl.sum(tl.where(lane == LANES - 1, o2_re, 0.0), axis=0)
-        s2_im = tl.sum(tl.where(lane == LANES - 1, o2_im, 0.0), axis=0)
-        s3_re = tl.sum(tl.where(lane == LANES - 1, o3_re, 0.0), axis=0)
-        s3_im = tl.sum(tl.where(lane == LANES - 1, o3_im, 0.0), axis=0)
+    if RUN > 0:  # RUN 0: rows of one block, no maps
+        lane = tl.arange(0, LANES)
+        for piece in range(0, block, LANES * RUN):
+            for k in tl.static_range(RUN):
+                b = piece + lane * RUN + k
+                valid = b < block
+                src = row * n_chunks + (b + 1).to(tl.int64) * group - 1
+                g00_re = tl.load(agg_ptr + 2 * (src * 20 + 19) + 0, mask=valid, other=1.0)
+                g00_im = tl.load(agg_ptr + 2 * (src * 20 + 19) + 1, mask=valid, other=0.0)
+                g01_re = tl.load(agg_ptr + 2 * (src * 20 + 18) + 0, mask=valid, other=0.0)
+                g01_im = tl.load(agg_ptr + 2 * (src * 20 + 18) + 1, mask=valid, other=0.0)
+                g02_re = tl.load(agg_ptr + 2 * (src * 20 + 17) + 0, mask=valid, other=0.0)
+                g02_im = tl.load(agg_ptr + 2 * (src * 20 + 17) + 1, mask=valid, other=0.0)
+                g03_re = tl.load(agg_ptr + 2 * (src * 20 + 16) + 0, mask=valid, other=0.0)
+                g03_im = tl.load(agg_ptr + 2 * (src * 20 + 16) + 1, mask=valid, other=0.0)
+                g10_re = tl.load(agg_ptr + 2 * (src * 20 + 14) + 0, mask=valid, other=0.0)
+                g10_im = tl.load(agg_ptr + 2 * (src * 20 + 14) + 1, mask=valid, other=0.0)
+                g11_re = tl.load(agg_ptr + 2 * (src * 20 + 13) + 0, mask=valid, other=1.0)
+                g11_im = tl.load(agg_ptr + 2 * (src * 20 + 13) + 1, mask=valid, other=0.0)
+                g12_re = tl.load(agg_ptr + 2 * (src * 20 + 12) + 0, mask=valid, other=0.0)
+                g12_im = tl.load(agg_ptr + 2 * (src * 20 + 12) + 1, mask=valid, other=0.0)
+                g13_re = tl.load(agg_ptr + 2 * (src * 20 + 11) + 0, mask=valid, other=0.0)
+                g13_im = tl.load(agg_ptr + 2 * (src * 20 + 11) + 1, mask=valid, other=0.0)
+                g20_re = tl.load(agg_ptr + 2 * (src * 20 + 9) + 0, mask=valid, other=0.0)
+                g20_im = tl.load(agg_ptr + 2 * (src * 20 + 9) + 1, mask=valid, other=0.0)
+                g21_re = tl.load(agg_ptr + 2 * (src * 20 + 8) + 0, mask=valid, other=0.0)
+                g21_im = tl.load(agg_ptr + 2 * (src * 20 + 8) + 1, mask=valid, other=0.0)
+                g22_re = tl.load(agg_ptr + 2 * (src * 20 + 7) + 0, mask=valid, other=1.0)
+                g22_im = tl.load(agg_ptr + 2 * (src * 20 + 7) + 1, mask=valid, other=0.0)
+                g23_re = tl.load(agg_ptr + 2 * (src * 20 + 6) + 0, mask=valid, other=0.0)
+                g23_im = tl.load(agg_ptr + 2 * (src * 20 + 6) + 1, mask=valid, other=0.0)
+                g30_re = tl.load(agg_ptr + 2 * (src * 20 + 4) + 0, mask=valid, other=0.0)
+                g30_im = tl.load(agg_ptr + 2 * (src * 20 + 4) + 1, mask=valid, other=0.0)
+                g31_re = tl.load(agg_ptr + 2 * (src * 20 + 3) + 0, mask=valid, other=0.0)
+                g31_im = tl.load(agg_ptr + 2 * (src * 20 + 3) + 1, mask=valid, other=0.0)
+                g32_re = tl.load(agg_ptr + 2 * (src * 20 + 2) + 0, mask=valid, other=0.0)
+                g32_im = tl.load(agg_ptr + 2 * (src * 20 + 2) + 1, mask=valid, other=0.0)
+                g33_re = tl.load(agg_ptr + 2 * (src * 20 + 1) + 0, mask=valid, other=1.0)
+                g33_im = tl.load(agg_ptr + 2 * (src * 20 + 1) + 1, mask=valid, other=0.0)
+                gz0_re = tl.load(agg_ptr + 2 * (src * 20 + 15) + 0, mask=valid, other=0.0)
+                gz0_im = tl.load(agg_ptr + 2 * (src * 20 + 15) + 1, mask=valid, other=0.0)
+                gz1_re = tl.load(agg_ptr + 2 * (src * 20 + 10) + 0, mask=valid, other=0.0)
+                gz1_im = tl.load(agg_ptr + 2 * (src * 20 + 10) + 1, mask=valid, other=0.0)
+                gz2_re = tl.load(agg_ptr + 2 * (src * 20 + 5) + 0, mask=valid, other=0.0)
+                gz2_im = tl.load(agg_ptr + 2 * (src * 20 + 5) + 1, mask=valid, other=0.0)
+                gz3_re = tl.load(agg_ptr + 2 * (src * 20 + 0) + 0, mask=valid, other=0.0)
+                gz3_im = tl.load(agg_ptr + 2 * (src * 20 + 0) + 1, mask=valid, other=0.0)
+                if k == 0:
+                    t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, = g00_re, g00_im, g01_re, g01_im, g02_re, g02_im, g03_re, g03_im, g10_re, g10_im, g11_re, g11_im, g12_re, g12_im, g13_re, g13_im, g20_re, g20_im, g21_re, g21_im, g22_re, g22_im, g23_re, g23_im, g30_re, g30_im, g31_re, g31_im, g32_re, g32_im, g33_re, g33_im, gz0_re, gz0_im, gz1_re, gz1_im, gz2_re, gz2_im, gz3_re, gz3_im,
+                else:
+                    t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, = combine_4c(t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, g00_re, g00_im, g01_re, g01_im, g02_re, g02_im, g03_re, g03_im, g10_re, g10_im, g11_re, g11_im, g12_re, g12_im, g13_re, g13_im, g20_re, g20_im, g21_re, g21_im, g22_re, g22_im, g23_re, g23_im, g30_re, g30_im, g31_re, g31_im, g32_re, g32_im, g33_re, g33_im, gz0_re, gz0_im, gz1_re, gz1_im, gz2_re, gz2_im, gz3_re, gz3_im)
+            t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, = tl.associative_scan((t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im,), 0, combine_4c)
+            o0_re, o0_im, o1_re, o1_im, o2_re, o2_im, o3_re, o3_im, = apply_4c(t00_re, t00_im, t01_re, t01_im, t02_re, t02_im, t03_re, t03_im, t10_re, t10_im, t11_re, t11_im, t12_re, t12_im, t13_re, t13_im, t20_re, t20_im, t21_re, t21_im, t22_re, t22_im, t23_re, t23_im, t30_re, t30_im, t31_re, t31_im, t32_re, t32_im, t33_re, t33_im, tz0_re, tz0_im, tz1_re, tz1_im, tz2_re, tz2_im, tz3_re, tz3_im, s0_re, s0_im, s1_re, s1_im, s2_re, s2_im, s3_re, s3_im)
+            s0_re = tl.sum(tl.where(lane == LANES - 1, o0_re, 0.0), axis=0)
+            s0_im = tl.sum(tl.where(lane == LANES - 1, o0_im, 0.0), axis=0)
+            s1_re = tl.sum(tl.where(lane == LANES - 1, o1_re, 0.0), axis=0)
+            s1_im = tl.sum(tl.where(lane == LANES - 1, o1_im, 0.0), axis=0)
+            s2_re = tl.sum(tl.where(lane == LANES - 1, o2_re, 0.0), axis=0)
+            s2_im = tl.sum(tl.where(lane == LANES - 1, o2_im, 0.0), axis=0)
+            s3_re = tl.sum(tl.where(lane == LANES - 1, o3_re, 0.0), axis=0)
+            s3_im = tl.sum(tl.where(lane == LANES - 1, o3_im, 0.0), axis=0)
     b_re = tl.where(r == 0, s0_re, tl.where(r == 1, s1_re, tl.where(r == 2, s2_re, tl.where(r == 3, s3_re, tl.where(r == 4, 1.0, 0.0)))))
     b_im = tl.where(r == 0, s0_im, tl.where(r == 1, s1_im, tl.where(r == 2, s2_im, tl.where(r == 3, s3_im, 0.0))))
     return b_re, b_im

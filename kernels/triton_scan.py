@@ -463,8 +463,8 @@ def _incoming_state(
     STATE 0: zero (the adjoint starts from rest); 1: zi (one chunk per row); 2: carry[row, chunk]
     (long orders); 3: block_in[row, block] mapped through the block's prefix up to the previous
     chunk (short orders); 4: as 3, with the block's incoming state composed here from the previous
-    blocks' maps (the carry fused in, runs of CARRY_RUN maps per lane; from zi, or from rest with
-    FROM_REST) instead of read from a carry launch's output.
+    blocks' maps (the carry fused in, runs of CARRY_RUN maps per lane, no maps with CARRY_RUN 0;
+    from zi, or from rest with FROM_REST) instead of read from a carry launch's output.
     """
     q = M - 1 - index
     keep = valid & (index < M)
@@ -739,9 +739,10 @@ def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int 
     fused while a row's maps fit one piece of the longest run (FUSED_RUN_ELEMENTS map elements:
     32 maps at M=1, 8 at M=2, 2 at M=4), except maps of CARRY_NARROW_ELEMENTS (complex M=4: the
     scan of its 80 float64 registers a lane put the adjoint finish at 255 registers and 80 bytes
-    of stack under Triton 3.9). The run is that longest one whatever the maps (rows of one block
-    have none, and run no piece), so that the run, a constexpr of the finish, does not make a new
-    variant for every length. ``forced`` (the launch variable's ``fuse``) picks either way; the
+    of stack under Triton 3.9). The run is that longest one whatever the maps, so that the run, a
+    constexpr of the finish, does not make a new variant for every length; rows of one block have
+    no maps and get run 0, a finish without the piece code (which costs registers: 120 against 61
+    at M=4 under Triton 3.9). ``forced`` (the launch variable's ``fuse``) picks either way; the
     interpreter fuses up to FUSED_PIECES_INTERPRET pieces of short runs, so that tests cross
     pieces and runs."""
     if forced == 0:
@@ -753,9 +754,9 @@ def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int 
         if elements >= CARRY_NARROW_ELEMENTS and not forced:  # the variant spills even where it runs no piece
             return None
         run, pieces = 1 << max(1, FUSED_RUN_ELEMENTS // elements).bit_length() - 1, 1
-    if not (forced or n_maps <= lanes * run * pieces or n_maps == 0):
+    if not (forced or n_maps <= lanes * run * pieces):
         return None
-    return run
+    return run if n_maps else 0
 
 
 def is_short(M: int) -> bool:

@@ -25,6 +25,7 @@ META = torch.device("meta")
 # a few chunks (short orders: one block, the carry fused into the finish), and few lanes (one-warp
 # programs: the lane kernels' and the short-order carry's)
 SHAPES = [(1, 1 << 20), (1 << 14, 4096), (1, 4096)]
+FEW_BLOCKS = (16, 1 << 16)  # short orders: 64 blocks a row, the carry fused into the finish
 
 
 def pass_launches(dtype, M: int, reverse: bool, layout: str, grad_a: str, rows: int, T: int):
@@ -85,11 +86,13 @@ CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
 
 def main(quick: bool) -> None:
     seen, results = set(), []
-    # quick: not the few-lanes shape (its one- and two-warp long-order programs differ from the
-    # four-warp ones by their lane count alone, and cost CI 16 s of compiling a Triton version)
-    # quick: the first shape only (at M=1 its carry is fused into the finish, at M=2 and 3 a launch)
+    # quick: the first shape (at M=1 its carry is fused into the finish, at M=2 and 3 a launch), and
+    # one fused finish at a run of 8 (the many-row shape where real M=2's rows hold a few blocks)
     scans = [((dtype, M, reverse, layout, grad_a), rows, T, pass_launches(dtype, M, reverse, layout, grad_a, rows, T))
              for dtype, M, reverse, layout, grad_a in configurations(quick) for rows, T in (SHAPES[:1] if quick else SHAPES)]
+    if quick:
+        scans.append(((torch.float32, 2, True, "contiguous", "yes"), *FEW_BLOCKS,
+                      pass_launches(torch.float32, 2, True, "contiguous", "yes", *FEW_BLOCKS)))
     # quick: the chunked shape only (its summary, carry and finish; one-warp programs)
     scans += [((dtype, M, False, "contiguous", "no"), rows, T, dense_launches(dtype, M, rows, T))
               for dtype, M in (DENSE if quick else DENSE_WIDE) for rows, T in (SHAPES[:1] if quick else SHAPES)]

@@ -149,11 +149,11 @@ def test_low_precision_inputs_accumulate_in_float32(device, dtype, M):
 def test_many_chunks_match_loops(device, M, complex_, monkeypatch):
     """Enough chunks for several carry blocks and carry pieces (short orders) or a long sequential
     carry walk (long orders), forward and backward, against plain float64 loops. Short orders:
-    real rows with the carry fused into the finish (two pieces under the interpreter), complex
-    rows with a carry launch (three pieces). One row under the interpreter (its cost is per
-    program); the accuracy tests run several rows over these paths."""
+    the carry fused into the finish (two pieces under the interpreter) for real rows and complex
+    M=2, a carry launch (three pieces) for complex M=1 and 4. One row under the interpreter (its
+    cost is per program)."""
     if device == "cpu":
-        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"fuse={0 if complex_ else 1}")
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"fuse={0 if complex_ and M != 2 else 1}")
     assert_triton_matches_loops(device, 1 if device == "cpu" else 2, many_chunks(device, M), M, complex_)
 
 
@@ -185,7 +185,7 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
     # the shortest chunks (one body), the carry a launch of its own
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2,fuse=0")
     lanes, run = at_gpu(M, complex_, 1 << 20, None)
-    T = ((lanes * run + lanes // 2 + 1) * 2 + 1) * triton_scan.unroll(M) + 3  # a piece, half a piece and a map, a part-chunk
+    T = ((lanes * run + 1) * 2 + 1) * triton_scan.unroll(M) + 3  # a piece and a map (a part-piece, part-run), a part-chunk
     assert_triton_matches_loops("cpu", 1, T, M, complex_)
 
 
@@ -363,8 +363,9 @@ def test_few_compiled_variants_for_random_lengths(device, monkeypatch):
         x = torch.randn(1, T, device=device, requires_grad=True)
         a = (0.1 * torch.randn(1, T, 2, device=device)).requires_grad_()
         allpole(x, a, backend="triton").sum().backward()
-    # forward: summary, carry, finish (+ a one-chunk finish for the shortest T on a GPU); backward likewise
-    assert len(keys) <= 8, sorted(keys)
+    # per pass: the summary and the finish with the carry fused in (and without its piece code for
+    # rows of one block); on a GPU also the carry launch and a finish for it, for the longest T
+    assert len(keys) <= 8 if device == "cuda" else len(keys) <= 6, sorted(keys)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -445,12 +446,12 @@ def test_generated_affine_kernels_are_up_to_date():
 def test_stage_diagnostic_checks_every_launch(M, fuse, monkeypatch):
     """allpole_triton.bench.diagnose (the GPU session's first check) recovers every intermediate
     state from a float64 loop and finds them right here; against a perturbed reference it fails.
-    (A carry fused into the finish would have no stage of its own: its errors show in y.)"""
+    (A carry fused into the finish, ``fuse=1``, has no stage of its own: its errors show in y.)"""
     from allpole_triton.bench import diagnose
 
     T = 5 * 4 * triton_scan.CHUNK_INTERPRET * triton_scan.unroll(M) + 3  # five carry blocks
     report = diagnose.check(2, T, M, device="cpu", fuse=fuse)
-    assert set(report["stages"]) == ({"summary", "y"} if fuse else {"summary", "carry", "y"})
+    assert set(report["stages"]) == {"summary", "carry", "y"}
     for stage, result in report["stages"].items():
         assert result["nonfinite"] == 0 and result["max_rel_err"] < 1e-5, (stage, result)
 

@@ -1,6 +1,7 @@
-"""Every Triton launch variant compiles for sm_90 (H100/H200), with the installed Triton and with
-Triton 3.6 (the GPU machines' version) when it is installed beside it (``make`` puts it in
-``.venv/triton36``; ``ALLPOLE_TRITON36`` overrides the folder).
+"""The Triton launch variants (a quick set here; all of them with ``python tests/compile_for_sm90.py``)
+compile for sm_90 (H100/H200), with the installed Triton and with Triton 3.6 (the GPU machines'
+version) when it is installed beside it (``make`` puts it in ``.venv/triton36``;
+``ALLPOLE_TRITON36`` overrides the folder).
 
 The interpreter tests prove the arithmetic; this proves the compiler accepts the code, that it fits
 in registers, and that no product became a TF32 tensor-core dot (Triton 3.6 rewrites
