@@ -239,8 +239,8 @@ def _block_state(M: int, cplx: bool) -> str:
     instead of a carry launch. A piece covers LANES * RUN maps, lane l composing the run from
     l * RUN (identity past ``block``); a scan across the lanes composes the runs, and the last
     lane's total, applied to the state entering the piece, enters the next (RUN 0: no maps, the
-    row's incoming state). Returned as the tile
-    that ``_incoming_state`` reads the carried state into: component k at r == k, 1 at r == M."""
+    row's incoming state). Returned as the tile that ``_incoming_state`` reads the carried state
+    into: component k at r == k, 1 at r == M."""
     m = _Maps(M, cplx)
     lines = m.load_state()
     lines.append("    if RUN > 0:  # RUN 0: rows of one block, no maps")

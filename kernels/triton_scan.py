@@ -703,6 +703,16 @@ def recursions_per_lane(M: int, is_complex: bool, sms: int | None) -> int:
     return max(1, min(m_pad, 32 // (m_pad * (2 if is_complex else 1))))
 
 
+def _map_elements(M: int, is_complex: bool) -> int:
+    """float64 values in one block map [Phi | z] (real and imaginary parts counted)."""
+    return M * (M + 1) * (2 if is_complex else 1)
+
+
+def _longest_run(elements: int, budget: int) -> int:
+    """The longest power-of-two run of maps whose elements fit ``budget`` (at least 1)."""
+    return 1 << max(1, budget // elements).bit_length() - 1
+
+
 def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple[int, int]:
     """(lanes, run) of the short-order carry over ``n_maps`` block maps on a GPU: a map per lane
     while the maps fit the widest program, runs of maps once they outnumber its lanes (each run
@@ -718,9 +728,9 @@ def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple
     376-432 bytes of stack there, 576 at runs of 2, 1248 at 256 lanes."""
     if sms is None:
         return CARRY_BLOCK_INTERPRET, CARRY_RUN_INTERPRET
-    elements = M * (M + 1) * (2 if is_complex else 1)
+    elements = _map_elements(M, is_complex)
     narrow = elements >= CARRY_NARROW_ELEMENTS
-    longest = 1 if narrow else min(CARRY_RUN_MAX, 1 << max(1, CARRY_RUN_ELEMENTS // elements).bit_length() - 1)
+    longest = 1 if narrow else min(CARRY_RUN_MAX, _longest_run(elements, CARRY_RUN_ELEMENTS))
     widest = CARRY_BLOCK_GPU // 2 if narrow else CARRY_BLOCK_GPU
     run = 1
     while run < longest and n_maps > widest * run:
@@ -750,10 +760,10 @@ def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int 
     if sms is None:
         run, pieces = CARRY_RUN_INTERPRET, FUSED_PIECES_INTERPRET
     else:
-        elements = M * (M + 1) * (2 if is_complex else 1)
+        elements = _map_elements(M, is_complex)
         if elements >= CARRY_NARROW_ELEMENTS and not forced:  # the variant spills even where it runs no piece
             return None
-        run, pieces = 1 << max(1, FUSED_RUN_ELEMENTS // elements).bit_length() - 1, 1
+        run, pieces = _longest_run(elements, FUSED_RUN_ELEMENTS), 1
     if not (forced or n_maps <= lanes * run * pieces):
         return None
     return run if n_maps else 0
@@ -775,13 +785,12 @@ def forced_launch() -> dict[str, int]:
     for item in text.split(","):
         key, _, value = item.partition("=")
         key = key.strip()
-        least = 0 if key == "fuse" else 1
-        if key not in ("chunk", "group", "fuse") or not value.strip().isdigit() or int(value) < least:
+        allowed = (0, 1) if key == "fuse" else None
+        if (key not in ("chunk", "group", "fuse") or not value.strip().isdigit()
+                or (int(value) not in allowed if allowed else int(value) < 1)):
             raise ValueError("ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G,fuse=F' (any of them) with positive "
-                             f"integers N and G and F 0 or 1, got {text!r}")
+                             f"integers N and G and F 0 (a carry launch) or 1 (the carry fused into the finish), got {text!r}")
         forced[key] = int(value)
-    if forced.get("fuse", 0) > 1:
-        raise ValueError(f"ALLPOLE_TRITON_LAUNCH: fuse is 0 (a carry launch) or 1 (the carry fused into the finish); got {text!r}")
     group = forced.get("group")
     if group is not None and (group & (group - 1) or group > 1024):
         raise ValueError(f"ALLPOLE_TRITON_LAUNCH: group is a block of lanes, a power of two up to 1024; got {group}")

@@ -209,10 +209,9 @@ def test_fused_carry_on_gpu(rows, T, M):
     (1023 block maps: a run of 32 on each of 32 lanes) and 16 rows of 2^16 at M=4 (63 maps: runs
     of 2). Against Numba float64 loops on the CPU."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    shape = triton_scan.launch_shape(M, rows, T, sms)
-    maps = -(-T // (shape.chunk * shape.group)) - 1
+    shape, maps = forward_block_maps(M, rows, T, sms)
     assert maps > shape.group and triton_scan.fused_carry_run(M, False, maps, shape.group, sms) > 1
-    assert_triton_matches_loops("cuda", rows, T, M, False, reference=lambda *inputs: run_both(*inputs, ("numba",))[0])
+    assert_triton_matches_loops("cuda", rows, T, M, False, reference=numba_results)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own carry shapes at full length need a GPU")
@@ -224,12 +223,22 @@ def test_carry_pieces_on_gpu(M, complex_):
     Against Numba float64 loops on the CPU."""
     T = 1 << 20
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    shape = triton_scan.launch_shape(M, 1, T, sms)
-    maps = -(-T // (shape.chunk * shape.group)) - 1  # the forward's blocks but the first
+    shape, maps = forward_block_maps(M, 1, T, sms)
     assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is None
     lanes, run = triton_scan.carry_shape(M, complex_, maps, sms)
     assert lanes >= 128 and maps > lanes, (lanes, run)  # the shape this test is for
-    assert_triton_matches_loops("cuda", 1, T, M, complex_, reference=lambda *inputs: run_both(*inputs, ("numba",))[0])
+    assert_triton_matches_loops("cuda", 1, T, M, complex_, reference=numba_results)
+
+
+def numba_results(x, a, zi, g):
+    """(y, grad_x, grad_a, grad_zi) by the Numba CPU kernels: the reference at GPU lengths."""
+    return run_both(x, a, zi, g, ("numba",))[0]
+
+
+def forward_block_maps(M: int, rows: int, T: int, sms: int) -> tuple:
+    """(launch shape, block maps a row's forward carry composes: its blocks but the first) on a GPU."""
+    shape = triton_scan.launch_shape(M, rows, T, sms)
+    return shape, -(-T // (shape.chunk * shape.group)) - 1
 
 
 def single_of(dtype: torch.dtype) -> torch.dtype:

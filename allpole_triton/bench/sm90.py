@@ -31,7 +31,7 @@ def toolchain_available() -> bool:
 
 @dataclass
 class Compiled:
-    """One compiled launch: its resource use, SASS and the instructions of its innermost loops."""
+    """One compiled launch: its resource use, SASS and where its loops are."""
 
     name: str
     registers: int
@@ -39,7 +39,6 @@ class Compiled:
     sass: list[tuple[int, str]]  # (address, instruction)
     ttgir: str
     ptx: str
-    loops: list[list[str]] = field(default_factory=list)  # bodies of backward branches, innermost first
     spans: list[tuple[int, int]] = field(default_factory=list)  # each loop's first and last index into sass
 
     @property
@@ -107,7 +106,6 @@ def compile_launch(launch) -> Compiled:
     result = Compiled(launch.kernel.__name__, int(usage.group(1)), int(usage.group(2)), sass,
                       compiled.asm.get("ttgir", ""), compiled.asm.get("ptx", ""))
     result.spans = loop_spans(sass)
-    result.loops = sorted(([i for _, i in sass[first:last + 1]] for first, last in result.spans), key=len)
     return result
 
 
