@@ -59,6 +59,10 @@ def _skip_interpreter_repatching() -> None:
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     _skip_interpreter_repatching()
+    # bounds, masked-off loads, unwritten memory and program order checked as a GPU would expose them
+    from interpreter_sanitizer import install as _install_sanitizer
+
+    _install_sanitizer()
 
 
 def stable_coefficients(

@@ -1,0 +1,143 @@
+"""GPU failure modes made visible under Triton's interpreter.
+
+On a GPU, a kernel that reads outside its tensors, reads memory nothing wrote, uses a masked-off
+load's value or depends on the order its programs run in gives wrong, often non-finite, output. The
+interpreter hides all four: out-of-bounds addresses read whatever host memory is there, a fresh
+CPU allocation is often zeros, masked-off loads give zeros and programs run one after another in
+grid order. :func:`install` makes the interpreter
+
+- check every active load and store against the launch's tensors (in bounds and aligned), raising
+  :class:`SanitizerError` with the kernel's name;
+- run every launch's programs in reverse grid order;
+
+and makes ``torch.empty``, ``torch.empty_like`` and ``Tensor.new_empty`` fill floating-point tensors
+with NaN, so that an output or scratch element no kernel wrote shows up in the results.
+
+Masked-off loads cannot be poisoned here: the interpreter's ``tl.load`` drops an ``other`` of 0.0
+(it tests the constant's truth), so ``other=0.0`` and no ``other`` reach the builder alike.
+``tests/test_sanitizer.py`` checks the kernels' source for masked loads without ``other`` instead.
+
+It relies on the interpreter's internals (``GridExecutor._init_args_hst``, the builder's
+``create_masked_load``/``create_masked_store`` and ``set_grid_idx``). :func:`install` raises if they
+are gone, and ``tests/test_sanitizer.py`` checks that a bad kernel is caught.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+
+class SanitizerError(AssertionError):
+    """A kernel accessed memory a GPU would not let it access safely."""
+
+
+# (kernel name, sorted disjoint [lo, hi) byte ranges of its tensor arguments) of the running launch
+_launch: dict[str, object] = {"name": None, "lo": np.zeros(0, np.uint64), "hi": np.zeros(0, np.uint64)}
+
+
+def _extent(t: torch.Tensor) -> tuple[int, int] | None:
+    """Bytes [lo, hi) that a view can address through its sizes and strides."""
+    if t.numel() == 0:
+        return None
+    low = sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if st < 0)
+    high = sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if st > 0)
+    size = t.element_size()
+    return t.data_ptr() + low * size, t.data_ptr() + (high + 1) * size
+
+
+def _set_launch(name: str, args) -> None:
+    spans = []
+    for arg in args:
+        arg = getattr(arg, "base", arg)  # a tensor descriptor's tensor
+        if isinstance(arg, torch.Tensor):
+            span = _extent(arg)
+            if span is not None:
+                spans.append(span)
+    spans.sort()
+    merged: list[list[int]] = []
+    for lo, hi in spans:  # views of one storage overlap
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    _launch["name"] = name
+    _launch["lo"] = np.array([m[0] for m in merged], dtype=np.uint64)
+    _launch["hi"] = np.array([m[1] for m in merged], dtype=np.uint64)
+
+
+def _check(kind: str, ptrs, mask) -> None:
+    size = ptrs.get_element_ty().primitive_bitwidth // 8
+    addresses = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
+    active = addresses[np.broadcast_to(mask.data, addresses.shape)].astype(np.uint64).ravel()
+    if active.size == 0:
+        return
+    lo, hi = _launch["lo"], _launch["hi"]
+    where = np.searchsorted(lo, active, side="right") - 1
+    inside = (where >= 0) & (active + np.uint64(size) <= hi[np.maximum(where, 0)])
+    aligned = active % np.uint64(size) == 0
+    bad = ~(inside & aligned)
+    if bad.any():
+        first = int(active[bad][0])
+        what = "outside every tensor argument" if not inside[bad][0] else f"not aligned to {size} bytes"
+        raise SanitizerError(
+            f"{_launch['name']}: {int(bad.sum())} of {active.size} active {kind}s are out of bounds or "
+            f"misaligned; the first, at {first:#x}, is {what}"
+        )
+
+
+def _nan_filled(allocate):
+    @functools.wraps(allocate)
+    def wrapper(*args, **kwargs):
+        t = allocate(*args, **kwargs)
+        if t.is_floating_point() or t.is_complex():
+            with torch.no_grad():
+                t.fill_(float("nan"))
+        return t
+
+    return wrapper
+
+
+def install() -> None:
+    """Patch the interpreter and torch's uninitialised allocators for this process (never undone)."""
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    executor = interpreter.GridExecutor
+    for owner, name in ((builder, "create_masked_load"), (builder, "create_masked_store"),
+                        (builder, "set_grid_idx"), (executor, "_init_args_hst")):
+        if not callable(getattr(owner, name, None)):
+            raise RuntimeError(f"Triton's interpreter has no {owner.__name__}.{name}: update tests/interpreter_sanitizer.py")
+    if getattr(builder, "_allpole_sanitized", False):
+        return
+    builder._allpole_sanitized = True
+
+    init_args, masked_load = executor._init_args_hst, builder.create_masked_load
+    masked_store, set_grid_idx = builder.create_masked_store, builder.set_grid_idx
+
+    def init_args_hst(self, args_dev, kwargs):
+        args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
+        _set_launch(getattr(self.fn, "__name__", "kernel"), [*args_hst, *kwargs_hst.values()])
+        return args_hst, kwargs_hst
+
+    def create_masked_load(self, ptrs, mask, other, cache_policy, is_volatile):
+        _check("load", ptrs, mask)
+        return masked_load(self, ptrs, mask, other, cache_policy, is_volatile)
+
+    def create_masked_store(self, ptrs, value, mask, cache_policy):
+        _check("store", ptrs, mask)
+        return masked_store(self, ptrs, value, mask, cache_policy)
+
+    def reversed_grid_idx(self, x, y, z):
+        nx, ny, nz = self.grid_dim
+        return set_grid_idx(self, nx - 1 - x, ny - 1 - y, nz - 1 - z)
+
+    executor._init_args_hst = init_args_hst
+    builder.create_masked_load = create_masked_load
+    builder.create_masked_store = create_masked_store
+    builder.set_grid_idx = reversed_grid_idx
+
+    torch.empty = _nan_filled(torch.empty)
+    torch.empty_like = _nan_filled(torch.empty_like)
+    torch.Tensor.new_empty = _nan_filled(torch.Tensor.new_empty)

@@ -1,0 +1,89 @@
+"""The interpreter sanitizer (tests/interpreter_sanitizer.py) catches what it says it catches, so
+that every Triton test run under it also checks for these GPU-only failures."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from allpole_triton.op import triton_interpret
+
+pytestmark = pytest.mark.skipif(not triton_interpret(), reason="the sanitizer patches Triton's interpreter")
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+
+from interpreter_sanitizer import SanitizerError  # noqa: E402
+
+
+@triton.jit
+def _shifted_copy(src_ptr, dst_ptr, n, shift, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    keep = offsets < n
+    tl.store(dst_ptr + offsets, tl.load(src_ptr + offsets + shift, mask=keep), mask=keep)
+
+
+@triton.jit
+def _reads_previous_program(out_ptr):
+    """Program p writes p + out[p - 1]: right only if programs run in grid order."""
+    p = tl.program_id(0)
+    previous = tl.load(out_ptr + p - 1, mask=p > 0, other=0.0)
+    tl.store(out_ptr + p, previous + p)
+
+
+def test_in_bounds_copy_passes():
+    src = torch.arange(10, dtype=torch.float32)
+    dst = torch.zeros(10)
+    _shifted_copy[(3,)](src, dst, 10, 0, BLOCK=4)
+    assert torch.equal(dst, src)
+
+
+@pytest.mark.parametrize("shift", [1, -1])
+def test_out_of_bounds_load_is_caught(shift):
+    src, dst = torch.arange(10, dtype=torch.float32), torch.zeros(10)
+    with pytest.raises(Exception, match=r"_shifted_copy: 1 of \d+ active loads are out of bounds"):
+        _shifted_copy[(3,)](src, dst, 10, shift, BLOCK=4)
+
+
+def test_view_bounds_not_storage_bounds():
+    """A view's reach ends where its sizes and strides end, though its storage goes on."""
+    storage = torch.arange(12, dtype=torch.float32)
+    with pytest.raises(Exception, match="out of bounds"):
+        _shifted_copy[(3,)](storage[:10], torch.zeros(10), 10, 1, BLOCK=4)
+
+
+def test_programs_run_in_reverse_order():
+    out = torch.zeros(4)
+    _reads_previous_program[(4,)](out)
+    assert out.tolist() == [0.0, 1.0, 2.0, 3.0]  # in grid order it would have been 0, 1, 3, 6
+
+
+def test_empty_is_nan():
+    assert torch.empty(3).isnan().all() and torch.zeros(2).new_empty(2).isnan().all()
+    assert torch.empty_like(torch.zeros(2, dtype=torch.complex64)).isnan().all()
+    assert torch.empty(2, dtype=torch.int64).dtype == torch.int64  # integers untouched
+
+
+def test_error_type():
+    assert issubclass(SanitizerError, AssertionError)
+
+
+def masked_loads_without_other(source: str) -> list[int]:
+    """Lines of ``tl.load`` calls with a mask and no ``other`` (a GPU leaves those lanes undefined;
+    the sanitizer cannot poison them, see interpreter_sanitizer)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "tl.load":
+            keywords = {k.arg for k in node.keywords}
+            if ("mask" in keywords or len(node.args) > 1) and "other" not in keywords and len(node.args) < 3:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_masked_loads_have_other():
+    assert masked_loads_without_other("tl.load(p, mask=m)\ntl.load(p, m)\ntl.load(p, mask=m, other=0.0)\ntl.load(p)") == [1, 2]
+    kernels = Path(__file__).parents[1] / "kernels"
+    sources = {path.name: path.read_text() for path in kernels.glob("triton_*.py")}  # triton_affine.py included
+    assert len(sources) >= 4
+    assert {name: masked_loads_without_other(text) for name, text in sources.items()} == {name: [] for name in sources}
