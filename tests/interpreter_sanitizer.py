@@ -8,6 +8,10 @@ grid order. :func:`install` makes the interpreter
 
 - check every active load and store against the launch's tensors (in bounds and aligned), raising
   :class:`SanitizerError` with the kernel's name;
+- raise as well when a program loads an element that a program of the same launch stored, or
+  stores one that another program stored or loaded: across programs that is a race, and a load of
+  a program's own store needs a barrier that Triton does not insert for global memory (when the
+  two threads differ, which the interpreter cannot tell, so it is flagged too);
 - run every launch's programs in reverse grid order;
 
 and makes ``torch.empty``, ``torch.empty_like`` and ``Tensor.new_empty`` fill floating-point tensors
@@ -33,8 +37,11 @@ class SanitizerError(AssertionError):
     """A kernel accessed memory a GPU would not let it access safely."""
 
 
-# (kernel name, sorted disjoint [lo, hi) byte ranges of its tensor arguments) of the running launch
-_launch: dict[str, object] = {"name": None, "lo": np.zeros(0, np.uint64), "hi": np.zeros(0, np.uint64)}
+# The running launch: kernel name, sorted disjoint [lo, hi) byte ranges of its tensor arguments,
+# and per range the programs (1 + linear id; 0: none) that last stored and loaded each 2-byte word
+_launch: dict[str, object] = {"name": None, "lo": np.zeros(0, np.uint64), "hi": np.zeros(0, np.uint64),
+                              "writers": [], "readers": []}
+WORD = 2  # the narrowest element a kernel stores (bf16, fp16); np.zeros pages in only what is touched
 
 
 def _extent(t: torch.Tensor) -> tuple[int, int] | None:
@@ -65,9 +72,11 @@ def _set_launch(name: str, args) -> None:
     _launch["name"] = name
     _launch["lo"] = np.array([m[0] for m in merged], dtype=np.uint64)
     _launch["hi"] = np.array([m[1] for m in merged], dtype=np.uint64)
+    for table in ("writers", "readers"):
+        _launch[table] = [np.zeros((hi - lo + WORD - 1) // WORD, dtype=np.int32) for lo, hi in merged]
 
 
-def _check(kind: str, ptrs, mask) -> None:
+def _check(kind: str, ptrs, mask, program: int) -> None:
     size = ptrs.get_element_ty().primitive_bitwidth // 8
     addresses = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
     active = addresses[np.broadcast_to(mask.data, addresses.shape)].astype(np.uint64).ravel()
@@ -85,6 +94,23 @@ def _check(kind: str, ptrs, mask) -> None:
             f"{_launch['name']}: {int(bad.sum())} of {active.size} active {kind}s are out of bounds or "
             f"misaligned; the first, at {first:#x}, is {what}"
         )
+    for extent in np.unique(where):
+        words = (active[where == extent] - lo[extent]) // np.uint64(WORD)
+        writers, readers = _launch["writers"][extent], _launch["readers"][extent]
+        if kind == "load":
+            clashes = [(writers[words], writers[words] != 0, "stored")]
+        else:
+            clashes = [(table[words], (table[words] != 0) & (table[words] != program), verb)
+                       for table, verb in ((writers, "stored"), (readers, "loaded"))]
+        for seen, clash, verb in clashes:
+            if clash.any():
+                other = int(seen[clash][0]) - 1
+                relation = "itself" if other == program - 1 else f"program {other}"
+                raise SanitizerError(
+                    f"{_launch['name']}: program {program - 1} {kind}s {int(clash.sum())} elements that {relation} "
+                    f"{verb} in the same launch (a race on a GPU)"
+                )
+        (writers if kind == "store" else readers)[words] = program
 
 
 def _nan_filled(allocate):
@@ -121,12 +147,16 @@ def install() -> None:
         _set_launch(getattr(self.fn, "__name__", "kernel"), [*args_hst, *kwargs_hst.values()])
         return args_hst, kwargs_hst
 
+    def program(self) -> int:
+        (x, y, z), (nx, ny, _) = self.grid_idx, self.grid_dim
+        return 1 + x + nx * (y + ny * z)
+
     def create_masked_load(self, ptrs, mask, other, cache_policy, is_volatile):
-        _check("load", ptrs, mask)
+        _check("load", ptrs, mask, program(self))
         return masked_load(self, ptrs, mask, other, cache_policy, is_volatile)
 
     def create_masked_store(self, ptrs, value, mask, cache_policy):
-        _check("store", ptrs, mask)
+        _check("store", ptrs, mask, program(self))
         return masked_store(self, ptrs, value, mask, cache_policy)
 
     def reversed_grid_idx(self, x, y, z):

@@ -32,9 +32,11 @@ def _reads_previous_program(out_ptr):
     tl.store(out_ptr + p, previous + p)
 
 
-def test_in_bounds_copy_passes():
-    src = torch.arange(10, dtype=torch.float32)
-    dst = torch.zeros(10)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_in_bounds_copy_passes(dtype):
+    """Programs storing neighbouring 2-byte elements share no element: no race."""
+    src = torch.arange(10, dtype=dtype)
+    dst = torch.zeros(10, dtype=dtype)
     _shifted_copy[(3,)](src, dst, 10, 0, BLOCK=4)
     assert torch.equal(dst, src)
 
@@ -53,10 +55,43 @@ def test_view_bounds_not_storage_bounds():
         _shifted_copy[(3,)](storage[:10], torch.zeros(10), 10, 1, BLOCK=4)
 
 
+@triton.jit
+def _stores_twice(out_ptr, SAME: tl.constexpr):
+    """Every program stores element 0; with SAME, each one stores its own element twice."""
+    p = tl.program_id(0)
+    if SAME:
+        tl.store(out_ptr + p, 1.0)
+        tl.store(out_ptr + p, 2.0)
+    else:
+        tl.store(out_ptr, 1.0)
+
+
+@triton.jit
+def _reads_own_store(out_ptr):
+    tl.store(out_ptr + tl.program_id(0), 1.0)
+    tl.store(out_ptr + 4 + tl.program_id(0), tl.load(out_ptr + tl.program_id(0)))
+
+
 def test_programs_run_in_reverse_order():
+    """Program p reads program p - 1's store: in reverse order, before that store, which the store
+    then flags as a race."""
     out = torch.zeros(4)
-    _reads_previous_program[(4,)](out)
-    assert out.tolist() == [0.0, 1.0, 2.0, 3.0]  # in grid order it would have been 0, 1, 3, 6
+    _reads_previous_program[(1,)](out)
+    with pytest.raises(Exception, match="program 0 stores 1 elements that program 1 loaded"):
+        _reads_previous_program[(2,)](out)
+
+
+def test_cross_program_stores_are_flagged():
+    out = torch.zeros(4)
+    _stores_twice[(4,)](out, SAME=True)  # one program storing its own element again is fine
+    assert out.tolist() == [2.0] * 4
+    with pytest.raises(Exception, match="program 0 stores 1 elements that program 1 stored"):
+        _stores_twice[(2,)](out, SAME=False)
+
+
+def test_reading_own_store_is_flagged():
+    with pytest.raises(Exception, match="program 0 loads 1 elements that itself stored"):
+        _reads_own_store[(1,)](torch.zeros(8))
 
 
 def test_empty_is_nan():
