@@ -47,9 +47,10 @@ demo: venv
 bench: venv
 	$(BIN)/allpole-bench --device cpu --quick --out bench/out
 
+# MEASURED=bench/results/<gpu>/results.csv: a GPU session's times beside the predictions, written there
 model: venv
 	env -u TRITON_INTERPRET $(if $(wildcard $(VENV)/triton36/triton),PYTHONPATH=$(VENV)/triton36) \
-		$(BIN)/allpole-bench --model --out bench/out
+		$(BIN)/allpole-bench --model $(if $(MEASURED),--measured $(MEASURED) --out $(dir $(MEASURED)),--out bench/out)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

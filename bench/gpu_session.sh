@@ -9,16 +9,17 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .whl torchlpc-wheels==0.8.0.211
 #   python3 -m pip download --no-deps -d .whl philtorch==0.6.0 accelerated-scan torchcomp pytest-xdist execnet
-# Then run `bash bench/gpu_session.sh [quick]` with .whl carried (about 8 minutes; quick: 4).
+# Then run `bash bench/gpu_session.sh [quick]` with .whl carried: its stages share BUDGET seconds
+# (default 480) and stop where it runs out (skipped.txt lists what did not run).
 # Results land in bench/results/<gpu-name>/ and in $OUT when set, so they come back:
 #   diagnose.txt/.json  the forward scan stage by stage against a float64 loop (first: the first
 #                     H200 run found the M=2 output not finite at B=16, T=2^20)
 #   pytest.txt        the CUDA tests (the Triton kernels compiled, on CUDA tensors)
 #   results.csv, report.md   allpole-bench on CUDA against every importable peer
-#   model.md, model.json     the static sm_90 model with the measured times beside its predictions
 #   recurrence.csv    linear_recurrence's dense scan: measured forward times beside the model's
 #   launch_times.csv  each kernel launch timed alone beside the model's memory/issue/latency bounds
 #   tune_triton.csv   the launch-shape sweep (full runs only)
+#   budget.txt, skipped.txt  the seconds the stages took, and any stage the budget left out
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,47 +42,61 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
     | tee "$results/versions.txt"
 
+# A session gets 15 minutes of device time, start-up included, and 10 per command: the stages share
+# BUDGET seconds (default 480: 8 minutes), most informative first; each runs under the smaller of
+# its own cap and what is left, and one that finds under 20 s left is listed in skipped.txt.
+budget=${BUDGET:-480}
+: > "$results/skipped.txt"
+stage() {  # stage CAP_SECONDS COMMAND...: the command's output on stdout
+    local cap=$1 left=$((budget - SECONDS))
+    shift
+    if ((left < 20)); then
+        echo "skipped, budget spent: $*" | tee -a "$results/skipped.txt" >&2
+        return 0
+    fi
+    timeout "$((cap < left ? cap : left))" "$@" 2>&1
+}
+
 # which launch of the forward scan goes wrong, if any: every order's stages, and for the short orders
 # the lanes per program of their prefix scan (one warp up to 32, several above)
-timeout 150 python3 -m allpole_triton.bench.diagnose --device cuda -B 16 -T 1048576 -M 1 2 3 4 16 \
-    --group 0 16 128 --json "$results/diagnose.json" --dump "$results/ptx" 2>&1 | tee "$results/diagnose.txt"
+stage 120 python3 -m allpole_triton.bench.diagnose --device cuda -B 16 -T 1048576 -M 1 2 3 4 16 \
+    --group 0 16 128 --json "$results/diagnose.json" --dump "$results/ptx" | tee "$results/diagnose.txt"
 # uninitialised reads and shared-memory races of the four-warp short-order scan, where the CUDA
 # toolkit's sanitizer is installed (the torch wheels do not bring it)
 if command -v compute-sanitizer > /dev/null; then
     for tool in initcheck racecheck; do
-        timeout 90 compute-sanitizer --tool "$tool" python3 -m allpole_triton.bench.diagnose --device cuda \
-            -B 1 -T 262144 -M 2 --group 128 2>&1 | tail -20 | tee "$results/sanitizer-$tool.txt"
+        stage 60 compute-sanitizer --tool "$tool" python3 -m allpole_triton.bench.diagnose --device cuda \
+            -B 1 -T 262144 -M 2 --group 128 | tail -20 | tee "$results/sanitizer-$tool.txt"
     done
 fi
 
 # the kernels compiled and checked on CUDA tensors (conftest turns the interpreter on only without a
 # GPU); each launch variant is a Triton compile, so they run on 8 workers when pytest-xdist came along
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-timeout 240 python3 -m pytest -q $workers tests/test_triton.py tests/test_triton_accuracy.py tests/test_recurrence.py \
-    2>&1 | tail -40 | tee "$results/pytest.txt"
-# linear_recurrence's dense scan: measured beside the model's prediction
-timeout 60 python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 16 --repeat 10 | tee "$results/recurrence.csv"
-# every launch of the forward, backward and dense passes timed alone beside the model's bounds for
-# it (memory, issue, latency chain): which kernel and which bound a pass's miss comes from. Times
-# only (the sm_90 compiles for the predictions take minutes at M=16: run
-# `python -m allpole_triton.bench.launch_times --predict launch_times.csv` on any machine after)
-timeout 120 python3 -m allpole_triton.bench.launch_times -B 1 16 256 -T 65536 1048576 -M 16 2 --no-model \
-    | tee "$results/launch_times.csv"
-
+stage 180 python3 -m pytest -q $workers tests/test_triton.py tests/test_triton_accuracy.py tests/test_recurrence.py \
+    | tail -40 | tee "$results/pytest.txt"
 if [ "${1:-}" = quick ]; then
     # the first lent GPU (H200, 2026-11-26) ran out of 150 s on the FS and naive peers of a wider grid
-    timeout 150 python3 -m allpole_triton.bench --device cuda -B 16 -T 1048576 -M 2 16 --coeffs tv \
+    stage 120 python3 -m allpole_triton.bench --device cuda -B 16 -T 1048576 -M 2 16 --coeffs tv \
         --backends ours torchlpc philtorch torchaudio accelerated-scan --no-memory --no-plots --out "$results"
 else
-    timeout 240 python3 -m allpole_triton.bench --device cuda --no-memory --out "$results"
+    stage 240 python3 -m allpole_triton.bench --device cuda --no-memory --out "$results"
 fi
-# the model's predictions for the same grid, with the times just measured beside them
-timeout 150 python3 -m allpole_triton.bench --model --no-progress --measured "$results/results.csv" --out "$results" \
-    > /dev/null && tail -n +1 "$results/model.md"
+# every launch of the forward, backward and dense passes timed alone (times only: the model's bounds
+# for them are compiled on any machine after, see below)
+stage 90 python3 -m allpole_triton.bench.launch_times -B 1 16 256 -T 65536 1048576 -M 16 2 --no-model \
+    | tee "$results/launch_times.csv"
+# linear_recurrence's dense scan: measured beside the model's prediction
+stage 45 python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 16 --repeat 10 | tee "$results/recurrence.csv"
 if [ "${1:-}" != quick ]; then
-    timeout 60 python3 bench/tune_triton.py -B 1 16 -T 65536 1048576 -M 2 16 | tee "$results/tune_triton.csv"
+    stage 60 python3 bench/tune_triton.py -B 1 16 -T 65536 1048576 -M 2 16 | tee "$results/tune_triton.csv"
 fi
+echo "device stages took $SECONDS s of a $budget s budget" | tee "$results/budget.txt"
 if [ -n "${OUT:-}" ]; then
     cp "$results"/*.md "$results"/*.csv "$results"/*.txt "$results"/*.json "$OUT"/ 2>/dev/null || true
     [ -d "$results/ptx" ] && cp -r "$results/ptx" "$OUT"/
 fi
+# The model's predictions beside these times need no GPU (its sm_90 compiles took minutes of device
+# time): back on the development machine, with the results committed,
+#   make model MEASURED=bench/results/<gpu>/results.csv
+#   python -m allpole_triton.bench.launch_times --predict bench/results/<gpu>/launch_times.csv
