@@ -7,6 +7,7 @@ tests also run on CUDA tensors with the compiled kernels and the GPU's launch ta
 """
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -200,6 +201,27 @@ def test_fused_carry_at_gpu_shapes(monkeypatch, M, complex_):
     lanes = 2  # the finish's lanes per program: the group
     T = ((lanes * run + lanes + 2) * lanes + 1) * triton_scan.unroll(M) + 3  # a piece and a lane's run, and more
     assert_triton_matches_loops("cpu", 1, T, M, complex_)
+
+
+@pytest.mark.skipif(not triton_interpret(), reason="forces the interpreter's carry placements")
+@pytest.mark.parametrize("M, launch", [(2, "chunk=1,group=2,fuse=1"), (2, "chunk=1,group=2,fuse=0"), (16, "")])
+def test_adjoint_starts_from_rest_whatever_zi_holds(monkeypatch, M, launch):
+    """grad_x and grad_zi do not depend on zi: the adjoint recursion starts from rest. Every
+    coefficient that reads a row's incoming state is masked in reversed time, so a finite zi
+    wrongly entered there would vanish; an infinite one turns the gradients non-finite. Both carry
+    placements of the short orders (fused into the finish, a launch of its own) and the long
+    orders' carry, over many blocks."""
+    if launch:
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+    T = 41 * triton_scan.unroll(M) + 3 if launch else many_chunks("cpu", M)  # short: 21 blocks of 2 chunks
+    a = stable_coefficients((2,), T, M, seed=3)
+    grad_y, y = random_signal((2, T), seed=1), random_signal((2, T), seed=2)
+    zi = torch.full((2, M), math.inf, dtype=torch.float64)
+    grad_x, grad_zi = torch.empty_like(grad_y), torch.empty_like(zi)
+    triton_scan.allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, None, False)
+    want_x, want_zi, _ = allpole_backward_naive(grad_y, a, y, torch.zeros_like(zi))
+    assert_close(grad_x, want_x, torch.float64)
+    assert_close(grad_zi, want_zi, torch.float64)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own fused-carry shapes at full length need a GPU")
