@@ -80,6 +80,41 @@ def configurations(quick: bool):
 
 
 TF32 = re.compile(r"tf32|HMMA\.[0-9]+\.F32\.TF32", re.IGNORECASE)
+_DEFINITION = re.compile(r"^\s*(%[\w.]+)(?::\d+)?\s*=\s*(\"?[\w.]+\"?)(.*)$")
+_VALUE = re.compile(r"%[\w.]+")
+
+
+def narrow_runtime_offsets(ir: str) -> list[str]:
+    """The ``tt.addptr`` lines of Triton IR whose 32-bit offset depends on a runtime value (a kernel
+    argument, program id, loop variable or load): offsets that wrap silently past 2^31 elements
+    on a large input. 32-bit offsets built from constants and ``tl.arange`` alone stay small."""
+    definitions = {}
+    for line in ir.splitlines():
+        if m := _DEFINITION.match(line):
+            operands = m.group(3).split(" loc(")[0].split(" : ")[0]
+            definitions[m.group(1)] = (m.group(2).strip('"'), _VALUE.findall(operands))
+    static: dict[str, bool] = {}
+
+    def is_static(name: str) -> bool:
+        if name not in static:
+            static[name] = False  # arguments and loop-carried values are defined by no line
+            if name in definitions:
+                op, operands = definitions[name]
+                static[name] = op in ("arith.constant", "tt.make_range") or (
+                    op not in ("tt.load", "tt.get_program_id") and bool(operands) and all(map(is_static, operands)))
+        return static[name]
+
+    flagged = []
+    for line in ir.splitlines():
+        body = line.split(" loc(")[0].strip()
+        if "tt.addptr" not in body:
+            continue
+        offset_type = body.rsplit(" : ", 1)[1].split(",")[-1].strip()
+        if offset_type == "i32" or offset_type.endswith("xi32>"):
+            operands = _VALUE.findall(body.split("tt.addptr", 1)[1].split(" : ")[0])
+            if not is_static(operands[1]):
+                flagged.append(body)
+    return flagged
 # shared-memory round trips and warp shuffles: the cost of a tile axis spread over a warp
 CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
 
@@ -110,6 +145,7 @@ def main(quick: bool) -> None:
                 "grad_a": grad_a, "shape": [rows, T], "warps": launch.num_warps,
                 "constexprs": {k: str(v) for k, v in launch.constexprs.items()},
                 "registers": compiled.registers, "stack": compiled.stack, "tf32": tf32,
+                "narrow_offsets": narrow_runtime_offsets(compiled.ttgir),
                 "loop_instructions": len(compiled.main_loop),
                 # a fused carry's piece loop, before the lane loop, scans across lanes by design
                 "cross_lane_in_main_loop": sum(op.split(".")[0] in CROSS_LANE for op in compiled.opcodes(compiled.main_loop)),

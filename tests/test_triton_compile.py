@@ -49,6 +49,9 @@ def check(result: dict) -> None:
     assert kernels == {"_summary", "_carry_short", "_carry_long", "_finish", "_dense_scan"}
     tf32 = [k for k in result["kernels"] if k["tf32"]]
     assert not tf32, tf32
+    # pointer offsets from runtime values are 64-bit: 32-bit ones wrap past 2^31 elements
+    narrow = [(k["kernel"], k["narrow_offsets"]) for k in result["kernels"] if k["narrow_offsets"]]
+    assert not narrow, narrow
     # Lane kernels keep every tile axis inside a thread: no shared-memory round trip or shuffle in
     # their lane loops, with either Triton (3.6 needs the lane-first tile accesses of triton_tiles).
     crossing = [k for k in result["kernels"]
@@ -69,6 +72,26 @@ def test_every_variant_compiles_with_triton_3_6():
     result = compile_all(TRITON36)
     assert result["triton"].startswith("3.6"), result["triton"]
     check(result)
+
+
+def test_narrow_offsets_are_found():
+    sys.path.insert(0, str(HERE))
+    from compile_for_sm90 import narrow_runtime_offsets
+
+    ir = """
+    %c4_i32 = arith.constant 4 : i32 loc(#loc1)
+    %lanes = tt.make_range {end = 32 : i32, start = 0 : i32} : tensor<32xi32> loc(#loc2)
+    %pid = tt.get_program_id x : i32 loc(#loc3)
+    %wide = arith.extsi %pid : i32 to i64 loc(#loc3)
+    %small = arith.muli %lanes, %lanes : tensor<32xi32> loc(#loc4)
+    %base = tt.addptr %x_ptr, %wide : !tt.ptr<f32>, i64 loc(#loc5)
+    %fine = tt.addptr %base, %c4_i32 : !tt.ptr<f32>, i32 loc(#loc6)
+    %row = arith.muli %pid, %T : i32 loc(#loc7)
+    %wraps = tt.addptr %x_ptr, %row : !tt.ptr<f32>, i32 loc(#loc8)
+    %loop = tt.addptr %x_ptr, %t0 : !tt.ptr<f32>, i32 loc(#loc9)
+    """
+    assert narrow_runtime_offsets(ir) == ["%wraps = tt.addptr %x_ptr, %row : !tt.ptr<f32>, i32",
+                                          "%loop = tt.addptr %x_ptr, %t0 : !tt.ptr<f32>, i32"]
 
 
 TRACE = """
