@@ -6,8 +6,9 @@ interpreter hides all four: out-of-bounds addresses read whatever host memory is
 CPU allocation is often zeros, masked-off loads give zeros and programs run one after another in
 grid order. :func:`install` makes the interpreter
 
-- check every active load and store against the launch's tensors (in bounds and aligned), raising
-  :class:`SanitizerError` with the kernel's name;
+- check every active load and store against the launch's tensors (inside one of them, not
+  necessarily the one the pointer came from, and aligned), raising :class:`SanitizerError` with
+  the kernel's name;
 - raise as well when a program loads an element that a program of the same launch stored, or
   stores one that another program stored or loaded: across programs that is a race, and a load of
   a program's own store needs a barrier that Triton does not insert for global memory (when the
@@ -38,10 +39,12 @@ class SanitizerError(AssertionError):
 
 
 # The running launch: kernel name, sorted disjoint [lo, hi) byte ranges of its tensor arguments,
-# and per range the programs (1 + linear id; 0: none) that last stored and loaded each 2-byte word
+# and per range the program (1 + linear id; 0: none) that stored each 2-byte word, and the one that
+# loaded it (MANY: more than one)
 _launch: dict[str, object] = {"name": None, "lo": np.zeros(0, np.uint64), "hi": np.zeros(0, np.uint64),
                               "writers": [], "readers": []}
 WORD = 2  # the narrowest element a kernel stores (bf16, fp16); np.zeros pages in only what is touched
+MANY = -1
 
 
 def _extent(t: torch.Tensor) -> tuple[int, int] | None:
@@ -105,12 +108,16 @@ def _check(kind: str, ptrs, mask, program: int) -> None:
         for seen, clash, verb in clashes:
             if clash.any():
                 other = int(seen[clash][0]) - 1
-                relation = "itself" if other == program - 1 else f"program {other}"
+                relation = {program - 1: "itself", MANY - 1: "several programs"}.get(other, f"program {other}")
                 raise SanitizerError(
                     f"{_launch['name']}: program {program - 1} {kind}s {int(clash.sum())} elements that {relation} "
                     f"{verb} in the same launch (a race on a GPU)"
                 )
-        (writers if kind == "store" else readers)[words] = program
+        if kind == "store":
+            writers[words] = program
+        else:
+            seen = readers[words]
+            readers[words] = np.where((seen == 0) | (seen == program), program, MANY)
 
 
 def _nan_filled(allocate):

@@ -89,6 +89,22 @@ def test_cross_program_stores_are_flagged():
         _stores_twice[(2,)](out, SAME=False)
 
 
+@triton.jit
+def _all_read_then_one_writes(out_ptr):
+    """Every program loads element 0; program 0 then stores it."""
+    p = tl.program_id(0)
+    value = tl.load(out_ptr)
+    tl.store(out_ptr + 1 + p, value)
+    if p == 0:
+        tl.store(out_ptr, value + 1.0)
+
+
+def test_store_after_loads_by_several_programs_is_flagged():
+    """Program 0 runs last (reverse order) and its own load is the last one: the others' count too."""
+    with pytest.raises(Exception, match="program 0 stores 1 elements that several programs loaded"):
+        _all_read_then_one_writes[(3,)](torch.zeros(4))
+
+
 def test_reading_own_store_is_flagged():
     with pytest.raises(Exception, match="program 0 loads 1 elements that itself stored"):
         _reads_own_store[(1,)](torch.zeros(8))
