@@ -645,14 +645,17 @@ def warps_for(lanes_per_program: int) -> int:
 LANES_PER_SM = 256
 CHUNK_MIN_GPU = {"short": 32, "long": 128}
 CHUNK_MAX_GPU = 4096
-# The long-order carry walks a row's chunks one after another while each summary lane walks its
-# chunk's steps: with n chunks the two chains are n carry steps and steps / n lane steps long. In
-# the sm_90 model (allpole_triton.bench.model) a carry step (a matrix-vector product reduced across
-# threads, its map loaded ahead) costs about as much as this many lane steps, so the chunks per row
-# are capped near the balance n = sqrt(steps / cost). Modelled at M=16, B=1, T=2^20, forward:
-# 1518 us with the former fixed cap of 64 chunks and the carry's loads on its chain, 203 us now;
-# to be calibrated (bench/tune_triton.py).
-LONG_CARRY_STEP_COST = 2
+# The long-order carry walks a row's chunks one after another while each summary and finish lane
+# walks its chunk's steps: with n chunks the chains are n carry steps and steps / n lane steps
+# long, balanced at n = sqrt(steps / cost) with ``cost`` a carry step's time over a lane step's
+# (summary and finish together). In the sm_90 model (allpole_triton.bench.model, Triton 3.6,
+# M=16, one row) a carry step (a matrix-vector product, its map loaded two chunks ahead) takes
+# about 350 cycles and a lane step about 1100 (each step waits for its coefficients: the compiler
+# issues their loads a step ahead), so cost 0.3; modelled M=16, B=1, T=2^20 forward+backward:
+# 2301 us at the former cost of 2, 1530 us at 0.3 (M=8: 1695 and 1280; 0.2 and 0.5 are within
+# 10% of 0.3 on the model grid, 1 up to 20% slower).
+# To be calibrated on a GPU (bench/tune_triton.py).
+LONG_CARRY_STEP_COST = 0.3
 BLOCK_GPU = 128
 # Lanes per program of the short-order scan (its summaries' prefix scan and its finish): one warp.
 # On the first GPU run (H200, Triton 3.6) blocks of 128 lanes (4 warps) gave a non-finite M=2
@@ -813,7 +816,7 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
         group, block = SCAN_GROUP_GPU, BLOCK_GPU
         wanted = max(1, rows * steps // (LANES_PER_SM * sms))
         if kind == "long":  # no CHUNK_MAX_GPU: a chunk's map is M(M+1) float64, so no more than lanes need
-            balance = math.ceil(steps / max(1, math.isqrt(steps // LONG_CARRY_STEP_COST)))
+            balance = math.ceil(steps / max(1, math.isqrt(int(steps / LONG_CARRY_STEP_COST))))
             chunk = max(wanted, CHUNK_MIN_GPU[kind], balance)
         else:
             chunk = min(max(wanted, CHUNK_MIN_GPU[kind]), CHUNK_MAX_GPU)
