@@ -172,11 +172,12 @@ def assert_triton_matches_loops(device: str, rows: int, T: int, M: int, complex_
 
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's carry shape under the interpreter")
-@pytest.mark.parametrize("M, complex_, longest", [(1, False, True), (2, False, True), (2, True, True), (4, False, True),
-                                                 (2, False, False), (3, True, True)])
-def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
+@pytest.mark.parametrize("M, complex_, longest, rows", [(1, False, True, 1), (2, False, True, 1), (2, True, True, 1),
+                                                       (4, False, True, 1), (2, False, False, 1), (3, True, True, 2)])
+def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest, rows):
     """The short-order carry with the runs a GPU uses (its longest, up to 8 maps, or a map per
-    lane), over more maps than one piece holds, against float64 loops."""
+    lane), over more maps than one piece holds, against float64 loops; complex M=3 over two rows
+    (a carry program each)."""
     gpu_shape = triton_scan.carry_shape
 
     def at_gpu(M_, is_complex, n_maps, sms):  # 2 lanes, so that few maps make two pieces
@@ -187,7 +188,7 @@ def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest):
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2,fuse=0")
     lanes, run = at_gpu(M, complex_, 1 << 20, None)
     T = ((lanes * run + 1) * 2 + 1) * triton_scan.unroll(M) + 3  # a piece and a map (a part-piece, part-run), a part-chunk
-    assert_triton_matches_loops("cpu", 1, T, M, complex_)
+    assert_triton_matches_loops("cpu", rows, T, M, complex_)
 
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's fused-carry runs under the interpreter")
