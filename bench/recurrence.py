@@ -43,12 +43,14 @@ def main() -> None:
     parser.add_argument("-T", type=int, nargs="+", default=[65536, 1 << 20])
     parser.add_argument("-M", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--no-model", action="store_true",
+                        help="times only (the sm_90 compiles of the predictions take minutes; `make model` has them)")
     args = parser.parse_args()
     device = torch.device(args.device)
     try:
         from allpole_triton.bench import model, sm90
 
-        predict = sm90.toolchain_available()
+        predict = sm90.toolchain_available() and not args.no_model
     except ImportError:
         predict = False
     cache: dict = {}
