@@ -642,10 +642,11 @@ def warps_for(lanes_per_program: int) -> int:
 
 
 # On a GPU: lanes wanted in flight (per SM), the chunk-length bounds, and the lanes per program.
-# A long-order chunk's map is M(M+1) float64 (2176 bytes at M=16, half of 64 samples' inputs and
-# outputs); chunks of 64 rather than 128 steps halve the latency-bound lane chains of short rows
-# (sm_90 model, T=4096, forward+backward: M=16 189 -> 136 us at B=1, 297 -> 239 at B=256; M=8
-# 141 -> 103 and 158 -> 122), and 32 gained at most 10% more there (M=8, B=256: lost 9%).
+# A long-order chunk's map is M(M+1) float64 (2176 bytes at M=16: half of what 64 samples move with
+# time-varying float32 coefficients, input and output; four times it with constant ones). Chunks
+# of 64 rather than 128 steps halve the latency-bound lane chains of short rows (sm_90 model,
+# T=4096, forward+backward: M=16 189 -> 136 us at B=1, 297 -> 239 at B=256; M=8 141 -> 103 and
+# 158 -> 122), and 32 gained at most 10% more there (M=8, B=256: lost 9%).
 LANES_PER_SM = 256
 CHUNK_MIN_GPU = {"short": 32, "long": 64}
 CHUNK_MAX_GPU = 4096

@@ -82,12 +82,29 @@ def configurations(quick: bool):
 TF32 = re.compile(r"tf32|HMMA\.[0-9]+\.F32\.TF32", re.IGNORECASE)
 _DEFINITION = re.compile(r"^\s*(%[\w.]+)(?::\d+)?\s*=\s*(\"?[\w.]+\"?)(.*)$")
 _VALUE = re.compile(r"%[\w.]+")
+_INT32 = re.compile(r"^(?:i32|tensor<(?:\d+x)+i32\b.*>)$")
+_PRODUCTS = ("arith.muli", "arith.shli")
+
+
+def _top_level_types(types: str) -> list[str]:
+    """``a, b`` split at the commas outside angle brackets (tensor types carry layouts)."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(types):
+        depth += c == "<"
+        depth -= c == ">"
+        if c == "," and depth == 0:
+            parts.append(types[start:i].strip())
+            start = i + 1
+    return parts + [types[start:].strip()]
 
 
 def narrow_runtime_offsets(ir: str) -> list[str]:
-    """The ``tt.addptr`` lines of Triton IR whose 32-bit offset depends on a runtime value (a kernel
-    argument, program id, loop variable or load): offsets that wrap silently past 2^31 elements
-    on a large input. 32-bit offsets built from constants and ``tl.arange`` alone stay small."""
+    """The ``tt.addptr`` lines of Triton IR whose offset can wrap past 2^31 elements on a large
+    input: a 32-bit offset that depends on a runtime value (a kernel argument, program id, loop
+    variable or load), or a 64-bit one widened from a 32-bit product of runtime values (it wrapped
+    before the widening). 32-bit values built from constants and ``tl.arange`` alone stay small;
+    32-bit sums of runtime values are let through once widened (indices within a row, bounded by
+    its 32-bit length). Names are taken as unique (Triton's IR reuses few across regions)."""
     definitions = {}
     for line in ir.splitlines():
         if m := _DEFINITION.match(line):
@@ -104,17 +121,29 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
                     op not in ("tt.load", "tt.get_program_id") and bool(operands) and all(map(is_static, operands)))
         return static[name]
 
+    def widened_wrap(name: str, seen: set[str]) -> bool:
+        """Whether ``name`` (64-bit) widens a 32-bit runtime product anywhere up its chain."""
+        if name in seen or name not in definitions:
+            return False
+        seen.add(name)
+        op, operands = definitions[name]
+        if op in ("arith.extsi", "arith.extui"):
+            source = definitions.get(operands[0])
+            return source is not None and source[0] in _PRODUCTS and not is_static(operands[0])
+        return op != "tt.load" and any(widened_wrap(o, seen) for o in operands)
+
     flagged = []
     for line in ir.splitlines():
         body = line.split(" loc(")[0].strip()
         if "tt.addptr" not in body:
             continue
-        offset_type = body.rsplit(" : ", 1)[1].split(",")[-1].strip()
-        if offset_type == "i32" or offset_type.endswith("xi32>"):
-            operands = _VALUE.findall(body.split("tt.addptr", 1)[1].split(" : ")[0])
-            if not is_static(operands[1]):
-                flagged.append(body)
+        offset_type = _top_level_types(body.rsplit(" : ", 1)[1])[-1]
+        offset = _VALUE.findall(body.split("tt.addptr", 1)[1].split(" : ")[0])[1]
+        if _INT32.match(offset_type) and not is_static(offset) or widened_wrap(offset, set()):
+            flagged.append(body)
     return flagged
+
+
 # shared-memory round trips and warp shuffles: the cost of a tile axis spread over a warp
 CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
 

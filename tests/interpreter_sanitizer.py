@@ -13,14 +13,17 @@ grid order. :func:`install` makes the interpreter
   stores one that another program stored or loaded: across programs that is a race, and a load of
   a program's own store needs a barrier that Triton does not insert for global memory (when the
   two threads differ, which the interpreter cannot tell, so it is flagged too);
+- give NaN (or a large integer) in the masked-off lanes of a block load without ``other`` (a
+  GPU leaves them undefined);
 - run every launch's programs in reverse grid order;
 
-and makes ``torch.empty``, ``torch.empty_like`` and ``Tensor.new_empty`` fill floating-point tensors
-with NaN, so that an output or scratch element no kernel wrote shows up in the results.
+and makes ``torch.empty``, ``torch.empty_like``, ``torch.empty_strided`` and ``Tensor.new_empty``
+(``_strided``) fill floating-point tensors with NaN, so that an output or scratch element no kernel wrote shows up in the results.
 
-Masked-off loads cannot be poisoned here: the interpreter's ``tl.load`` drops an ``other`` of 0.0
-(it tests the constant's truth), so ``other=0.0`` and no ``other`` reach the builder alike.
-``tests/test_sanitizer.py`` checks the kernels' source for masked loads without ``other`` instead.
+A scalar load's masked-off value cannot be poisoned: the interpreter's ``tl.load`` drops an
+``other`` of one element equal to 0 (it tests the value's truth), so ``other=0.0`` and no ``other``
+reach the builder alike there (a block load's ``other`` is broadcast first and arrives).
+``tests/test_sanitizer.py`` checks the kernels' source for masked loads without ``other`` too.
 
 It relies on the interpreter's internals (``GridExecutor._init_args_hst``, the builder's
 ``create_masked_load``/``create_masked_store`` and ``set_grid_idx``). :func:`install` raises if they
@@ -98,7 +101,8 @@ def _check(kind: str, ptrs, mask, program: int) -> None:
             f"misaligned; the first, at {first:#x}, is {what}"
         )
     for extent in np.unique(where):
-        words = (active[where == extent] - lo[extent]) // np.uint64(WORD)
+        first = (active[where == extent] - lo[extent]) // np.uint64(WORD)  # every word of each element
+        words = first[:, None] + np.arange(max(1, size // WORD), dtype=np.uint64)  # [element, word]
         writers, readers = _launch["writers"][extent], _launch["readers"][extent]
         if kind == "load":
             clashes = [(writers[words], writers[words] != 0, "stored")]
@@ -110,7 +114,7 @@ def _check(kind: str, ptrs, mask, program: int) -> None:
                 other = int(seen[clash][0]) - 1
                 relation = {program - 1: "itself", MANY - 1: "several programs"}.get(other, f"program {other}")
                 raise SanitizerError(
-                    f"{_launch['name']}: program {program - 1} {kind}s {int(clash.sum())} elements that {relation} "
+                    f"{_launch['name']}: program {program - 1} {kind}s {int(clash.any(axis=1).sum())} elements that {relation} "
                     f"{verb} in the same launch (a race on a GPU)"
                 )
         if kind == "store":
@@ -118,6 +122,15 @@ def _check(kind: str, ptrs, mask, program: int) -> None:
         else:
             seen = readers[words]
             readers[words] = np.where((seen == 0) | (seen == program), program, MANY)
+
+
+def _garbage(dtype: np.dtype, shape) -> np.ndarray:
+    """What a GPU's masked-off lanes might hold: NaN, or a large integer."""
+    if np.issubdtype(dtype, np.floating):
+        return np.full(shape, np.nan, dtype=dtype)
+    if dtype == np.bool_:
+        return np.ones(shape, dtype=dtype)
+    return np.full(shape, np.iinfo(dtype).max // 3, dtype=dtype)
 
 
 def _nan_filled(allocate):
@@ -160,6 +173,9 @@ def install() -> None:
 
     def create_masked_load(self, ptrs, mask, other, cache_policy, is_volatile):
         _check("load", ptrs, mask, program(self))
+        if other is None and ptrs.data.size > 1:  # a block load without other (see the module's docstring)
+            dtype_tt = ptrs.get_element_ty()
+            other = interpreter.TensorHandle(_garbage(interpreter._get_np_dtype(dtype_tt), ptrs.data.shape), dtype_tt)
         return masked_load(self, ptrs, mask, other, cache_policy, is_volatile)
 
     def create_masked_store(self, ptrs, value, mask, cache_policy):
@@ -178,3 +194,5 @@ def install() -> None:
     torch.empty = _nan_filled(torch.empty)
     torch.empty_like = _nan_filled(torch.empty_like)
     torch.Tensor.new_empty = _nan_filled(torch.Tensor.new_empty)
+    torch.empty_strided = _nan_filled(torch.empty_strided)
+    torch.Tensor.new_empty_strided = _nan_filled(torch.Tensor.new_empty_strided)

@@ -205,15 +205,15 @@ def test_fused_carry_at_gpu_shapes(monkeypatch, M, complex_):
 
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the interpreter's carry placements")
-@pytest.mark.parametrize("M, launch", [(2, "chunk=1,group=2,fuse=1"), (2, "chunk=1,group=2,fuse=0"), (16, "")])
+@pytest.mark.parametrize("M, launch", [(2, "chunk=1,group=2,fuse=1"), (2, "chunk=1,group=2,fuse=0"), (16, ""),
+                                       (2, "chunk=100000")])
 def test_adjoint_starts_from_rest_whatever_zi_holds(monkeypatch, M, launch):
     """grad_x and grad_zi do not depend on zi: the adjoint recursion starts from rest. Every
     coefficient that reads a row's incoming state is masked in reversed time, so a finite zi
     wrongly entered there would vanish; an infinite one turns the gradients non-finite. Both carry
     placements of the short orders (fused into the finish, a launch of its own) and the long
-    orders' carry, over many blocks."""
-    if launch:
-        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+    orders' carry, over many blocks, and rows of one chunk (no carry)."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
     T = 41 * triton_scan.unroll(M) + 3 if launch else many_chunks("cpu", M)  # short: 21 blocks of 2 chunks
     a = stable_coefficients((2,), T, M, seed=3)
     grad_y, y = random_signal((2, T), seed=1), random_signal((2, T), seed=2)

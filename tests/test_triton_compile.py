@@ -80,18 +80,27 @@ def test_narrow_offsets_are_found():
 
     ir = """
     %c4_i32 = arith.constant 4 : i32 loc(#loc1)
-    %lanes = tt.make_range {end = 32 : i32, start = 0 : i32} : tensor<32xi32> loc(#loc2)
+    %lanes = tt.make_range {end = 32 : i32, start = 0 : i32} : tensor<32xi32, #blocked> loc(#loc2)
     %pid = tt.get_program_id x : i32 loc(#loc3)
     %wide = arith.extsi %pid : i32 to i64 loc(#loc3)
-    %small = arith.muli %lanes, %lanes : tensor<32xi32> loc(#loc4)
+    %small = arith.muli %lanes, %lanes : tensor<32xi32, #blocked> loc(#loc4)
     %base = tt.addptr %x_ptr, %wide : !tt.ptr<f32>, i64 loc(#loc5)
     %fine = tt.addptr %base, %c4_i32 : !tt.ptr<f32>, i32 loc(#loc6)
+    %tile = tt.splat %base : !tt.ptr<f32> -> tensor<32x!tt.ptr<f32>, #blocked> loc(#loc6)
+    %fine2 = tt.addptr %tile, %small : tensor<32x!tt.ptr<f32>, #blocked>, tensor<32xi32, #blocked> loc(#loc6)
     %row = arith.muli %pid, %T : i32 loc(#loc7)
     %wraps = tt.addptr %x_ptr, %row : !tt.ptr<f32>, i32 loc(#loc8)
-    %loop = tt.addptr %x_ptr, %t0 : !tt.ptr<f32>, i32 loc(#loc9)
+    %loop = tt.splat %t0 : i32 -> tensor<32xi32, #blocked> loc(#loc9)
+    %loops = tt.addptr %tile, %loop : tensor<32x!tt.ptr<f32>, #blocked>, tensor<32xi32, #blocked> loc(#loc9)
+    %late = arith.extsi %row : i32 to i64 loc(#loc10)
+    %late2 = arith.addi %late, %wide : i64 loc(#loc10)
+    %widened = tt.addptr %x_ptr, %late2 : !tt.ptr<f32>, i64 loc(#loc11)
     """
-    assert narrow_runtime_offsets(ir) == ["%wraps = tt.addptr %x_ptr, %row : !tt.ptr<f32>, i32",
-                                          "%loop = tt.addptr %x_ptr, %t0 : !tt.ptr<f32>, i32"]
+    assert narrow_runtime_offsets(ir) == [
+        "%wraps = tt.addptr %x_ptr, %row : !tt.ptr<f32>, i32",
+        "%loops = tt.addptr %tile, %loop : tensor<32x!tt.ptr<f32>, #blocked>, tensor<32xi32, #blocked>",
+        "%widened = tt.addptr %x_ptr, %late2 : !tt.ptr<f32>, i64",
+    ]
 
 
 TRACE = """
