@@ -132,7 +132,7 @@ def _tap_offsets(tap, sa_time, sa_tap, M: tl.constexpr, A_LAYOUT: tl.constexpr, 
     if A_LAYOUT == 1:
         offset = (tap - 1).to(tl.int64)
         if REVERSE:
-            offset += tap * M  # a[n+i, i-1]
+            offset += tap.to(tl.int64) * M  # a[n+i, i-1]
     else:
         offset = (tap - 1).to(tl.int64) * sa_tap
         if REVERSE:
