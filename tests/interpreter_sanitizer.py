@@ -100,8 +100,10 @@ def _check(kind: str, ptrs, mask, program: int) -> None:
             f"{_launch['name']}: {int(bad.sum())} of {active.size} active {kind}s are out of bounds or "
             f"misaligned; the first, at {first:#x}, is {what}"
         )
-    for extent in np.unique(where):
-        first = (active[where == extent] - lo[extent]) // np.uint64(WORD)  # every word of each element
+    extents = [where[0]] if where[0] == where[-1] and (where == where[0]).all() else np.unique(where)
+    for extent in extents:
+        here = active if len(extents) == 1 else active[where == extent]
+        first = (here - lo[extent]) // np.uint64(WORD)  # every word of each element
         words = first[:, None] + np.arange(max(1, size // WORD), dtype=np.uint64)  # [element, word]
         writers, readers = _launch["writers"][extent], _launch["readers"][extent]
         if kind == "load":
@@ -173,7 +175,7 @@ def install() -> None:
 
     def create_masked_load(self, ptrs, mask, other, cache_policy, is_volatile):
         _check("load", ptrs, mask, program(self))
-        if other is None and ptrs.data.size > 1:  # a block load without other (see the module's docstring)
+        if other is None and ptrs.data.size > 1 and not mask.data.all():  # a block load without other (docstring)
             dtype_tt = ptrs.get_element_ty()
             other = interpreter.TensorHandle(_garbage(interpreter._get_np_dtype(dtype_tt), ptrs.data.shape), dtype_tt)
         return masked_load(self, ptrs, mask, other, cache_policy, is_volatile)

@@ -214,7 +214,7 @@ def test_adjoint_starts_from_rest_whatever_zi_holds(monkeypatch, M, launch):
     placements of the short orders (fused into the finish, a launch of its own) and the long
     orders' carry, over many blocks, and rows of one chunk (no carry)."""
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
-    T = 41 * triton_scan.unroll(M) + 3 if launch else many_chunks("cpu", M)  # short: 21 blocks of 2 chunks
+    T = 21 * triton_scan.unroll(M) + 3 if launch else many_chunks("cpu", M)  # short: 11 blocks of 2 chunks
     a = stable_coefficients((2,), T, M, seed=3)
     grad_y, y = random_signal((2, T), seed=1), random_signal((2, T), seed=2)
     zi = torch.full((2, M), math.inf, dtype=torch.float64)
