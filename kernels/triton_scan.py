@@ -659,7 +659,7 @@ CHUNK_MAX_GPU = 4096
 # issues their loads a step ahead), so cost 0.3; modelled M=16, B=1, T=2^20 forward+backward:
 # 2301 us at the former cost of 2, 1530 us at 0.3 (M=8: 1695 and 1280; 0.2 and 0.5 are within
 # 10% of 0.3 on the model grid, 1 up to 20% slower).
-# To be calibrated on a GPU (bench/tune_triton.py).
+# To be calibrated on a GPU (bench/tune_triton.py sweeps the chunk length it sets).
 LONG_CARRY_STEP_COST = 0.3
 BLOCK_GPU = 128
 # Lanes per program of the short-order scan (its summaries' prefix scan and its finish): one warp.
