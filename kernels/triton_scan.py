@@ -29,7 +29,8 @@ A lane's M past outputs sit in a circular buffer along an in-thread tile axis: s
 for t = p (mod M), t counted from the chunk's start; a step gathers its coefficients in slot order,
 multiplies, reduces in-thread and writes one slot (``_step``). Chunks and unrolled loop bodies are
 whole multiples of M (orders up to 16), so inside a body every slot and every gathered offset is a
-compile-time constant: loads with immediate offsets, no index arithmetic. Per-lane tiles are
+compile-time constant: loads with immediate offsets, no index arithmetic. Lanes load several steps'
+coefficients at once, as one tile (``tile_steps``), so that their loads are in flight together. Per-lane tiles are
 addressed with offsets that are not increasing along the tile axis, so Triton sees no contiguity
 there and keeps the axis inside one thread (a contiguous one would be spread over a warp and
 reduced with shuffles). Complex tensors run as real and imaginary planes. Offsets are int64;
@@ -229,6 +230,53 @@ def _coefficients(
 
 
 @triton.jit
+def _tile_steps(first: tl.constexpr, STEPS: tl.constexpr, REVERSE: tl.constexpr):
+    """The body step of each entry along a coefficient tile's step axis: ordered so that the offsets
+    decrease along it (Triton then keeps the axis inside the thread, see triton_tiles)."""
+    if REVERSE:
+        return first + tl.arange(0, STEPS)[None, :, None]
+    else:
+        return first + STEPS - 1 - tl.arange(0, STEPS)[None, :, None]
+
+
+@triton.jit
+def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index, first: tl.constexpr,
+                       STEPS: tl.constexpr, M: tl.constexpr, U: tl.constexpr, ACC: tl.constexpr,
+                       A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
+    """The coefficients of body steps first .. first+STEPS-1 (U a multiple of M, so slots are static)
+    as one [M_PAD, STEPS, BLOCK] tile in ACC, entry (p, j) the coefficient slot p takes at step
+    _tile_steps(...)[j] (not conjugated; zero past the body, the chunk or, in reversed time, [0, T)).
+    Loaded before the first of those steps, so that all their loads are in flight together: see
+    tile_steps."""
+    step = _tile_steps(first, STEPS, REVERSE)
+    tap = _taps(index, step % M, M)
+    tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
+    if A_LAYOUT == 1:
+        along = step.to(tl.int64) * M
+    else:
+        along = step.to(tl.int64) * sa_time
+    live = (step < U) & (t0 + step < remaining) & (tap <= M)
+    if REVERSE:
+        t = n0 - t0 - step + tap
+        re, im = _load_tile(a_ptr, a_body - along + tap_offset, live & (t >= 0) & (t < T), IS_COMPLEX)
+    else:
+        re, im = _load_tile(a_ptr, a_body + along + tap_offset, live, IS_COMPLEX)
+    return re.to(ACC), im.to(ACC)
+
+
+@triton.jit
+def _tile_coefficients(tile_re, tile_im, k: tl.constexpr, STEPS: tl.constexpr, REVERSE: tl.constexpr):
+    """Step k's coefficients from the tile of :func:`_body_coefficients` that holds it (a static pick:
+    register reads), conjugated in reversed time."""
+    tile_step = _tile_steps(k - k % STEPS, STEPS, REVERSE)
+    re = select(tile_re, tile_step == k, 1)
+    im = select(tile_im, tile_step == k, 1)
+    if REVERSE:
+        im = -im
+    return re, im
+
+
+@triton.jit
 def _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M: tl.constexpr, ACC: tl.constexpr,
                            IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
     """Coefficients constant over time in slot order (conjugated in reversed time)."""
@@ -304,7 +352,7 @@ def _shift_window(w, new, index, M: tl.constexpr, M_PAD: tl.constexpr):
 def _recurse(
     u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len, sa_row, sa_time, sa_tap,
     M: tl.constexpr, U: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr,
+    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr = 0,
 ):
     """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
     driven one in d, sharing each step's coefficients. Returns (h, d)."""
@@ -320,8 +368,14 @@ def _recurse(
                 pos = k % M
             else:
                 pos = (t0 + k) % M
-            c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
-                                            M, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
+            if TILE_STEPS > 0:
+                if k % TILE_STEPS == 0:
+                    tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+                                                          k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
+                c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
+            else:
+                c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
+                                                M, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
             if DRIVEN:
                 u_re, u_im = _drive(u_ptr, u_body, k, live, n, tl.float64, IS_COMPLEX, REVERSE)
                 _, _, d_re, d_im = _step(d_re, d_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
@@ -335,6 +389,7 @@ def _summary(
     u_ptr, a_ptr, out_ptr, T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
     M: tl.constexpr, M_PAD: tl.constexpr, R: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr,
     SCAN: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+    TILE_STEPS: tl.constexpr = 0,
 ):
     """Each chunk's map s_in -> Phi s_in + z, in float64, from the driven recursion (from a zero state:
     z) and the homogeneous ones (recursion r from the unit state e_r, y[start-1-r] = 1: column r of
@@ -360,7 +415,7 @@ def _summary(
         h_im = tl.zeros_like(h_re)
         h_re, h_im, d_re, d_im = _recurse(
             u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, chunk * chunk_len, valid, index, T, steps, chunk_len,
-            sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True,
+            sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS,
         )
         pair = (row * n_chunks + chunk).reshape([BLOCK])
         triton_affine.scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
@@ -378,7 +433,7 @@ def _summary(
         if group * R >= M:
             _, _, d_re, d_im = _recurse(
                 u_ptr, a_ptr, d_re, d_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
-                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True,
+                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS,
             )
             _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + M)), d_re, d_im, keep, IS_COMPLEX)
         else:
@@ -387,7 +442,7 @@ def _summary(
             h_im = tl.zeros_like(h_re)
             h_re, h_im, _, _ = _recurse(
                 u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
-                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False,
+                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS,
             )
             _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
 
@@ -502,10 +557,18 @@ def _incoming_state(
 
 
 @triton.jit
-def _past_output(y_ptr, zi_ptr, row, T, j, mask, M: tl.constexpr, ACC: tl.constexpr, IS_COMPLEX: tl.constexpr):
-    """y[j] of the forward pass, from zi[-1-j] for -M <= j < 0."""
-    y_re, y_im = _load(y_ptr, row * T + j, mask & (j >= 0), IS_COMPLEX)
-    z_re, z_im = _load(zi_ptr, row * M + (-1 - j), mask & (j < 0) & (j >= -M), IS_COMPLEX)
+def _past_output(y_ptr, zi_ptr, row, T, j, mask, M: tl.constexpr, ACC: tl.constexpr, IS_COMPLEX: tl.constexpr,
+                 TILE: tl.constexpr = False):
+    """y[j] of the forward pass, from zi[-1-j] for -M <= j < 0. TILE: a lane tile whose j decrease
+    along its in-thread axis (loaded lane axis first, see triton_tiles.load_tile)."""
+    from_zi = mask & (j < 0) & (j >= -M)
+    if TILE:
+        y_re, y_im = _load_tile(y_ptr, row * T + j, mask & (j >= 0), IS_COMPLEX)
+        # the tl.where hides the zi offsets' contiguity (they increase as j decreases)
+        z_re, z_im = _load_tile(zi_ptr, tl.where(from_zi, row * M + (-1 - j), 0), from_zi, IS_COMPLEX)
+    else:
+        y_re, y_im = _load(y_ptr, row * T + j, mask & (j >= 0), IS_COMPLEX)
+        z_re, z_im = _load(zi_ptr, row * M + (-1 - j), from_zi, IS_COMPLEX)
     return (y_re + z_re).to(ACC), (y_im + z_im).to(ACC)
 
 
@@ -516,7 +579,7 @@ def _finish(
     M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr, BLOCK: tl.constexpr,
     STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr, GATHER_GRAD_A: tl.constexpr,
-    CARRY_RUN: tl.constexpr,
+    CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr = 0,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
@@ -526,7 +589,8 @@ def _finish(
     store that may alias it, so a store after each step made every later step of the body wait a
     whole memory latency for its loads (the sm_90 model's in-order issue of the compiled loop).
     Per-sample grad_a is gathered too when its [window, step] tiles fit (GATHER_GRAD_A, see plan);
-    otherwise each step stores its own."""
+    otherwise each step stores its own. With TILE_STEPS (see tile_steps) the body's inputs and past
+    outputs are loaded at its start and its coefficients TILE_STEPS steps at a time."""
     acc: tl.constexpr = COMPUTE
     pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
@@ -567,6 +631,17 @@ def _finish(
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
         out_re = tl.zeros([U_PAD, 1, BLOCK], dtype=acc)
         out_im = tl.zeros_like(out_re)
+        if TILE_STEPS > 0:  # the body's inputs (and grad_a's past outputs) loaded first, as one tile each
+            body_live = (step_slot < U) & (t0 + step_slot < remaining)
+            n_slot = n0 - t0 - step_slot
+            if REVERSE:  # (n < 0: the grad_zi steps, driven by zero)
+                ut_re, ut_im = _load_tile(u_ptr, u_body - step_slot, body_live & (n_slot >= 0), IS_COMPLEX)
+                if GRAD_A and U > 1:
+                    pt_re, pt_im = _past_output(y_ptr, zi_ptr, row, T, n_slot - 1 - M, body_live, M, acc, IS_COMPLEX, True)
+            else:
+                ut_re, ut_im = _load_tile(u_ptr, u_body + step_slot, body_live, IS_COMPLEX)
+            ut_re = ut_re.to(acc)
+            ut_im = ut_im.to(acc)
         if GATHER_GRAD_A:
             gg_re = tl.zeros([M_PAD, U_PAD, BLOCK], dtype=acc)
             gg_im = tl.zeros_like(gg_re)
@@ -578,9 +653,17 @@ def _finish(
                 pos = k % M
             else:
                 pos = (t0 + k) % M
-            u_re, u_im = _drive(u_ptr, u_body, k, live, n, acc, IS_COMPLEX, REVERSE)
-            c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
-                                            M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
+            if TILE_STEPS > 0:
+                u_re = select(ut_re, step_slot == k, 0)
+                u_im = select(ut_im, step_slot == k, 0)
+                if k % TILE_STEPS == 0:
+                    tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+                                                          k, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
+                c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
+            else:
+                u_re, u_im = _drive(u_ptr, u_body, k, live, n, acc, IS_COMPLEX, REVERSE)
+                c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
+                                                M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
             y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
             out_re = tl.where(step_slot == k, y_re, out_re)
             if IS_COMPLEX:
@@ -600,7 +683,11 @@ def _finish(
                     ga_re -= tl.where(sample, g_re, 0.0)
                     ga_im -= tl.where(sample, g_im, 0.0)
                 if U > 1:
-                    new_re, new_im = _past_output(y_ptr, zi_ptr, row, T, n - 1 - M, live, M, acc, IS_COMPLEX)
+                    if TILE_STEPS > 0:
+                        new_re = select(pt_re, step_slot == k, 0)
+                        new_im = select(pt_im, step_slot == k, 0)
+                    else:
+                        new_re, new_im = _past_output(y_ptr, zi_ptr, row, T, n - 1 - M, live, M, acc, IS_COMPLEX)
                     w_re = _shift_window(w_re, new_re, index, M, M_PAD)
                     if IS_COMPLEX:
                         w_im = _shift_window(w_im, new_im, index, M, M_PAD)
@@ -697,6 +784,33 @@ def unroll(M: int) -> int:
     if M > UNROLL_MAX_ORDER:
         return 1
     return M * max(1, round(8 / M))
+
+
+# Coefficient tiles (see _body_coefficients): registers a kernel may spend on one, counted as
+# M_PAD x steps x words^2 (words: 32-bit registers per value, real and imaginary parts counted;
+# squared because a wide lane's other tiles, its state and outputs, grow with it too). Set from the
+# sm_90 compile of orders 1-16 in float32, float64 and complex64 (Triton 3.6): the largest tile
+# that did not spill. The float64 summaries hold tiles only forward (backward, at M=16, a 2-step
+# tile spilled and took 25% longer per body) and the short-order scans' summaries none (their
+# bodies already issue every load first: no gain at any tile length).
+TILE_BUDGET = {("_summary", False): 128, ("_summary", True): 0, ("_finish", False): 256, ("_finish", True): 128}
+FORCED_TILE_STEPS: int | None = None  # tests: every kernel's tile, whatever its budget
+
+
+def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool) -> int:
+    """Steps whose coefficients a lane loads together, as one tile, before the first of them (0:
+    each step loads its own as it comes): the longest power of two up to the unrolled body whose
+    tile fits the kernel's TILE_BUDGET, at least 2. Compiled, each step's loads were otherwise
+    issued just before the step that uses them, so every step waited a whole memory latency (sm_90
+    model, Triton 3.6, one row of 2^20 samples at M=16, float32: the forward finish took 13457
+    cycles per 16-step body, 2811 with a 16-step tile). Only for bodies whose slots are static."""
+    if body % M:
+        return 0
+    if FORCED_TILE_STEPS is not None:
+        return FORCED_TILE_STEPS
+    fits = TILE_BUDGET[(kernel, reverse)] // (triton.next_power_of_2(M) * words * words)
+    steps = min(triton.next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
+    return steps if steps >= 2 else 0
 
 
 def recursions_per_lane(M: int, is_complex: bool, sms: int | None) -> int:
@@ -893,6 +1007,12 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         layout = A_STRIDED
     loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse)
 
+    def tiles(kernel: str) -> int:
+        if layout == A_CONSTANT:  # loaded once per lane
+            return 0
+        wide = kernel == "_summary" or compute == tl.float64
+        return tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse)
+
     def scratch(*size):  # summaries and carries are float64 whatever the input dtype
         return torch.empty((*size, *planes), dtype=torch.float64, device=u.device)
 
@@ -908,7 +1028,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, B * n_blocks,
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.group, R=triton.next_power_of_2(M), SCAN=True, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
+            dict(BLOCK=shape.group, R=triton.next_power_of_2(M), SCAN=True, TILE_STEPS=0, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
         if run is not None:
@@ -930,7 +1050,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, groups * triton.cdiv(pairs, shape.block),
             (u_, a_, maps, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.block, R=R, SCAN=False, **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
+            dict(BLOCK=shape.block, R=R, SCAN=False, TILE_STEPS=tiles("_summary"), **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
         ))
         carry = scratch(B * n_chunks, M)
         launches.append(Launch(_carry_long, B, (maps, zi_, carry, n_chunks, int(reverse)), dict(common), 4, 0, n_chunks))
@@ -951,7 +1071,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
         dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=u_pad,
              GRAD_A_PER_SAMPLE=per_sample, GATHER_GRAD_A=reverse and per_sample and gathered <= GATHER_MAX_REGISTERS,
-             CARRY_RUN=fused_run, **common, **loops),
+             CARRY_RUN=fused_run, TILE_STEPS=tiles("_finish"), **common, **loops),
         warps_for(block), n_lanes, shape.chunk,
     ))
 

@@ -463,6 +463,30 @@ def test_slot_by_slot_coefficient_loads_match_whole_tiles(monkeypatch, M, Ta, co
             assert torch.equal(whole, sliced)
 
 
+@pytest.mark.skipif("cpu" not in DEVICES, reason="forces coefficient tiles under the interpreter")
+@pytest.mark.parametrize("M, complex_, layout", [
+    (1, False, "contiguous"), (3, True, "contiguous"), (5, False, "transposed"), (16, False, "contiguous"),
+])
+def test_coefficient_tiles_give_identical_results(monkeypatch, M, complex_, layout):
+    """Loading several steps' coefficients (and the finish's inputs) as one tile changes when they
+    are loaded, not what is computed: every tile length (2 steps, the kernels' own choice, longer
+    than the unrolled body) gives bit-identical results to step-by-step loads, forward and backward,
+    over a partial last chunk and with the body not a power of two (M=3: 9 steps, M=5: 10)."""
+    dtype = torch.complex64 if complex_ else torch.float32
+    T = 3 * chunk_length("cpu", M, 2, 1 << 20) + 7
+    a = stable_coefficients((2,), T, M, dtype=dtype, seed=M)
+    if layout == "transposed":
+        a = a.transpose(1, 2).contiguous().transpose(1, 2)
+    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    results = []
+    for forced in (0, 2, None, 32):
+        monkeypatch.setattr(triton_scan, "FORCED_TILE_STEPS", forced)
+        results.append(run_both(x, a, zi, g, ("triton",))[0])
+    for other in results[1:]:
+        for stepwise, tiled in zip(results[0], other):
+            assert torch.equal(stepwise, tiled)
+
+
 def test_generated_affine_kernels_are_up_to_date():
     """kernels/triton_affine.py is what kernels/affine_codegen.py renders (rerun it after editing)."""
     import pathlib
