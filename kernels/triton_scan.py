@@ -231,8 +231,12 @@ def _coefficients(
 
 @triton.jit
 def _tile_steps(first: tl.constexpr, STEPS: tl.constexpr, REVERSE: tl.constexpr):
-    """The body step of each entry along a coefficient tile's step axis: ordered so that the offsets
-    decrease along it (Triton then keeps the axis inside the thread, see triton_tiles)."""
+    """The body step of each entry along a coefficient tile's step axis. Forward, ordered so that the
+    offsets decrease along it (Triton then keeps the axis inside the thread, see triton_tiles). In
+    reversed time a slot's offsets (a[n+i, i-1]) rise along it, by one tap per step with wraps of
+    the circular buffer in between: Triton cannot see that through the tap arithmetic of
+    :func:`_taps`, which is what keeps the axis in-thread there (the sm_90 compile check fails on
+    cross-lane traffic in a lane loop)."""
     if REVERSE:
         return first + tl.arange(0, STEPS)[None, :, None]
     else:
@@ -248,6 +252,8 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
     _tile_steps(...)[j] (not conjugated; zero past the body, the chunk or, in reversed time, [0, T)).
     Loaded before the first of those steps, so that all their loads are in flight together: see
     tile_steps."""
+    tl.static_assert(U % M == 0, "coefficient tiles need static slots: bodies of whole multiples of M")
+    tl.static_assert(A_LAYOUT != 0, "constant coefficients are loaded once per lane, not in tiles")
     step = _tile_steps(first, STEPS, REVERSE)
     tap = _taps(index, step % M, M)
     tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
@@ -795,11 +801,13 @@ def unroll(M: int) -> int:
 # tile spilled and took 25% longer per body) and the short-order scans' summaries none (their
 # bodies already issue every load first: no gain at any tile length).
 # Newer Triton (3.9) sinks the forward finish's tile loads back to their steps (M=16: 64 registers
-# whatever the tile, 12466 cycles per body without one, 18200 with 16 steps): none there. The
-# interpreter takes the GPU machines' (3.6) budgets, so that the tests run what they compile.
+# whatever the tile, 12466 cycles per body without one, 18200 with 16 steps): none there.
 TILE_BUDGET = {("_summary", False): 128, ("_summary", True): 0,
-               ("_finish", False): 256 if _VERSION < (3, 7) or _INTERPRETED else 0, ("_finish", True): 128}
-FORCED_TILE_STEPS: int | None = None  # tests: every kernel's tile, whatever its budget
+               ("_finish", False): 256 if _VERSION < (3, 7) else 0, ("_finish", True): 128}
+# The interpreter, which pays per element, loads step by step (a step's pick from a tile costs it a
+# pass over the whole tile: tiles doubled the Triton tests' time) unless a test forces tiles;
+# tests/test_triton.py checks them bit for bit against step-by-step loads.
+FORCED_TILE_STEPS: int | None = None
 
 
 def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool) -> int:
@@ -813,6 +821,8 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool) -> int
         return 0
     if FORCED_TILE_STEPS is not None:
         return FORCED_TILE_STEPS
+    if _INTERPRETED:
+        return 0
     fits = TILE_BUDGET[(kernel, reverse)] // (triton.next_power_of_2(M) * words * words)
     steps = min(triton.next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
     return steps if steps >= 2 else 0

@@ -463,28 +463,60 @@ def test_slot_by_slot_coefficient_loads_match_whole_tiles(monkeypatch, M, Ta, co
             assert torch.equal(whole, sliced)
 
 
-@pytest.mark.skipif("cpu" not in DEVICES, reason="forces coefficient tiles under the interpreter")
-@pytest.mark.parametrize("M, complex_, layout", [
-    (1, False, "contiguous"), (3, True, "contiguous"), (5, False, "transposed"), (16, False, "contiguous"),
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M, dtype, layout, grad_a", [
+    (1, torch.float32, "contiguous", True), (2, torch.float64, "contiguous", True),
+    (2, torch.bfloat16, "contiguous", True), (3, torch.complex64, "contiguous", True),
+    (5, torch.float32, "transposed", True), (8, torch.float32, "broadcast", False),
+    (16, torch.float32, "contiguous", True),
 ])
-def test_coefficient_tiles_give_identical_results(monkeypatch, M, complex_, layout):
+def test_coefficient_tiles_give_identical_results(monkeypatch, device, M, dtype, layout, grad_a):
     """Loading several steps' coefficients (and the finish's inputs) as one tile changes when they
-    are loaded, not what is computed: every tile length (2 steps, the kernels' own choice, longer
-    than the unrolled body) gives bit-identical results to step-by-step loads, forward and backward,
-    over a partial last chunk and with the body not a power of two (M=3: 9 steps, M=5: 10)."""
-    dtype = torch.complex64 if complex_ else torch.float32
-    T = 3 * chunk_length("cpu", M, 2, 1 << 20) + 7
-    a = stable_coefficients((2,), T, M, dtype=dtype, seed=M)
+    are loaded, not what is computed: tiles of 2, 4 and 16 steps and tiles longer than the unrolled
+    body give bit-identical results to step-by-step loads, forward and backward (with and without
+    grad_a), over a partial last chunk and bodies that are not a power of two (M=3: 9 steps, M=5:
+    10), for contiguous, strided and broadcast (stride-0 rows) coefficients. Every launch plan
+    must carry the forced length, so that the comparison cannot pass by tiling nothing."""
+    T = 3 * chunk_length(device, M, 2, 1 << 20) + 7
+    a = stable_coefficients((2,), T, M, dtype=torch.complex64 if dtype.is_complex else torch.float32, seed=M)
+    a = a.to(device=device, dtype=dtype)
     if layout == "transposed":
         a = a.transpose(1, 2).contiguous().transpose(1, 2)
-    x, zi, g = (random_signal(shape, dtype, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    elif layout == "broadcast":
+        a = a[:1].expand(2, T, M)
+    x, zi, g = (random_signal(shape, dtype, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
     results = []
-    for forced in (0, 2, None, 32):
+    for forced in (0, 2, 4, 16):
         monkeypatch.setattr(triton_scan, "FORCED_TILE_STEPS", forced)
-        results.append(run_both(x, a, zi, g, ("triton",))[0])
+        for reverse in (False, True):
+            launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=reverse,
+                                           y=x if reverse else None, tail=zi if reverse else None)
+            assert {launch.constexprs["TILE_STEPS"] for launch in launches if launch.kernel is triton_scan._finish} == {forced}
+        inputs = [t.clone().requires_grad_(grad_a or k != 1) for k, t in enumerate((x, a, zi))]
+        y = allpole(*inputs, backend="triton")
+        wanted = [t for t in inputs if t.requires_grad]
+        results.append((y.detach(), *torch.autograd.grad((y * g.conj()).real.sum(), wanted)))
     for other in results[1:]:
         for stepwise, tiled in zip(results[0], other):
             assert torch.equal(stepwise, tiled)
+
+
+def test_tile_lengths_follow_the_register_budget(monkeypatch):
+    """Compiled, tiles are as long as the kernel's budget allows (at least 2 steps, at most the
+    body); none for bodies that are not whole multiples of M; the interpreter tiles nothing."""
+    monkeypatch.setattr(triton_scan, "_INTERPRETED", False)
+    monkeypatch.setattr(triton_scan, "TILE_BUDGET", {("_finish", False): 256, ("_finish", True): 128,
+                                                     ("_summary", False): 128, ("_summary", True): 0})
+    assert triton_scan.tile_steps(16, 16, 1, "_finish", False) == 16
+    assert triton_scan.tile_steps(16, 16, 1, "_finish", True) == 8
+    assert triton_scan.tile_steps(16, 16, 2, "_finish", True) == 2
+    assert triton_scan.tile_steps(16, 16, 4, "_finish", True) == 0
+    assert triton_scan.tile_steps(8, 8, 2, "_summary", False) == 4
+    assert triton_scan.tile_steps(3, 9, 1, "_finish", False) == 16
+    assert triton_scan.tile_steps(16, 16, 2, "_summary", True) == 0
+    assert triton_scan.tile_steps(17, 1, 1, "_finish", False) == 0
+    monkeypatch.setattr(triton_scan, "_INTERPRETED", True)
+    assert triton_scan.tile_steps(16, 16, 1, "_finish", False) == 0
 
 
 def test_generated_affine_kernels_are_up_to_date():
