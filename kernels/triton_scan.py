@@ -358,7 +358,7 @@ def _shift_window(w, new, index, M: tl.constexpr, M_PAD: tl.constexpr):
 def _recurse(
     u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len, sa_row, sa_time, sa_tap,
     M: tl.constexpr, U: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr = 0,
+    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr,
 ):
     """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
     driven one in d, sharing each step's coefficients. Returns (h, d)."""
@@ -395,7 +395,7 @@ def _summary(
     u_ptr, a_ptr, out_ptr, T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
     M: tl.constexpr, M_PAD: tl.constexpr, R: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr,
     SCAN: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    TILE_STEPS: tl.constexpr = 0,
+    TILE_STEPS: tl.constexpr,
 ):
     """Each chunk's map s_in -> Phi s_in + z, in float64, from the driven recursion (from a zero state:
     z) and the homogeneous ones (recursion r from the unit state e_r, y[start-1-r] = 1: column r of
@@ -585,7 +585,7 @@ def _finish(
     M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr, BLOCK: tl.constexpr,
     STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr, GATHER_GRAD_A: tl.constexpr,
-    CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr = 0,
+    CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
@@ -637,9 +637,9 @@ def _finish(
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
         out_re = tl.zeros([U_PAD, 1, BLOCK], dtype=acc)
         out_im = tl.zeros_like(out_re)
+        body_live = (step_slot < U) & (t0 + step_slot < remaining)
+        n_slot = n0 - t0 - step_slot  # n of each entry in reversed time (unused forward)
         if TILE_STEPS > 0:  # the body's inputs (and grad_a's past outputs) loaded first, as one tile each
-            body_live = (step_slot < U) & (t0 + step_slot < remaining)
-            n_slot = n0 - t0 - step_slot
             if REVERSE:  # (n < 0: the grad_zi steps, driven by zero)
                 ut_re, ut_im = _load_tile(u_ptr, u_body - step_slot, body_live & (n_slot >= 0), IS_COMPLEX)
                 if GRAD_A and U > 1:
@@ -697,9 +697,7 @@ def _finish(
                     w_re = _shift_window(w_re, new_re, index, M, M_PAD)
                     if IS_COMPLEX:
                         w_im = _shift_window(w_im, new_im, index, M, M_PAD)
-        body_live = (step_slot < U) & (t0 + step_slot < remaining)
         if REVERSE:
-            n_slot = n0 - t0 - step_slot
             _store_tile(out_ptr, u_body - step_slot, out_re, out_im, body_live & (n_slot >= 0), IS_COMPLEX)
             # grad_zi[-1-n] for the last M steps (n < 0); the tl.where hides the offsets' contiguity
             tail = body_live & (n_slot < 0)
