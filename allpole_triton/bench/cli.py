@@ -221,7 +221,8 @@ def main(argv=None) -> int:
           f"({machine['cpu_cores']} cores) -> {args.out}", flush=True)
     rows = run_sweep(cases, backends, repeat=repeat, warmup=args.warmup, memory=args.memory,
                      interleaved=args.timing == "interleaved",
-                     progress=args.progress, budget=args.budget or preset["budget"])
+                     progress=args.progress, budget=args.budget or preset["budget"],
+                     on_case=lambda rows: write_csv(rows, args.out / "results.csv"))
     write_csv(rows, args.out / "results.csv")
     (args.out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
     plots = []

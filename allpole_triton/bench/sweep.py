@@ -66,6 +66,7 @@ def run_sweep(
     progress: bool = True,
     budget: float = 2.0,
     interleaved: bool = True,
+    on_case: Callable[[list[dict]], object] | None = None,
 ) -> list[dict]:
     """Time every backend on every case it supports; skipped pairs get a row with the reason.
 
@@ -79,7 +80,7 @@ def run_sweep(
     torch workload (:func:`model_workload`), as a model calls them; otherwise each backend is timed
     alone, call after call (:func:`~allpole_triton.bench.timing.measure`).
     CPU peak memory is measured (in a subprocess, with its own progress bar) at the largest T of
-    the sweep only.
+    the sweep only. ``on_case`` gets the rows so far after each case (a cut-off run keeps them).
     """
     cases, backends = list(cases), list(backends)
     rows: list[dict] = []
@@ -148,6 +149,8 @@ def run_sweep(
                 row.update(status="error", reason=_reason(exc))
             bar.update()
         del prepared
+        if on_case is not None:
+            on_case(rows)
     bar.close()
     if memory:
         T_max = max((c.T for c in cases), default=0)
