@@ -1,12 +1,18 @@
-"""Sweep the Triton launch shape (chunk length, chunks per carry block) on a GPU.
+"""Sweep the Triton launch shape (chunk length, chunks per carry block, body and tile lengths) on a GPU.
 
     python bench/tune_triton.py -B 1 16 256 -T 4096 65536 1048576 -M 1 2 4 16
 
 For every shape, times the launch table's own choice ("table") and each forced candidate
-(ALLPOLE_TRITON_LAUNCH="chunk=C,group=G"), forward and forward+backward (fp32, time-varying
-coefficients), side by side in one run, and prints CSV: copy the winners into the table in
-``kernels/triton_scan.py`` (LANES_PER_SM, CHUNK_MIN_GPU, CHUNK_MAX_GPU, LONG_CARRY_STEP_COST,
-BLOCK_GPU). Needs CUDA: under the interpreter the numbers mean nothing.
+(ALLPOLE_TRITON_LAUNCH="chunk=C,group=G", then "unroll=U" and "tile=S" on the table's chunks),
+forward and forward+backward (fp32, time-varying coefficients), side by side in one run, and
+prints CSV: copy the winners into the table in ``kernels/triton_scan.py`` (LANES_PER_SM,
+CHUNK_MIN_GPU, CHUNK_MAX_GPU, LONG_CARRY_STEP_COST, BLOCK_GPU, unroll, TILE_BUDGET). Needs CUDA:
+under the interpreter the numbers mean nothing.
+
+Open questions it settles (the sm_90 model cannot: it was 3.6-11x optimistic on the first H100):
+whether longer bodies with whole-line tiles (M=2: 16 or 32 steps, 64-128 bytes of x per lane)
+help the short orders' scattered per-lane reads, and whether the M=16 forward finish wants 8 or
+16-step tiles.
 """
 from __future__ import annotations
 
@@ -39,11 +45,14 @@ def main() -> None:
     p.add_argument("-M", nargs="+", type=int, default=[1, 2, 4, 16])
     p.add_argument("--chunks", nargs="+", type=int, default=[32, 64, 128, 256, 1024])
     p.add_argument("--groups", nargs="+", type=int, default=[32, 128], help="chunks per carry block (M <= 4)")
+    p.add_argument("--unrolls", nargs="+", type=int, default=[8, 16, 32],
+                   help="steps per loop body (the short orders' multiples of M)")
+    p.add_argument("--tiles", nargs="+", type=int, default=[0, 4, 8, 16], help="steps per coefficient tile")
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("tune_triton.py needs a CUDA device")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    print("B,T,M,launch,chunk,group,forward_ms,forward_backward_ms")
+    print("B,T,M,launch,chunk,group,unroll,forward_ms,forward_backward_ms")
     for B, T, M in itertools.product(args.B, args.T, args.M):
         if B * T * M > 2**30:  # coefficients of 4 GiB and more: skip
             continue
@@ -51,17 +60,21 @@ def main() -> None:
         x = torch.randn(B, T, generator=g).cuda().requires_grad_()
         a = stable_coefficients(B, T, M, generator=g, dtype=torch.float32).cuda().requires_grad_()
         table = triton_scan.launch_shape(M, B, T, sms)
-        candidates = [("table", None)] + [
-            (f"chunk={c},group={gr}", (c, gr)) for c, gr in itertools.product(args.chunks, args.groups if triton_scan.is_short(M) else [128])
+        candidates = ["table"] + [
+            f"chunk={c},group={gr}" for c, gr in itertools.product(args.chunks, args.groups if triton_scan.is_short(M) else [128])
         ]
-        for name, forced in candidates:
-            if forced:
-                os.environ["ALLPOLE_TRITON_LAUNCH"] = f"chunk={forced[0]},group={forced[1]}"
-            else:
+        if triton_scan.is_short(M):  # longer bodies at M=16 take minutes to compile
+            candidates += [f"unroll={u}" for u in args.unrolls if u % M == 0 and u != table.unroll]
+        candidates += [f"tile={t}" for t in args.tiles]
+        for name in candidates:
+            if name == "table":
                 os.environ.pop("ALLPOLE_TRITON_LAUNCH", None)
+            else:
+                os.environ["ALLPOLE_TRITON_LAUNCH"] = name
             shape = triton_scan.launch_shape(M, B, T, sms)
             forward, both = _time_pair(x, a)
-            print(f"{B},{T},{M},{name},{shape.chunk},{shape.group},{1e3 * forward:.4f},{1e3 * both:.4f}", flush=True)
+            print(f"{B},{T},{M},{name.replace(',', ' ')},{shape.chunk},{shape.group},{shape.unroll},"
+                  f"{1e3 * forward:.4f},{1e3 * both:.4f}", flush=True)
         os.environ.pop("ALLPOLE_TRITON_LAUNCH", None)
         del x, a, table
 

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_scan import _COMPILE, LANES_PER_SM, Launch, _null, _sms, forced_launch, warps_for
+from .triton_scan import _COMPILE, LANES_PER_SM, Launch, _null, _sms, cdiv, forced_launch, next_power_of_2, warps_for
 from .triton_tiles import load_tile, select, store_tile
 
 # Lengths and strides change from call to call: no == 1 / % 16 specialisation (one variant per dtype
@@ -160,16 +160,16 @@ def plan(A: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, h: torch.Tensor, sm
         # rows or time broadcast with stride 0 stay broadcast: only their first matrix is copied
         A = A[: 1 if A.stride(0) == 0 else None, : 1 if A.stride(1) == 0 else None].contiguous()
     chunk = chunk_length(R, T, sms)
-    n_chunks = triton.cdiv(T, chunk)
+    n_chunks = cdiv(T, chunk)
     sa_row, sa_time = (s if n > 1 else 0 for s, n in zip(A.stride()[:2], A.shape[:2]))
     sa_i, sa_j = A.stride()[2:] if M > 1 else (1, 1)
     compute = tl.float64 if u.dtype == torch.float64 else tl.float32
-    common = dict(M=M, M_PAD=triton.next_power_of_2(M), U=STEPS_PER_ITERATION, **_COMPILE)
+    common = dict(M=M, M_PAD=next_power_of_2(M), U=STEPS_PER_ITERATION, **_COMPILE)
 
     def launch(args: tuple, lanes: int, steps: int, summary: bool, acc, strides: tuple[int, int, int]) -> Launch:
         block = lanes_per_program(lanes, sms)
         constexprs = dict(SUMMARY=summary, ACC=acc, BLOCK=block, SA_I=strides[0], SA_J=strides[1], SU_I=strides[2], **common)
-        return Launch(_dense_scan, triton.cdiv(lanes, block), args, constexprs, warps_for(block), lanes, steps)
+        return Launch(_dense_scan, cdiv(lanes, block), args, constexprs, warps_for(block), lanes, steps)
 
     launches = []
     carry = h0

@@ -38,6 +38,7 @@ grids are 1-D.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -782,6 +783,17 @@ SINGLE_CHUNK_ORDER = 32  # above this order every row is one chunk (summaries wo
 UNROLL_MAX_ORDER = 16
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the host-side plan (triton.cdiv is a constexpr function in newer Triton, which
+    unwraps its arguments on every call: 10 such calls were a third of a plan's 100 us)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1), for the host-side plan (see cdiv)."""
+    return 1 << (n - 1).bit_length()
+
+
 def unroll(M: int) -> int:
     """Steps per unrolled loop body: a multiple of M (so every circular-buffer slot is static) of
     about 8 steps, up to order UNROLL_MAX_ORDER; above, a plain loop (a static body of M steps with
@@ -803,9 +815,8 @@ def unroll(M: int) -> int:
 TILE_BUDGET = {("_summary", False): 128, ("_summary", True): 0,
                ("_finish", False): 256 if _VERSION < (3, 7) else 0, ("_finish", True): 128}
 # The interpreter, which pays per element, loads step by step (a step's pick from a tile costs it a
-# pass over the whole tile: tiles doubled the Triton tests' time) unless a test forces tiles;
-# tests/test_triton.py checks them bit for bit against step-by-step loads.
-FORCED_TILE_STEPS: int | None = None
+# pass over the whole tile: tiles doubled the Triton tests' time) unless ALLPOLE_TRITON_LAUNCH's
+# tile forces them; tests/test_triton.py checks them bit for bit against step-by-step loads.
 
 
 def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool) -> int:
@@ -817,12 +828,13 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool) -> int
     cycles per 16-step body, 2811 with a 16-step tile). Only for bodies whose slots are static."""
     if body % M:
         return 0
-    if FORCED_TILE_STEPS is not None:
-        return FORCED_TILE_STEPS
+    forced = forced_launch().get("tile")
+    if forced is not None:
+        return forced
     if _INTERPRETED:
         return 0
-    fits = TILE_BUDGET[(kernel, reverse)] // (triton.next_power_of_2(M) * words * words)
-    steps = min(triton.next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
+    fits = TILE_BUDGET[(kernel, reverse)] // (next_power_of_2(M) * words * words)
+    steps = min(next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
     return steps if steps >= 2 else 0
 
 
@@ -832,7 +844,7 @@ def recursions_per_lane(M: int, is_complex: bool, sms: int | None) -> int:
     are converted to float64 once for all of them; more spills registers in the sm_90 compile check).
     The interpreter (``sms`` None) pays per op, not per register: one lane runs them all. Each
     recursion's arithmetic is the same whichever lane runs it (tests/test_triton.py checks bitwise)."""
-    m_pad = triton.next_power_of_2(M)
+    m_pad = next_power_of_2(M)
     if sms is None:
         return m_pad
     return max(1, min(m_pad, 32 // (m_pad * (2 if is_complex else 1))))
@@ -871,7 +883,7 @@ def carry_shape(M: int, is_complex: bool, n_maps: int, sms: int | None) -> tuple
     while run < longest and n_maps > widest * run:
         run *= 2
     # a program of one warp when there are few maps to scan
-    return min(widest, max(32, triton.next_power_of_2(triton.cdiv(n_maps, run)))), run
+    return min(widest, max(32, next_power_of_2(cdiv(n_maps, run)))), run
 
 
 def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int | None,
@@ -912,23 +924,45 @@ def forced_launch() -> dict[str, int]:
     """``ALLPOLE_TRITON_LAUNCH="chunk=256,group=16"`` forces the chunk length (rounded up to a multiple
     of the unroll) and the chunks per carry block on any device, e.g. the GPU's shapes under the
     interpreter; ``fuse=0`` or ``fuse=1`` forces the short-order carry into a launch of its own or
-    into the finish (see fused_carry_run)."""
-    text = os.environ.get("ALLPOLE_TRITON_LAUNCH", "").strip()
+    into the finish (see fused_carry_run). ``unroll=U`` forces the steps per loop body (a multiple
+    of M, up to UNROLL_MAX_ORDER; ignored above it) and ``tile=S`` the steps per coefficient tile
+    (0: none; see tile_steps), so that a GPU session can time what the model cannot settle
+    (bench/tune_triton.py)."""
+    return dict(_parse_forced_launch(os.environ.get("ALLPOLE_TRITON_LAUNCH", "").strip()))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_forced_launch(text: str) -> tuple[tuple[str, int], ...]:
+    """ALLPOLE_TRITON_LAUNCH's items, parsed once per text (a plan reads them several times)."""
     if not text:
-        return {}
+        return ()
     forced = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
         key = key.strip()
         allowed = (0, 1) if key == "fuse" else None
-        if (key not in ("chunk", "group", "fuse") or not value.strip().isdigit()
-                or (int(value) not in allowed if allowed else int(value) < 1)):
-            raise ValueError("ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G,fuse=F' (any of them) with positive "
-                             f"integers N and G and F 0 (a carry launch) or 1 (the carry fused into the finish), got {text!r}")
+        smallest = 0 if key == "tile" else 1
+        if (key not in ("chunk", "group", "fuse", "unroll", "tile") or not value.strip().isdigit()
+                or (int(value) not in allowed if allowed else int(value) < smallest)):
+            raise ValueError("ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G,fuse=F,unroll=U,tile=S' (any of them) "
+                             "with positive integers N, G and U, F 0 (a carry launch) or 1 (the carry fused into the "
+                             f"finish) and S 0 (no tiles) or a power of two from 2, got {text!r}")
         forced[key] = int(value)
-    group = forced.get("group")
-    if group is not None and (group & (group - 1) or group > 1024):
-        raise ValueError(f"ALLPOLE_TRITON_LAUNCH: group is a block of lanes, a power of two up to 1024; got {group}")
+    for key, largest, what in (("group", 1024, "a block of lanes"), ("tile", 1 << 10, "steps of coefficients")):
+        value = forced.get(key)
+        if value and (value & (value - 1) or value > largest or (key == "tile" and value < 2)):
+            raise ValueError(f"ALLPOLE_TRITON_LAUNCH: {key} is {what}, a power of two up to {largest}; got {value}")
+    return tuple(forced.items())
+
+
+def body_steps(M: int) -> int:
+    """Steps per unrolled loop body: :func:`unroll`, or ALLPOLE_TRITON_LAUNCH's ``unroll``."""
+    forced = forced_launch().get("unroll")
+    if forced is None or M > UNROLL_MAX_ORDER:
+        return unroll(M)
+    if forced % M:
+        raise ValueError(f"ALLPOLE_TRITON_LAUNCH: unroll must be a multiple of the order M={M} (every "
+                         f"circular-buffer slot static), got {forced}")
     return forced
 
 
@@ -939,7 +973,7 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
     launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM, down to a
     floor below which the per-chunk maps would cost more than the samples.
     """
-    u = unroll(M)
+    u = body_steps(M)
     kind = "short" if is_short(M) else "long"
     forced = forced_launch()
     if sms is None:
@@ -958,7 +992,7 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
     if M > SINGLE_CHUNK_ORDER or chunk >= steps:
         chunk = u * math.ceil(max(steps, 1) / u)
     if sms is not None:  # few lanes: programs of one warp, not of BLOCK_GPU lanes mostly idle
-        block = min(block, max(32, triton.next_power_of_2(rows * triton.cdiv(steps, chunk))))
+        block = min(block, max(32, next_power_of_2(rows * cdiv(steps, chunk))))
     return LaunchShape(chunk=chunk, group=forced.get("group", group), block=block, unroll=u)
 
 
@@ -1004,14 +1038,14 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     M = a.shape[-1]
     steps = T + M if reverse else T
     shape = launch_shape(M, B, steps, sms)
-    n_chunks = triton.cdiv(steps, shape.chunk)
+    n_chunks = cdiv(steps, shape.chunk)
     is_complex = u.is_complex()
     planes = (2,) if is_complex else ()
     real = u.real.dtype if is_complex else u.dtype
     compute = tl.float64 if real == torch.float64 else tl.float32
     sa_row, sa_time, sa_tap = (s if n > 1 else 0 for s, n in zip(a.stride(), a.shape))
     u_, a_, zi_ = _plane(u), _plane(a), _plane(zi)
-    common = dict(M=M, M_PAD=triton.next_power_of_2(M), IS_COMPLEX=is_complex, **_COMPILE)
+    common = dict(M=M, M_PAD=next_power_of_2(M), IS_COMPLEX=is_complex, **_COMPILE)
     if a.shape[1] == 1:
         layout = A_CONSTANT
     elif sa_time == M and (sa_tap == 1 or M == 1):
@@ -1036,12 +1070,12 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         state = 0 if reverse else 1
     elif is_short(M):
         state = 3
-        n_blocks = triton.cdiv(n_chunks, shape.group)
+        n_blocks = cdiv(n_chunks, shape.group)
         prefix = scratch(B * n_chunks, M * (M + 1))
         launches.append(Launch(
             _summary, B * n_blocks,
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.group, R=triton.next_power_of_2(M), SCAN=True, TILE_STEPS=0, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
+            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=0, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
         if run is not None:
@@ -1052,16 +1086,16 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             launches.append(Launch(
                 _carry_short, B, (prefix, zi_, carry, n_chunks, n_blocks, shape.group, int(reverse)),
                 dict(M=M, BLOCK=carry_block, RUN=run, IS_COMPLEX=is_complex, **_COMPILE),
-                warps_for(carry_block), 0, triton.cdiv(n_blocks - 1, carry_block * run),
+                warps_for(carry_block), 0, cdiv(n_blocks - 1, carry_block * run),
             ))
     else:
         state = 2
         maps = scratch(B * n_chunks, M * (M + 1))
         R = recursions_per_lane(M, is_complex, sms)
         pairs = B * n_chunks
-        groups = triton.cdiv(M, R) + 1  # the last one runs the driven recursion
+        groups = cdiv(M, R) + 1  # the last one runs the driven recursion
         launches.append(Launch(
-            _summary, groups * triton.cdiv(pairs, shape.block),
+            _summary, groups * cdiv(pairs, shape.block),
             (u_, a_, maps, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),
             dict(BLOCK=shape.block, R=R, SCAN=False, TILE_STEPS=tiles("_summary"), **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
         ))
@@ -1073,12 +1107,12 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         wide = torch.float64 if compute == tl.float64 else torch.float32
         partial = torch.empty((B * n_chunks, M, *planes), dtype=wide, device=u.device)
     grad_a_target = grad_a if per_sample else partial
-    u_pad = triton.next_power_of_2(shape.unroll)
+    u_pad = next_power_of_2(shape.unroll)
     # registers of a body's gathered grad_a: window x steps, times planes, times words per value
-    gathered = triton.next_power_of_2(M) * u_pad * (2 if is_complex else 1) * (2 if compute == tl.float64 else 1)
+    gathered = next_power_of_2(M) * u_pad * (2 if is_complex else 1) * (2 if compute == tl.float64 else 1)
     block = shape.group if state >= 3 else shape.block
     launches.append(Launch(
-        _finish, B * n_blocks if state >= 3 else triton.cdiv(n_lanes, block),
+        _finish, B * n_blocks if state >= 3 else cdiv(n_lanes, block),
         (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
          _plane(y) if y is not None else u_, _plane(grad_a_target) if grad_a_target is not None else u_,
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),

@@ -338,10 +338,42 @@ def test_forced_launch_shape(monkeypatch):
     assert triton_scan.launch_shape(20, 1, 10**5, None).chunk == 40  # whole multiples of M above the unroll
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "fuse=0")
     assert triton_scan.forced_launch() == {"fuse": 0}
-    for bad in ("chunk=0", "group=12", "group=2048", "fuse=2", "fused=1"):
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "unroll=12,tile=4")
+    assert triton_scan.launch_shape(3, 1, 10**5, None).unroll == 12
+    assert triton_scan.launch_shape(20, 1, 10**5, None).unroll == 1  # above UNROLL_MAX_ORDER: ignored
+    assert triton_scan.tile_steps(3, 12, 1, "_finish", False) == 4
+    assert triton_scan.tile_steps(3, 10, 1, "_finish", False) == 0  # slots not static: no tiles
+    for bad in ("chunk=0", "group=12", "group=2048", "fuse=2", "fused=1", "unroll=0", "tile=3", "tile=1", "tile=2048"):
         monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", bad)
         with pytest.raises(ValueError, match="ALLPOLE_TRITON_LAUNCH"):
             triton_scan.launch_shape(3, 1, 10**5, None)
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "unroll=8")
+    with pytest.raises(ValueError, match="multiple of the order M=3"):
+        triton_scan.launch_shape(3, 1, 10**5, None)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M, launch", [(1, "unroll=32,tile=32"), (2, "unroll=16,tile=16"), (3, "unroll=3,tile=0"),
+                                       (8, "unroll=16,tile=8")])
+def test_forced_unroll_and_tile_lengths_match_loops(monkeypatch, device, M, launch):
+    """The bodies and tiles a GPU sweep may force (bench/tune_triton.py), longer and shorter than the
+    table's, against float64 loops forward and backward (float64 inputs); every lane launch carries
+    them."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+    forced = triton_scan.forced_launch()
+    T = 3 * chunk_length(device, M, 2, 1 << 20) + 7
+    a = stable_coefficients((2,), T, M, seed=M)
+    x, zi, g = (random_signal(shape, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    for reverse in (False, True):
+        extra = dict(y=x, tail=zi, grad_a=a) if reverse else {}
+        launches, _ = triton_scan.plan(*(t.to(device) for t in (x, a, zi, x)), reverse=reverse, **extra)
+        lane_launches = [launch for launch in launches if launch.lanes and "U" in launch.constexprs]
+        assert lane_launches and all(launch.constexprs["U"] == forced["unroll"] for launch in lane_launches)
+        finish = [launch for launch in launches if launch.kernel is triton_scan._finish]
+        assert [launch.constexprs["TILE_STEPS"] for launch in finish] == [forced["tile"]]
+    y, *grads = run_both(*(t.to(device) for t in (x, a, zi, g)), ("triton",))[0]
+    for fast, slow, rough in zip((y, *grads), loop_results(x, a, zi, g), loop_results(*(t.float() for t in (x, a, zi, g)))):
+        assert_within_rounding(fast.cpu(), slow, rough)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -491,7 +523,7 @@ def test_coefficient_tiles_give_identical_results(monkeypatch, device, M, dtype,
     x, zi, g = (random_signal(shape, dtype, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
     results = []
     for forced in (0, 2, 4, 16):
-        monkeypatch.setattr(triton_scan, "FORCED_TILE_STEPS", forced)
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"tile={forced}")
         for reverse in (False, True):
             launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=reverse,
                                            y=x if reverse else None, tail=zi if reverse else None)
