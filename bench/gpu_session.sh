@@ -12,7 +12,8 @@
 # (philtorch 0.6.0's extension is built for torch 2.13 and does not load on the machine's 2.11.)
 # Then run `bash bench/gpu_session.sh [quick]` with .whl carried: its stages share BUDGET seconds
 # (default 480) and stop where it runs out (skipped.txt lists what did not run). STAGES="pytest
-# bench" runs only the stages named, of: launch_times diagnose sanitizer bench pytest recurrence tune.
+# bench" runs only the stages named, of: launch_times diagnose sanitizer bench pytest recurrence tune
+# (tune: full runs only, unless STAGES names it).
 # Results land in bench/results/<gpu-name>/, and in $OUT as one archive, results.tar.gz, after
 # every stage, so that a cut-off run still reports:
 #   launch_times.csv  each kernel launch timed alone (the model's bounds added afterwards, see the end)
@@ -41,6 +42,9 @@ unset TRITON_INTERPRET ALLPOLE_TRITON_LAUNCH
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")
 results="bench/results/$gpu"
 mkdir -p "$results"
+# the folder may hold an earlier session's committed files: only what this run writes is archived
+started=$(mktemp)
+sleep 1  # so that what this run writes is newer on filesystems that keep whole seconds
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$results/nvidia-smi.csv"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
     | tee "$results/versions.txt"
@@ -50,16 +54,20 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 # its own cap and what is left. skipped.txt lists a stage that found under 20 s left or ran out of
 # time; every stage's files are archived to $OUT as soon as it ends, so a cut-off run still reports.
 budget=${BUDGET:-480}
+stages="launch_times diagnose sanitizer bench pytest recurrence tune"
+for name in ${STAGES:-}; do
+    [[ " $stages " == *" $name "* ]] || { echo "STAGES: unknown stage '$name' (stages: $stages)" >&2; exit 2; }
+done
 : > "$results/skipped.txt"
 report() {
     # one archive: the device tool returns at most 8 files from $OUT
     if [ -n "${OUT:-}" ]; then
-        tar -czf "$OUT/results.tar.gz.part" -C "$(dirname "$results")" "$(basename "$results")" \
-            && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
+        (cd "$(dirname "$results")" && find "$(basename "$results")" -type f -newer "$started" -print0 \
+            | tar -czf "$OUT/results.tar.gz.part" --null -T -) && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
     fi
     return 0
 }
-want() {  # want NAME: whether STAGES (default: every stage) names this stage
+want() {  # want NAME: whether STAGES (default: every stage but tune in quick runs) names this stage
     [ -z "${STAGES:-}" ] || [[ " $STAGES " == *" $1 "* ]]
 }
 stage() {  # stage CAP_SECONDS FILE COMMAND...: the command's output to FILE (- : the terminal only)
@@ -113,14 +121,19 @@ fi
 # there (the H100 session reached 95% of them in 180 s on 16)
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n $(nproc)")
 # -v: each test's verdict as it lands (xdist prints tracebacks only at the end, which a cut-off run loses)
-want pytest && stage 210 "$results/pytest.txt" python3 -m pytest -v -rfE --tb=short $workers tests/test_triton.py tests/test_triton_accuracy.py \
+want pytest && stage 210 "$results/pytest.txt" python3 -m pytest -v -rfE --tb=short --durations=25 $workers tests/test_triton.py tests/test_triton_accuracy.py \
     tests/test_recurrence.py
 want recurrence && stage 45 "$results/recurrence.csv" python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 16 --repeat 10 \
     --no-model
-if [ "${1:-}" != quick ]; then
-    want tune && stage 60 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 1 16 -T 65536 1048576 -M 2 16
+# the launch-table questions the model cannot settle (bench/tune_triton.py): longer short-order
+# bodies (whole-line tiles), and M=16's tile length; every candidate is a compile. Full runs, or
+# STAGES=tune with a BUDGET of its own
+if [ "${1:-}" != quick ] || [ -n "${STAGES:-}" ]; then
+    want tune && stage 240 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks \
+        --unrolls 16 32 --tiles 0 4 8 16
 fi
-echo "device stages took $SECONDS s of a $budget s budget (pip setup included)" | tee "$results/budget.txt"
+echo "device stages took $SECONDS s of a $budget s budget (pip setup included); STAGES='${STAGES:-}' mode='${1:-full}'" \
+    | tee "$results/budget.txt"
 report
 # The model's predictions beside these times need no GPU (its sm_90 compiles took minutes of device
 # time): back on the development machine, with the results committed,

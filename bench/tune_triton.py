@@ -43,11 +43,11 @@ def main() -> None:
     p.add_argument("-B", nargs="+", type=int, default=[1, 16, 256])
     p.add_argument("-T", nargs="+", type=int, default=[4096, 65536, 1048576])
     p.add_argument("-M", nargs="+", type=int, default=[1, 2, 4, 16])
-    p.add_argument("--chunks", nargs="+", type=int, default=[32, 64, 128, 256, 1024])
+    p.add_argument("--chunks", nargs="*", type=int, default=[32, 64, 128, 256, 1024], help="none: the table's")
     p.add_argument("--groups", nargs="+", type=int, default=[32, 128], help="chunks per carry block (M <= 4)")
-    p.add_argument("--unrolls", nargs="+", type=int, default=[8, 16, 32],
+    p.add_argument("--unrolls", nargs="*", type=int, default=[8, 16, 32],
                    help="steps per loop body (the short orders' multiples of M)")
-    p.add_argument("--tiles", nargs="+", type=int, default=[0, 4, 8, 16], help="steps per coefficient tile")
+    p.add_argument("--tiles", nargs="*", type=int, default=[0, 4, 8, 16], help="steps per coefficient tile")
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("tune_triton.py needs a CUDA device")

@@ -790,8 +790,8 @@ def cdiv(a: int, b: int) -> int:
 
 
 def next_power_of_2(n: int) -> int:
-    """The smallest power of two >= n (n >= 1), for the host-side plan (see cdiv)."""
-    return 1 << (n - 1).bit_length()
+    """The smallest power of two >= n (1 for n <= 1), for the host-side plan (see cdiv)."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def unroll(M: int) -> int:
@@ -946,9 +946,11 @@ def _parse_forced_launch(text: str) -> tuple[tuple[str, int], ...]:
                 or (int(value) not in allowed if allowed else int(value) < smallest)):
             raise ValueError("ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G,fuse=F,unroll=U,tile=S' (any of them) "
                              "with positive integers N, G and U, F 0 (a carry launch) or 1 (the carry fused into the "
-                             f"finish) and S 0 (no tiles) or a power of two from 2, got {text!r}")
+                             f"finish) and S 0 (no tiles) or a power of two from 2 to 64, got {text!r}")
         forced[key] = int(value)
-    for key, largest, what in (("group", 1024, "a block of lanes"), ("tile", 1 << 10, "steps of coefficients")):
+    if forced.get("unroll", 0) > 64:
+        raise ValueError(f"ALLPOLE_TRITON_LAUNCH: unroll is the steps of one unrolled body, up to 64; got {forced['unroll']}")
+    for key, largest, what in (("group", 1024, "a block of lanes"), ("tile", 64, "steps of coefficients")):
         value = forced.get(key)
         if value and (value & (value - 1) or value > largest or (key == "tile" and value < 2)):
             raise ValueError(f"ALLPOLE_TRITON_LAUNCH: {key} is {what}, a power of two up to {largest}; got {value}")

@@ -343,7 +343,8 @@ def test_forced_launch_shape(monkeypatch):
     assert triton_scan.launch_shape(20, 1, 10**5, None).unroll == 1  # above UNROLL_MAX_ORDER: ignored
     assert triton_scan.tile_steps(3, 12, 1, "_finish", False) == 4
     assert triton_scan.tile_steps(3, 10, 1, "_finish", False) == 0  # slots not static: no tiles
-    for bad in ("chunk=0", "group=12", "group=2048", "fuse=2", "fused=1", "unroll=0", "tile=3", "tile=1", "tile=2048"):
+    for bad in ("chunk=0", "group=12", "group=2048", "fuse=2", "fused=1", "unroll=0", "unroll=128", "tile=3", "tile=1",
+                "tile=128"):
         monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", bad)
         with pytest.raises(ValueError, match="ALLPOLE_TRITON_LAUNCH"):
             triton_scan.launch_shape(3, 1, 10**5, None)
@@ -365,12 +366,13 @@ def test_forced_unroll_and_tile_lengths_match_loops(monkeypatch, device, M, laun
     a = stable_coefficients((2,), T, M, seed=M)
     x, zi, g = (random_signal(shape, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
     for reverse in (False, True):
-        extra = dict(y=x, tail=zi, grad_a=a) if reverse else {}
-        launches, _ = triton_scan.plan(*(t.to(device) for t in (x, a, zi, x)), reverse=reverse, **extra)
-        lane_launches = [launch for launch in launches if launch.lanes and "U" in launch.constexprs]
-        assert lane_launches and all(launch.constexprs["U"] == forced["unroll"] for launch in lane_launches)
-        finish = [launch for launch in launches if launch.kernel is triton_scan._finish]
-        assert [launch.constexprs["TILE_STEPS"] for launch in finish] == [forced["tile"]]
+        extra = {k: t.to(device) for k, t in dict(y=x, tail=zi, grad_a=a).items()} if reverse else {}
+        launches, _ = triton_scan.plan(*(t.to(device) for t in (x, a, zi, x)), reverse=reverse,
+                                       sms=triton_scan._sms(torch.device(device)), **extra)
+        lane_launches = [item for item in launches if item.lanes and "U" in item.constexprs]
+        assert lane_launches and all(item.constexprs["U"] == forced["unroll"] for item in lane_launches)
+        finish = [item for item in launches if item.kernel is triton_scan._finish]
+        assert [item.constexprs["TILE_STEPS"] for item in finish] == [forced["tile"]]
     y, *grads = run_both(*(t.to(device) for t in (x, a, zi, g)), ("triton",))[0]
     for fast, slow, rough in zip((y, *grads), loop_results(x, a, zi, g), loop_results(*(t.float() for t in (x, a, zi, g)))):
         assert_within_rounding(fast.cpu(), slow, rough)
@@ -525,24 +527,35 @@ def test_coefficient_tiles_give_identical_results(monkeypatch, device, M, dtype,
     for forced in (0, 2, 4, 16):
         monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"tile={forced}")
         for reverse in (False, True):
-            launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=reverse,
+            launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=reverse, sms=triton_scan._sms(x.device),
                                            y=x if reverse else None, tail=zi if reverse else None)
             assert {launch.constexprs["TILE_STEPS"] for launch in launches if launch.kernel is triton_scan._finish} == {forced}
         results.append(run_both(x, a, zi, g, ("triton",), grad_a)[0])
     names = ("y", "grad_x", "grad_a", "grad_zi") if grad_a else ("y", "grad_x", "grad_zi")
-    if device != "cpu":
+    # Compiled, the sums of orders above CHAINED_MAX_ORDER reduce in an order that follows the
+    # layout Triton picks for the coefficients, which a tile pick and a step's load may not share:
+    # the first H100 run (Triton 3.6) found M=16 not bitwise equal, with the same multiply-add
+    # counts in every variant's SASS. There each result is held to a float32 loop's error (10x, as
+    # in test_triton_accuracy.py) against float64, and the tiled one to twice the step-by-step
+    # one's: a wrong step costs O(1).
+    bitwise = device == "cpu" or M <= triton_scan.CHAINED_MAX_ORDER
+    if not bitwise:
         wide = torch.complex128 if dtype.is_complex else torch.float64
+        single = torch.complex64 if dtype.is_complex else torch.float32
         exact = dict(zip(("y", "grad_x", "grad_a", "grad_zi"), loop_results(*(t.cpu().to(wide) for t in (x, a, zi, g)))))
+        rough = dict(zip(("y", "grad_x", "grad_a", "grad_zi"), loop_results(*(t.cpu().to(single) for t in (x, a, zi, g)))))
+        eps = torch.finfo(dtype).eps
+        ratio = eps / torch.finfo(torch.float32).eps
     for forced, other in zip((2, 4, 16), results[1:]):
         for name, stepwise, tiled in zip(names, results[0], other):
-            if device == "cpu":
+            if bitwise:
                 assert torch.equal(stepwise, tiled), f"{forced}-step tiles: {name} differs"
                 continue
-            # Compiled, the first H100 run (Triton 3.6) found M=16 not bitwise equal, although the
-            # variants' SASS has the same multiply-add counts (cause not established): held to the
-            # step-by-step loads' own error against float64, since a wrong step costs O(1).
             step_error, tiled_error = (float(relative_error(r.cpu(), exact[name])) for r in (stepwise, tiled))
-            assert tiled_error <= 2 * step_error + 4 * torch.finfo(dtype).eps, (
+            loop_error = float(relative_error(rough[name], exact[name]))
+            assert step_error <= (10 if ratio >= 1 else 1e4) * ratio * loop_error + 4 * eps, (
+                f"step-by-step loads: {name} off by {step_error:.3g} against float64 (a float32 loop: {loop_error:.3g})")
+            assert tiled_error <= 2 * step_error + 4 * eps, (
                 f"{forced}-step tiles: {name} off by {tiled_error:.3g} against float64 (step by step: {step_error:.3g})")
             if not torch.equal(stepwise, tiled):
                 warnings.warn(f"M={M} {dtype} {forced}-step tiles: {name} not bitwise equal to step-by-step loads "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from itertools import groupby
 from pathlib import Path
 
@@ -22,13 +23,16 @@ SPREAD_FLAG = 0.5  # rows whose (max - min) / median time exceeds this are flagg
 
 
 def write_csv(rows: list[dict], path) -> Path:
-    """One line per row, columns :data:`FIELDS`; missing values are empty cells."""
+    """One line per row, columns :data:`FIELDS`; missing values are empty cells. Written whole and
+    then renamed, so that a run stopped mid-write leaves the previous file."""
     path = Path(path)
-    with path.open("w", newline="") as f:
+    partial = path.with_name(path.name + ".part")
+    with partial.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _cell(row.get(k)) for k in FIELDS})
+    os.replace(partial, path)
     return path
 
 

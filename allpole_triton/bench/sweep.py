@@ -80,7 +80,8 @@ def run_sweep(
     torch workload (:func:`model_workload`), as a model calls them; otherwise each backend is timed
     alone, call after call (:func:`~allpole_triton.bench.timing.measure`).
     CPU peak memory is measured (in a subprocess, with its own progress bar) at the largest T of
-    the sweep only. ``on_case`` gets the rows so far after each case (a cut-off run keeps them).
+    the sweep only. ``on_case`` gets the rows so far after each case (a cut-off run keeps them; their
+    speed-ups against torchlpc are added only at the end).
     """
     cases, backends = list(cases), list(backends)
     rows: list[dict] = []
