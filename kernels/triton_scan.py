@@ -925,8 +925,8 @@ def forced_launch() -> dict[str, int]:
     of the unroll) and the chunks per carry block on any device, e.g. the GPU's shapes under the
     interpreter; ``fuse=0`` or ``fuse=1`` forces the short-order carry into a launch of its own or
     into the finish (see fused_carry_run). ``unroll=U`` forces the steps per loop body (a multiple
-    of M, up to UNROLL_MAX_ORDER; ignored above it) and ``tile=S`` the steps per coefficient tile
-    (0: none; see tile_steps), so that a GPU session can time what the model cannot settle
+    of M, up to 64; orders above UNROLL_MAX_ORDER ignore it) and ``tile=S`` the steps per
+    coefficient tile (0: none, else a power of two up to 64; see tile_steps), so that a GPU session can time what the model cannot settle
     (bench/tune_triton.py)."""
     return dict(_parse_forced_launch(os.environ.get("ALLPOLE_TRITON_LAUNCH", "").strip()))
 
