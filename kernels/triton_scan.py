@@ -925,10 +925,24 @@ def forced_launch() -> dict[str, int]:
     of the unroll) and the chunks per carry block on any device, e.g. the GPU's shapes under the
     interpreter; ``fuse=0`` or ``fuse=1`` forces the short-order carry into a launch of its own or
     into the finish (see fused_carry_run). ``unroll=U`` forces the steps per loop body (a multiple
-    of M, up to 64; orders above UNROLL_MAX_ORDER ignore it) and ``tile=S`` the steps per
-    coefficient tile (0: none, else a power of two up to 64; see tile_steps), so that a GPU session can time what the model cannot settle
-    (bench/tune_triton.py)."""
+    of M; orders above UNROLL_MAX_ORDER ignore it) and ``tile=S`` the steps per coefficient tile
+    (see tile_steps), so that a GPU session can time what the model cannot settle
+    (bench/tune_triton.py). :data:`FORCED_LAUNCH_KEYS` lists the values each key takes."""
     return dict(_parse_forced_launch(os.environ.get("ALLPOLE_TRITON_LAUNCH", "").strip()))
+
+
+def _power_of_2(n: int) -> bool:
+    return n > 0 and not n & (n - 1)
+
+
+# ALLPOLE_TRITON_LAUNCH's keys: which values each takes, and how to say so
+FORCED_LAUNCH_KEYS = {
+    "chunk": (lambda n: n >= 1, "a positive integer"),
+    "group": (lambda n: _power_of_2(n) and n <= 1024, "a block of lanes, a power of two up to 1024"),
+    "fuse": (lambda n: n in (0, 1), "0 (a carry launch) or 1 (the carry fused into the finish)"),
+    "unroll": (lambda n: 1 <= n <= 64, "the steps of one unrolled body, 1 to 64"),
+    "tile": (lambda n: n == 0 or (_power_of_2(n) and 2 <= n <= 64), "0 (no tiles) or a power of two from 2 to 64"),
+}
 
 
 @functools.lru_cache(maxsize=16)
@@ -939,21 +953,14 @@ def _parse_forced_launch(text: str) -> tuple[tuple[str, int], ...]:
     forced = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
-        key = key.strip()
-        allowed = (0, 1) if key == "fuse" else None
-        smallest = 0 if key == "tile" else 1
-        if (key not in ("chunk", "group", "fuse", "unroll", "tile") or not value.strip().isdigit()
-                or (int(value) not in allowed if allowed else int(value) < smallest)):
-            raise ValueError("ALLPOLE_TRITON_LAUNCH: expected 'chunk=N,group=G,fuse=F,unroll=U,tile=S' (any of them) "
-                             "with positive integers N, G and U, F 0 (a carry launch) or 1 (the carry fused into the "
-                             f"finish) and S 0 (no tiles) or a power of two from 2 to 64, got {text!r}")
+        key, value = key.strip(), value.strip()
+        if key not in FORCED_LAUNCH_KEYS:
+            raise ValueError(f"ALLPOLE_TRITON_LAUNCH: expected items key=value with keys {', '.join(FORCED_LAUNCH_KEYS)}, "
+                             f"got {text!r}")
+        valid, what = FORCED_LAUNCH_KEYS[key]
+        if not value.isdigit() or not valid(int(value)):
+            raise ValueError(f"ALLPOLE_TRITON_LAUNCH: {key} is {what}; got {value!r} in {text!r}")
         forced[key] = int(value)
-    if forced.get("unroll", 0) > 64:
-        raise ValueError(f"ALLPOLE_TRITON_LAUNCH: unroll is the steps of one unrolled body, up to 64; got {forced['unroll']}")
-    for key, largest, what in (("group", 1024, "a block of lanes"), ("tile", 64, "steps of coefficients")):
-        value = forced.get(key)
-        if value and (value & (value - 1) or value > largest or (key == "tile" and value < 2)):
-            raise ValueError(f"ALLPOLE_TRITON_LAUNCH: {key} is {what}, a power of two up to {largest}; got {value}")
     return tuple(forced.items())
 
 
