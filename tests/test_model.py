@@ -100,3 +100,37 @@ def test_a_fused_carry_reads_the_maps_before_each_block_as_whole_sectors():
     assert n_blocks == 64
     assert model._fused_carry_bytes(finish) == 16 * 64 * 63 / 2 * 32
     assert model._fused_carry_bytes(launches[0]) == 0
+
+
+def test_l1_wavefronts_count_lines_per_lane_tile_and_per_coalesced_row():
+    """A per-lane tile costs a wavefront per element (a warp fetches 32 lanes' lines at once); a
+    coalesced [lanes, S] tile the lines each lane's row spans; loads in the last top-level loop
+    count per iteration, the rest once."""
+    assert model.access_wavefronts([8, 1, 128], 4) == 8 * 128
+    assert model.access_wavefronts([128, 8], 4) == pytest.approx(128 * (1 + 28 / 128))
+    assert model.access_wavefronts([32, 64], 4) == pytest.approx(32 * (1 + 252 / 128))
+    ttgir = "\n".join([
+        "tt.func public @k(%p: !tt.ptr<f32>) {",
+        "  %s = tt.load %p : !tt.ptr<f32>",
+        "  %r = scf.for %i = %a to %b step %c iter_args(%h = %x) -> (tensor<128xf32, #blocked>) : i32 {",
+        "    %v = scf.if %q -> (tensor<128xf32, #blocked>) {",
+        "      %t = tt.load %ptrs, %mask : tensor<8x1x128x!tt.ptr<f32>, #blocked1>",
+        "    } else {",
+        "    }",
+        "    %w = tt.load %rows : tensor<128x8x!tt.ptr<f64>, #blocked2>",
+        "    tt.store %rows2, %w : tensor<128x8x!tt.ptr<f64>, #blocked2>",
+        "    scf.yield %h : tensor<128xf32, #blocked>",
+        "  } loc(#loc1)",
+        "  tt.store %out, %r : tensor<128x!tt.ptr<f32>, #blocked>",
+        "  tt.return",
+        "}",
+    ])
+    in_loop, rest = model.global_wavefronts(ttgir, num_warps=4)
+    row = 128 * (1 + 60 / 128)
+    assert in_loop == pytest.approx(8 * 128 + 2 * row)
+    assert rest == pytest.approx(4 + 128)
+
+
+def test_shared_wavefronts_count_the_bytes_a_warp_moves():
+    body = ["STS [R1], R2", "STS.64 [R1], R2", "LDS.128 R4, [R1]", "STSM.16.M88.4 [R1], R4", "FFMA R1, R2, R3, R4"]
+    assert model.shared_wavefronts(body) == 1 + 2 + 4 + 4

@@ -8,21 +8,27 @@ every launch is compiled for sm_90 (``sm90.compile_launch``) and its SASS read:
   outside it, giving thread-instructions per sample for the pass;
 - bytes moved through device memory, counted from the algorithm (inputs read by the summary and
   again by the finish, float64 chunk maps written and read back, outputs written once);
-- three bounds per launch: memory (bytes / 3.0 TB/s), issue (warp instructions over 132 SMs x 4
+- four bounds per launch: memory (bytes / 3.0 TB/s); issue (warp instructions over 132 SMs x 4
   schedulers x 1.755 GHz, with float64 arithmetic at half rate, float64 conversions at 16 per clock
-  per SM and memory instructions at one warp per clock per SM), and the loop-carried latency chain:
-  the compiled loop body issued in order by one warp, each instruction once the registers it reads
-  are ready (:func:`loop_cycles`, with per-opcode latencies and a memory latency per 32-byte sector),
-  times the iterations, after the code before the loop (its loads of incoming states and maps, and
-  a fused carry's composition of the maps before a block), in as many waves as the SMs' registers
-  allow. So a load the compiler left behind a store (it cannot move a load above a store that may
-  alias it) costs its full latency on the chain. The launch's predicted time is the largest, plus a
-  fixed launch cost.
+  per SM and memory instructions at one warp per clock per SM); L1 throughput (one wavefront per
+  clock per SM, a wavefront per 128-byte line a warp's access touches: :func:`global_wavefronts`
+  from the TTGIR's loads and stores, :func:`shared_wavefronts` from the SASS); and the loop-carried
+  latency chain: the compiled loop body issued in order by one warp, each instruction once the
+  registers it reads are ready (:func:`loop_cycles`, with per-opcode latencies and a memory latency
+  per 32-byte sector), times the iterations, after the code before the loop (its loads of incoming
+  states and maps, and a fused carry's composition of the maps before a block), in as many waves as
+  the SMs' registers allow. So a load the compiler left behind a store (it cannot move a load above
+  a store that may alias it) costs its full latency on the chain. The launch's predicted time is the
+  largest, plus a fixed launch cost.
 
-Replayed on the kernels of the first GPU run (H200, commit 4550815, B=16, T=2^20, fp32), this
-latency term took the model from 4.6-37x below the measured times to 3.6-5.0x below (still
-optimistic: uncalibrated); the earlier term (a memory latency per body plus a log-depth reduction
-per step) missed that the compiled lane loops waited for each step's loads.
+Replayed on the kernels of the first GPU run (H200, commit 4550815, B=16, T=2^20, fp32), the
+latency term took the model from 4.6-37x below the measured times to 3.6-5.0x below; the earlier
+term (a memory latency per body plus a log-depth reduction per step) missed that the compiled lane
+loops waited for each step's loads. On the first H100 run (commit 12fda57, same shapes) the model
+without the L1 term was 3.6-11x below the measured times; the L1 term, with nothing fitted, puts
+them at 1.03x (forward, M=16), 1.12x (forward, M=2), 1.27x and 1.44x (forward+backward, M=2 and 16)
+of its predictions: lanes reading their own chunks one element per instruction made every pass
+L1-bound, the M=16 summary (each coefficient fetched by 9 lanes) above all.
 
 It is a model: no number here was measured. ``bench/gpu_session.sh`` times the same cases on a
 GPU and joins them to these predictions (``--measured``), which is how the constants below get
@@ -52,6 +58,13 @@ LATENCY = {"DFMA": 8, "DADD": 8, "DMUL": 8, "DMNMX": 8, "DSETP": 8, "F2F": 14, "
            "F2FP": 14, "MUFU": 14, "FRND": 14, "LDS": 30, "LDSM": 30, "SHFL": 30, "LDL": 40, "S2R": 20, "S2UR": 20,
            "LDC": 20, "ULDC": 20}
 GLOBAL_LOADS = ("LDG", "LD", "ATOM", "LDGSTS")
+# L1TEX passes one wavefront per clock per SM, and a wavefront holds the data of one 128-byte line
+# (NVIDIA's L1TEX model: wavefronts are the cycles a request takes; the lines one may hold are
+# bounded). A lane kernel's lanes are chunks at least 128 bytes apart, so a warp-wide access of a
+# per-lane tile touches 32 lines: 32 cycles of L1 for 128 useful bytes.
+L1_LINE_BYTES = 128
+# Shared-memory instructions (a coalesced tile's transposes): one wavefront per 128 bytes a warp moves.
+SHARED_OPS = {"LDS": 32, "STS": 32, "LDSM": 128, "STSM": 128}  # bits per thread of the plain form
 LAUNCH_SECONDS = 2.5e-6  # per launch from Python, without CUDA graphs
 FP64_OPS = ("DFMA", "DMUL", "DADD", "DSETP", "DMNMX")
 CONVERSIONS = ("F2F",)
@@ -78,6 +91,8 @@ class LaunchModel:
     l2_bytes: float  # reads served by L2 by design (a fused carry's maps), charged at L2_BANDWIDTH
     memory_s: float
     issue_s: float
+    l1_wavefronts: float
+    l1_s: float
     latency_s: float
     predicted_s: float
 
@@ -281,6 +296,72 @@ def _fused_carry_bytes(launch) -> float:
     return rows * n_blocks * (n_blocks - 1) / 2 * math.ceil(map_bytes / LINE_BYTES) * LINE_BYTES
 
 
+_ACCESS = re.compile(r"\b(tt\.load|tt\.store)\b.*?:\s*tensor<([0-9x]+)x!tt\.ptr<([a-z0-9]+)>")
+_SCALAR_ACCESS = re.compile(r"\b(tt\.load|tt\.store)\b.*?:\s*!tt\.ptr<")
+_ITEM_BYTES = {"f64": 8, "i64": 8, "f32": 4, "i32": 4, "f16": 2, "bf16": 2}
+
+
+def access_wavefronts(shape: list[int], item_bytes: int) -> float:
+    """L1 wavefronts one program's global access of a lane-kernel tile costs. Rank 2 is a coalesced
+    tile (``triton_tiles.load_rows``): a row per lane, contiguous along its last axis, so each row
+    costs the lines it spans (a row of b bytes at a 4-byte-aligned start spans 1 + (b - 4) / 128 on
+    average). Any other rank is a per-lane tile whose every element a warp fetches from 32 lanes'
+    lines at once: one wavefront per element."""
+    if len(shape) == 2:
+        return shape[0] * (1 + (shape[1] * item_bytes - min(4, item_bytes)) / L1_LINE_BYTES)
+    return float(math.prod(shape))
+
+
+def global_wavefronts(ttgir: str, num_warps: int) -> tuple[float, float]:
+    """L1 wavefronts per program of the global loads and stores: (inside the main loop, per
+    iteration; everything else, once). The main loop is the last scf.for not nested in another one
+    (as for the SASS, see sm90.Compiled.main_loop); a scalar access costs one per warp."""
+    loops: list[list[float]] = []  # top-level loops' wavefronts, in program order
+    outside = 0.0
+    stack: list[bool] = []  # open regions: True for an scf.for
+    for line in ttgir.splitlines():
+        text = line.strip()
+        if text.startswith("}"):
+            stack.pop()
+        m = _ACCESS.search(text)
+        cost = None
+        if m:
+            cost = access_wavefronts([int(d) for d in m.group(2).split("x")], _ITEM_BYTES.get(m.group(3), 4))
+        elif _SCALAR_ACCESS.search(text):
+            cost = float(num_warps)
+        if cost is not None:
+            if any(stack):
+                loops[-1][0] += cost
+            else:
+                outside += cost
+        if text.endswith("{"):
+            is_for = "scf.for" in text
+            if is_for and not any(stack):
+                loops.append([0.0])
+            stack.append(is_for)
+    if not loops:
+        return 0.0, outside
+    return loops[-1][0], outside + sum(l[0] for l in loops[:-1])
+
+
+def shared_wavefronts(body: list[str]) -> float:
+    """L1 wavefronts per warp of the shared-memory instructions in ``body`` (a coalesced tile's
+    transposes): the bytes a warp moves over 128, at least one (bank conflicts not counted)."""
+    total = 0.0
+    for instruction in body:
+        op = _opcode(instruction)
+        if op not in SHARED_OPS:
+            continue
+        full = instruction.split()[1] if instruction.startswith("@") else instruction.split()[0]
+        if op in ("LDSM", "STSM"):  # .x4 / .x2 matrices of 8x8 16-bit entries
+            count = re.search(r"\.(\d)$", full)
+            total += int(count.group(1)) if count else 1
+        else:
+            width = re.search(r"\.(64|128)\b", full)
+            total += max(1.0, (int(width.group(1)) if width else SHARED_OPS[op]) * 32 / 8 / L1_LINE_BYTES)
+    return total
+
+
 def issue_seconds(warp_instructions: float, fp64: float, conversions: float, memory_ops: float, programs: int) -> float:
     """The issue bound: cycles on the busiest pipe (dispatch: one warp instruction per scheduler per
     clock), spread over the SMs the launch's programs occupy (one program, e.g. a row's carry,
@@ -321,6 +402,12 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
 
     fp64, conversions, memory_ops = (warp_instructions(ops) for ops in (FP64_OPS, CONVERSIONS, MEMORY_OPS))
     issue_s = issue_seconds(thread_instructions / 32, fp64, conversions, memory_ops, launch.grid)
+    # L1 throughput: every program's global accesses (TTGIR) and its warps' shared-memory ones (SASS)
+    in_loop, rest = global_wavefronts(compiled.ttgir, launch.num_warps)
+    shared_loop, shared_all = shared_wavefronts(loop), shared_wavefronts(everything)
+    l1_wavefronts = (launch.grid * (iterations * in_loop + rest)
+                     + warp_factor * ((iterations - 1) * shared_loop + shared_all))
+    l1_s = l1_wavefronts / min(SMS, max(1, launch.grid)) / CLOCK_HZ
     moved = _launch_bytes(launch, pass_tensors)
     l2_moved = _fused_carry_bytes(launch)
     memory_s = moved / BANDWIDTH + l2_moved / L2_BANDWIDTH
@@ -336,10 +423,11 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
     else:
         latency_cycles = iterations * loop_cycles(loop, L2_LATENCY) + L2_LATENCY
     latency_s = latency_cycles / CLOCK_HZ
-    predicted = max(memory_s, issue_s, latency_s) + LAUNCH_SECONDS
+    predicted = max(memory_s, issue_s, l1_s, latency_s) + LAUNCH_SECONDS
     return LaunchModel(
         name, launch.grid, launch.lanes, iterations, unroll, len(loop), other, compiled.registers,
-        thread_instructions, fp64, conversions, memory_ops, moved, l2_moved, memory_s, issue_s, latency_s, predicted,
+        thread_instructions, fp64, conversions, memory_ops, moved, l2_moved, memory_s, issue_s, l1_wavefronts, l1_s,
+        latency_s, predicted,
     )
 
 
