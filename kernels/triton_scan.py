@@ -35,6 +35,13 @@ addressed with offsets that are not increasing along the tile axis, so Triton se
 there and keeps the axis inside one thread (a contiguous one would be spread over a warp and
 reduced with shuffles). Complex tensors run as real and imaginary planes. Offsets are int64;
 grids are 1-D.
+
+Read element by element, each warp access of a per-lane tile touches 32 lanes' cache lines, and
+L1 passes one line per clock: the sm_90 model's L1 term, which put the first H100 run (Triton 3.6)
+within 1.03-1.44x of its predictions. So real inputs with contiguous coefficients (``uses_rows``)
+read each body's inputs and forward coefficient tiles, and write its outputs, as coalesced
+[lanes, S] rows moved to and from the lanes through shared memory (``ROWS``,
+``triton_tiles.rows_to_lanes``).
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ import triton.language as tl
 from . import triton_affine
 from .triton_tiles import SPLIT_TILES, _INTERPRETED, _VERSION, load as _load, load_tile as _load_tile, select, store as _store
 from .triton_tiles import store_tile as _store_tile
+from .triton_tiles import lanes_to_rows, load_rows, rows_to_lanes
 from .affine_codegen import SCAN_MAX_ORDER
 
 # Fused multiply-adds round once instead of twice; pinned because Triton 3.10 flips the default.
@@ -247,7 +255,8 @@ def _tile_steps(first: tl.constexpr, STEPS: tl.constexpr, REVERSE: tl.constexpr)
 @triton.jit
 def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index, first: tl.constexpr,
                        STEPS: tl.constexpr, M: tl.constexpr, U: tl.constexpr, ACC: tl.constexpr,
-                       A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
+                       A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+                       ROWS: tl.constexpr = False):
     """The coefficients of body steps first .. first+STEPS-1 (U a multiple of M, so slots are static)
     as one [M_PAD, STEPS, BLOCK] tile in ACC, entry (p, j) the coefficient slot p takes at step
     _tile_steps(...)[j] (not conjugated; zero past the body, the chunk or, in reversed time, [0, T)).
@@ -257,6 +266,17 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
     tl.static_assert(A_LAYOUT != 0, "constant coefficients are loaded once per lane, not in tiles")
     step = _tile_steps(first, STEPS, REVERSE)
     tap = _taps(index, step % M, M)
+    if ROWS and not REVERSE and not IS_COMPLEX and A_LAYOUT == 1 and index.shape[0] == M:
+        # the tile's STEPS x M coefficients are one contiguous row per lane: read coalesced
+        count: tl.constexpr = STEPS * M
+        column = (step - first) * M + tap - 1
+        lanes: tl.constexpr = a_body.shape[2]
+        c = tl.arange(0, count)[None, :]
+        c_step = first + c // M
+        live = (c_step < U) & (t0 + c_step < tl.reshape(remaining, [lanes, 1]))
+        rows = load_rows(a_ptr, tl.reshape(a_body, [lanes, 1]) + first * M + c, live)
+        re = rows_to_lanes(rows, column).to(ACC)
+        return re, tl.zeros_like(re)
     tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
     if A_LAYOUT == 1:
         along = step.to(tl.int64) * M
@@ -269,6 +289,28 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
     else:
         re, im = _load_tile(a_ptr, a_body + along + tap_offset, live, IS_COMPLEX)
     return re.to(ACC), im.to(ACC)
+
+
+@triton.jit
+def _body_rows(u_body, t0, remaining, n0, U: tl.constexpr, U_PAD: tl.constexpr, REVERSE: tl.constexpr):
+    """A body's samples as coalesced [BLOCK, U_PAD] rows (see triton_tiles.load_rows): their offsets,
+    which are live (forward: column c is step c; reversed time: step U_PAD-1-c, whose sample sits at
+    u_body - k, and n < 0 is a grad_zi step with no sample), and the column of each entry of a
+    [U_PAD, 1, BLOCK] body tile indexed like _finish's step_slot (U_PAD-1-e either way)."""
+    lanes: tl.constexpr = u_body.shape[2]
+    c = tl.arange(0, U_PAD)[None, :]
+    base = tl.reshape(u_body, [lanes, 1])
+    left = tl.reshape(remaining, [lanes, 1])
+    if REVERSE:
+        k = U_PAD - 1 - c
+        offsets = base - (U_PAD - 1) + c
+        live = (k < U) & (t0 + k < left) & (tl.reshape(n0, [lanes, 1]) - t0 - k >= 0)
+    else:
+        k = c
+        offsets = base + c
+        live = (k < U) & (t0 + k < left)
+    column = U_PAD - 1 - tl.arange(0, U_PAD)[:, None, None]
+    return offsets, live, column
 
 
 @triton.jit
@@ -359,14 +401,19 @@ def _shift_window(w, new, index, M: tl.constexpr, M_PAD: tl.constexpr):
 def _recurse(
     u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len, sa_row, sa_time, sa_tap,
     M: tl.constexpr, U: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr,
+    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr = False,
 ):
     """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
-    driven one in d, sharing each step's coefficients. Returns (h, d)."""
+    driven one in d, sharing each step's coefficients. Returns (h, d). ROWS: the body's inputs and
+    forward coefficient tiles are read as coalesced rows (see triton_tiles.load_rows)."""
     remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE)
     n0 = (T - 1 - start).to(tl.int32)
+    U_PAD: tl.constexpr = triton.next_power_of_2(U)
     for t0 in range(0, chunk_len, U):
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
+        if DRIVEN and ROWS:
+            offsets, body_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
+            ut = rows_to_lanes(load_rows(u_ptr, offsets, body_live), column).to(tl.float64)
         for k in tl.static_range(U):
             live = t0 + k < remaining
             n = n0 - t0 - k
@@ -378,13 +425,18 @@ def _recurse(
             if TILE_STEPS > 0:
                 if k % TILE_STEPS == 0:
                     tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
-                                                          k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
+                                                          k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE,
+                                                          ROWS)
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
             else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
                                                 M, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
-            if DRIVEN:
+            if DRIVEN and ROWS:  # the step each entry holds: column c is step c, reversed step U_PAD-1-c
+                u_re = select(ut, (U_PAD - 1 - column if REVERSE else column) == k, 0)
+                u_im = u_re * 0
+            elif DRIVEN:
                 u_re, u_im = _drive(u_ptr, u_body, k, live, n, tl.float64, IS_COMPLEX, REVERSE)
+            if DRIVEN:
                 _, _, d_re, d_im = _step(d_re, d_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
             if HOMOGENEOUS:
                 _, _, h_re, h_im = _step(h_re, h_im, c_re, c_im, 0.0, 0.0, index, pos, M, U % M == 0, IS_COMPLEX)
@@ -396,7 +448,7 @@ def _summary(
     u_ptr, a_ptr, out_ptr, T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
     M: tl.constexpr, M_PAD: tl.constexpr, R: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr,
     SCAN: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    TILE_STEPS: tl.constexpr,
+    TILE_STEPS: tl.constexpr, ROWS: tl.constexpr,
 ):
     """Each chunk's map s_in -> Phi s_in + z, in float64, from the driven recursion (from a zero state:
     z) and the homogeneous ones (recursion r from the unit state e_r, y[start-1-r] = 1: column r of
@@ -422,7 +474,7 @@ def _summary(
         h_im = tl.zeros_like(h_re)
         h_re, h_im, d_re, d_im = _recurse(
             u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, chunk * chunk_len, valid, index, T, steps, chunk_len,
-            sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS,
+            sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS,
         )
         pair = (row * n_chunks + chunk).reshape([BLOCK])
         triton_affine.scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
@@ -440,7 +492,7 @@ def _summary(
         if group * R >= M:
             _, _, d_re, d_im = _recurse(
                 u_ptr, a_ptr, d_re, d_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
-                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS,
+                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS, ROWS,
             )
             _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + M)), d_re, d_im, keep, IS_COMPLEX)
         else:
@@ -449,7 +501,7 @@ def _summary(
             h_im = tl.zeros_like(h_re)
             h_re, h_im, _, _ = _recurse(
                 u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
-                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS,
+                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS, ROWS,
             )
             _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
 
@@ -586,7 +638,7 @@ def _finish(
     M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr, BLOCK: tl.constexpr,
     STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr, GATHER_GRAD_A: tl.constexpr,
-    CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr,
+    CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
@@ -597,7 +649,9 @@ def _finish(
     whole memory latency for its loads (the sm_90 model's in-order issue of the compiled loop).
     Per-sample grad_a is gathered too when its [window, step] tiles fit (GATHER_GRAD_A, see plan);
     otherwise each step stores its own. With TILE_STEPS (see tile_steps) the body's inputs and past
-    outputs are loaded at its start and its coefficients TILE_STEPS steps at a time."""
+    outputs are loaded at its start and its coefficients TILE_STEPS steps at a time. ROWS (real
+    inputs): the body's inputs and outputs, and forward coefficient tiles, go as coalesced rows
+    (see triton_tiles.load_rows)."""
     acc: tl.constexpr = COMPUTE
     pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
@@ -640,7 +694,13 @@ def _finish(
         out_im = tl.zeros_like(out_re)
         body_live = (step_slot < U) & (t0 + step_slot < remaining)
         n_slot = n0 - t0 - step_slot  # n of each entry in reversed time (unused forward)
-        if TILE_STEPS > 0:  # the body's inputs (and grad_a's past outputs) loaded first, as one tile each
+        if ROWS:
+            offsets, rows_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
+            ut_re = rows_to_lanes(load_rows(u_ptr, offsets, rows_live), column).to(acc)
+            ut_im = ut_re * 0
+            if REVERSE and GRAD_A and U > 1 and TILE_STEPS > 0:
+                pt_re, pt_im = _past_output(y_ptr, zi_ptr, row, T, n_slot - 1 - M, body_live, M, acc, IS_COMPLEX, True)
+        elif TILE_STEPS > 0:  # the body's inputs (and grad_a's past outputs) loaded first, as one tile each
             if REVERSE:  # (n < 0: the grad_zi steps, driven by zero)
                 ut_re, ut_im = _load_tile(u_ptr, u_body - step_slot, body_live & (n_slot >= 0), IS_COMPLEX)
                 if GRAD_A and U > 1:
@@ -660,15 +720,18 @@ def _finish(
                 pos = k % M
             else:
                 pos = (t0 + k) % M
-            if TILE_STEPS > 0:
+            if ROWS or TILE_STEPS > 0:
                 u_re = select(ut_re, step_slot == k, 0)
                 u_im = select(ut_im, step_slot == k, 0)
-                if k % TILE_STEPS == 0:
-                    tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
-                                                          k, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
-                c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
             else:
                 u_re, u_im = _drive(u_ptr, u_body, k, live, n, acc, IS_COMPLEX, REVERSE)
+            if TILE_STEPS > 0:
+                if k % TILE_STEPS == 0:
+                    tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+                                                          k, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, REVERSE,
+                                                          ROWS and M <= ROWS_TILE_MAX_ORDER)
+                c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
+            else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
                                                 M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
             y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
@@ -698,8 +761,13 @@ def _finish(
                     w_re = _shift_window(w_re, new_re, index, M, M_PAD)
                     if IS_COMPLEX:
                         w_im = _shift_window(w_im, new_im, index, M, M_PAD)
-        if REVERSE:
+        if ROWS:
+            tl.store(out_ptr + offsets, lanes_to_rows(out_re, column, U_PAD), mask=rows_live)
+        elif REVERSE:
             _store_tile(out_ptr, u_body - step_slot, out_re, out_im, body_live & (n_slot >= 0), IS_COMPLEX)
+        else:
+            _store_tile(out_ptr, u_body + step_slot, out_re, out_im, body_live, IS_COMPLEX)
+        if REVERSE:
             # grad_zi[-1-n] for the last M steps (n < 0); the tl.where hides the offsets' contiguity
             tail = body_live & (n_slot < 0)
             _store_tile(tail_ptr, tl.where(tail, row * M + (-1 - n_slot), 0), out_re, out_im, tail, IS_COMPLEX)
@@ -707,8 +775,6 @@ def _finish(
                 n_step = n0 - t0 - grad_step
                 sampled = (grad_step < U) & (t0 + grad_step < remaining) & (n_step >= 0) & (window <= M)
                 _store_tile(grad_a_ptr, (u_body - grad_step) * M + (window - 1), gg_re, gg_im, sampled, IS_COMPLEX)
-        else:
-            _store_tile(out_ptr, u_body + step_slot, out_re, out_im, body_live, IS_COMPLEX)
     if REVERSE and GRAD_A and not GRAD_A_PER_SAMPLE:
         _store(grad_a_ptr, (row * n_chunks + chunk) * M + (window - 1), ga_re, ga_im, valid & (window <= M), IS_COMPLEX)
 
@@ -819,7 +885,16 @@ TILE_BUDGET = {("_summary", False): 128, ("_summary", True): 0,
 # tile forces them; tests/test_triton.py checks them bit for bit against step-by-step loads.
 
 
-def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool) -> int:
+# Coalesced rows (ROWS, see triton_tiles.load_rows) load a forward tile in one access, which the
+# compiler cannot sink back to its steps: the register budget holds under every Triton.
+ROWS_TILE_BUDGET = {"_summary": 128, "_finish": 256}
+# Above this order the finish keeps per-lane coefficient loads under rows: at M=16 (Triton 3.9) its
+# tiles as rows compiled to 4000 instructions per body and a modelled 5.0 ms latency chain at
+# B=16, T=2^20, against 1135 and 0.1 ms step by step (the summary's gain there: 10.7 -> 1.8 ms).
+ROWS_TILE_MAX_ORDER: tl.constexpr = tl.constexpr(8)
+
+
+def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False) -> int:
     """Steps whose coefficients a lane loads together, as one tile, before the first of them (0:
     each step loads its own as it comes): the longest power of two up to the unrolled body whose
     tile fits the kernel's TILE_BUDGET, at least 2. Compiled, each step's loads were otherwise
@@ -833,7 +908,9 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool) -> int
         return forced
     if _INTERPRETED:
         return 0
-    fits = TILE_BUDGET[(kernel, reverse)] // (next_power_of_2(M) * words * words)
+    as_rows = rows and not reverse and (kernel == "_summary" or M <= ROWS_TILE_MAX_ORDER.value)
+    budget = ROWS_TILE_BUDGET[kernel] if as_rows else TILE_BUDGET[(kernel, reverse)]
+    fits = budget // (next_power_of_2(M) * words * words)
     steps = min(next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
     return steps if steps >= 2 else 0
 
@@ -926,7 +1003,8 @@ def forced_launch() -> dict[str, int]:
     interpreter; ``fuse=0`` or ``fuse=1`` forces the short-order carry into a launch of its own or
     into the finish (see fused_carry_run). ``unroll=U`` forces the steps per loop body (a multiple
     of M; orders above UNROLL_MAX_ORDER ignore it) and ``tile=S`` the steps per coefficient tile
-    (see tile_steps), so that a GPU session can time what the model cannot settle
+    (see tile_steps), and ``rows=0`` or ``rows=1`` whether real contiguous inputs are read as
+    coalesced rows (see uses_rows), so that a GPU session can time what the model cannot settle
     (bench/tune_triton.py). :data:`FORCED_LAUNCH_KEYS` lists the values each key takes."""
     return dict(_parse_forced_launch(os.environ.get("ALLPOLE_TRITON_LAUNCH", "").strip()))
 
@@ -942,6 +1020,7 @@ FORCED_LAUNCH_KEYS = {
     "fuse": (lambda n: n in (0, 1), "0 (a carry launch) or 1 (the carry fused into the finish)"),
     "unroll": (lambda n: 1 <= n <= 64, "the steps of one unrolled body, 1 to 64"),
     "tile": (lambda n: n == 0 or (_power_of_2(n) and 2 <= n <= 64), "0 (no tiles) or a power of two from 2 to 64"),
+    "rows": (lambda n: n in (0, 1), "0 (per-lane loads) or 1 (coalesced rows, real contiguous inputs only)"),
 }
 
 
@@ -962,6 +1041,29 @@ def _parse_forced_launch(text: str) -> tuple[tuple[str, int], ...]:
             raise ValueError(f"ALLPOLE_TRITON_LAUNCH: {key} is {what}; got {value!r} in {text!r}")
         forced[key] = int(value)
     return tuple(forced.items())
+
+
+# Triton 3.6 (the GPU machines' version) lets the rows' coalesced layout spread into the steps:
+# the sm_90 compile of the M=2 forward finish had 192 shuffles and 1222 instructions per 8-step
+# body (92 without rows); Triton 3.9 compiles it to 202 without shuffles. So rows are the default
+# from 3.7 on; ALLPOLE_TRITON_LAUNCH's rows=1 still forces them (a GPU session can time both).
+ROWS_COMPILE_CLEAN = _VERSION >= (3, 7)
+
+
+def uses_rows(layout: int, is_complex: bool, sms: int | None, M: int, reverse: bool) -> bool:
+    """Whether a pass reads its inputs, outputs and forward coefficient tiles as coalesced rows
+    (triton_tiles.load_rows): real inputs with contiguous (B, T, M) coefficients, on a GPU, where
+    the sm_90 model puts every lane kernel read element by element at the L1's limit (one wavefront
+    per element: 32 lines per warp access; the first H100 run's times within 1.03-1.44x of it), and
+    under Triton 3.7 and later (ROWS_COMPILE_CLEAN); not in reversed time above ROWS_TILE_MAX_ORDER,
+    where the adjoint finish's rows spilled registers (M=16, sm_90, Triton 3.9). The interpreter, which pays per op, keeps per-lane loads unless ALLPOLE_TRITON_LAUNCH's ``rows``
+    forces them; tests/test_triton.py runs both."""
+    forced = forced_launch().get("rows")
+    if is_complex or layout != A_CONTIGUOUS:
+        return False
+    if forced is not None:
+        return bool(forced)
+    return sms is not None and ROWS_COMPILE_CLEAN and not (reverse and M > ROWS_TILE_MAX_ORDER.value)
 
 
 def body_steps(M: int) -> int:
@@ -1061,13 +1163,14 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         layout = A_CONTIGUOUS
     else:
         layout = A_STRIDED
-    loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse)
+    rows = uses_rows(layout, is_complex, sms, M, reverse)
+    loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse, ROWS=rows)
 
     def tiles(kernel: str) -> int:
         if layout == A_CONSTANT:  # loaded once per lane
             return 0
         wide = kernel == "_summary" or compute == tl.float64
-        return tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse)
+        return tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse, rows)
 
     def scratch(*size):  # summaries and carries are float64 whatever the input dtype
         return torch.empty((*size, *planes), dtype=torch.float64, device=u.device)
@@ -1084,7 +1187,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, B * n_blocks,
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=0, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
+            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=tiles("_summary") if rows else 0, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
         if run is not None:

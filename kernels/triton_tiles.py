@@ -121,3 +121,76 @@ def pick(tile, i: tl.constexpr, j: tl.constexpr):
     ii = tl.arange(0, tile.shape[0])[:, None, None]
     jj = tl.arange(0, tile.shape[1])[None, :, None]
     return tl.reshape(select(select(tile, ii == i, 0), jj == j, 1), [tile.shape[2]])
+
+
+# Coalesced rows: a per-lane tile read element by element costs L1 a wavefront per element (a warp
+# touches 32 lanes' lines at once: the sm_90 model's L1 term, which matched the first H100 run).
+# Read instead as [lanes, S] rows, threads along each lane's S consecutive elements, a warp's access
+# touches a few lines; one shared-memory transpose then hands the values to their lanes. The
+# transpose is what tl.split compels: its operand's last axis must sit inside a thread.
+
+
+@triton.jit
+def load_rows(ptr, first, mask):
+    """ptr[first[l] + c] for the [BLOCK, S] offsets ``first`` (each lane's row, contiguous along its
+    last axis, so that Triton coalesces along it) under ``mask``; real tensors only."""
+    return tl.load(ptr + first, mask=mask, other=0.0)
+
+
+@triton.jit
+def rows_to_lanes(rows, column):
+    """The in-thread lane tile whose entry e is rows[:, column[e]]: ``rows`` [BLOCK, S] (S a power of
+    two), ``column`` a static [P, Q, 1] int tile, the result [P, Q, BLOCK]. Entries whose column is
+    not in [0, S) get some row's value: the caller zeroes them. Halved by tl.split down to single
+    columns, then put in place by static selects (register renames); under Triton 3.6 built lane
+    axis first (see load_tile: otherwise the selects spread the slot axes over the warp)."""
+    if FIRST_AXIS_FASTEST:
+        return _lanes_first(_rows_to_lanes(rows, _lanes_first(column), 0, 1, True))
+    else:
+        return _rows_to_lanes(rows, column, 0, 1, False)
+
+
+@triton.jit
+def _rows_to_lanes(rows, column, first: tl.constexpr, stride: tl.constexpr, LANES_FIRST: tl.constexpr):
+    """rows_to_lanes over the columns first + stride * q of the original rows (column q here)."""
+    count: tl.constexpr = rows.shape[1]
+    if count == 1:
+        if LANES_FIRST:
+            return tl.reshape(rows, [rows.shape[0], 1, 1])
+        else:
+            return tl.reshape(rows, [1, 1, rows.shape[0]])
+    else:
+        even, odd = tl.split(tl.reshape(rows, [rows.shape[0], count // 2, 2]))
+        e = _rows_to_lanes(even, column, first, 2 * stride, LANES_FIRST)
+        o = _rows_to_lanes(odd, column, first + stride, 2 * stride, LANES_FIRST)
+        return tl.where(column % (2 * stride) == first, e, o)
+
+
+@triton.jit
+def lanes_to_rows(tile, column, count: tl.constexpr):
+    """The inverse of :func:`rows_to_lanes`: [BLOCK, count] rows whose column c is the entry of the
+    [P, Q, BLOCK] lane tile with column[e] == c (zero if none), built by tl.join (lane axis first
+    under Triton 3.6, as there)."""
+    if FIRST_AXIS_FASTEST:
+        return _lanes_to_rows(_lanes_first(tile), _lanes_first(column), count, 0, 1, True)
+    else:
+        return _lanes_to_rows(tile, column, count, 0, 1, False)
+
+
+@triton.jit
+def _lanes_to_rows(tile, column, count: tl.constexpr, first: tl.constexpr, stride: tl.constexpr,
+                   LANES_FIRST: tl.constexpr):
+    """lanes_to_rows of the columns first + stride * c (column c here)."""
+    if count == 1:
+        picked = tl.where(column == first, _bits(tile), 0)
+        if LANES_FIRST:
+            pick = tl.sum(tl.sum(picked, axis=2), axis=1)
+        else:
+            pick = tl.sum(tl.sum(picked, axis=0), axis=0)
+        pick = pick.to(tile.dtype, bitcast=True)
+        return tl.reshape(pick, [pick.shape[0], 1])
+    else:
+        e = _lanes_to_rows(tile, column, count // 2, first, 2 * stride, LANES_FIRST)
+        o = _lanes_to_rows(tile, column, count // 2, first + stride, 2 * stride, LANES_FIRST)
+        joined = tl.join(e, o)
+        return tl.reshape(joined, [joined.shape[0], count])

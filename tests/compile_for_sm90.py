@@ -178,6 +178,7 @@ def main(quick: bool) -> None:
                 "loop_instructions": len(compiled.main_loop),
                 # a fused carry's piece loop, before the lane loop, scans across lanes by design
                 "cross_lane_in_main_loop": sum(op.split(".")[0] in CROSS_LANE for op in compiled.opcodes(compiled.main_loop)),
+                "shuffles_in_main_loop": sum(op.startswith("SHFL") for op in compiled.opcodes(compiled.main_loop)),
                 "compile_s": round(time.perf_counter() - began, 2),
             })
     json.dump({"triton": triton.__version__, "kernels": results}, sys.stdout)

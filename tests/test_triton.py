@@ -344,7 +344,7 @@ def test_forced_launch_shape(monkeypatch):
     assert triton_scan.tile_steps(3, 12, 1, "_finish", False) == 4
     assert triton_scan.tile_steps(3, 10, 1, "_finish", False) == 0  # slots not static: no tiles
     for bad in ("chunk=0", "group=12", "group=2048", "fuse=2", "fused=1", "unroll=0", "unroll=128", "tile=3", "tile=1",
-                "tile=128"):
+                "tile=128", "rows=2", "rows=-1"):
         monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", bad)
         with pytest.raises(ValueError, match="ALLPOLE_TRITON_LAUNCH"):
             triton_scan.launch_shape(3, 1, 10**5, None)
@@ -560,6 +560,37 @@ def test_coefficient_tiles_give_identical_results(monkeypatch, device, M, dtype,
             if not torch.equal(stepwise, tiled):
                 warnings.warn(f"M={M} {dtype} {forced}-step tiles: {name} not bitwise equal to step-by-step loads "
                               f"({tiled_error:.3g} against {step_error:.3g} from float64)")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M, dtype", [(1, torch.float32), (2, torch.float32), (2, torch.bfloat16), (3, torch.float32),
+                                      (4, torch.float64), (16, torch.float32)])
+def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
+    """Reading a body's inputs, outputs and forward coefficient tiles as coalesced rows (one
+    shared-memory transpose each) moves the same values to the same lanes: bit-identical to
+    per-lane loads under the interpreter (compiled: up to CHAINED_MAX_ORDER, above which a step's
+    sum follows the coefficients' layout, see test_coefficient_tiles_give_identical_results), with
+    and without coefficient tiles, forward and backward with grad_a, over a partial last chunk and
+    a body of 9 steps at M=3 (padded to rows of 16). Every plan must carry the forced rows."""
+    T = 3 * chunk_length(device, M, 2, 1 << 20) + 7
+    a = stable_coefficients((2,), T, M, seed=M).to(device=device, dtype=dtype).contiguous()
+    x, zi, g = (random_signal(shape, dtype, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    results = {}
+    for launch in ("rows=0", "rows=1", "rows=0,tile=4", "rows=1,tile=4", "rows=1,tile=16"):
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+        for reverse in (False, True):
+            launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=reverse, sms=triton_scan._sms(x.device),
+                                           y=x if reverse else None, tail=zi if reverse else None, grad_a=a if reverse else None)
+            lane = [item for item in launches if "ROWS" in item.constexprs]
+            assert lane and {item.constexprs["ROWS"] for item in lane} == {launch.startswith("rows=1")}
+        results[launch] = run_both(x, a, zi, g, ("triton",), True)[0]
+    bitwise = device == "cpu" or M <= triton_scan.CHAINED_MAX_ORDER
+    for per_lane, rows in (("rows=0", "rows=1"), ("rows=0,tile=4", "rows=1,tile=4"), ("rows=0,tile=4", "rows=1,tile=16")):
+        for name, expected, got in zip(("y", "grad_x", "grad_a", "grad_zi"), results[per_lane], results[rows]):
+            if bitwise:
+                assert torch.equal(expected, got), f"{rows}: {name} differs from {per_lane}"
+            else:
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=f"{rows}: {name} against {per_lane}")
 
 
 def test_tile_lengths_follow_the_register_budget(monkeypatch):
