@@ -426,7 +426,7 @@ def _recurse(
                 if k % TILE_STEPS == 0:
                     tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                           k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE,
-                                                          ROWS)
+                                                          ROWS and (M <= ROWS_TILE_MAX_ORDER or M > SPLIT_MAX_ORDER))
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
             else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
@@ -566,10 +566,19 @@ def _carry_long(
 
 
 @triton.jit
+def _lane_load(ptr, offset, mask, IS_COMPLEX: tl.constexpr, TILE: tl.constexpr):
+    """A per-lane tile's load: through triton_tiles.load_tile with TILE, plain otherwise."""
+    if TILE:
+        return _load_tile(ptr, offset, mask, IS_COMPLEX)
+    else:
+        return _load(ptr, offset, mask, IS_COMPLEX)
+
+
+@triton.jit
 def _incoming_state(
     zi_ptr, carry_ptr, prefix_ptr, row, chunk, chunk_in_block, block, n_chunks, n_blocks, valid, index,
     M: tl.constexpr, M_PAD: tl.constexpr, ACC: tl.constexpr, STATE: tl.constexpr, IS_COMPLEX: tl.constexpr,
-    BLOCK: tl.constexpr, CARRY_RUN: tl.constexpr, FROM_REST: tl.constexpr,
+    BLOCK: tl.constexpr, CARRY_RUN: tl.constexpr, FROM_REST: tl.constexpr, ROWS: tl.constexpr,
 ):
     """The state entering each lane's chunk as its [M_PAD, 1, BLOCK] circular buffer (component q,
     y[start-1-q], in slot M-1-q), in ACC.
@@ -582,13 +591,17 @@ def _incoming_state(
     """
     q = M - 1 - index
     keep = valid & (index < M)
+    # with ROWS the per-lane tiles go through load_tile: under Triton 3.6 a plain load here set the
+    # state's layout with its slot axis across the warp, and with rows (no per-lane loads in the
+    # loop to set it back) every step then reduced with shuffles (192 per body of the M=2 forward
+    # finish). Without rows plain loads, which the interpreter sums in the same order as ever.
     if STATE == 0:
         s_re = tl.zeros(index.shape, dtype=ACC) + tl.zeros(valid.shape, dtype=ACC)
         s_im = tl.zeros_like(s_re)
     elif STATE == 1:
-        s_re, s_im = _load(zi_ptr, row * M + q, keep, IS_COMPLEX)
+        s_re, s_im = _lane_load(zi_ptr, row * M + q, keep, IS_COMPLEX, ROWS)
     elif STATE == 2:
-        s_re, s_im = _load(carry_ptr, (row * n_chunks + chunk) * M + q, keep, IS_COMPLEX)
+        s_re, s_im = _lane_load(carry_ptr, (row * n_chunks + chunk) * M + q, keep, IS_COMPLEX, ROWS)
     else:
         # s = P s_block + w with P, w the inclusive prefix of the block's chunks before this one
         r = tl.arange(0, M_PAD * 2)[None, :, None]  # r == M is the w column
@@ -602,8 +615,8 @@ def _incoming_state(
         size: tl.constexpr = M * (M + 1)
         previous = valid & (chunk_in_block > 0)
         element = q * (M + 1) + r
-        p_re, p_im = _load(prefix_ptr, (row * n_chunks + chunk - 1) * size + size - 1 - element,
-                           previous & (index < M) & (r <= M), IS_COMPLEX)
+        p_re, p_im = _lane_load(prefix_ptr, (row * n_chunks + chunk - 1) * size + size - 1 - element,
+                                previous & (index < M) & (r <= M), IS_COMPLEX, ROWS)
         t_re, t_im = _mul(p_re, p_im, b_re, b_im, IS_COMPLEX)
         own_re = tl.sum(tl.where(r == q, b_re, 0.0), axis=1)[:, None, :]
         s_re = tl.where(previous, tl.sum(t_re, axis=1)[:, None, :], own_re)
@@ -671,7 +684,7 @@ def _finish(
     index = tl.arange(0, M_PAD)[:, None, None]
     h_re, h_im = _incoming_state(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
-        M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0,
+        M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0, ROWS,
     )
     n0 = (T - 1 - start).to(tl.int32)
     if REVERSE and GRAD_A:
@@ -888,10 +901,12 @@ TILE_BUDGET = {("_summary", False): 128, ("_summary", True): 0,
 # Coalesced rows (ROWS, see triton_tiles.load_rows) load a forward tile in one access, which the
 # compiler cannot sink back to its steps: the register budget holds under every Triton.
 ROWS_TILE_BUDGET = {"_summary": 128, "_finish": 256}
-# Above this order the finish keeps per-lane coefficient loads under rows: at M=16 (Triton 3.9) its
-# tiles as rows compiled to 4000 instructions per body and a modelled 5.0 ms latency chain at
-# B=16, T=2^20, against 1135 and 0.1 ms step by step (the summary's gain there: 10.7 -> 1.8 ms).
-ROWS_TILE_MAX_ORDER: tl.constexpr = tl.constexpr(8)
+# Coefficient tiles go as rows up to this order, and in the summaries above SPLIT_MAX_ORDER (rows
+# need M a power of two). sm_90 compiles (Triton 3.6 and 3.9, forward, B=16, T=2^20): at M=8 the
+# finish's tile as rows spilled 4 KB and the summary's 150-180 B; at M=16 the finish's took 4000
+# instructions per body (1135 step by step), while the summary, whose float64 recursions spill
+# either way, went from 10.7 to 1.5 ms in the model's L1 term (its 980 B of spills counted).
+ROWS_TILE_MAX_ORDER: tl.constexpr = tl.constexpr(4)
 
 
 def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False) -> int:
@@ -908,7 +923,8 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: 
         return forced
     if _INTERPRETED:
         return 0
-    as_rows = rows and not reverse and (kernel == "_summary" or M <= ROWS_TILE_MAX_ORDER.value)
+    as_rows = rows and not reverse and (M <= ROWS_TILE_MAX_ORDER.value
+                                        or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value))
     budget = ROWS_TILE_BUDGET[kernel] if as_rows else TILE_BUDGET[(kernel, reverse)]
     fits = budget // (next_power_of_2(M) * words * words)
     steps = min(next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
@@ -1043,27 +1059,26 @@ def _parse_forced_launch(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(forced.items())
 
 
-# Triton 3.6 (the GPU machines' version) lets the rows' coalesced layout spread into the steps:
-# the sm_90 compile of the M=2 forward finish had 192 shuffles and 1222 instructions per 8-step
-# body (92 without rows); Triton 3.9 compiles it to 202 without shuffles. So rows are the default
-# from 3.7 on; ALLPOLE_TRITON_LAUNCH's rows=1 still forces them (a GPU session can time both).
-ROWS_COMPILE_CLEAN = _VERSION >= (3, 7)
+ROWS_MAX_ORDER = 8  # rows for every lane kernel up to this order; above, the forward summary's only
 
 
-def uses_rows(layout: int, is_complex: bool, sms: int | None, M: int, reverse: bool) -> bool:
-    """Whether a pass reads its inputs, outputs and forward coefficient tiles as coalesced rows
-    (triton_tiles.load_rows): real inputs with contiguous (B, T, M) coefficients, on a GPU, where
-    the sm_90 model puts every lane kernel read element by element at the L1's limit (one wavefront
-    per element: 32 lines per warp access; the first H100 run's times within 1.03-1.44x of it), and
-    under Triton 3.7 and later (ROWS_COMPILE_CLEAN); not in reversed time above ROWS_TILE_MAX_ORDER,
-    where the adjoint finish's rows spilled registers (M=16, sm_90, Triton 3.9). The interpreter, which pays per op, keeps per-lane loads unless ALLPOLE_TRITON_LAUNCH's ``rows``
-    forces them; tests/test_triton.py runs both."""
+def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: int, reverse: bool) -> bool:
+    """Whether ``kernel`` reads its inputs and forward coefficient tiles, and writes its outputs, as
+    coalesced rows (triton_tiles.load_rows): real inputs with contiguous (B, T, M) coefficients, on
+    a GPU, where the sm_90 model puts every lane kernel read element by element at the L1's limit
+    (one wavefront per element: 32 lines per warp access; the first H100 run's times within
+    1.03-1.44x of it). Up to ROWS_MAX_ORDER every lane kernel; above, only the forward summary
+    (the M=16 one: 10.7 -> 1.5 ms modelled), since elsewhere at M=16 the rows' transposes made
+    kernels spill (sm_90: the finish 16-336 B, the adjoint summary and finish 80-112 B, with Triton
+    3.9 or 3.6) for a small share of their accesses. The interpreter, which pays per op, keeps
+    per-lane loads unless ALLPOLE_TRITON_LAUNCH's ``rows`` forces them; tests/test_triton.py runs
+    both."""
     forced = forced_launch().get("rows")
     if is_complex or layout != A_CONTIGUOUS:
         return False
     if forced is not None:
         return bool(forced)
-    return sms is not None and ROWS_COMPILE_CLEAN and not (reverse and M > ROWS_TILE_MAX_ORDER.value)
+    return sms is not None and (M <= ROWS_MAX_ORDER or (kernel == "_summary" and not reverse))
 
 
 def body_steps(M: int) -> int:
@@ -1163,14 +1178,16 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         layout = A_CONTIGUOUS
     else:
         layout = A_STRIDED
-    rows = uses_rows(layout, is_complex, sms, M, reverse)
-    loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse, ROWS=rows)
+    loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse)
+
+    def rows(kernel: str) -> bool:
+        return uses_rows(kernel, layout, is_complex, sms, M, reverse)
 
     def tiles(kernel: str) -> int:
         if layout == A_CONSTANT:  # loaded once per lane
             return 0
         wide = kernel == "_summary" or compute == tl.float64
-        return tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse, rows)
+        return tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse, rows(kernel))
 
     def scratch(*size):  # summaries and carries are float64 whatever the input dtype
         return torch.empty((*size, *planes), dtype=torch.float64, device=u.device)
@@ -1187,7 +1204,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, B * n_blocks,
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=tiles("_summary") if rows else 0, **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
+            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=tiles("_summary") if rows("_summary") else 0,
+                 ROWS=rows("_summary"), **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
         if run is not None:
@@ -1209,7 +1227,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, groups * cdiv(pairs, shape.block),
             (u_, a_, maps, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.block, R=R, SCAN=False, TILE_STEPS=tiles("_summary"), **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
+            dict(BLOCK=shape.block, R=R, SCAN=False, TILE_STEPS=tiles("_summary"), ROWS=rows("_summary"), **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
         ))
         carry = scratch(B * n_chunks, M)
         launches.append(Launch(_carry_long, B, (maps, zi_, carry, n_chunks, int(reverse)), dict(common), 4, 0, n_chunks))
@@ -1230,7 +1248,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
         dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=u_pad,
              GRAD_A_PER_SAMPLE=per_sample, GATHER_GRAD_A=reverse and per_sample and gathered <= GATHER_MAX_REGISTERS,
-             CARRY_RUN=fused_run, TILE_STEPS=tiles("_finish"), **common, **loops),
+             CARRY_RUN=fused_run, TILE_STEPS=tiles("_finish"), ROWS=rows("_finish"), **common, **loops),
         warps_for(block), n_lanes, shape.chunk,
     ))
 

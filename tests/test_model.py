@@ -132,5 +132,6 @@ def test_l1_wavefronts_count_lines_per_lane_tile_and_per_coalesced_row():
 
 
 def test_shared_wavefronts_count_the_bytes_a_warp_moves():
-    body = ["STS [R1], R2", "STS.64 [R1], R2", "LDS.128 R4, [R1]", "STSM.16.M88.4 [R1], R4", "FFMA R1, R2, R3, R4"]
-    assert model.shared_wavefronts(body) == 1 + 2 + 4 + 4
+    body = ["STS [R1], R2", "STS.64 [R1], R2", "LDS.128 R4, [R1]", "STSM.16.M88.4 [R1], R4", "FFMA R1, R2, R3, R4",
+            "LDL.64 R2, [R1+0x8]", "STL [R1], R2"]
+    assert model.shared_wavefronts(body) == 1 + 2 + 4 + 4 + 2 + 1

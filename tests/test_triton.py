@@ -593,6 +593,25 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
                 torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=f"{rows}: {name} against {per_lane}")
 
 
+def test_rows_go_where_the_sm90_compile_keeps_them_in_registers(monkeypatch):
+    """On a GPU rows are the default for real inputs with contiguous coefficients up to M=8, and
+    above only in the forward summary; never for complex or strided coefficients; the interpreter
+    keeps per-lane loads; ALLPOLE_TRITON_LAUNCH's rows forces either way where rows apply."""
+    monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
+    rows = triton_scan.uses_rows
+    contiguous, strided = triton_scan.A_CONTIGUOUS, triton_scan.A_STRIDED
+    for kernel in ("_summary", "_finish"):
+        for reverse in (False, True):
+            assert rows(kernel, contiguous, False, 132, 2, reverse) and rows(kernel, contiguous, False, 132, 8, reverse)
+            assert not rows(kernel, contiguous, True, 132, 2, reverse) and not rows(kernel, strided, False, 132, 2, reverse)
+            assert not rows(kernel, contiguous, False, None, 2, reverse)
+            assert rows(kernel, contiguous, False, 132, 16, reverse) == (kernel == "_summary" and not reverse)
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "rows=1")
+    assert rows("_finish", contiguous, False, None, 16, True) and not rows("_finish", strided, False, None, 2, False)
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "rows=0")
+    assert not rows("_summary", contiguous, False, 132, 2, False)
+
+
 def test_tile_lengths_follow_the_register_budget(monkeypatch):
     """Compiled, tiles are as long as the kernel's budget allows (at least 2 steps, at most the
     body); none for bodies that are not whole multiples of M; the interpreter tiles nothing."""

@@ -63,8 +63,9 @@ GLOBAL_LOADS = ("LDG", "LD", "ATOM", "LDGSTS")
 # bounded). A lane kernel's lanes are chunks at least 128 bytes apart, so a warp-wide access of a
 # per-lane tile touches 32 lines: 32 cycles of L1 for 128 useful bytes.
 L1_LINE_BYTES = 128
-# Shared-memory instructions (a coalesced tile's transposes): one wavefront per 128 bytes a warp moves.
-SHARED_OPS = {"LDS": 32, "STS": 32, "LDSM": 128, "STSM": 128}  # bits per thread of the plain form
+# Shared-memory instructions (a coalesced tile's transposes) and local-memory ones (spills, which a
+# thread's neighbours interleave): one wavefront per 128 bytes a warp moves.
+SHARED_OPS = {"LDS": 32, "STS": 32, "LDSM": 128, "STSM": 128, "LDL": 32, "STL": 32}  # bits per thread, plain form
 LAUNCH_SECONDS = 2.5e-6  # per launch from Python, without CUDA graphs
 FP64_OPS = ("DFMA", "DMUL", "DADD", "DSETP", "DMNMX")
 CONVERSIONS = ("F2F",)
@@ -345,8 +346,9 @@ def global_wavefronts(ttgir: str, num_warps: int) -> tuple[float, float]:
 
 
 def shared_wavefronts(body: list[str]) -> float:
-    """L1 wavefronts per warp of the shared-memory instructions in ``body`` (a coalesced tile's
-    transposes): the bytes a warp moves over 128, at least one (bank conflicts not counted)."""
+    """L1 wavefronts per warp of the shared- and local-memory instructions in ``body`` (a coalesced
+    tile's transposes, spills): the bytes a warp moves over 128, at least one (bank conflicts not
+    counted)."""
     total = 0.0
     for instruction in body:
         op = _opcode(instruction)
