@@ -13,7 +13,7 @@
 # Then run `bash bench/gpu_session.sh [quick]` with .whl carried: its stages share BUDGET seconds
 # (default 480) and stop where it runs out (skipped.txt lists what did not run). STAGES="pytest
 # bench" runs only the stages named, of: launch_times diagnose sanitizer bench pytest recurrence tune
-# (tune: full runs only, unless STAGES names it).
+# (tune: the whole sweep in full runs or when STAGES names it; quick runs time coalesced rows on and off).
 # Results land in bench/results/<gpu-name>/, and in $OUT as one archive, results.tar.gz, after
 # every stage, so that a cut-off run still reports:
 #   launch_times.csv  each kernel launch timed alone (the model's bounds added afterwards, see the end)
@@ -22,7 +22,7 @@
 #   results.csv, report.md   allpole-bench on CUDA against every importable peer
 #   pytest.txt        the CUDA tests (the Triton kernels compiled, on CUDA tensors)
 #   recurrence.csv    linear_recurrence's dense scan: measured forward times
-#   tune_triton.csv   the launch-shape sweep (full runs only)
+#   tune_triton.csv   the launch-shape sweep (quick runs: rows on and off only)
 #   budget.txt, skipped.txt  the seconds the stages took, and any stage the budget left out or cut off
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -131,6 +131,8 @@ want recurrence && stage 45 "$results/recurrence.csv" python3 bench/recurrence.p
 if [ "${1:-}" != quick ] || [ -n "${STAGES:-}" ]; then
     want tune && stage 240 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks \
         --unrolls 16 32 --tiles 0 4 8 16
+else  # quick: coalesced rows against per-lane loads only (the table's choice against rows=0 and rows=1)
+    stage 90 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks --unrolls --tiles
 fi
 echo "device stages took $SECONDS s of a $budget s budget (pip setup included); STAGES='${STAGES:-}' mode='${1:-full}'" \
     | tee "$results/budget.txt"

@@ -9,10 +9,10 @@ prints CSV: copy the winners into the table in ``kernels/triton_scan.py`` (LANES
 CHUNK_MIN_GPU, CHUNK_MAX_GPU, LONG_CARRY_STEP_COST, BLOCK_GPU, unroll, TILE_BUDGET). Needs CUDA:
 under the interpreter the numbers mean nothing.
 
-Open questions it settles (the sm_90 model cannot: it was 3.6-11x optimistic on the first H100):
-whether longer bodies with whole-line tiles (M=2: 16 or 32 steps, 64-128 bytes of x per lane)
-help the short orders' scattered per-lane reads, and whether the M=16 forward finish wants 8 or
-16-step tiles.
+Open questions it settles: whether coalesced rows (``rows``; the sm_90 model, whose L1 term put
+the first H100 run within 1.03-1.44x, predicts 3.2x at M=2 forward) pay on a GPU, and where;
+whether longer bodies help the short orders; whether the M=16 forward finish wants 8 or 16-step
+tiles.
 """
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--unrolls", nargs="*", type=int, default=[8, 16, 32],
                    help="steps per loop body (the short orders' multiples of M)")
     p.add_argument("--tiles", nargs="*", type=int, default=[0, 4, 8, 16], help="steps per coefficient tile")
+    p.add_argument("--rows", nargs="*", type=int, default=[0, 1], choices=[0, 1],
+                   help="coalesced rows off (0) or on (1) in every lane kernel (the table: where the compile allows)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("tune_triton.py needs a CUDA device")
@@ -65,7 +67,7 @@ def main() -> None:
         ]
         if triton_scan.is_short(M):  # longer bodies at M=16 take minutes to compile
             candidates += [f"unroll={u}" for u in args.unrolls if u % M == 0 and u != table.unroll]
-        candidates += [f"tile={t}" for t in args.tiles]
+        candidates += [f"tile={t}" for t in args.tiles] + [f"rows={r}" for r in args.rows]
         for name in candidates:
             if name == "table":
                 os.environ.pop("ALLPOLE_TRITON_LAUNCH", None)

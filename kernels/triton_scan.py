@@ -267,7 +267,8 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
     step = _tile_steps(first, STEPS, REVERSE)
     tap = _taps(index, step % M, M)
     if ROWS and not REVERSE and not IS_COMPLEX and A_LAYOUT == 1 and index.shape[0] == M:
-        # the tile's STEPS x M coefficients are one contiguous row per lane: read coalesced
+        # the tile's STEPS x M coefficients are one contiguous row per lane: read coalesced (rows
+        # need M a power of two)
         count: tl.constexpr = STEPS * M
         column = (step - first) * M + tap - 1
         lanes: tl.constexpr = a_body.shape[2]
@@ -275,6 +276,23 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
         c_step = first + c // M
         live = (c_step < U) & (t0 + c_step < tl.reshape(remaining, [lanes, 1]))
         rows = load_rows(a_ptr, tl.reshape(a_body, [lanes, 1]) + first * M + c, live)
+        re = rows_to_lanes(rows, column).to(ACC)
+        return re, tl.zeros_like(re)
+    if ROWS and REVERSE and not IS_COMPLEX and A_LAYOUT == 1 and index.shape[0] == M:
+        # a[n+i, i-1] for the tile's steps spans STEPS + M - 1 whole time steps, each column one
+        # entry's: one contiguous row per lane, from time n0 - t0 - lowest (the last step's tap 1)
+        span: tl.constexpr = (STEPS + M - 1) * M
+        count: tl.constexpr = triton.next_power_of_2(span)
+        lowest: tl.constexpr = first + STEPS - 2
+        column = (first + STEPS - 1 - step + tap - 1) * M + tap - 1
+        lanes: tl.constexpr = a_body.shape[2]
+        c = tl.arange(0, count)[None, :]
+        c_tap = c % M + 1
+        c_step = first + STEPS - 1 - c // M + c_tap - 1
+        t = tl.reshape(n0, [lanes, 1]) - t0 - lowest + c // M
+        live = ((c < span) & (c_step >= first) & (c_step < first + STEPS) & (c_step < U)
+                & (t0 + c_step < tl.reshape(remaining, [lanes, 1])) & (t >= 0) & (t < T))
+        rows = load_rows(a_ptr, tl.reshape(a_body, [lanes, 1]) - lowest * M + c, live)
         re = rows_to_lanes(rows, column).to(ACC)
         return re, tl.zeros_like(re)
     tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
@@ -402,10 +420,11 @@ def _recurse(
     u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len, sa_row, sa_time, sa_tap,
     M: tl.constexpr, U: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
     HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr = False,
+    TILE_ROWS: tl.constexpr = False,
 ):
     """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
-    driven one in d, sharing each step's coefficients. Returns (h, d). ROWS: the body's inputs and
-    forward coefficient tiles are read as coalesced rows (see triton_tiles.load_rows)."""
+    driven one in d, sharing each step's coefficients. Returns (h, d). ROWS: the body's inputs are
+    read as coalesced rows (see triton_tiles.load_rows); TILE_ROWS: its coefficient tiles too."""
     remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE)
     n0 = (T - 1 - start).to(tl.int32)
     U_PAD: tl.constexpr = triton.next_power_of_2(U)
@@ -426,7 +445,7 @@ def _recurse(
                 if k % TILE_STEPS == 0:
                     tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                           k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE,
-                                                          ROWS and (M <= ROWS_TILE_MAX_ORDER or M > SPLIT_MAX_ORDER))
+                                                          TILE_ROWS)
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
             else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
@@ -448,7 +467,7 @@ def _summary(
     u_ptr, a_ptr, out_ptr, T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
     M: tl.constexpr, M_PAD: tl.constexpr, R: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr,
     SCAN: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    TILE_STEPS: tl.constexpr, ROWS: tl.constexpr,
+    TILE_STEPS: tl.constexpr, ROWS: tl.constexpr, TILE_ROWS: tl.constexpr,
 ):
     """Each chunk's map s_in -> Phi s_in + z, in float64, from the driven recursion (from a zero state:
     z) and the homogeneous ones (recursion r from the unit state e_r, y[start-1-r] = 1: column r of
@@ -474,7 +493,7 @@ def _summary(
         h_im = tl.zeros_like(h_re)
         h_re, h_im, d_re, d_im = _recurse(
             u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, chunk * chunk_len, valid, index, T, steps, chunk_len,
-            sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS,
+            sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS, TILE_ROWS,
         )
         pair = (row * n_chunks + chunk).reshape([BLOCK])
         triton_affine.scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
@@ -492,7 +511,7 @@ def _summary(
         if group * R >= M:
             _, _, d_re, d_im = _recurse(
                 u_ptr, a_ptr, d_re, d_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
-                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS, ROWS,
+                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS, ROWS, TILE_ROWS,
             )
             _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + M)), d_re, d_im, keep, IS_COMPLEX)
         else:
@@ -501,7 +520,7 @@ def _summary(
             h_im = tl.zeros_like(h_re)
             h_re, h_im, _, _ = _recurse(
                 u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
-                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS, ROWS,
+                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS, ROWS, TILE_ROWS,
             )
             _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
 
@@ -651,7 +670,7 @@ def _finish(
     M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr, BLOCK: tl.constexpr,
     STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr, GATHER_GRAD_A: tl.constexpr,
-    CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr,
+    CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr, TILE_ROWS: tl.constexpr,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
@@ -663,8 +682,8 @@ def _finish(
     Per-sample grad_a is gathered too when its [window, step] tiles fit (GATHER_GRAD_A, see plan);
     otherwise each step stores its own. With TILE_STEPS (see tile_steps) the body's inputs and past
     outputs are loaded at its start and its coefficients TILE_STEPS steps at a time. ROWS (real
-    inputs): the body's inputs and outputs, and forward coefficient tiles, go as coalesced rows
-    (see triton_tiles.load_rows)."""
+    inputs): the body's inputs and outputs go as coalesced rows (see triton_tiles.load_rows);
+    TILE_ROWS: its coefficient tiles too (see tiles_as_rows)."""
     acc: tl.constexpr = COMPUTE
     pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
@@ -742,7 +761,7 @@ def _finish(
                 if k % TILE_STEPS == 0:
                     tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                           k, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, REVERSE,
-                                                          ROWS and M <= ROWS_TILE_MAX_ORDER)
+                                                          TILE_ROWS)
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
             else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
@@ -898,8 +917,8 @@ TILE_BUDGET = {("_summary", False): 128, ("_summary", True): 0,
 # tile forces them; tests/test_triton.py checks them bit for bit against step-by-step loads.
 
 
-# Coalesced rows (ROWS, see triton_tiles.load_rows) load a forward tile in one access, which the
-# compiler cannot sink back to its steps: the register budget holds under every Triton.
+# Coalesced rows (ROWS, see triton_tiles.load_rows) load a tile in one access, which the compiler
+# cannot sink back to its steps, in either direction: the register budget holds under every Triton.
 ROWS_TILE_BUDGET = {"_summary": 128, "_finish": 256}
 # Coefficient tiles go as rows up to this order, and in the summaries above SPLIT_MAX_ORDER (rows
 # need M a power of two). sm_90 compiles (Triton 3.6 and 3.9, forward, B=16, T=2^20): at M=8 the
@@ -907,6 +926,18 @@ ROWS_TILE_BUDGET = {"_summary": 128, "_finish": 256}
 # instructions per body (1135 step by step), while the summary, whose float64 recursions spill
 # either way, went from 10.7 to 1.5 ms in the model's L1 term (its 980 B of spills counted).
 ROWS_TILE_MAX_ORDER: tl.constexpr = tl.constexpr(4)
+# In reversed time a tile's coefficients a[n+i, i-1] span STEPS + M - 1 time steps, padded to a
+# power of two: as rows they spilled 48-672 B at M=2 and 4 (tiles of 4 or 8 steps, Triton 3.6
+# and 3.9), none at M=1.
+ROWS_REVERSE_TILE_MAX_ORDER: tl.constexpr = tl.constexpr(1)
+
+
+def tiles_as_rows(rows: bool, M: int, reverse: bool, kernel: str) -> bool:
+    """Whether a kernel reading its inputs as rows loads its coefficient tiles as rows too (the
+    kernels' TILE_ROWS; see the orders above)."""
+    if reverse:
+        return rows and M <= ROWS_REVERSE_TILE_MAX_ORDER.value
+    return rows and (M <= ROWS_TILE_MAX_ORDER.value or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value))
 
 
 def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False) -> int:
@@ -923,8 +954,7 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: 
         return forced
     if _INTERPRETED:
         return 0
-    as_rows = rows and not reverse and (M <= ROWS_TILE_MAX_ORDER.value
-                                        or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value))
+    as_rows = tiles_as_rows(rows, M, reverse, kernel)
     budget = ROWS_TILE_BUDGET[kernel] if as_rows else TILE_BUDGET[(kernel, reverse)]
     fits = budget // (next_power_of_2(M) * words * words)
     steps = min(next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
@@ -1183,6 +1213,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     def rows(kernel: str) -> bool:
         return uses_rows(kernel, layout, is_complex, sms, M, reverse)
 
+    def tile_rows(kernel: str) -> bool:
+        return tiles_as_rows(rows(kernel), M, reverse, kernel) and tiles(kernel) > 0
+
     def tiles(kernel: str) -> int:
         if layout == A_CONSTANT:  # loaded once per lane
             return 0
@@ -1205,7 +1238,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             _summary, B * n_blocks,
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
             dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=tiles("_summary") if rows("_summary") else 0,
-                 ROWS=rows("_summary"), **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
+                 ROWS=rows("_summary"), TILE_ROWS=tile_rows("_summary"), **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
         if run is not None:
@@ -1227,7 +1260,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, groups * cdiv(pairs, shape.block),
             (u_, a_, maps, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.block, R=R, SCAN=False, TILE_STEPS=tiles("_summary"), ROWS=rows("_summary"), **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
+            dict(BLOCK=shape.block, R=R, SCAN=False, TILE_STEPS=tiles("_summary"), ROWS=rows("_summary"),
+                 TILE_ROWS=tile_rows("_summary"), **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
         ))
         carry = scratch(B * n_chunks, M)
         launches.append(Launch(_carry_long, B, (maps, zi_, carry, n_chunks, int(reverse)), dict(common), 4, 0, n_chunks))
@@ -1248,7 +1282,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
         dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=u_pad,
              GRAD_A_PER_SAMPLE=per_sample, GATHER_GRAD_A=reverse and per_sample and gathered <= GATHER_MAX_REGISTERS,
-             CARRY_RUN=fused_run, TILE_STEPS=tiles("_finish"), ROWS=rows("_finish"), **common, **loops),
+             CARRY_RUN=fused_run, TILE_STEPS=tiles("_finish"), ROWS=rows("_finish"),
+             TILE_ROWS=tile_rows("_finish"), **common, **loops),
         warps_for(block), n_lanes, shape.chunk,
     ))
 
