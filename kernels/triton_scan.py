@@ -425,6 +425,7 @@ def _recurse(
     """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
     driven one in d, sharing each step's coefficients. Returns (h, d). ROWS: the body's inputs are
     read as coalesced rows (see triton_tiles.load_rows); TILE_ROWS: its coefficient tiles too."""
+    tl.static_assert(not (ROWS and IS_COMPLEX), "coalesced rows carry real planes only")
     remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE)
     n0 = (T - 1 - start).to(tl.int32)
     U_PAD: tl.constexpr = triton.next_power_of_2(U)
@@ -684,6 +685,7 @@ def _finish(
     outputs are loaded at its start and its coefficients TILE_STEPS steps at a time. ROWS (real
     inputs): the body's inputs and outputs go as coalesced rows (see triton_tiles.load_rows);
     TILE_ROWS: its coefficient tiles too (see tiles_as_rows)."""
+    tl.static_assert(not (ROWS and IS_COMPLEX), "coalesced rows carry real planes only")
     acc: tl.constexpr = COMPUTE
     pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
@@ -907,7 +909,8 @@ def unroll(M: int) -> int:
 # sm_90 compile of orders 1-16 in float32, float64 and complex64 (Triton 3.6): the largest tile
 # that did not spill. The float64 summaries hold tiles only forward (backward, at M=16, a 2-step
 # tile spilled and took 25% longer per body) and the short-order scans' summaries none (their
-# bodies already issue every load first: no gain at any tile length).
+# bodies already issue every load first: no gain at any tile length), unless as rows (see
+# tiles_as_rows), which the L1 term counts.
 # Newer Triton (3.9) sinks the forward finish's tile loads back to their steps (M=16: 64 registers
 # whatever the tile, 12466 cycles per body without one, 18200 with 16 steps): none there.
 TILE_BUDGET = {("_summary", False): 128, ("_summary", True): 0,
@@ -934,10 +937,12 @@ ROWS_REVERSE_TILE_MAX_ORDER: tl.constexpr = tl.constexpr(1)
 
 def tiles_as_rows(rows: bool, M: int, reverse: bool, kernel: str) -> bool:
     """Whether a kernel reading its inputs as rows loads its coefficient tiles as rows too (the
-    kernels' TILE_ROWS; see the orders above)."""
+    kernels' TILE_ROWS; see the orders above). Only for M a power of two, as the kernels require."""
+    if not rows or M & (M - 1):
+        return False
     if reverse:
-        return rows and M <= ROWS_REVERSE_TILE_MAX_ORDER.value
-    return rows and (M <= ROWS_TILE_MAX_ORDER.value or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value))
+        return M <= ROWS_REVERSE_TILE_MAX_ORDER.value
+    return M <= ROWS_TILE_MAX_ORDER.value or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value)
 
 
 def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False) -> int:
@@ -1237,7 +1242,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, B * n_blocks,
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=tiles("_summary") if rows("_summary") else 0,
+            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=tiles("_summary") if tile_rows("_summary") else 0,
                  ROWS=rows("_summary"), TILE_ROWS=tile_rows("_summary"), **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))

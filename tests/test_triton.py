@@ -21,7 +21,10 @@ from conftest import random_signal, stable_coefficients
 from test_allpole import assert_close, assert_close_to_rounding, relative_error
 
 pytest.importorskip("triton")
-from allpole_triton.kernels import triton_scan  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from allpole_triton.kernels import triton_scan, triton_tiles  # noqa: E402
 
 DEVICES = [d for d, ok in [("cpu", triton_interpret()), ("cuda", torch.cuda.is_available())] if ok]
 pytestmark = pytest.mark.skipif(not DEVICES, reason="needs CUDA or TRITON_INTERPRET=1")
@@ -583,14 +586,58 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
                                            y=x if reverse else None, tail=zi if reverse else None, grad_a=a if reverse else None)
             lane = [item for item in launches if "ROWS" in item.constexprs]
             assert lane and {item.constexprs["ROWS"] for item in lane} == {launch.startswith("rows=1")}
+            for item in lane:  # coefficient tiles as rows wherever tiles_as_rows takes them
+                kernel = item.kernel.__name__
+                expected = launch.startswith("rows=1") and "tile" in launch and triton_scan.tiles_as_rows(
+                    True, M, reverse, kernel) and item.constexprs["TILE_STEPS"] > 0
+                assert item.constexprs["TILE_ROWS"] == expected, (launch, kernel, reverse)
         results[launch] = run_both(x, a, zi, g, ("triton",), True)[0]
+    # one chunk per row: the state from zi (forward) or from rest (adjoint), no summary
+    short = (x[:, :5], a[:, :5].contiguous(), zi, g[:, :5])
+    for launch in ("rows=0", "rows=1"):
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+        results["short " + launch] = run_both(*short, ("triton",), True)[0]
     bitwise = device == "cpu" or M <= triton_scan.CHAINED_MAX_ORDER
-    for per_lane, rows in (("rows=0", "rows=1"), ("rows=0,tile=4", "rows=1,tile=4"), ("rows=0,tile=4", "rows=1,tile=16")):
+    for per_lane, rows in (("rows=0", "rows=1"), ("rows=0,tile=4", "rows=1,tile=4"), ("rows=0,tile=4", "rows=1,tile=16"),
+                           ("short rows=0", "short rows=1")):
         for name, expected, got in zip(("y", "grad_x", "grad_a", "grad_zi"), results[per_lane], results[rows]):
             if bitwise:
                 assert torch.equal(expected, got), f"{rows}: {name} differs from {per_lane}"
             else:
                 torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=f"{rows}: {name} against {per_lane}")
+
+
+@triton.jit
+def _rows_round_trip(src, tile_out, rows_out, S: tl.constexpr, P: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
+    """Each lane's row of S through rows_to_lanes into a [P, Q] tile (entry e from column
+    S-1-(e mod S)) and back through lanes_to_rows."""
+    lane = tl.arange(0, BLOCK)
+    offsets = lane[:, None] * S + tl.arange(0, S)[None, :]
+    rows = triton_tiles.load_rows(src, offsets, offsets >= 0)
+    entry = tl.arange(0, P)[:, None, None] * Q + tl.arange(0, Q)[None, :, None]
+    column = S - 1 - entry % S
+    tile = triton_tiles.rows_to_lanes(rows, column)
+    tl.store(tile_out + lane[None, None, :] * (P * Q) + entry, tile)
+    tl.store(rows_out + offsets, triton_tiles.lanes_to_rows(tile, column, S))
+
+
+@pytest.mark.skipif(not triton_interpret(), reason="a layout-free check of the interpreter")
+@pytest.mark.parametrize("lanes_first", [False, True])
+def test_rows_reach_their_lanes_and_back(monkeypatch, lanes_first):
+    """rows_to_lanes puts column column[e] of each lane's row at entry e, and lanes_to_rows puts it
+    back, in both builds: lane axis last, and lane axis first (Triton 3.6's, which the interpreter
+    would not run otherwise), for rows of 1 to 32 columns and entry tiles of several shapes (more
+    entries than columns too, for rows_to_lanes: S-1-(e mod S) repeats them)."""
+    monkeypatch.setattr(triton_tiles, "FIRST_AXIS_FASTEST", tl.constexpr(lanes_first))
+    lanes = 4
+    for S, P, Q in [(1, 1, 1), (2, 2, 1), (8, 8, 1), (16, 4, 4), (32, 2, 16), (4, 4, 2)]:
+        src = torch.randn(lanes * S)
+        tile, back = torch.zeros(lanes * P * Q), torch.zeros(lanes * S)
+        _rows_round_trip[(1,)](src, tile, back, S, P, Q, lanes)
+        entry = torch.arange(P * Q)
+        assert torch.equal(tile.view(lanes, P * Q), src.view(lanes, S)[:, S - 1 - entry % S]), (S, P, Q)
+        if P * Q == S:  # lanes_to_rows takes one entry per column
+            assert torch.equal(back, src), (S, P, Q)
 
 
 def test_rows_go_where_the_sm90_compile_keeps_them_in_registers(monkeypatch):
@@ -606,6 +653,12 @@ def test_rows_go_where_the_sm90_compile_keeps_them_in_registers(monkeypatch):
             assert not rows(kernel, contiguous, True, 132, 2, reverse) and not rows(kernel, strided, False, 132, 2, reverse)
             assert not rows(kernel, contiguous, False, None, 2, reverse)
             assert rows(kernel, contiguous, False, 132, 16, reverse) == (kernel == "_summary" and not reverse)
+    # coefficient tiles as rows: powers of two only (the kernels' rows need M_PAD == M)
+    as_rows = triton_scan.tiles_as_rows
+    assert as_rows(True, 2, False, "_finish") and as_rows(True, 4, False, "_summary") and as_rows(True, 1, True, "_finish")
+    assert not as_rows(True, 3, False, "_finish") and not as_rows(True, 3, False, "_summary")
+    assert not as_rows(True, 2, True, "_finish") and not as_rows(False, 2, False, "_finish")
+    assert as_rows(True, 16, False, "_summary") and not as_rows(True, 16, False, "_finish")
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "rows=1")
     assert rows("_finish", contiguous, False, None, 16, True) and not rows("_finish", strided, False, None, 2, False)
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "rows=0")
