@@ -928,21 +928,21 @@ ROWS_TILE_BUDGET = {"_summary": 128, "_finish": 256}
 # finish's tile as rows spilled 4 KB and the summary's 150-180 B; at M=16 the finish's took 4000
 # instructions per body (1135 step by step), while the summary, whose float64 recursions spill
 # either way, went from 10.7 to 1.5 ms in the model's L1 term (its 980 B of spills counted).
-ROWS_TILE_MAX_ORDER: tl.constexpr = tl.constexpr(4)
+ROWS_TILE_MAX_ORDER = 4
 # In reversed time a tile's coefficients a[n+i, i-1] span STEPS + M - 1 time steps, padded to a
 # power of two: as rows they spilled 48-672 B at M=2 and 4 (tiles of 4 or 8 steps, Triton 3.6
 # and 3.9), none at M=1.
-ROWS_REVERSE_TILE_MAX_ORDER: tl.constexpr = tl.constexpr(1)
+ROWS_REVERSE_TILE_MAX_ORDER = 1
 
 
 def tiles_as_rows(rows: bool, M: int, reverse: bool, kernel: str) -> bool:
     """Whether a kernel reading its inputs as rows loads its coefficient tiles as rows too (the
     kernels' TILE_ROWS; see the orders above). Only for M a power of two, as the kernels require."""
-    if not rows or M & (M - 1):
+    if not (rows and _power_of_2(M)):
         return False
     if reverse:
-        return M <= ROWS_REVERSE_TILE_MAX_ORDER.value
-    return M <= ROWS_TILE_MAX_ORDER.value or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value)
+        return M <= ROWS_REVERSE_TILE_MAX_ORDER
+    return M <= ROWS_TILE_MAX_ORDER or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value)
 
 
 def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False) -> int:
