@@ -13,7 +13,7 @@
 # Then run `bash bench/gpu_session.sh [quick]` with .whl carried: its stages share BUDGET seconds
 # (default 480) and stop where it runs out (skipped.txt lists what did not run). STAGES="pytest
 # bench" runs only the stages named, of: launch_times diagnose sanitizer bench pytest recurrence tune
-# (tune: the whole sweep in full runs or when STAGES names it; quick runs time coalesced rows on and off).
+# (tune: the whole sweep in full runs; quick runs time coalesced rows on and off).
 # Results land in bench/results/<gpu-name>/, and in $OUT as one archive, results.tar.gz, after
 # every stage, so that a cut-off run still reports:
 #   launch_times.csv  each kernel launch timed alone (the model's bounds added afterwards, see the end)
@@ -67,7 +67,7 @@ report() {
     fi
     return 0
 }
-want() {  # want NAME: whether STAGES (default: every stage but tune in quick runs) names this stage
+want() {  # want NAME: whether STAGES (default: every stage) names this stage
     [ -z "${STAGES:-}" ] || [[ " $STAGES " == *" $1 "* ]]
 }
 stage() {  # stage CAP_SECONDS FILE COMMAND...: the command's output to FILE (- : the terminal only)
@@ -126,13 +126,13 @@ want pytest && stage 210 "$results/pytest.txt" python3 -m pytest -v -rfE --tb=sh
 want recurrence && stage 45 "$results/recurrence.csv" python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 16 --repeat 10 \
     --no-model
 # the launch-table questions the model cannot settle (bench/tune_triton.py): longer short-order
-# bodies (whole-line tiles), and M=16's tile length; every candidate is a compile. Full runs, or
-# STAGES=tune with a BUDGET of its own
-if [ "${1:-}" != quick ] || [ -n "${STAGES:-}" ]; then
+# bodies (whole-line tiles), and M=16's tile length; every candidate is a compile. Full runs only
+# (STAGES=tune without quick, with a BUDGET of its own, runs the sweep alone)
+if [ "${1:-}" != quick ]; then
     want tune && stage 240 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks \
         --unrolls 16 32 --tiles 0 4 8 16
 else  # quick: coalesced rows against per-lane loads only (the table's choice against rows=0 and rows=1)
-    stage 90 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks --unrolls --tiles
+    want tune && stage 120 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks --unrolls --tiles
 fi
 echo "device stages took $SECONDS s of a $budget s budget (pip setup included); STAGES='${STAGES:-}' mode='${1:-full}'" \
     | tee "$results/budget.txt"
