@@ -12,15 +12,17 @@
 # (philtorch 0.6.0's extension is built for torch 2.13 and does not load on the machine's 2.11.)
 # Then run `bash bench/gpu_session.sh [quick]` with .whl carried: its stages share BUDGET seconds
 # (default 480) and stop where it runs out (skipped.txt lists what did not run). STAGES="pytest
-# bench" runs only the stages named, of: launch_times diagnose sanitizer bench pytest recurrence tune
+# bench" runs only the stages named, of: host_times launch_times diagnose sanitizer bench pytest recurrence tune
 # (tune: the whole sweep in full runs; quick runs time coalesced rows on and off).
 # Results land in bench/results/<gpu-name>/, and in $OUT as one archive, results.tar.gz, after
 # every stage, so that a cut-off run still reports:
+#   host_times.csv, host_profile.txt  each call's host cost beside its GPU time, and where it goes
 #   launch_times.csv  each kernel launch timed alone (the model's bounds added afterwards, see the end)
 #   diagnose.txt/.json  the forward scan stage by stage against a float64 loop
 #   sanitizer-*.txt   compute-sanitizer's initcheck and racecheck, where the toolkit is installed
 #   results.csv, report.md   allpole-bench on CUDA against every importable peer
 #   pytest.txt        the CUDA tests (the Triton kernels compiled, on CUDA tensors)
+#   pytest-failures.txt  each failure's traceback, written as it happens
 #   recurrence.csv    linear_recurrence's dense scan: measured forward times
 #   tune_triton.csv   the launch-shape sweep (quick runs: rows on and off only)
 #   budget.txt, skipped.txt  the seconds the stages took, and any stage the budget left out or cut off
@@ -54,7 +56,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 # its own cap and what is left. skipped.txt lists a stage that found under 20 s left or ran out of
 # time; every stage's files are archived to $OUT as soon as it ends, so a cut-off run still reports.
 budget=${BUDGET:-480}
-stages="launch_times diagnose sanitizer bench pytest recurrence tune"
+stages="host_times launch_times diagnose sanitizer bench pytest recurrence tune"
 for name in ${STAGES:-}; do
     [[ " $stages " == *" $name "* ]] || { echo "STAGES: unknown stage '$name' (stages: $stages)" >&2; exit 2; }
 done
@@ -89,7 +91,12 @@ stage() {  # stage CAP_SECONDS FILE COMMAND...: the command's output to FILE (- 
     report
 }
 
-# Most informative first. Every launch of the forward, backward and dense passes timed alone: the
+# Most informative first. What a call costs the host beside its GPU time, with a cProfile of each
+# case: the 2026-11-27 H100 session found the forward at M=2 (B=16, T=2^20) enqueued in 590 us per
+# call against 277 us of kernels, host-bound, and could not say where the host's time went
+want host_times && stage 60 "$results/host_times.csv" python3 -m allpole_triton.bench.host_times -B 16 -T 65536 1048576 \
+    -M 2 16 --profile "$results/host_profile.txt"
+# Every launch of the forward, backward and dense passes timed alone: the
 # first H100 session (2026-11-26) measured whole passes 3.6-11x slower than the model predicts,
 # and only these times say which launch the model misjudges (times only: the model's predictions
 # for them compile on any machine, see the end). The grid's main case first.
@@ -121,7 +128,7 @@ fi
 # there (the H100 session reached 95% of them in 180 s on 16)
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n $(nproc)")
 # -v: each test's verdict as it lands (xdist prints tracebacks only at the end, which a cut-off run loses)
-want pytest && stage 210 "$results/pytest.txt" python3 -m pytest -v -rfE --tb=short --durations=25 $workers tests/test_triton.py tests/test_triton_accuracy.py \
+want pytest && ALLPOLE_FAILURE_LOG="$results/pytest-failures.txt" stage 210 "$results/pytest.txt" python3 -m pytest -v -rfE --tb=short --durations=25 $workers tests/test_triton.py tests/test_triton_accuracy.py \
     tests/test_recurrence.py
 want recurrence && stage 45 "$results/recurrence.csv" python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 16 --repeat 10 \
     --no-model

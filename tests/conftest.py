@@ -22,6 +22,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def pytest_runtest_logreport(report) -> None:
+    """ALLPOLE_FAILURE_LOG=FILE: each failure's traceback goes there as soon as it is reported.
+    pytest-xdist prints tracebacks only at the end of the session, which a GPU session's time limit
+    can cut off (the 2026-11-27 H100 run lost every one)."""
+    path = os.environ.get("ALLPOLE_FAILURE_LOG")
+    if path and report.failed:
+        with open(path, "a") as log:
+            log.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
+
+
 def _skip_interpreter_repatching() -> None:
     """Test-speed shim for Triton's interpreter (behaviour unchanged).
 

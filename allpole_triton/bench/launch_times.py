@@ -3,7 +3,7 @@
     python -m allpole_triton.bench.launch_times [-B 16] [-T 1048576] [-M 2 16] [--passes fwd fwdbwd dense]
 
 A pass's time says the model is off; this says which kernel, and which of the model's bounds
-(memory, issue, latency chain) it missed. Every launch of a pass (``triton_scan.plan`` or
+(memory, issue, L1 wavefronts, latency chain) it missed. Every launch of a pass (``triton_scan.plan`` or
 ``triton_recurrence.plan``, planned for the device it runs on) is a pure function of tensors it
 does not write, so it can be re-run alone: after one run of the whole pass (which compiles and
 fills every intermediate), each launch is enqueued ``--repeat`` times back to back between two CUDA
@@ -29,7 +29,7 @@ import torch
 SPIN_CYCLES_PER_LAUNCH = 100_000  # about 60 us per launch to enqueue (a Triton launch takes 10-40)
 MAX_BYTES = 4e9  # cases whose coefficients alone pass this are skipped
 COLUMNS = ("pass", "B", "T", "M", "launch", "kernel", "grid", "warps", "measured_us", "min_us",
-           "predicted_us", "memory_us", "issue_us", "latency_us")
+           "predicted_us", "memory_us", "issue_us", "l1_us", "latency_us")
 
 
 @dataclass
@@ -153,8 +153,8 @@ def _predicted(launch, tensors: dict, cache: dict) -> dict:
         cache[key] = sm90.compile_launch(launch)
     m = model.model_launch(launch, cache[key], tensors, torch.float32)
     # the kernel's own time: the model's per-launch host cost (LAUNCH_SECONDS) is not in the measurement
-    return {"predicted_us": 1e6 * max(m.memory_s, m.issue_s, m.latency_s), "memory_us": 1e6 * m.memory_s, "issue_us": 1e6 * m.issue_s,
-            "latency_us": 1e6 * m.latency_s}
+    return {"predicted_us": 1e6 * max(m.memory_s, m.issue_s, m.l1_s, m.latency_s), "memory_us": 1e6 * m.memory_s,
+            "issue_us": 1e6 * m.issue_s, "l1_us": 1e6 * m.l1_s, "latency_us": 1e6 * m.latency_s}
 
 
 def _print(rows: list[dict]) -> None:
