@@ -586,19 +586,10 @@ def _carry_long(
 
 
 @triton.jit
-def _lane_load(ptr, offset, mask, IS_COMPLEX: tl.constexpr, TILE: tl.constexpr):
-    """A per-lane tile's load: through triton_tiles.load_tile with TILE, plain otherwise."""
-    if TILE:
-        return _load_tile(ptr, offset, mask, IS_COMPLEX)
-    else:
-        return _load(ptr, offset, mask, IS_COMPLEX)
-
-
-@triton.jit
 def _incoming_state(
     zi_ptr, carry_ptr, prefix_ptr, row, chunk, chunk_in_block, block, n_chunks, n_blocks, valid, index,
     M: tl.constexpr, M_PAD: tl.constexpr, ACC: tl.constexpr, STATE: tl.constexpr, IS_COMPLEX: tl.constexpr,
-    BLOCK: tl.constexpr, CARRY_RUN: tl.constexpr, FROM_REST: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK: tl.constexpr, CARRY_RUN: tl.constexpr, FROM_REST: tl.constexpr,
 ):
     """The state entering each lane's chunk as its [M_PAD, 1, BLOCK] circular buffer (component q,
     y[start-1-q], in slot M-1-q), in ACC.
@@ -611,17 +602,19 @@ def _incoming_state(
     """
     q = M - 1 - index
     keep = valid & (index < M)
-    # with ROWS the per-lane tiles go through load_tile: under Triton 3.6 a plain load here set the
-    # state's layout with its slot axis across the warp, and with rows (no per-lane loads in the
-    # loop to set it back) every step then reduced with shuffles (192 per body of the M=2 forward
-    # finish). Without rows plain loads, which the interpreter sums in the same order as ever.
+    # per-lane tiles through load_tile (plain loads under Triton 3.9 and the interpreter): under
+    # 3.6 a plain load here set the state's layout with its slot axis across the warp. With rows
+    # (no per-lane loads in the loop to set it back) every step then reduced with shuffles (192 per
+    # body of the M=2 forward finish); without them the P s sum below became a shuffle butterfly,
+    # rounded differently from the in-thread chain that rows got (H100: rows=0 and rows=1 not
+    # bitwise equal at M=4, float64) and 5x the instructions.
     if STATE == 0:
         s_re = tl.zeros(index.shape, dtype=ACC) + tl.zeros(valid.shape, dtype=ACC)
         s_im = tl.zeros_like(s_re)
     elif STATE == 1:
-        s_re, s_im = _lane_load(zi_ptr, row * M + q, keep, IS_COMPLEX, ROWS)
+        s_re, s_im = _load_tile(zi_ptr, row * M + q, keep, IS_COMPLEX)
     elif STATE == 2:
-        s_re, s_im = _lane_load(carry_ptr, (row * n_chunks + chunk) * M + q, keep, IS_COMPLEX, ROWS)
+        s_re, s_im = _load_tile(carry_ptr, (row * n_chunks + chunk) * M + q, keep, IS_COMPLEX)
     else:
         # s = P s_block + w with P, w the inclusive prefix of the block's chunks before this one
         r = tl.arange(0, M_PAD * 2)[None, :, None]  # r == M is the w column
@@ -635,8 +628,8 @@ def _incoming_state(
         size: tl.constexpr = M * (M + 1)
         previous = valid & (chunk_in_block > 0)
         element = q * (M + 1) + r
-        p_re, p_im = _lane_load(prefix_ptr, (row * n_chunks + chunk - 1) * size + size - 1 - element,
-                                previous & (index < M) & (r <= M), IS_COMPLEX, ROWS)
+        p_re, p_im = _load_tile(prefix_ptr, (row * n_chunks + chunk - 1) * size + size - 1 - element,
+                                previous & (index < M) & (r <= M), IS_COMPLEX)
         t_re, t_im = _mul(p_re, p_im, b_re, b_im, IS_COMPLEX)
         own_re = tl.sum(tl.where(r == q, b_re, 0.0), axis=1)[:, None, :]
         s_re = tl.where(previous, tl.sum(t_re, axis=1)[:, None, :], own_re)
@@ -705,7 +698,7 @@ def _finish(
     index = tl.arange(0, M_PAD)[:, None, None]
     h_re, h_im = _incoming_state(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
-        M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0, ROWS,
+        M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0,
     )
     n0 = (T - 1 - start).to(tl.int32)
     if REVERSE and GRAD_A:
