@@ -11,29 +11,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from allpole_triton import linear_recurrence
+from allpole_triton.bench.timing import time_each
 
 
 def timed(fn, device: torch.device, repeat: int) -> list[float]:
     fn()  # compiles
-    times = []
-    for _ in range(repeat):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e-3)
-        else:
-            began = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - began)
-    return times
+    return time_each(fn, device, repeat)
 
 
 def main() -> None:

@@ -52,25 +52,6 @@ def host_seconds(fn, device: torch.device, calls: int) -> list[float]:
     return times
 
 
-def gpu_seconds(fn, device: torch.device, calls: int) -> list[float]:
-    """GPU seconds per ``fn()`` (wall-clock on CPU)."""
-    times = []
-    for _ in range(calls):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e-3)
-        else:
-            began = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - began)
-    return times
-
-
 def measure(B: int, T: int, M: int, passes, device: torch.device, calls: int = 20, profile=None) -> list[dict]:
     """One row per pass of ``passes`` (``fwd``, ``fwdbwd``) for float32 inputs of B rows of T samples;
     ``profile``, an open text file, gets each pass's cProfile."""
@@ -78,6 +59,7 @@ def measure(B: int, T: int, M: int, passes, device: torch.device, calls: int = 2
 
     from .cases import stable_coefficients
     from .launch_times import plan_passes
+    from .timing import time_each
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(B, T, generator=g).to(device)
@@ -114,7 +96,7 @@ def measure(B: int, T: int, M: int, passes, device: torch.device, calls: int = 2
         launches_only()
         row = dict(zip(COLUMNS, (name, B, T, M, sum(len(p.launches) for p in parts))))
         for column, fn, timer in (("call_us", call, host_seconds), ("plan_us", plan_only, host_seconds),
-                                  ("launch_us", launches_only, host_seconds), ("gpu_us", call, gpu_seconds)):
+                                  ("launch_us", launches_only, host_seconds), ("gpu_us", call, time_each)):
             row[column] = 1e6 * statistics.median(timer(fn, device, calls))
         rows.append(row)
         if profile is not None:

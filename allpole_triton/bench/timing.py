@@ -119,6 +119,26 @@ def time_cuda(fn: Callable[[], object], *, repeat: int = 20, warmup: int = 3) ->
     return times
 
 
+def time_each(fn: Callable[[], object], device: torch.device, calls: int) -> list[float]:
+    """Seconds of each of ``calls`` calls of ``fn()``, timed alone: CUDA events around it after a
+    synchronise on a GPU (no L2 flush), wall clock elsewhere."""
+    times = []
+    for _ in range(calls):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e-3)
+        else:
+            began = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - began)
+    return times
+
+
 @dataclass(frozen=True)
 class Timing:
     """Seconds per call: median, fastest and slowest of ``repeat`` timed calls (``repeat`` is
