@@ -586,10 +586,19 @@ def _carry_long(
 
 
 @triton.jit
+def _lane_load(ptr, offset, mask, IS_COMPLEX: tl.constexpr, TILE: tl.constexpr):
+    """A per-lane tile's load: through triton_tiles.load_tile with TILE, plain otherwise."""
+    if TILE:
+        return _load_tile(ptr, offset, mask, IS_COMPLEX)
+    else:
+        return _load(ptr, offset, mask, IS_COMPLEX)
+
+
+@triton.jit
 def _incoming_state(
     zi_ptr, carry_ptr, prefix_ptr, row, chunk, chunk_in_block, block, n_chunks, n_blocks, valid, index,
     M: tl.constexpr, M_PAD: tl.constexpr, ACC: tl.constexpr, STATE: tl.constexpr, IS_COMPLEX: tl.constexpr,
-    BLOCK: tl.constexpr, CARRY_RUN: tl.constexpr, FROM_REST: tl.constexpr,
+    BLOCK: tl.constexpr, CARRY_RUN: tl.constexpr, FROM_REST: tl.constexpr, ROWS: tl.constexpr,
 ):
     """The state entering each lane's chunk as its [M_PAD, 1, BLOCK] circular buffer (component q,
     y[start-1-q], in slot M-1-q), in ACC.
@@ -602,19 +611,20 @@ def _incoming_state(
     """
     q = M - 1 - index
     keep = valid & (index < M)
-    # per-lane tiles through load_tile (plain loads under Triton 3.9 and the interpreter): under
-    # 3.6 a plain load here set the state's layout with its slot axis across the warp. With rows
-    # (no per-lane loads in the loop to set it back) every step then reduced with shuffles (192 per
-    # body of the M=2 forward finish); without them the P s sum below became a shuffle butterfly,
-    # rounded differently from the in-thread chain that rows got (H100: rows=0 and rows=1 not
-    # bitwise equal at M=4, float64) and 5x the instructions.
+    # load_tile is a plain load under Triton 3.9 and the interpreter. Under 3.6 a plain load here
+    # set the state's layout with its slot axis across the warp: with rows (no per-lane loads in
+    # the loop to set it back) every step then reduced with shuffles (192 per body of the M=2
+    # forward finish), so zi and carry tiles go through it with ROWS (without, complex M=16 spilled
+    # 4.6 KB through it). The prefix P always does: plain, the P s sum below became a shuffle
+    # butterfly, rounded differently from the in-thread chain that rows got (H100: rows=0 and
+    # rows=1 not bitwise equal at M=4, float64) and 5x the instructions.
     if STATE == 0:
         s_re = tl.zeros(index.shape, dtype=ACC) + tl.zeros(valid.shape, dtype=ACC)
         s_im = tl.zeros_like(s_re)
     elif STATE == 1:
-        s_re, s_im = _load_tile(zi_ptr, row * M + q, keep, IS_COMPLEX)
+        s_re, s_im = _lane_load(zi_ptr, row * M + q, keep, IS_COMPLEX, ROWS)
     elif STATE == 2:
-        s_re, s_im = _load_tile(carry_ptr, (row * n_chunks + chunk) * M + q, keep, IS_COMPLEX)
+        s_re, s_im = _lane_load(carry_ptr, (row * n_chunks + chunk) * M + q, keep, IS_COMPLEX, ROWS)
     else:
         # s = P s_block + w with P, w the inclusive prefix of the block's chunks before this one
         r = tl.arange(0, M_PAD * 2)[None, :, None]  # r == M is the w column
@@ -698,7 +708,7 @@ def _finish(
     index = tl.arange(0, M_PAD)[:, None, None]
     h_re, h_im = _incoming_state(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
-        M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0,
+        M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0, ROWS,
     )
     n0 = (T - 1 - start).to(tl.int32)
     if REVERSE and GRAD_A:
