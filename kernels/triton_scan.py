@@ -22,8 +22,11 @@ fill the GPU; then a pass is three launches, or two:
    grad_zi and the fused grad_a).
 
 With one chunk per row only the finish runs. The backward (adjoint) is the same recursion in
-reversed time m = T-1-n over T+M steps, with coefficients conj(a[n+i, i-1]) gathered by index (no
-flipped or shifted copies); grad_a[n, i-1] = -lam[n] conj(y[n-i]).
+reversed time m = T-1-n over T+M steps, with coefficients conj(a[n+i, i-1]); grad_a[n, i-1] =
+-lam[n] conj(y[n-i]). The reverse kernels (REVERSE) gather those coefficients by index, along a
+diagonal, lane by lane. On a GPU, real time-varying coefficients instead run it as the forward
+scan on a reversed-time copy of grad_y and of those coefficient rows (``uses_reversed_forward``,
+kernels in triton_adjoint), which takes the forward's coalesced rows.
 
 A lane's M past outputs sit in a circular buffer along an in-thread tile axis: slot p holds y[t]
 for t = p (mod M), t counted from the chunk's start; a step gathers its coefficients in slot order,
@@ -54,7 +57,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import triton_affine
+from . import triton_adjoint, triton_affine
 from .triton_tiles import SPLIT_TILES, _INTERPRETED, _VERSION, load as _load, load_tile as _load_tile, select, store as _store
 from .triton_tiles import store_tile as _store_tile
 from .triton_tiles import lanes_to_rows, load_rows, rows_to_lanes
@@ -1075,6 +1078,8 @@ FORCED_LAUNCH_KEYS = {
     "unroll": (lambda n: 1 <= n <= 64, "the steps of one unrolled body, 1 to 64"),
     "tile": (lambda n: n == 0 or (_power_of_2(n) and 2 <= n <= 64), "0 (no tiles) or a power of two from 2 to 64"),
     "rows": (lambda n: n in (0, 1), "0 (per-lane loads) or 1 (coalesced rows, real contiguous inputs only)"),
+    "adjoint": (lambda n: n in (0, 1), "0 (the reverse kernels) or 1 (the forward scan on reversed time, real "
+                                       "time-varying coefficients only)"),
 }
 
 
@@ -1117,6 +1122,22 @@ def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: in
     if forced is not None:
         return bool(forced)
     return sms is not None and (M <= ROWS_MAX_ORDER or (kernel == "_summary" and not reverse))
+
+
+def uses_reversed_forward(a: torch.Tensor, T: int, is_complex: bool, sms: int | None) -> bool:
+    """Whether the backward runs as the forward scan on reversed time (triton_adjoint): real
+    time-varying coefficients, on a GPU, where the reverse kernels read the coefficients a[n+i, i-1]
+    of each step along a diagonal, lane by lane (the H100's backward at M=16 took 24 of 32.7 ms of a
+    forward+backward pass), so an extra copy of them in reversed-time rows costs less. Constant
+    coefficients would turn into time-varying ones, and complex inputs take no rows: both keep the
+    reverse kernels. ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's
+    default is the reverse kernels; tests/test_triton.py runs both)."""
+    if is_complex or a.shape[1] != T:
+        return False
+    forced = forced_launch().get("adjoint")
+    if forced is not None:
+        return bool(forced)
+    return sms is not None
 
 
 def body_steps(M: int) -> int:
@@ -1198,6 +1219,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     time); ``sms`` is the GPU's multiprocessor count (None: interpreter shapes). Tensors may live on
     the meta device, which is how the compile check and the model plan a launch without a GPU.
     """
+    if reverse and uses_reversed_forward(a, u.shape[1], u.is_complex(), sms):
+        return _plan_reversed(u, a, zi, out, tail, y, grad_a, sms)
     B, T = u.shape
     M = a.shape[-1]
     steps = T + M if reverse else T
@@ -1300,6 +1323,31 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             sums = partial.reshape(B, n_chunks, M, *planes).sum(1)
             grad_a.copy_((torch.view_as_complex(sums) if is_complex else sums).unsqueeze(1))
 
+    return launches, finalize
+
+
+def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms):
+    """The backward as the forward scan over L = T + M steps of reversed time (triton_adjoint): the
+    reversed input and coefficient rows written out, the forward's launches on them from rest, and
+    lam read back into grad_x, grad_zi and grad_a."""
+    B, T = grad_y.shape
+    rows_a, M = a.shape[0], a.shape[-1]
+    L = T + M
+    block = triton_adjoint.BLOCK
+    g = torch.empty(B, L, dtype=grad_y.dtype, device=grad_y.device)
+    b = torch.empty(rows_a, L, M, dtype=a.dtype, device=a.device)
+    lam = torch.empty_like(g)
+    rest = torch.zeros_like(zi)
+    sa_row, sa_time, sa_tap = (s if n > 1 else 0 for s, n in zip(a.stride(), a.shape))
+    n_in, n_out = cdiv(L, block), cdiv(T, block)
+    common = dict(M=M, M_PAD=next_power_of_2(M), BLOCK=block, **_COMPILE)
+    launches = [Launch(triton_adjoint._reversed_inputs, B * n_in,
+                       (grad_y, a, g, b, T, L, n_in, rows_a, sa_row, sa_time, sa_tap), common, 4, 0, 0)]
+    forward, finalize = plan(g, b, rest, lam, reverse=False, sms=sms)
+    launches += forward
+    launches.append(Launch(triton_adjoint._adjoint_outputs, B * n_out,
+                           (lam, y, zi, grad_x, grad_zi, grad_a if grad_a is not None else lam, T, L, n_out),
+                           dict(GRAD_A=grad_a is not None, **common), 4, 0, 0))
     return launches, finalize
 
 

@@ -219,9 +219,9 @@ def test_dense_plan_and_model_bytes():
     # a row's last chunk has no map and no outgoing state: nothing reads them
     A, u, h = 4 * (1 << 20) * 4, 4 * (1 << 20) * 2, 4 * (1 << 20) * 2
     maps, states = 8 * (chunks - 1) * 2 * 3, 8 * (chunks - 1) * 2
-    assert _launch_bytes(summary, {}) == A + u + maps
-    assert _launch_bytes(carry, {}) == maps + states
-    assert _launch_bytes(finish, {}) == A + u + states + h
+    assert _launch_bytes(summary) == A + u + maps
+    assert _launch_bytes(carry) == maps + states
+    assert _launch_bytes(finish) == A + u + states + h
 
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])

@@ -407,7 +407,8 @@ def test_plans_use_one_dimensional_grids_with_int64_offsets():
         for reverse in (False, True):
             extra = dict(tail=torch.empty_like(zi), y=torch.empty_like(u), grad_a=torch.empty_like(a)) if reverse else {}
             launches, _ = triton_scan.plan(u, a, zi, torch.empty_like(u), reverse=reverse, sms=132, **extra)
-            assert 1 <= len(launches) <= 3
+            # the backward runs as the forward scan on reversed time between two copies (triton_adjoint)
+            assert 1 <= len(launches) <= (5 if reverse else 3)
             for launch in launches:
                 assert isinstance(launch.grid, int) and 0 < launch.grid < 2**31
 
@@ -588,8 +589,8 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
             assert lane and {item.constexprs["ROWS"] for item in lane} == {launch.startswith("rows=1")}
             for item in lane:  # coefficient tiles as rows wherever tiles_as_rows takes them
                 kernel = item.kernel.__name__
-                expected = launch.startswith("rows=1") and triton_scan.tiles_as_rows(
-                    True, M, reverse, kernel) and item.constexprs["TILE_STEPS"] > 0
+                expected = launch.startswith("rows=1") and triton_scan.tiles_as_rows(  # a GPU's backward: the forward's kernels
+                    True, M, item.constexprs["REVERSE"], kernel) and item.constexprs["TILE_STEPS"] > 0
                 assert item.constexprs["TILE_ROWS"] == expected, (launch, kernel, reverse)
         results[launch] = run_both(x, a, zi, g, ("triton",), True)[0]
     # one chunk per row: the state from zi (forward) or from rest (adjoint), no summary

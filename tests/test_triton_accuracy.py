@@ -79,6 +79,8 @@ def cases(M: int, T: int, radii: tuple[float, ...]):
 # finish (as a GPU runs rows of few blocks) except at M=4, which runs the carry launch.
 LAUNCHES = [("chunk=64,group=16" + (",fuse=0" if M == 4 else ""), M) for M in (1, 2, 4, 8, 16, 32)]
 LAUNCHES += [("chunk=256,group=16", M) for M in (2, 8, 16, 32)]
+# the backward as the forward scan on reversed time (a GPU's default for real coefficients)
+LAUNCHES += [("chunk=64,group=16,adjoint=1", M) for M in (1, 4, 16)]
 
 
 @pytest.mark.parametrize("launch, M", LAUNCHES)
@@ -91,11 +93,11 @@ def test_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("M", [2, 16])
-def test_16_bit_within_ten_times_a_float32_loop(monkeypatch, dtype, M):
+@pytest.mark.parametrize("M, adjoint", [(2, 0), (2, 1), (16, 0)])
+def test_16_bit_within_ten_times_a_float32_loop(monkeypatch, dtype, M, adjoint):
     """float16 stops at 65504: at M=16 with poles at 0.99 the filter's gain overflows it, so only
-    bfloat16 (float32's range) takes that case."""
-    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=64,group=16")
+    bfloat16 (float32's range) takes that case. ``adjoint``: the backward's path (see LAUNCHES)."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"chunk=64,group=16,adjoint={adjoint}")
     radii = (0.9, 0.99) if dtype == torch.bfloat16 or M < 16 else (0.9,)
     a, x, zi, g = cases(M, length_for(M, 64, 16), radii)
     check(*(t.to(dtype) for t in (x, a, zi, g)), torch.float32)

@@ -46,7 +46,7 @@ def compiled() -> dict:
 
 def check(result: dict) -> None:
     kernels = {k["kernel"] for k in result["kernels"]}
-    assert kernels == {"_summary", "_carry_short", "_carry_long", "_finish", "_dense_scan"}
+    assert kernels == {"_summary", "_carry_short", "_carry_long", "_finish", "_dense_scan", "_reversed_inputs", "_adjoint_outputs"}
     tf32 = [k for k in result["kernels"] if k["tf32"]]
     assert not tf32, tf32
     # pointer offsets from runtime values are 64-bit: 32-bit ones wrap past 2^31 elements

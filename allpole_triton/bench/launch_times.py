@@ -34,7 +34,7 @@ COLUMNS = ("pass", "B", "T", "M", "launch", "kernel", "grid", "warps", "measured
 
 @dataclass
 class PlannedPass:
-    """The launches of one pass over real tensors, and the tensors the model counts bytes from."""
+    """The launches of one pass over real tensors, and the pass's tensors (inputs and outputs)."""
 
     name: str
     launches: list
@@ -95,7 +95,7 @@ def predict(rows: list[dict], sms: int = 132) -> list[dict]:
                 if (row["kernel"], int(row["grid"])) != (launch.kernel.__name__, launch.grid):
                     raise ValueError(f"launch {index} of {(B, T, M)} ran {row['kernel']} on {row['grid']} programs, planned "
                                      f"{launch.kernel.__name__} on {launch.grid} for {sms} SMs: pass --sms")
-                row.update(_predicted(launch, planned.tensors, cache))
+                row.update(_predicted(launch, cache))
     return rows
 
 
@@ -139,19 +139,19 @@ def measure(B: int, T: int, M: int, passes, device: torch.device, repeat: int = 
                 times = time_launch(launch, device, repeat, rounds)
                 row = dict(zip(COLUMNS, (planned.name, B, T, M, index, launch.kernel.__name__, launch.grid,
                                          launch.num_warps, 1e6 * statistics.median(times), 1e6 * min(times))))
-                row.update(_predicted(launch, planned.tensors, cache) if predict else {})
+                row.update(_predicted(launch, cache) if predict else {})
                 rows.append(row)
     return rows
 
 
-def _predicted(launch, tensors: dict, cache: dict) -> dict:
+def _predicted(launch, cache: dict) -> dict:
     """The model's terms for this very launch (compiled for sm_90 here)."""
     from . import model, sm90
 
     key = sm90.variant_key(launch)
     if key not in cache:
         cache[key] = sm90.compile_launch(launch)
-    m = model.model_launch(launch, cache[key], tensors, torch.float32)
+    m = model.model_launch(launch, cache[key], torch.float32)
     # the kernel's own time: the model's per-launch host cost (LAUNCH_SECONDS) is not in the measurement
     return {"predicted_us": 1e6 * max(m.memory_s, m.issue_s, m.l1_s, m.latency_s), "memory_us": 1e6 * m.memory_s,
             "issue_us": 1e6 * m.issue_s, "l1_us": 1e6 * m.l1_s, "latency_us": 1e6 * m.latency_s}

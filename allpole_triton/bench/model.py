@@ -253,34 +253,42 @@ def _tensor_bytes(t) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
 
-def _launch_bytes(launch, pass_tensors: dict) -> float:
-    """Device-memory traffic of one launch, from what the kernel reads and writes."""
+def _launch_bytes(launch) -> float:
+    """Device-memory traffic of one launch, from what the kernel reads and writes (its own
+    arguments: the backward's forward scan on reversed time runs on tensors of its own)."""
     name = launch.kernel.__name__
+    args = launch.args
     if name == "_dense_scan":  # A (or the maps), u (or the maps' z column), incoming states, outputs
-        A, u, h0, carry, out = launch.args[:5]
+        A, u, h0, carry, out = args[:5]
         reads = [A] + ([u] if u is not A else []) + ([carry] if carry is not h0 else [])
         return sum(map(_tensor_bytes, reads)) + _tensor_bytes(out)
-    u, a, out = pass_tensors["u"], pass_tensors["a"], pass_tensors["out"]
+    if name == "_reversed_inputs":  # grad_y and a in, their reversed-time rows out
+        return sum(map(_tensor_bytes, args[:4]))
+    if name == "_adjoint_outputs":  # lam in; grad_x, grad_zi and grad_a out (y with grad_a)
+        lam, y, _, grad_x, grad_zi, grad_a = args[:6]
+        with_a = launch.constexprs["GRAD_A"]
+        return sum(map(_tensor_bytes, (lam, grad_x, grad_zi))) + (_tensor_bytes(y) + _tensor_bytes(grad_a) if with_a else 0)
+    u, a = args[0], args[1]
     if name == "_summary":
-        return _tensor_bytes(u) + _tensor_bytes(a) + _tensor_bytes(launch.args[2])
+        return _tensor_bytes(u) + _tensor_bytes(a) + _tensor_bytes(args[2])
     if name == "_carry_short":  # each block's map (twice with runs: a run's total, then its walk), the states out
-        prefix, _, block_in = launch.args[:3]
-        group = launch.args[5]
+        prefix, _, block_in = args[:3]
+        group = args[5]
         reads = 2 if launch.constexprs["RUN"] > 1 else 1
         return reads * _tensor_bytes(prefix) / max(1, group) + _tensor_bytes(block_in)
     if name == "_carry_long":
-        maps, _, carry = launch.args[:3]
+        maps, _, carry = args[:3]
         return _tensor_bytes(maps) + _tensor_bytes(carry)
     # _finish: inputs again, the incoming states, the outputs
-    carry, prefix = launch.args[3], launch.args[4]
+    carry, prefix, out = args[3], args[4], args[5]
     state = launch.constexprs["STATE"]
     total = _tensor_bytes(u) + _tensor_bytes(a) + _tensor_bytes(out)
     total += {2: _tensor_bytes(carry), 3: _tensor_bytes(carry) + _tensor_bytes(prefix),
               4: _tensor_bytes(prefix)}.get(state, 0)
     if launch.constexprs["REVERSE"]:
-        total += _tensor_bytes(pass_tensors.get("tail"))
+        total += _tensor_bytes(args[6])  # grad_zi
         if launch.constexprs["GRAD_A"]:
-            total += _tensor_bytes(pass_tensors["y"]) + _tensor_bytes(launch.args[8])
+            total += _tensor_bytes(args[7]) + _tensor_bytes(args[8])  # y, grad_a
     return total
 
 
@@ -311,6 +319,34 @@ def access_wavefronts(shape: list[int], item_bytes: int) -> float:
     if len(shape) == 2:
         return shape[0] * (1 + (shape[1] * item_bytes - min(4, item_bytes)) / L1_LINE_BYTES)
     return float(math.prod(shape))
+
+
+def _warp_lines(addresses) -> int:
+    """Distinct 128-byte lines among the byte addresses one warp access touches."""
+    return len({address // L1_LINE_BYTES for address in addresses})
+
+
+def copy_wavefronts(launch) -> float:
+    """L1 wavefronts of the backward's two copy kernels (triton_adjoint), whose accesses
+    global_wavefronts' lane-tile rule does not describe: every access of a [BLOCK] or [BLOCK, M_PAD]
+    tile is taken in row-major warps of 32 elements, each costing the lines its addresses touch
+    (enumerated for one warp, 4-byte elements). Contiguous accesses cost a line per 32 elements; the
+    diagonal a[T-1-k+i, i-1] of ``_reversed_inputs`` touches up to M(M+1) * 4 / 128 lines per row."""
+    M = launch.constexprs["M"]
+    block = launch.constexprs["BLOCK"]
+    warps = launch.grid * block * 1.0 / 32  # warp accesses of a [BLOCK] tile
+    row = [4 * t for t in range(32)]  # one warp of a contiguous [BLOCK] access
+    tile = [(e // M, e % M) for e in range(32 * M)][:32]  # one warp of a [BLOCK, M] tile, row-major
+    contiguous = _warp_lines(4 * (k * M + j) for k, j in tile)
+    if launch.kernel.__name__ == "_reversed_inputs":  # g in and out; b out; a along its diagonal
+        diagonal = _warp_lines(4 * ((100 - k + j) * M + j) for k, j in tile)
+        return warps * (2 * _warp_lines(row) + M * (contiguous + diagonal))
+    # _adjoint_outputs: lam in, grad_x out; y[n-i] in and grad_a out with grad_a
+    lanes = warps * 2 * _warp_lines(row)
+    if launch.constexprs["GRAD_A"]:
+        past = _warp_lines(4 * (100 + k - j) for k, j in tile)
+        lanes += warps * M * (past + contiguous)
+    return lanes
 
 
 def global_wavefronts(ttgir: str, num_warps: int) -> tuple[float, float]:
@@ -380,7 +416,7 @@ def _resident_lanes(registers: int, warps: int) -> int:
     return max(1, programs) * per_program
 
 
-def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> LaunchModel:
+def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     loop = compiled.main_loop
     other = len(compiled.sass) - len(loop)
     name = launch.kernel.__name__
@@ -405,12 +441,15 @@ def model_launch(launch, compiled, pass_tensors: dict, dtype: torch.dtype) -> La
     fp64, conversions, memory_ops = (warp_instructions(ops) for ops in (FP64_OPS, CONVERSIONS, MEMORY_OPS))
     issue_s = issue_seconds(thread_instructions / 32, fp64, conversions, memory_ops, launch.grid)
     # L1 throughput: every program's global accesses (TTGIR) and its warps' shared-memory ones (SASS)
-    in_loop, rest = global_wavefronts(compiled.ttgir, launch.num_warps)
+    if name in ("_reversed_inputs", "_adjoint_outputs"):
+        in_loop, rest = 0.0, copy_wavefronts(launch) / launch.grid
+    else:
+        in_loop, rest = global_wavefronts(compiled.ttgir, launch.num_warps)
     shared_loop, shared_all = shared_wavefronts(loop), shared_wavefronts(everything)
     l1_wavefronts = (launch.grid * (iterations * in_loop + rest)
                      + warp_factor * ((iterations - 1) * shared_loop + shared_all))
     l1_s = l1_wavefronts / min(SMS, max(1, launch.grid)) / CLOCK_HZ
-    moved = _launch_bytes(launch, pass_tensors)
+    moved = _launch_bytes(launch)
     l2_moved = _fused_carry_bytes(launch)
     memory_s = moved / BANDWIDTH + l2_moved / L2_BANDWIDTH
     # the loop-carried chain: one warp's prologue (its loads of incoming states and maps, which the
@@ -450,7 +489,7 @@ def model_case(B: int, T: int, M: int, passes: str, cache: dict, dtype: torch.dt
     from . import sm90
 
     case = CaseModel(B, T, M, passes)
-    planned = []  # (launch, the pass's tensors for the byte count)
+    planned = []
     if passes == "dense":
         from allpole_triton.kernels import triton_recurrence
 
@@ -458,18 +497,18 @@ def model_case(B: int, T: int, M: int, passes: str, cache: dict, dtype: torch.dt
         u = torch.empty(B, T, M, dtype=dtype, device=meta)
         A = torch.empty(B, T, M, M, dtype=dtype, device=meta)
         h0 = torch.empty(B, M, dtype=dtype, device=meta)
-        planned = [(launch, {}) for launch in triton_recurrence.plan(A, u, h0, torch.empty_like(u), sms=SMS)]
+        planned = triton_recurrence.plan(A, u, h0, torch.empty_like(u), sms=SMS)
     for reverse in {"fwd": [False], "fwdbwd": [False, True], "dense": []}[passes]:
         tensors = _pass_tensors(B, T, M, reverse, dtype)
         extra = {k: tensors[k] for k in ("tail", "y", "grad_a") if k in tensors}
         launches, _ = triton_scan.plan(tensors["u"], tensors["a"], tensors["zi"], tensors["out"],
                                        reverse=reverse, sms=SMS, **extra)
-        planned += [(launch, tensors) for launch in launches]
-    for launch, tensors in planned:
+        planned += launches
+    for launch in planned:
         key = sm90.variant_key(launch)
         if key not in cache:
             cache[key] = sm90.compile_launch(launch)
-        case.launches.append(model_launch(launch, cache[key], tensors, dtype))
+        case.launches.append(model_launch(launch, cache[key], dtype))
     return case
 
 
