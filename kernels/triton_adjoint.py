@@ -67,7 +67,7 @@ def _adjoint_outputs(
     tap = tl.arange(0, M_PAD)
     if block == 0:
         first = tap < M
-        tl.store(grad_zi_ptr + row * M + tap, tl.load(lam_ptr + row * L + T + tap, mask=first, other=0.0), mask=first)
+        tl.store(grad_zi_ptr + row * M + tap, tl.load(lam_ptr + (row * L + T + tap), mask=first, other=0.0), mask=first)
     if GRAD_A:
         i = tap[None, :] + 1
         past = n[:, None] - i
