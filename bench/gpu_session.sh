@@ -13,7 +13,7 @@
 # Then run `bash bench/gpu_session.sh [quick]` with .whl carried: its stages share BUDGET seconds
 # (default 480) and stop where it runs out (skipped.txt lists what did not run). STAGES="pytest
 # bench" runs only the stages named, of: host_times launch_times diagnose sanitizer bench pytest recurrence tune
-# (tune: the whole sweep in full runs; quick runs time coalesced rows on and off).
+# (tune: the whole sweep in full runs; quick runs time the backward's two paths and rows on and off).
 # Results land in bench/results/<gpu-name>/, and in $OUT as one archive, results.tar.gz, after
 # every stage, so that a cut-off run still reports:
 #   host_times.csv, host_profile.txt  each call's host cost beside its GPU time, and where it goes
@@ -24,7 +24,7 @@
 #   pytest.txt        the CUDA tests (the Triton kernels compiled, on CUDA tensors)
 #   pytest-failures.txt  each failure's traceback, written as it happens
 #   recurrence.csv    linear_recurrence's dense scan: measured forward times
-#   tune_triton.csv   the launch-shape sweep (quick runs: rows on and off only)
+#   tune_triton.csv   the launch-shape sweep (quick runs: adjoint=0, rows on and off)
 #   budget.txt, skipped.txt  the seconds the stages took, and any stage the budget left out or cut off
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -138,8 +138,8 @@ want recurrence && stage 45 "$results/recurrence.csv" python3 bench/recurrence.p
 if [ "${1:-}" != quick ]; then
     want tune && stage 240 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks \
         --unrolls 16 32 --tiles 0 4 8 16
-else  # quick: coalesced rows against per-lane loads only (the table's choice against rows=0 and rows=1)
-    want tune && stage 120 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks --unrolls --tiles
+else  # quick: the table against the reverse kernels (adjoint=0), then rows off and on
+    want tune && stage 150 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 16 2 --chunks --unrolls --tiles
 fi
 echo "device stages took $SECONDS s of a $budget s budget (pip setup included); STAGES='${STAGES:-}' mode='${1:-full}'" \
     | tee "$results/budget.txt"

@@ -9,10 +9,11 @@ prints CSV: copy the winners into the table in ``kernels/triton_scan.py`` (LANES
 CHUNK_MIN_GPU, CHUNK_MAX_GPU, LONG_CARRY_STEP_COST, BLOCK_GPU, unroll, TILE_BUDGET). Needs CUDA:
 under the interpreter the numbers mean nothing.
 
-Open questions it settles: whether coalesced rows (``rows``; the sm_90 model, whose L1 term put
-the first H100 run within 1.03-1.44x, predicts 3.2x at M=2 forward) pay on a GPU, and where;
-whether longer bodies help the short orders; whether the M=16 forward finish wants 8 or 16-step
-tiles.
+Open questions it settles: whether the backward as the forward scan on reversed time pays
+(``adjoint=0`` times the reverse kernels against the table's; the sm_90 model predicts 1.5x at
+M=2 and 2.2x at M=16, forward+backward); where coalesced rows (``rows``) pay (the 2026-11-27 H100
+run was host-bound at M=2 and did not reach M=16); whether longer bodies help the short orders;
+whether the M=16 forward finish wants 8 or 16-step tiles.
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def main() -> None:
     p.add_argument("--unrolls", nargs="*", type=int, default=[8, 16, 32],
                    help="steps per loop body (the short orders' multiples of M)")
     p.add_argument("--tiles", nargs="*", type=int, default=[0, 4, 8, 16], help="steps per coefficient tile")
+    p.add_argument("--adjoint", nargs="*", type=int, default=[0], choices=[0, 1],
+                   help="the backward's path: 0 the reverse kernels, 1 the forward on reversed time (the GPU table's)")
     p.add_argument("--rows", nargs="*", type=int, default=[0, 1], choices=[0, 1],
                    help="coalesced rows off (0) or on (1) in every lane kernel (the table: where the compile allows)")
     args = p.parse_args()
@@ -62,12 +65,12 @@ def main() -> None:
         x = torch.randn(B, T, generator=g).cuda().requires_grad_()
         a = stable_coefficients(B, T, M, generator=g, dtype=torch.float32).cuda().requires_grad_()
         table = triton_scan.launch_shape(M, B, T, sms)
-        candidates = ["table"] + [
+        candidates = ["table"] + [f"adjoint={v}" for v in args.adjoint] + [f"rows={r}" for r in args.rows] + [
             f"chunk={c},group={gr}" for c, gr in itertools.product(args.chunks, args.groups if triton_scan.is_short(M) else [128])
         ]
         if triton_scan.is_short(M):  # longer bodies at M=16 take minutes to compile
             candidates += [f"unroll={u}" for u in args.unrolls if u % M == 0 and u != table.unroll]
-        candidates += [f"tile={t}" for t in args.tiles] + [f"rows={r}" for r in args.rows]
+        candidates += [f"tile={t}" for t in args.tiles]
         for name in candidates:
             if name == "table":
                 os.environ.pop("ALLPOLE_TRITON_LAUNCH", None)
