@@ -1124,20 +1124,26 @@ def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: in
     return sms is not None and (M <= ROWS_MAX_ORDER or (kernel == "_summary" and not reverse))
 
 
-def uses_reversed_forward(a: torch.Tensor, T: int, is_complex: bool, sms: int | None) -> bool:
+REVERSED_MIN_SAMPLES = 1 << 17  # B*T from which short orders take the reversed forward on a GPU
+
+
+def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, sms: int | None) -> bool:
     """Whether the backward runs as the forward scan on reversed time (triton_adjoint): real
     time-varying coefficients, on a GPU, where the reverse kernels read the coefficients a[n+i, i-1]
     of each step along a diagonal, lane by lane (the H100's backward at M=16 took 24 of 32.7 ms of a
     forward+backward pass), so an extra copy of them in reversed-time rows costs less. Constant
     coefficients would turn into time-varying ones, and complex inputs take no rows: both keep the
-    reverse kernels. ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's
-    default is the reverse kernels; tests/test_triton.py runs both)."""
+    reverse kernels. So do short orders (M <= SCAN_MAX_ORDER) below REVERSED_MIN_SAMPLES samples,
+    where the two copy launches cost more than the diagonal loads save (sm_90 model, B*T = 2^16,
+    M <= 4: 33-36 -> 37-42 us forward+backward; from 2^20 samples on the reversed forward wins at
+    every order). ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default
+    is the reverse kernels; tests/test_triton_adjoint.py forces the reversed forward)."""
     if is_complex or a.shape[1] != T:
         return False
     forced = forced_launch().get("adjoint")
     if forced is not None:
         return bool(forced)
-    return sms is not None
+    return sms is not None and (not is_short(a.shape[-1]) or rows * T >= REVERSED_MIN_SAMPLES)
 
 
 def body_steps(M: int) -> int:
@@ -1219,7 +1225,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     time); ``sms`` is the GPU's multiprocessor count (None: interpreter shapes). Tensors may live on
     the meta device, which is how the compile check and the model plan a launch without a GPU.
     """
-    if reverse and uses_reversed_forward(a, u.shape[1], u.is_complex(), sms):
+    if reverse and uses_reversed_forward(u.shape[0], a, u.shape[1], u.is_complex(), sms):
         return _plan_reversed(u, a, zi, out, tail, y, grad_a, sms)
     B, T = u.shape
     M = a.shape[-1]
@@ -1333,10 +1339,11 @@ def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms):
     B, T = grad_y.shape
     rows_a, M = a.shape[0], a.shape[-1]
     L = T + M
-    block = triton_adjoint.BLOCK
+    block = triton_adjoint.block_steps(M)
     g = torch.empty(B, L, dtype=grad_y.dtype, device=grad_y.device)
     b = torch.empty(rows_a, L, M, dtype=a.dtype, device=a.device)
-    lam = torch.empty_like(g)
+    # lam in float32 for 16-bit inputs, so that grad_a = -lam y is formed from lam unrounded
+    lam = torch.empty(B, L, dtype=torch.float32 if grad_y.element_size() < 4 else grad_y.dtype, device=grad_y.device)
     rest = torch.zeros_like(zi)
     sa_row, sa_time, sa_tap = (s if n > 1 else 0 for s, n in zip(a.stride(), a.shape))
     n_in, n_out = cdiv(L, block), cdiv(T, block)

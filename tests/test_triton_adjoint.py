@@ -89,8 +89,8 @@ def test_reversed_forward_through_autograd(monkeypatch, device):
 def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
     """On a GPU (planned on the meta device for 132 SMs) real time-varying coefficients take the
     reversed path, at most two copies around the forward's launches (at most three), 1-D grids;
-    constant coefficients, complex inputs, forced ``adjoint=0`` and the interpreter's default keep
-    the reverse kernels."""
+    constant coefficients, complex inputs, short orders over few samples, forced ``adjoint=0`` and
+    the interpreter's default keep the reverse kernels."""
     meta = torch.device("meta")
     monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
 
@@ -104,11 +104,13 @@ def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
             assert isinstance(launch.grid, int) and 0 < launch.grid < 2**31
         return launches
 
-    for B, T, M in [(16, 1 << 20, 2), (1, 17_280_000, 16), (4096, 4096, 1), (1, 1, 4)]:
+    for B, T, M in [(16, 1 << 20, 2), (1, 17_280_000, 16), (4096, 4096, 1), (1, 1, 16), (2, 1 << 16, 4)]:
         launches = kernels(B, T, M)
         assert {launches[0].kernel, launches[-1].kernel} == COPIES and len(launches) <= 5
         assert all(not launch.constexprs.get("REVERSE", False) for launch in launches[1:-1])
-    for other in (kernels(16, 4096, 2, Ta=1), kernels(16, 4096, 2, dtype=torch.complex64), kernels(16, 4096, 2, sms=None)):
+    few = triton_scan.REVERSED_MIN_SAMPLES // 2
+    for other in (kernels(16, 1 << 20, 2, Ta=1), kernels(16, 1 << 20, 2, dtype=torch.complex64), kernels(16, 1 << 20, 2, sms=None),
+                  kernels(1, few, 4), kernels(16, few // 16, 1)):
         assert not COPIES & {launch.kernel for launch in other}
         assert other[-1].constexprs["REVERSE"] and len(other) <= 3
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "adjoint=0")

@@ -328,25 +328,27 @@ def _warp_lines(addresses) -> int:
 
 def copy_wavefronts(launch) -> float:
     """L1 wavefronts of the backward's two copy kernels (triton_adjoint), whose accesses
-    global_wavefronts' lane-tile rule does not describe: every access of a [BLOCK] or [BLOCK, M_PAD]
-    tile is taken in row-major warps of 32 elements, each costing the lines its addresses touch
-    (enumerated for one warp, 4-byte elements). Contiguous accesses cost a line per 32 elements; the
-    diagonal a[T-1-k+i, i-1] of ``_reversed_inputs`` touches up to M(M+1) * 4 / 128 lines per row."""
+    global_wavefronts' lane-tile rule does not describe. As compiled (TTGIR ``threadsPerWarp
+    [32, 1]``) a warp holds 32 consecutive steps, a thread one step's M taps: an access of each tap
+    costs the lines its 32 addresses touch (enumerated for one warp, 4-byte elements), and a
+    thread's contiguous row of taps goes in 16-byte pieces. The diagonal a[T-1-k+i, i-1] puts the
+    32 steps of a tap M elements apart (M lines up to M = 32). Only the first ``a_rows`` rows copy
+    coefficients (shared ones are written once)."""
     M = launch.constexprs["M"]
-    block = launch.constexprs["BLOCK"]
-    warps = launch.grid * block * 1.0 / 32  # warp accesses of a [BLOCK] tile
-    row = [4 * t for t in range(32)]  # one warp of a contiguous [BLOCK] access
-    tile = [(e // M, e % M) for e in range(32 * M)][:32]  # one warp of a [BLOCK, M] tile, row-major
-    contiguous = _warp_lines(4 * (k * M + j) for k, j in tile)
-    if launch.kernel.__name__ == "_reversed_inputs":  # g in and out; b out; a along its diagonal
-        diagonal = _warp_lines(4 * ((100 - k + j) * M + j) for k, j in tile)
-        return warps * (2 * _warp_lines(row) + M * (contiguous + diagonal))
-    # _adjoint_outputs: lam in, grad_x out; y[n-i] in and grad_a out with grad_a
-    lanes = warps * 2 * _warp_lines(row)
-    if launch.constexprs["GRAD_A"]:
-        past = _warp_lines(4 * (100 + k - j) for k, j in tile)
-        lanes += warps * M * (past + contiguous)
-    return lanes
+    warps = launch.grid * launch.constexprs["BLOCK"] / 32  # warp accesses of a [BLOCK] tile
+    steps = range(32)
+    single = _warp_lines(4 * k for k in steps)  # g, lam, grad_x: one value a step
+    pieces = range(0, 4 * M, 16)
+    row_of_taps = sum(_warp_lines(4 * k * M + piece + byte for k in steps for byte in range(min(16, 4 * M - piece)))
+                      for piece in pieces)  # b out, grad_a out
+    if launch.kernel.__name__ == "_reversed_inputs":
+        rows, a_rows = launch.grid // launch.args[6], launch.args[7]
+        diagonal = sum(_warp_lines(4 * ((100 - k + j) * M + j) for k in steps) for j in range(M))
+        return warps * (2 * single + a_rows / rows * (diagonal + row_of_taps))
+    total = warps * 2 * single  # lam in, grad_x out
+    if launch.constexprs["GRAD_A"]:  # y[n-i] in, tap by tap; grad_a out
+        total += warps * (sum(_warp_lines(4 * (100 + k - i) for k in steps) for i in range(1, M + 1)) + row_of_taps)
+    return total
 
 
 def global_wavefronts(ttgir: str, num_warps: int) -> tuple[float, float]:
