@@ -13,7 +13,7 @@ import torch
 from allpole_triton.kernels.naive import allpole_backward_naive, allpole_naive
 from conftest import random_signal, stable_coefficients
 from test_allpole import assert_close
-from test_triton import DEVICES, many_chunks, run_both
+from test_triton import DEVICES, chunk_length, many_chunks, run_both
 
 pytest.importorskip("triton")
 from allpole_triton.kernels import triton_adjoint, triton_scan  # noqa: E402
@@ -72,7 +72,8 @@ def test_reversed_forward_matches_the_adjoint_loop(monkeypatch, device, M, layou
 def test_reversed_forward_through_autograd(monkeypatch, device):
     """The public API's backward on the reversed path, with and without grad_a, against autograd
     through the plain loop and against the reverse kernels."""
-    M, T = 2, many_chunks(device, 2)
+    M = 2
+    T = 3 * chunk_length(device, M, 2, 1 << 20) + 5
     a = stable_coefficients((2,), T, M, seed=4).to(device)
     x, zi, g = (random_signal(s, seed=k).to(device) for k, s in enumerate([(2, T), (2, M), (2, T)]))
     for grad_a in (True, False):

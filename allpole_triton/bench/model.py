@@ -286,7 +286,7 @@ def _launch_bytes(launch) -> float:
     total += {2: _tensor_bytes(carry), 3: _tensor_bytes(carry) + _tensor_bytes(prefix),
               4: _tensor_bytes(prefix)}.get(state, 0)
     if launch.constexprs["REVERSE"]:
-        total += _tensor_bytes(args[6])  # grad_zi
+        total += _tensor_bytes(args[6]) if args[6] is not u else 0  # grad_zi (u stands in for none)
         if launch.constexprs["GRAD_A"]:
             total += _tensor_bytes(args[7]) + _tensor_bytes(args[8])  # y, grad_a
     return total
