@@ -1198,6 +1198,11 @@ def _sms(device: torch.device) -> int | None:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def _coefficient_strides(a: torch.Tensor) -> tuple[int, int, int]:
+    """a's (row, time, tap) strides, 0 along size-1 (broadcast) dims."""
+    return tuple(s if n > 1 else 0 for s, n in zip(a.stride(), a.shape))
+
+
 @dataclass
 class Launch:
     """One kernel launch of a pass: what the driver runs, the compile check compiles and the
@@ -1236,7 +1241,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     planes = (2,) if is_complex else ()
     real = u.real.dtype if is_complex else u.dtype
     compute = tl.float64 if real == torch.float64 else tl.float32
-    sa_row, sa_time, sa_tap = (s if n > 1 else 0 for s, n in zip(a.stride(), a.shape))
+    sa_row, sa_time, sa_tap = _coefficient_strides(a)
     u_, a_, zi_ = _plane(u), _plane(a), _plane(zi)
     common = dict(M=M, M_PAD=next_power_of_2(M), IS_COMPLEX=is_complex, **_COMPILE)
     if a.shape[1] == 1:
@@ -1345,7 +1350,7 @@ def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms):
     # lam in float32 for 16-bit inputs, so that grad_a = -lam y is formed from lam unrounded
     lam = torch.empty(B, L, dtype=torch.float32 if grad_y.element_size() < 4 else grad_y.dtype, device=grad_y.device)
     rest = torch.zeros_like(zi)
-    sa_row, sa_time, sa_tap = (s if n > 1 else 0 for s, n in zip(a.stride(), a.shape))
+    sa_row, sa_time, sa_tap = _coefficient_strides(a)
     n_in, n_out = cdiv(L, block), cdiv(T, block)
     common = dict(M=M, M_PAD=next_power_of_2(M), BLOCK=block, **_COMPILE)
     launches = [Launch(triton_adjoint._reversed_inputs, B * n_in,

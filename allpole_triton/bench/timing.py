@@ -107,16 +107,7 @@ def time_cuda(fn: Callable[[], object], *, repeat: int = 20, warmup: int = 3) ->
         return [do_bench(fn, warmup=25, rep=max(100, 5 * repeat), return_mode="median") / 1e3]
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(max(repeat, 1)):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return times
+    return time_each(fn, torch.device("cuda"), max(repeat, 1))
 
 
 def time_each(fn: Callable[[], object], device: torch.device, calls: int) -> list[float]:
