@@ -32,6 +32,13 @@ def pytest_runtest_logreport(report) -> None:
             log.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
 
 
+def slow(*values, **kwargs):
+    """A parameter set run only by the full suite (``make test-all``, which CI runs): ``make test``
+    keeps one case of each kernel and path, within its time budget, and this marks the rest of a
+    matrix (more orders, dtypes, launch shapes) as ``pytest.mark.slow``."""
+    return pytest.param(*values, marks=pytest.mark.slow, **kwargs)
+
+
 def _skip_interpreter_repatching() -> None:
     """Test-speed shim for Triton's interpreter (behaviour unchanged).
 

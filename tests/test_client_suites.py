@@ -72,6 +72,7 @@ SUITES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SUITES)
 def test_client_suite_passes_against_the_drop_in(name, tmp_path):
     suite = SUITES[name]

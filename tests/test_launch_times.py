@@ -44,6 +44,7 @@ def test_one_row_per_launch(monkeypatch):
     assert all(r["measured_us"] > 0 and r["min_us"] <= r["measured_us"] for r in rows)
 
 
+@pytest.mark.slow
 def test_predictions_fill_a_times_only_csv(tmp_path):
     """A GPU run times launches only (--no-model); --predict adds the model's columns afterwards by
     planning the same cases for that GPU's multiprocessors, and refuses rows planned differently."""

@@ -9,7 +9,7 @@ import torch
 
 from allpole_triton.op import triton_interpret
 from allpole_triton.recurrence import linear_recurrence
-from conftest import poles_at_radius, random_signal
+from conftest import poles_at_radius, random_signal, slow
 
 
 def loop(A: np.ndarray, u: np.ndarray, h0: np.ndarray, diagonal: bool = False) -> np.ndarray:
@@ -130,7 +130,7 @@ def test_triton_any_matrix_layout(monkeypatch, layout):
 
 
 @triton_path
-@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("complex_", [False, slow(True)], ids=["real", "complex"])
 def test_triton_gradients_to_second_order(complex_):
     """Second order for real inputs (the double backward is the same torch-op adjoint whatever the
     dtype; complex second order is checked on the CPU kernels)."""
@@ -173,7 +173,8 @@ def recurrence_results(A, u, h0, g, backend):
 
 
 @triton_path
-@pytest.mark.parametrize("launch, M", [("chunk=64", 2), ("chunk=64", 5), ("chunk=64", 8), ("chunk=256", 8), ("chunk=64", 16)])
+@pytest.mark.parametrize("launch, M", [("chunk=64", 2), ("chunk=64", 5), ("chunk=64", 8), slow("chunk=256", 8),
+                                       ("chunk=64", 16)])
 def test_triton_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
     """The GPU's chunk lengths forced; companion-matrix transitions with every pole at radius 0.9,
     0.99 and 0.999 (one row each): h and the gradients of A, u and h0 against a float64 loop on the

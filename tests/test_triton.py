@@ -17,7 +17,7 @@ import torch
 from allpole_triton import allpole
 from allpole_triton.kernels.naive import allpole_backward_naive, allpole_naive
 from allpole_triton.op import triton_interpret
-from conftest import random_signal, stable_coefficients
+from conftest import random_signal, slow, stable_coefficients
 from test_allpole import assert_close, assert_close_to_rounding, relative_error
 
 pytest.importorskip("triton")
@@ -60,7 +60,7 @@ def run_both(x, a, zi, g, backends=("triton", "numba"), grad_a=True):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 8, 16, 33])
+@pytest.mark.parametrize("M", [2, 3, 16, 33, slow(1), slow(4), slow(8)])
 @pytest.mark.parametrize("T_of_L", [lambda L: 1, lambda L: L - 1, lambda L: L, lambda L: 3 * L + 5], ids=["1", "L-1", "L", "3L+5"])
 def test_forward_and_backward_match_references(device, M, T_of_L):
     T = T_of_L(chunk_length(device, M, 3, 1 << 20))
@@ -77,7 +77,7 @@ def test_forward_and_backward_match_references(device, M, T_of_L):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.complex128])
-@pytest.mark.parametrize("M", [1, 3, 5])
+@pytest.mark.parametrize("M", [3, slow(1), slow(5)])
 def test_dtypes_match_numba(device, dtype, M):
     T = 3 * chunk_length(device, M, 2, 1 << 20) + 5
     wide = torch.complex128 if dtype.is_complex else torch.float64
@@ -98,7 +98,7 @@ def test_dtypes_match_numba(device, dtype, M):
     ((4,), (1,), (4,)),  # one filter shared by every row: read with row stride 0
 ], ids=["2x3", "scalar", "shared"])
 @pytest.mark.parametrize("Ta", ["T", 1], ids=["varying", "constant"])
-@pytest.mark.parametrize("M", [1, 3])
+@pytest.mark.parametrize("M", [3, slow(1)])
 def test_leading_shapes_and_constant_coefficients(device, shapes, Ta, M):
     T = 2 * chunk_length(device, M, 4, 1 << 20) + 3
     x_lead, a_lead, zi_lead = shapes
@@ -150,8 +150,10 @@ def test_low_precision_inputs_accumulate_in_float32(device, dtype, M):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("M", [1, 2, 4, 5, 16])
-@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("M, complex_", [
+    (1, False), (2, False), (5, False), (16, False), (2, True), (5, True), (16, True),
+    slow(4, False), slow(1, True), slow(4, True),
+])
 def test_many_chunks_match_loops(device, M, complex_, monkeypatch):
     """Enough chunks for several carry blocks and carry pieces (short orders) or a long sequential
     carry walk (long orders), forward and backward, against plain float64 loops. Short orders:
@@ -177,8 +179,8 @@ def assert_triton_matches_loops(device: str, rows: int, T: int, M: int, complex_
 
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the GPU's carry shape under the interpreter")
-@pytest.mark.parametrize("M, complex_, longest, rows", [(1, False, True, 1), (2, False, True, 1), (2, True, True, 1),
-                                                       (4, False, True, 1), (2, False, False, 1), (3, True, True, 2)])
+@pytest.mark.parametrize("M, complex_, longest, rows", [(2, False, True, 1), slow(3, True, True, 2), slow(1, False, True, 1), slow(2, True, True, 1),
+                                                       slow(4, False, True, 1), slow(2, False, False, 1)])
 def test_carry_at_gpu_shapes(monkeypatch, M, complex_, longest, rows):
     """The short-order carry with the runs a GPU uses (its longest, up to 8 maps, or a map per
     lane), over more maps than one piece holds, against float64 loops; complex M=3 over two rows
@@ -471,9 +473,9 @@ def test_launches_on_the_tensors_device():
 
 @pytest.mark.skipif(not triton_interpret(), reason="the interpreter's default is whole-tile loads")
 @pytest.mark.parametrize("M, Ta, complex_, layout", [
-    (1, "T", False, "contiguous"), (2, "T", False, "contiguous"), (2, 1, True, "contiguous"),
-    (5, "T", False, "transposed"), (8, 1, False, "contiguous"), (12, "T", True, "contiguous"),
-    (16, "T", False, "transposed"), (16, 1, False, "contiguous"),
+    (2, 1, True, "contiguous"), (12, "T", True, "contiguous"), (16, "T", False, "transposed"),
+    slow(1, "T", False, "contiguous"), slow(2, "T", False, "contiguous"), slow(5, "T", False, "transposed"),
+    slow(8, 1, False, "contiguous"), slow(16, 1, False, "contiguous"),
 ])
 def test_slot_by_slot_coefficient_loads_match_whole_tiles(monkeypatch, M, Ta, complex_, layout):
     """The compiler loads coefficients one circular-buffer slot at a time up to SPLIT_MAX_ORDER and,
@@ -506,10 +508,10 @@ def test_slot_by_slot_coefficient_loads_match_whole_tiles(monkeypatch, M, Ta, co
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M, dtype, layout, grad_a", [
-    (1, torch.float32, "contiguous", True), (2, torch.float64, "contiguous", True),
-    (2, torch.bfloat16, "contiguous", True), (3, torch.complex64, "contiguous", True),
-    (5, torch.float32, "transposed", True), (8, torch.float32, "broadcast", False),
-    (16, torch.float32, "contiguous", True),
+    (2, torch.bfloat16, "contiguous", True), (5, torch.float32, "transposed", True),
+    (8, torch.float32, "broadcast", False), slow(1, torch.float32, "contiguous", True),
+    slow(2, torch.float64, "contiguous", True), slow(3, torch.complex64, "contiguous", True),
+    slow(16, torch.float32, "contiguous", True),
 ])
 def test_coefficient_tiles_give_identical_results(monkeypatch, device, M, dtype, layout, grad_a):
     """Loading several steps' coefficients (and the finish's inputs) as one tile changes when they
@@ -567,8 +569,8 @@ def test_coefficient_tiles_give_identical_results(monkeypatch, device, M, dtype,
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("M, dtype", [(1, torch.float32), (2, torch.float32), (2, torch.bfloat16), (3, torch.float32),
-                                      (4, torch.float64), (16, torch.float32)])
+@pytest.mark.parametrize("M, dtype", [(2, torch.float32), (16, torch.float32), slow(1, torch.float32),
+                                      slow(2, torch.bfloat16), slow(3, torch.float32), slow(4, torch.float64)])
 def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
     """Reading a body's inputs, outputs and forward coefficient tiles as coalesced rows (one
     shared-memory transpose each) moves the same values to the same lanes: bit-identical to
@@ -715,7 +717,7 @@ def test_stage_diagnostic_checks_every_launch(M, fuse, monkeypatch):
 
 
 @pytest.mark.skipif("cpu" not in DEVICES, reason="compares the interpreter's grouping with the GPU's")
-@pytest.mark.parametrize("M, complex_", [(5, False), (16, False), (16, True), (32, False)])
+@pytest.mark.parametrize("M, complex_", [(5, False), slow(16, False), slow(16, True), slow(32, False)])
 def test_gpu_recursions_per_lane_give_identical_results(M, complex_, monkeypatch):
     """The interpreter runs all of a chunk's homogeneous recursions in one lane; the GPU splits them
     over groups of lanes (recursions_per_lane). Each recursion's arithmetic is the same either way:

@@ -15,7 +15,7 @@ import torch
 from allpole_triton import allpole
 from allpole_triton.kernels.naive import allpole_backward_naive, allpole_naive
 from allpole_triton.op import triton_interpret
-from conftest import poles_at_radius, random_signal
+from conftest import poles_at_radius, random_signal, slow
 
 pytest.importorskip("triton")
 from allpole_triton.kernels import triton_scan  # noqa: E402
@@ -77,10 +77,11 @@ def cases(M: int, T: int, radii: tuple[float, ...]):
 # short-order case) the short orders are represented by M=2: orders 1 and 4 run the same kernels,
 # whose two carry levels they cross at chunk=64. The short orders' block carry is fused into the
 # finish (as a GPU runs rows of few blocks) except at M=4, which runs the carry launch.
+# make test runs chunk=64 (every order) and the reversed forward at M=16; the rest is the full suite's.
 LAUNCHES = [("chunk=64,group=16" + (",fuse=0" if M == 4 else ""), M) for M in (1, 2, 4, 8, 16, 32)]
-LAUNCHES += [("chunk=256,group=16", M) for M in (2, 8, 16, 32)]
+LAUNCHES += [slow("chunk=256,group=16", M) for M in (2, 8, 16, 32)]
 # the backward as the forward scan on reversed time (a GPU's default for real coefficients)
-LAUNCHES += [("chunk=64,group=16,adjoint=1", M) for M in (1, 4, 16)]
+LAUNCHES += [slow("chunk=64,group=16,adjoint=1", M) for M in (1, 4)] + [("chunk=64,group=16,adjoint=1", 16)]
 
 
 @pytest.mark.parametrize("launch, M", LAUNCHES)
@@ -92,8 +93,10 @@ def test_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
     check(*(t.float() for t in (x, a, zi, g)), torch.float32)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("M, adjoint", [(2, 0), (2, 1), (16, 0)])
+@pytest.mark.parametrize("dtype, M, adjoint", [
+    (torch.bfloat16, 2, 0), (torch.bfloat16, 16, 0), slow(torch.bfloat16, 2, 1),
+    slow(torch.float16, 2, 0), slow(torch.float16, 2, 1), slow(torch.float16, 16, 0),
+])
 def test_16_bit_within_ten_times_a_float32_loop(monkeypatch, dtype, M, adjoint):
     """float16 stops at 65504: at M=16 with poles at 0.99 the filter's gain overflows it, so only
     bfloat16 (float32's range) takes that case. ``adjoint``: the backward's path (see LAUNCHES)."""
@@ -103,6 +106,7 @@ def test_16_bit_within_ten_times_a_float32_loop(monkeypatch, dtype, M, adjoint):
     check(*(t.to(dtype) for t in (x, a, zi, g)), torch.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(DEVICE != "cpu", reason="the compiler always chains its sums")
 @pytest.mark.parametrize("launch, M", [("chunk=32,group=4", 2), ("chunk=64,group=16", 8)])  # short, long
 def test_chained_sums_within_ten_times_a_float32_loop(monkeypatch, launch, M):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from allpole_triton.kernels.naive import allpole_backward_naive, allpole_naive
-from conftest import random_signal, stable_coefficients
+from conftest import random_signal, slow, stable_coefficients
 from test_allpole import assert_close
 from test_triton import DEVICES, chunk_length, many_chunks, run_both
 
@@ -37,7 +37,7 @@ def backward(grad_y, a, y, zi, need_grad_a=True):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M, layout, dtype", [
-    (1, "contiguous", torch.float32), (2, "contiguous", torch.float64), (2, "shared", torch.float32),
+    slow(1, "contiguous", torch.float32), slow(2, "contiguous", torch.float64), (2, "shared", torch.float32),
     (3, "transposed", torch.float64), (5, "contiguous", torch.float32), (16, "contiguous", torch.float64),
     (2, "contiguous", torch.bfloat16),
 ])

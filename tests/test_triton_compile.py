@@ -65,10 +65,12 @@ def check(result: dict) -> None:
     assert not heavy, heavy
 
 
+@pytest.mark.slow
 def test_every_variant_compiles_without_tf32_or_spills(compiled):
     check(compiled)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (TRITON36 / "triton").is_dir(), reason=f"Triton 3.6 not installed in {TRITON36}")
 def test_every_variant_compiles_with_triton_3_6():
     result = compile_all(TRITON36)

@@ -205,6 +205,7 @@ class LPCSynth(nn.Module):
         return sample_wise_lpc(self.gain * x, a)
 
 
+@pytest.mark.slow  # test_allpole compiles the op fullgraph in make test
 def test_torch_compile_fullgraph_module_calling_sample_wise_lpc():
     """Clients that ``torch.compile(model, fullgraph=True)`` a module whose forward calls ``sample_wise_lpc``."""
     if not hasattr(torch, "compile") or not torch._dynamo.is_dynamo_supported():
