@@ -100,6 +100,12 @@ def test_a_fused_carry_reads_the_maps_before_each_block_as_whole_sectors():
     assert n_blocks == 64
     assert model._fused_carry_bytes(finish) == 16 * 64 * 63 / 2 * 32
     assert model._fused_carry_bytes(launches[0]) == 0
+    # L1: the piece loop's body (RUN loads of each of the map's 2 elements, a wavefront per lane)
+    # fetched only for the b maps below block b, a wavefront per element each: 63 / 2 x 2 on average
+    run, lanes = finish.constexprs["CARRY_RUN"], finish.constexprs["BLOCK"]
+    assert model._fused_carry_wavefronts(finish, [run * 2 * lanes]) == pytest.approx(63 / 2 * 2)
+    with pytest.raises(ValueError, match="piece loop"):
+        model._fused_carry_wavefronts(finish, [])
 
 
 def test_l1_wavefronts_count_lines_per_lane_tile_and_per_coalesced_row():
@@ -125,10 +131,19 @@ def test_l1_wavefronts_count_lines_per_lane_tile_and_per_coalesced_row():
         "  tt.return",
         "}",
     ])
-    in_loop, rest = model.global_wavefronts(ttgir, num_warps=4)
+    in_loop, rest, earlier = model.global_wavefronts(ttgir, num_warps=4)
     row = 128 * (1 + 60 / 128)
     assert in_loop == pytest.approx(8 * 128 + 2 * row)
-    assert rest == pytest.approx(4 + 128)
+    assert rest == pytest.approx(4 + 128) and earlier == []
+    # a loop before the main loop: its body once, apart
+    piece = ttgir.replace("tt.func public @k(%p: !tt.ptr<f32>) {", "\n".join([
+        "tt.func public @k(%p: !tt.ptr<f32>) {",
+        "  %q = scf.for %j = %a to %b step %c iter_args(%g = %x) -> (tensor<32xf64, #blocked>) : i32 {",
+        "    %m = tt.load %maps, %valid : tensor<32x!tt.ptr<f64>, #blocked>",
+        "    scf.yield %m : tensor<32xf64, #blocked>",
+        "  } loc(#loc2)",
+    ]))
+    assert model.global_wavefronts(piece, num_warps=4) == (in_loop, rest, [32])
 
 
 def test_shared_wavefronts_count_the_bytes_a_warp_moves():
