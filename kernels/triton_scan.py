@@ -436,7 +436,13 @@ def _recurse(
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
         if DRIVEN and ROWS:
             offsets, body_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
-            ut = rows_to_lanes(load_rows(u_ptr, offsets, body_live), column).to(tl.float64)
+            u_rows = load_rows(u_ptr, offsets, body_live)
+        if TILE_STEPS > 0:  # hoisted: with rows it loads while the input rows are in flight (see _finish)
+            tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+                                                  0, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE,
+                                                  TILE_ROWS)
+        if DRIVEN and ROWS:
+            ut = rows_to_lanes(u_rows, column).to(tl.float64)
         for k in tl.static_range(U):
             live = t0 + k < remaining
             n = n0 - t0 - k
@@ -446,7 +452,7 @@ def _recurse(
             else:
                 pos = (t0 + k) % M
             if TILE_STEPS > 0:
-                if k % TILE_STEPS == 0:
+                if k % TILE_STEPS == 0 and k > 0:
                     tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                           k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE,
                                                           TILE_ROWS)
@@ -735,11 +741,18 @@ def _finish(
         body_live = (step_slot < U) & (t0 + step_slot < remaining)
         n_slot = n0 - t0 - step_slot  # n of each entry in reversed time (unused forward)
         if ROWS:
+            # all of a body's global loads go before its first shared-memory transpose, which waits
+            # for its own input: a load issued after a transpose started only once that wait ended,
+            # so the two latencies added up (sm_90 SASS, the model's in-order issue of the loop)
             offsets, rows_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
-            ut_re = rows_to_lanes(load_rows(u_ptr, offsets, rows_live), column).to(acc)
-            ut_im = ut_re * 0
+            u_rows = load_rows(u_ptr, offsets, rows_live)
             if REVERSE and GRAD_A and U > 1 and TILE_STEPS > 0:
                 pt_re, pt_im = _past_output(y_ptr, zi_ptr, row, T, n_slot - 1 - M, body_live, M, acc, IS_COMPLEX, True)
+            if TILE_STEPS > 0:
+                tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+                                                      0, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, REVERSE, TILE_ROWS)
+            ut_re = rows_to_lanes(u_rows, column).to(acc)
+            ut_im = ut_re * 0
         elif TILE_STEPS > 0:  # the body's inputs (and grad_a's past outputs) loaded first, as one tile each
             if REVERSE:  # (n < 0: the grad_zi steps, driven by zero)
                 ut_re, ut_im = _load_tile(u_ptr, u_body - step_slot, body_live & (n_slot >= 0), IS_COMPLEX)
@@ -766,7 +779,7 @@ def _finish(
             else:
                 u_re, u_im = _drive(u_ptr, u_body, k, live, n, acc, IS_COMPLEX, REVERSE)
             if TILE_STEPS > 0:
-                if k % TILE_STEPS == 0:
+                if k % TILE_STEPS == 0 and not (ROWS and k == 0):
                     tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                           k, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, REVERSE,
                                                           TILE_ROWS)
