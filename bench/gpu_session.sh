@@ -25,6 +25,7 @@
 #   pytest-failures.txt  each failure's traceback, written as it happens
 #   recurrence.csv    linear_recurrence's dense scan: measured forward times
 #   tune_triton.csv   the launch-shape sweep (quick runs: adjoint=0, rows on and off)
+#   tune_groups.csv   quick runs: one row of 2^20 samples, scan groups of one warp and of four
 #   budget.txt, skipped.txt  the seconds the stages took, and any stage the budget left out or cut off
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -140,6 +141,10 @@ if [ "${1:-}" != quick ]; then
         --unrolls 16 32 --tiles 0 4 8 16
 else  # quick: the table against the reverse kernels (adjoint=0), then rows off and on
     want tune && stage 150 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 16 2 --chunks --unrolls --tiles
+    # one row of 2^20 samples: the table's four-warp scan groups (scan_group, from the model only)
+    # against one warp's, whose carry is a launch of its own
+    want tune && stage 60 "$results/tune_groups.csv" python3 bench/tune_triton.py -B 1 -T 1048576 -M 2 4 --chunks 32 \
+        --groups 32 128 --unrolls --tiles --rows --adjoint
 fi
 echo "device stages took $SECONDS s of a $budget s budget (pip setup included); STAGES='${STAGES:-}' mode='${1:-full}'" \
     | tee "$results/budget.txt"

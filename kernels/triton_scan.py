@@ -874,11 +874,13 @@ CHUNK_MAX_GPU = 4096
 # To be calibrated on a GPU (bench/tune_triton.py sweeps the chunk length it sets).
 LONG_CARRY_STEP_COST = 0.75
 BLOCK_GPU = 128
-# Lanes per program of the short-order scan (its summaries' prefix scan and its finish): one warp.
-# On the first GPU run (H200, Triton 3.6) blocks of 128 lanes (4 warps) gave a non-finite M=2
-# output at B=16, T=2^20, while 16-lane blocks passed every accuracy test there; the cause is not
-# known yet (bench/gpu_session.sh starts with allpole_triton.bench.diagnose, which sweeps this).
+# Lanes per program of the short-order scan (its summaries' prefix scan and its finish): one warp,
+# or four (SCAN_GROUP_WIDE_GPU) where that lets the finish compose a row's carry itself (see
+# scan_group). On the first GPU run (H200, Triton 3.6, an older kernel) blocks of 128 lanes gave a
+# non-finite M=2 output at B=16, T=2^20, cause unknown; on the H100 (2026-11-27) the stage
+# diagnostic's groups of 16, 32 and 128 lanes all passed at M = 1-4 (B=16, T=2^20, fused carries).
 SCAN_GROUP_GPU = 32
+SCAN_GROUP_WIDE_GPU = 128
 CARRY_BLOCK_GPU = 256  # lanes of the short-order carry (one program per row), each walking a run of blocks
 CARRY_RUN_ELEMENTS = 80  # map elements per unrolled run (compile time)
 CARRY_RUN_MAX = 8
@@ -1170,7 +1172,28 @@ def body_steps(M: int) -> int:
     return forced
 
 
-def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
+FUSED_NARROW_MAPS_MAX = 256  # maps per row that a one-warp finish composes itself before wider groups win
+
+
+def scan_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int:
+    """Chunks per carry block of the short-order scan on a GPU: one warp's (SCAN_GROUP_GPU), unless
+    a row's blocks would then need the carry launch, or more than FUSED_NARROW_MAPS_MAX maps for the
+    finish to compose, while blocks of SCAN_GROUP_WIDE_GPU chunks let the finish compose them itself
+    (fused_carry_run): a quarter of the maps, and a launch and its chain fewer. sm_90 model (Triton
+    3.6), one row of 2^20 samples, forward+backward: M=1 47.6 -> 41.2 us (1023 maps fused either
+    way), M=2 74.5 -> 52.7, M=4 136 -> 81; rows of few blocks keep one warp (256 rows of 4096
+    samples, M=4: 77.6 us, 90.3 with 128 lanes, whose cross-warp scans cost more than the maps they
+    save; 16 rows of 65536, 63 maps: within 1% either way)."""
+    narrow = cdiv(n_chunks, SCAN_GROUP_GPU) - 1
+    if narrow <= FUSED_NARROW_MAPS_MAX and fused_carry_run(M, is_complex, narrow, SCAN_GROUP_GPU, sms) is not None:
+        return SCAN_GROUP_GPU
+    wide = cdiv(n_chunks, SCAN_GROUP_WIDE_GPU) - 1
+    if fused_carry_run(M, is_complex, wide, SCAN_GROUP_WIDE_GPU, sms) is not None:
+        return SCAN_GROUP_WIDE_GPU
+    return SCAN_GROUP_GPU
+
+
+def launch_shape(M: int, rows: int, steps: int, sms: int | None, is_complex: bool = False) -> LaunchShape:
     """The launch for order M over ``rows`` rows of ``steps`` steps; ``sms`` is None for the interpreter.
 
     Chunks exist only to make lanes: with enough rows each row is one chunk and the pass is a single
@@ -1197,6 +1220,8 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None) -> LaunchShape:
         chunk = u * math.ceil(max(steps, 1) / u)
     if sms is not None:  # few lanes: programs of one warp, not of BLOCK_GPU lanes mostly idle
         block = min(block, max(32, next_power_of_2(rows * cdiv(steps, chunk))))
+        if kind == "short":
+            group = scan_group(M, is_complex, cdiv(steps, chunk), sms)
     return LaunchShape(chunk=chunk, group=forced.get("group", group), block=block, unroll=u)
 
 
@@ -1248,9 +1273,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     B, T = u.shape
     M = a.shape[-1]
     steps = T + M if reverse else T
-    shape = launch_shape(M, B, steps, sms)
-    n_chunks = cdiv(steps, shape.chunk)
     is_complex = u.is_complex()
+    shape = launch_shape(M, B, steps, sms, is_complex)
+    n_chunks = cdiv(steps, shape.chunk)
     planes = (2,) if is_complex else ()
     real = u.real.dtype if is_complex else u.dtype
     compute = tl.float64 if real == torch.float64 else tl.float32

@@ -26,6 +26,9 @@ META = torch.device("meta")
 # programs: the lane kernels' and the short-order carry's)
 SHAPES = [(1, 1 << 20), (1 << 14, 4096), (1, 4096)]
 FEW_BLOCKS = (16, 1 << 16)  # short orders: 64 blocks a row, the carry fused into the finish
+# real M=4: more blocks a row than even four-warp ones fuse, the carry a launch (complex M=4's always
+# is one, but its carry spills 376 B at 128 lanes: the full set's business, not CI's)
+MANY_BLOCKS = (1, 1 << 23)
 
 
 def pass_launches(dtype, M: int, reverse: bool, layout: str, grad_a: str, rows: int, T: int):
@@ -150,13 +153,16 @@ CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
 
 def main(quick: bool) -> None:
     seen, results = set(), []
-    # quick: the first shape (at M=1 its carry is fused into the finish, at M=2 and 3 a launch), and
-    # one fused finish at a run of 8 (the many-row shape where real M=2's rows hold a few blocks)
+    # quick: the first shape (its short orders' carry fused into the finish, in blocks of four warps:
+    # scan_group), one fused finish of one-warp blocks at a run of 8 (the many-row shape where real
+    # M=2's rows hold a few blocks) and the short-order carry launch (MANY_BLOCKS)
     scans = [((dtype, M, reverse, layout, grad_a), rows, T, pass_launches(dtype, M, reverse, layout, grad_a, rows, T))
              for dtype, M, reverse, layout, grad_a in configurations(quick) for rows, T in (SHAPES[:1] if quick else SHAPES)]
     if quick:
         scans.append(((torch.float32, 2, True, "contiguous", "yes"), *FEW_BLOCKS,
                       pass_launches(torch.float32, 2, True, "contiguous", "yes", *FEW_BLOCKS)))
+        scans.append(((torch.float32, 4, False, "contiguous", "no"), *MANY_BLOCKS,
+                      pass_launches(torch.float32, 4, False, "contiguous", "no", *MANY_BLOCKS)))
     # quick: the chunked shape only (its summary, carry and finish; one-warp programs)
     scans += [((dtype, M, False, "contiguous", "no"), rows, T, dense_launches(dtype, M, rows, T))
               for dtype, M in (DENSE if quick else DENSE_WIDE) for rows, T in (SHAPES[:1] if quick else SHAPES)]

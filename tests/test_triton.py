@@ -211,6 +211,38 @@ def test_fused_carry_at_gpu_shapes(monkeypatch, M, complex_):
     assert_triton_matches_loops("cpu", 1, T, M, complex_)
 
 
+@pytest.mark.skipif(not triton_interpret(), reason="forces a GPU's wide scan groups under the interpreter")
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_wide_scan_groups_match_loops(monkeypatch, complex_):
+    """Blocks of SCAN_GROUP_WIDE_GPU chunks (four warps per program on a GPU: the summaries' prefix
+    scan and the fused carry's scan across them) over three blocks, forward and backward (the
+    reverse kernels, which complex inputs keep on a GPU), against float64 loops."""
+    wide = triton_scan.SCAN_GROUP_WIDE_GPU
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"chunk=1,group={wide},fuse=1")
+    assert_triton_matches_loops("cpu", 1, (2 * wide + 5) * triton_scan.unroll(2) + 3, 2, complex_)
+
+
+@pytest.mark.parametrize("B, T, M, complex_, group, launches", [
+    (1, 1 << 20, 2, False, 128, 2),  # 1023 one-warp blocks need the carry launch; 255 wide ones fuse
+    (1, 1 << 20, 1, False, 128, 2),  # 1023 one-warp maps would fuse, a long walk: wide
+    (16, 1 << 16, 2, False, 32, 2),  # 63 maps: one warp fuses them
+    (256, 4096, 4, False, 32, 2),
+    (1, 1 << 20, 4, True, 32, 3),  # complex M=4 never fuses (CARRY_NARROW_ELEMENTS): one warp, a carry launch
+])
+def test_gpu_scan_groups(B, T, M, complex_, group, launches):
+    """On a GPU, short orders take blocks of four warps where one warp's would leave a row's carry to
+    a launch of its own (or a long fused walk) and wide ones fuse it (scan_group)."""
+    meta = torch.device("meta")
+    dtype = torch.complex64 if complex_ else torch.float32
+    u = torch.empty(B, T, dtype=dtype, device=meta)
+    planned, _ = triton_scan.plan(u, torch.empty(B, T, M, dtype=dtype, device=meta), torch.empty(B, M, dtype=dtype, device=meta),
+                                  torch.empty_like(u), reverse=False, sms=132)
+    assert len(planned) == launches
+    summary, finish = planned[0], planned[-1]
+    assert summary.constexprs["BLOCK"] == finish.constexprs["BLOCK"] == group
+    assert finish.constexprs["STATE"] == (3 if launches == 3 else 4)
+
+
 @pytest.mark.skipif(not triton_interpret(), reason="forces the interpreter's carry placements")
 @pytest.mark.parametrize("M, launch", [(2, "chunk=1,group=2,fuse=1"), (2, "chunk=1,group=2,fuse=0"), (16, ""),
                                        (2, "chunk=100000")])
