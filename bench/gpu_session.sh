@@ -19,6 +19,7 @@
 #   host_times.csv, host_profile.txt  each call's host cost beside its GPU time, and where it goes
 #   launch_times.csv  each kernel launch timed alone (the model's bounds added afterwards, see the end)
 #   diagnose.txt/.json  the forward scan stage by stage against a float64 loop
+#   diagnose-one-row.txt/.json  the same for one row of 2^20 samples (the four-warp scan groups)
 #   sanitizer-*.txt   compute-sanitizer's initcheck and racecheck, where the toolkit is installed
 #   results.csv, report.md   allpole-bench on CUDA against every importable peer
 #   pytest.txt        the CUDA tests (the Triton kernels compiled, on CUDA tensors)
@@ -108,6 +109,10 @@ want launch_times && stage 90 "$results/launch_times.csv" python3 -m allpole_tri
 # every order and width finite and accurate, where the first H200 run had found M=2 not finite
 want diagnose && stage 90 "$results/diagnose.txt" python3 -m allpole_triton.bench.diagnose --device cuda -B 16 -T 1048576 \
     -M 2 16 --group 0 128 --json "$results/diagnose.json"
+# one row of 2^20 samples: the table's four-warp blocks (their fused carry's maps on every warp)
+# against one warp's (a carry launch)
+want diagnose && stage 60 "$results/diagnose-one-row.txt" python3 -m allpole_triton.bench.diagnose --device cuda -B 1 \
+    -T 1048576 -M 1 2 3 4 --group 0 32 --json "$results/diagnose-one-row.json"
 # uninitialised reads and shared-memory races of the four-warp short-order scan, where the CUDA
 # toolkit's sanitizer is installed (the torch wheels do not bring it)
 if want sanitizer && command -v compute-sanitizer > /dev/null; then

@@ -877,8 +877,11 @@ BLOCK_GPU = 128
 # Lanes per program of the short-order scan (its summaries' prefix scan and its finish): one warp,
 # or four (SCAN_GROUP_WIDE_GPU) where that lets the finish compose a row's carry itself (see
 # scan_group). On the first GPU run (H200, Triton 3.6, an older kernel) blocks of 128 lanes gave a
-# non-finite M=2 output at B=16, T=2^20, cause unknown; on the H100 (2026-11-27) the stage
-# diagnostic's groups of 16, 32 and 128 lanes all passed at M = 1-4 (B=16, T=2^20, fused carries).
+# non-finite M=2 output at B=16, T=2^20, cause unknown; on the first H100 run (2026-11-26, before
+# coalesced rows) the stage diagnostic's groups of 16, 32 and 128 all passed at M = 1-4 (B=16,
+# T=2^20: 16 maps a row, so only the first warp of a fused carry's scan held any). Rows of many
+# blocks, maps in all four warps, are not yet measured: gpu_session.sh's diagnostic and
+# tests/test_triton.py's GPU tests run them (one row of 2^20 samples, M = 1-4).
 SCAN_GROUP_GPU = 32
 SCAN_GROUP_WIDE_GPU = 128
 CARRY_BLOCK_GPU = 256  # lanes of the short-order carry (one program per row), each walking a run of blocks
@@ -1183,7 +1186,10 @@ def scan_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int:
     3.6), one row of 2^20 samples, forward+backward: M=1 47.6 -> 41.2 us (1023 maps fused either
     way), M=2 74.5 -> 52.7, M=4 136 -> 81; rows of few blocks keep one warp (256 rows of 4096
     samples, M=4: 77.6 us, 90.3 with 128 lanes, whose cross-warp scans cost more than the maps they
-    save; 16 rows of 65536, 63 maps: within 1% either way)."""
+    save; 16 rows of 65536, 63 maps: within 1% either way). A forced carry placement (the launch
+    variable's ``fuse``) keeps one warp: four warps with a carry launch have never run on a GPU."""
+    if "fuse" in forced_launch():
+        return SCAN_GROUP_GPU
     narrow = cdiv(n_chunks, SCAN_GROUP_GPU) - 1
     if narrow <= FUSED_NARROW_MAPS_MAX and fused_carry_run(M, is_complex, narrow, SCAN_GROUP_GPU, sms) is not None:
         return SCAN_GROUP_GPU
@@ -1193,7 +1199,7 @@ def scan_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int:
     return SCAN_GROUP_GPU
 
 
-def launch_shape(M: int, rows: int, steps: int, sms: int | None, is_complex: bool = False) -> LaunchShape:
+def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: bool = False) -> LaunchShape:
     """The launch for order M over ``rows`` rows of ``steps`` steps; ``sms`` is None for the interpreter.
 
     Chunks exist only to make lanes: with enough rows each row is one chunk and the pass is a single
@@ -1274,7 +1280,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     M = a.shape[-1]
     steps = T + M if reverse else T
     is_complex = u.is_complex()
-    shape = launch_shape(M, B, steps, sms, is_complex)
+    shape = launch_shape(M, B, steps, sms, is_complex=is_complex)
     n_chunks = cdiv(steps, shape.chunk)
     planes = (2,) if is_complex else ()
     real = u.real.dtype if is_complex else u.dtype

@@ -268,8 +268,8 @@ def test_adjoint_starts_from_rest_whatever_zi_holds(monkeypatch, M, launch):
 @pytest.mark.parametrize("rows, T, M", [(1, 1 << 20, 1), (16, 1 << 16, 4)])
 def test_fused_carry_on_gpu(rows, T, M):
     """Rows of few blocks take the carry fused into the finish: one row of 2^20 samples at M=1
-    (1023 block maps: a run of 32 on each of 32 lanes) and 16 rows of 2^16 at M=4 (63 maps: runs
-    of 2). Against Numba float64 loops on the CPU."""
+    (255 block maps of four-warp blocks: runs of 32 on 8 of 128 lanes) and 16 rows of 2^16 at M=4
+    (63 maps: runs of 2). Against Numba float64 loops on the CPU."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     shape, maps = forward_block_maps(M, rows, T, sms)
     assert maps > shape.group and triton_scan.fused_carry_run(M, False, maps, shape.group, sms) > 1
@@ -278,17 +278,33 @@ def test_fused_carry_on_gpu(rows, T, M):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own carry shapes at full length need a GPU")
 @pytest.mark.parametrize("M, complex_", [(2, True), (3, True), (4, False), (4, True)])
-def test_carry_pieces_on_gpu(M, complex_):
-    """One row of 2^20 samples: on a GPU the short-order carry then scans 1023 block maps over 128
-    or 256 lanes (up to eight warps), in runs of 2-4 maps per lane (complex M=2, 3; real M=4) or in
-    eight pieces walked one after another (complex M=4), which no shorter test reaches there.
-    Against Numba float64 loops on the CPU."""
+def test_carry_pieces_on_gpu(monkeypatch, M, complex_):
+    """One row of 2^20 samples in one-warp blocks (forced: the table takes four-warp ones there but
+    for complex M=4, see test_wide_scan_groups_on_gpu): the short-order carry then scans 1023 block
+    maps over 128 or 256 lanes (up to eight warps), in runs of 2-4 maps per lane (complex M=2, 3;
+    real M=4) or in eight pieces walked one after another (complex M=4), which no shorter test
+    reaches there. Against Numba float64 loops on the CPU."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"group={triton_scan.SCAN_GROUP_GPU}")
     T = 1 << 20
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    shape, maps = forward_block_maps(M, 1, T, sms)
+    shape, maps = forward_block_maps(M, 1, T, sms, complex_)
     assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is None
     lanes, run = triton_scan.carry_shape(M, complex_, maps, sms)
     assert lanes >= 128 and maps > lanes, (lanes, run)  # the shape this test is for
+    assert_triton_matches_loops("cuda", 1, T, M, complex_, reference=numba_results)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own scan groups at full length need a GPU")
+@pytest.mark.parametrize("M, complex_", [(1, False), (4, False), (2, True), (3, True)])
+def test_wide_scan_groups_on_gpu(M, complex_):
+    """One row of 2^20 samples as the table launches it: blocks of four warps (scan_group) whose
+    carry the finish composes itself, 255 maps at real M=4 on all 128 lanes of its scan (227 at
+    complex M=3), forward and backward. Against Numba float64 loops on the CPU."""
+    T = 1 << 20
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    shape, maps = forward_block_maps(M, 1, T, sms, complex_)
+    assert shape.group == triton_scan.SCAN_GROUP_WIDE_GPU
+    assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is not None
     assert_triton_matches_loops("cuda", 1, T, M, complex_, reference=numba_results)
 
 
@@ -297,9 +313,9 @@ def numba_results(x, a, zi, g):
     return run_both(x, a, zi, g, ("numba",))[0]
 
 
-def forward_block_maps(M: int, rows: int, T: int, sms: int) -> tuple:
+def forward_block_maps(M: int, rows: int, T: int, sms: int, complex_: bool = False) -> tuple:
     """(launch shape, block maps a row's forward carry composes: its blocks but the first) on a GPU."""
-    shape = triton_scan.launch_shape(M, rows, T, sms)
+    shape = triton_scan.launch_shape(M, rows, T, sms, is_complex=complex_)
     return shape, -(-T // (shape.chunk * shape.group)) - 1
 
 
