@@ -9,7 +9,7 @@ import torch
 
 from allpole_triton import AllPole, allpole, sample_wise_lpc
 from allpole_triton.kernels.naive import allpole_naive
-from conftest import random_signal, stable_coefficients
+from conftest import random_signal, slow, stable_coefficients
 
 TOL = {torch.float32: 2e-4, torch.float64: 1e-10, torch.complex64: 2e-4, torch.complex128: 1e-10}
 
@@ -55,7 +55,7 @@ def assert_close_to_rounding(y, x, a, zi):
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 8, 16])
-@pytest.mark.parametrize("T", [1, 5, 1000, 4097])
+@pytest.mark.parametrize("T", [1, 5, 1000, slow(4097)])
 @pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
 def test_forward_matches_float64_loop(M, T, lead):
     a64 = stable_coefficients(lead, T, M, seed=M + T)
@@ -439,7 +439,7 @@ def test_host_pool_evicts_least_recently_lent_free_buffers():
     assert pool.held_bytes == 0
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("dtype", [torch.float64, slow(torch.complex128)])
 def test_every_order_of_the_cpu_kernels(dtype):
     """Orders on both sides of every Numba kernel's bounds (registers for M <= 2, a register tuple up
     to 16 (8 complex), the in-memory dot product above), forward and backward; an odd number of

@@ -245,6 +245,7 @@ def test_cli_cuda_without_gpu_exits_with_a_clear_message(capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_writes_all_artefacts(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"

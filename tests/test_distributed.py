@@ -193,6 +193,7 @@ def ddp_records(tmp_path_factory, references) -> list[dict]:
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
 
 
+@pytest.mark.slow  # two spawned processes: 14-21 s of setup
 @pytest.mark.parametrize("case", CASES)
 def test_ddp_gradients_match_single_process(case: str, ddp_records: list[dict], references: dict[str, dict]) -> None:
     batch = make_batch(case)

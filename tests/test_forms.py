@@ -195,7 +195,7 @@ TDF1_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, pytest.param(torch.complex128, marks=pytest.mark.slow)], ids=str)
 @pytest.mark.parametrize("shapes", TDF1_SHAPES)
 def test_tdf1_adjoint_matches_the_composition(shapes, dtype):
     """tdf1's fused Numba adjoint against autograd through tdf1_composed (allpole and FIR with shifted

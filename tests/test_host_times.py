@@ -10,6 +10,7 @@ from allpole_triton.op import triton_interpret
 pytestmark = pytest.mark.skipif(not triton_interpret(), reason="runs the Triton kernels under TRITON_INTERPRET=1")
 
 
+@pytest.mark.slow
 def test_a_row_per_pass_and_a_profile(tmp_path):
     path = tmp_path / "profile.txt"
     with open(path, "w") as profile:
