@@ -1186,10 +1186,7 @@ def scan_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int:
     3.6), one row of 2^20 samples, forward+backward: M=1 47.6 -> 41.2 us (1023 maps fused either
     way), M=2 74.5 -> 52.7, M=4 136 -> 81; rows of few blocks keep one warp (256 rows of 4096
     samples, M=4: 77.6 us, 90.3 with 128 lanes, whose cross-warp scans cost more than the maps they
-    save; 16 rows of 65536, 63 maps: within 1% either way). A forced carry placement (the launch
-    variable's ``fuse``) keeps one warp: four warps with a carry launch have never run on a GPU."""
-    if "fuse" in forced_launch():
-        return SCAN_GROUP_GPU
+    save; 16 rows of 65536, 63 maps: within 1% either way)."""
     narrow = cdiv(n_chunks, SCAN_GROUP_GPU) - 1
     if narrow <= FUSED_NARROW_MAPS_MAX and fused_carry_run(M, is_complex, narrow, SCAN_GROUP_GPU, sms) is not None:
         return SCAN_GROUP_GPU
@@ -1226,7 +1223,8 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
         chunk = u * math.ceil(max(steps, 1) / u)
     if sms is not None:  # few lanes: programs of one warp, not of BLOCK_GPU lanes mostly idle
         block = min(block, max(32, next_power_of_2(rows * cdiv(steps, chunk))))
-        if kind == "short":
+        # a forced carry placement keeps one warp: four warps with a carry launch never ran on a GPU
+        if kind == "short" and not {"group", "fuse"} & forced.keys():
             group = scan_group(M, is_complex, cdiv(steps, chunk), sms)
     return LaunchShape(chunk=chunk, group=forced.get("group", group), block=block, unroll=u)
 
