@@ -104,15 +104,15 @@ want host_times && stage 60 "$results/host_times.csv" python3 -m allpole_triton.
 # for them compile on any machine, see the end). The grid's main case first.
 want launch_times && stage 90 "$results/launch_times.csv" python3 -m allpole_triton.bench.launch_times \
     -B 16 1 256 -T 1048576 65536 -M 16 2 --no-model
+# one row of 2^20 samples: the table's four-warp blocks (their fused carry's maps on every warp)
+# against one warp's (a carry launch)
+want diagnose && stage 60 "$results/diagnose-one-row.txt" python3 -m allpole_triton.bench.diagnose --device cuda -B 1 \
+    -T 1048576 -M 1 2 3 4 --group 0 32 --json "$results/diagnose-one-row.json"
 # which launch of the forward scan goes wrong, if any: each stage against a float64 loop, and for
 # M=2 the lanes per program of its prefix scan (one warp up to 32, several above); the H100 found
 # every order and width finite and accurate, where the first H200 run had found M=2 not finite
 want diagnose && stage 90 "$results/diagnose.txt" python3 -m allpole_triton.bench.diagnose --device cuda -B 16 -T 1048576 \
     -M 2 16 --group 0 128 --json "$results/diagnose.json"
-# one row of 2^20 samples: the table's four-warp blocks (their fused carry's maps on every warp)
-# against one warp's (a carry launch)
-want diagnose && stage 60 "$results/diagnose-one-row.txt" python3 -m allpole_triton.bench.diagnose --device cuda -B 1 \
-    -T 1048576 -M 1 2 3 4 --group 0 32 --json "$results/diagnose-one-row.json"
 # uninitialised reads and shared-memory races of the four-warp short-order scan, where the CUDA
 # toolkit's sanitizer is installed (the torch wheels do not bring it)
 if want sanitizer && command -v compute-sanitizer > /dev/null; then
@@ -145,11 +145,11 @@ if [ "${1:-}" != quick ]; then
     want tune && stage 240 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks \
         --unrolls 16 32 --tiles 0 4 8 16
 else  # quick: the table against the reverse kernels (adjoint=0), then rows off and on
-    want tune && stage 150 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 16 2 --chunks --unrolls --tiles
     # one row of 2^20 samples: the table's four-warp scan groups (scan_group, from the model only)
     # against one warp's, whose carry is a launch of its own
     want tune && stage 60 "$results/tune_groups.csv" python3 bench/tune_triton.py -B 1 -T 1048576 -M 2 4 --chunks 32 \
         --groups 32 128 --unrolls --tiles --rows --adjoint
+    want tune && stage 150 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 16 2 --chunks --unrolls --tiles
 fi
 echo "device stages took $SECONDS s of a $budget s budget (pip setup included); STAGES='${STAGES:-}' mode='${1:-full}'" \
     | tee "$results/budget.txt"
