@@ -10,6 +10,10 @@ All ops work on flattened rows: ``x (B, T)`` and ``zi (B, M)`` contiguous, ``a (
   tensors as ``torch.library.triton_op`` s, so that Inductor sees the Triton launches (and
   ``torch.compile(mode="reduce-overhead")`` can capture them in a CUDA graph).
 
+The ops are what traces, functorch transforms, dispatch modes and the profiler see. In plain eager
+the kernels are called directly on every device (:func:`_plain_eager`): the ops' layers cost host
+time, which on a GPU is most of a short pass.
+
 The backward is the adjoint filter run backwards in time with the shifted coefficients gathered
 in the kernel, grad_a fused into the same pass.
 
@@ -488,20 +492,22 @@ def from_rows(array: np.ndarray, lead: tuple[int, ...]) -> Tensor:
 
 
 def _forward_op(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
+    # plain eager calls the kernels directly on every device: the ops' layers (dispatch, the
+    # aliasing check, the triton_op's wrappers) cost more host time than a short pass's kernels
+    if _plain_eager(x, a, zi):
+        return _allpole_impl(x, a, zi, backend)
     if backend == "triton" and x.is_cuda:
         register_cuda_ops()
         return torch.ops.allpole_triton.allpole_cuda(x, a, zi)
-    if _plain_eager(x, a, zi):
-        return _allpole_impl(x, a, zi, backend)
     return allpole_op(x, a, zi, backend)
 
 
 def _backward_op(grad_y: Tensor, a: Tensor, y: Tensor, zi: Tensor, backend: str, need_grad_a: bool):
+    if _plain_eager(grad_y, a, y, zi):
+        return _allpole_backward_impl(grad_y, a, y, zi, backend, need_grad_a)
     if backend == "triton" and grad_y.is_cuda:
         register_cuda_ops()
         return torch.ops.allpole_triton.allpole_backward_cuda(grad_y, a, y, zi, need_grad_a)
-    if _plain_eager(grad_y, a, y, zi):
-        return _allpole_backward_impl(grad_y, a, y, zi, backend, need_grad_a)
     return allpole_backward_op(grad_y, a, y, zi, backend, need_grad_a)
 
 
@@ -561,8 +567,6 @@ def filter_rows(x: Tensor, a: Tensor, zi: Tensor, backend: str) -> Tensor:
     x, zi = x.contiguous(), zi.contiguous()
     if _plain_eager(x, a, zi) and not _wants_gradient(x, a, zi):
         # inference: no autograd.Function (its apply costs 20 us)
-        if backend == "triton" and x.is_cuda:
-            return _forward_op(x, a, zi, backend)
         return _allpole_impl(x, a, zi, backend)
     fn = AllPoleFunction if torch.compiler.is_compiling() else AllPoleFunctionWithJvp
     return fn.apply(x, a, zi, backend)

@@ -51,7 +51,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 import triton
@@ -1072,7 +1074,7 @@ def is_short(M: int) -> bool:
     return M <= SCAN_MAX_ORDER
 
 
-def forced_launch() -> dict[str, int]:
+def forced_launch() -> Mapping[str, int]:
     """``ALLPOLE_TRITON_LAUNCH="chunk=256,group=16"`` forces the chunk length (rounded up to a multiple
     of the unroll) and the chunks per carry block on any device, e.g. the GPU's shapes under the
     interpreter; ``fuse=0`` or ``fuse=1`` forces the short-order carry into a launch of its own or
@@ -1080,8 +1082,9 @@ def forced_launch() -> dict[str, int]:
     of M; orders above UNROLL_MAX_ORDER ignore it) and ``tile=S`` the steps per coefficient tile
     (see tile_steps), and ``rows=0`` or ``rows=1`` whether real contiguous inputs are read as
     coalesced rows (see uses_rows), so that a GPU session can time what the model cannot settle
-    (bench/tune_triton.py). :data:`FORCED_LAUNCH_KEYS` lists the values each key takes."""
-    return dict(_parse_forced_launch(os.environ.get("ALLPOLE_TRITON_LAUNCH", "").strip()))
+    (bench/tune_triton.py). :data:`FORCED_LAUNCH_KEYS` lists the values each key takes. The
+    mapping is read-only and shared: a plan reads it a dozen times, a copy each time cost 1 us."""
+    return _parse_forced_launch(os.environ.get("ALLPOLE_TRITON_LAUNCH", ""))
 
 
 def _power_of_2(n: int) -> bool:
@@ -1102,11 +1105,12 @@ FORCED_LAUNCH_KEYS = {
 
 
 @functools.lru_cache(maxsize=16)
-def _parse_forced_launch(text: str) -> tuple[tuple[str, int], ...]:
+def _parse_forced_launch(text: str) -> Mapping[str, int]:
     """ALLPOLE_TRITON_LAUNCH's items, parsed once per text (a plan reads them several times)."""
-    if not text:
-        return ()
     forced = {}
+    text = text.strip()
+    if not text:
+        return MappingProxyType(forced)
     for item in text.split(","):
         key, _, value = item.partition("=")
         key, value = key.strip(), value.strip()
@@ -1117,7 +1121,7 @@ def _parse_forced_launch(text: str) -> tuple[tuple[str, int], ...]:
         if not value.isdigit() or not valid(int(value)):
             raise ValueError(f"ALLPOLE_TRITON_LAUNCH: {key} is {what}; got {value!r} in {text!r}")
         forced[key] = int(value)
-    return tuple(forced.items())
+    return MappingProxyType(forced)
 
 
 ROWS_MAX_ORDER = 8  # rows for every lane kernel up to this order; above, the forward summary's only
@@ -1294,17 +1298,15 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         layout = A_STRIDED
     loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse)
 
-    def rows(kernel: str) -> bool:
-        return uses_rows(kernel, layout, is_complex, sms, M, reverse)
-
-    def tile_rows(kernel: str) -> bool:
-        return tiles_as_rows(rows(kernel), M, reverse, kernel) and tiles(kernel) > 0
-
-    def tiles(kernel: str) -> int:
-        if layout == A_CONSTANT:  # loaded once per lane
-            return 0
-        wide = kernel == "_summary" or compute == tl.float64
-        return tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse, rows(kernel))
+    def loads(kernel: str, *, tiles_only_as_rows: bool = False) -> dict:
+        """A lane kernel's ROWS, TILE_ROWS and TILE_STEPS (each decided once: a plan is host time)."""
+        rows = uses_rows(kernel, layout, is_complex, sms, M, reverse)
+        steps = 0
+        if layout != A_CONSTANT:  # constant coefficients are loaded once per lane
+            wide = kernel == "_summary" or compute == tl.float64
+            steps = tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse, rows)
+        tile_rows = tiles_as_rows(rows, M, reverse, kernel) and steps > 0
+        return dict(ROWS=rows, TILE_ROWS=tile_rows, TILE_STEPS=steps if tile_rows or not tiles_only_as_rows else 0)
 
     def scratch(*size):  # summaries and carries are float64 whatever the input dtype
         return torch.empty((*size, *planes), dtype=torch.float64, device=u.device)
@@ -1321,8 +1323,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, B * n_blocks,
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, TILE_STEPS=tiles("_summary") if tile_rows("_summary") else 0,
-                 ROWS=rows("_summary"), TILE_ROWS=tile_rows("_summary"), **common, **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
+            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, **loads("_summary", tiles_only_as_rows=True), **common,
+                 **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
         run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
         if run is not None:
@@ -1344,8 +1346,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         launches.append(Launch(
             _summary, groups * cdiv(pairs, shape.block),
             (u_, a_, maps, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.block, R=R, SCAN=False, TILE_STEPS=tiles("_summary"), ROWS=rows("_summary"),
-                 TILE_ROWS=tile_rows("_summary"), **common, **loops), warps_for(shape.block), pairs * groups, shape.chunk,
+            dict(BLOCK=shape.block, R=R, SCAN=False, **loads("_summary"), **common, **loops), warps_for(shape.block),
+            pairs * groups, shape.chunk,
         ))
         carry = scratch(B * n_chunks, M)
         launches.append(Launch(_carry_long, B, (maps, zi_, carry, n_chunks, int(reverse)), dict(common), 4, 0, n_chunks))
@@ -1366,8 +1368,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
         dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=u_pad,
              GRAD_A_PER_SAMPLE=per_sample, GATHER_GRAD_A=reverse and per_sample and gathered <= GATHER_MAX_REGISTERS,
-             CARRY_RUN=fused_run, TILE_STEPS=tiles("_finish"), ROWS=rows("_finish"),
-             TILE_ROWS=tile_rows("_finish"), **common, **loops),
+             CARRY_RUN=fused_run, **loads("_finish"), **common, **loops),
         warps_for(block), n_lanes, shape.chunk,
     ))
 

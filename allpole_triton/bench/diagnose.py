@@ -65,7 +65,7 @@ def check(B: int, T: int, M: int, *, device: str, group: int | None = None, fuse
     from ..kernels import triton_scan
 
     previous = os.environ.get("ALLPOLE_TRITON_LAUNCH")
-    forced = triton_scan.forced_launch()  # the caller's, with group and fuse set here on top
+    forced = dict(triton_scan.forced_launch())  # the caller's, with group and fuse set here on top
     forced.update({key: value for key, value in (("group", group), ("fuse", fuse)) if value is not None})
     if forced:
         os.environ["ALLPOLE_TRITON_LAUNCH"] = ",".join(f"{key}={value}" for key, value in forced.items())

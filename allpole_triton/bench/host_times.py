@@ -17,7 +17,7 @@ had no term for it. Per case and pass (``fwd``: ``allpole``; ``fwdbwd``: ``allpo
 
 ``call_us - plan_us - launch_us`` is then what the layers above the kernels cost (autograd, the
 custom ops, checks, allocations). ``--profile FILE`` writes a cProfile of ``--calls`` calls per
-case there (the functions with the most own time first). On CPU tensors under ``TRITON_INTERPRET=1`` it
+case there (by own time, then by cumulative time). On CPU tensors under ``TRITON_INTERPRET=1`` it
 runs with wall-clock times, which then mean nothing (that is how the tests exercise it).
 """
 from __future__ import annotations
@@ -114,9 +114,12 @@ def _profile(fn, device: torch.device, calls: int, title: str, out) -> None:
         profiler.disable()
         if device.type == "cuda":
             torch.cuda.synchronize()
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
-    print(f"# cProfile of {calls} calls, {title} (own time first)\n{text.getvalue()}", file=out, flush=True)
+    # own time names the hot functions; cumulative time says which layer calls them (the first
+    # H100 profile had own time only, and most of it sat in torch's backend_impl)
+    for order, lines in (("tottime", 25), ("cumulative", 50)):
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(lines)
+        print(f"# cProfile of {calls} calls, {title} (sorted by {order})\n{text.getvalue()}", file=out, flush=True)
 
 
 def main(argv=None) -> int:
