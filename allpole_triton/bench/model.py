@@ -30,6 +30,10 @@ them at 1.03x (forward, M=16), 1.12x (forward, M=2), 1.27x and 1.44x (forward+ba
 of its predictions: lanes reading their own chunks one element per instruction made every pass
 L1-bound, the M=16 summary (each coefficient fetched by 9 lanes) above all.
 
+Its times are GPU times: an eager call's host cost (Python, the plan, Triton's launch path) is
+not modelled, and the H100 measured it above the GPU time of M <= 4 passes up to 2^24 samples
+(``allpole_triton.bench.host_times``); CUDA graphs (``torch.compile(mode="reduce-overhead")``) remove it.
+
 It is a model: no number here was measured. ``bench/gpu_session.sh`` times the same cases on a
 GPU and joins them to these predictions (``--measured``), which is how the constants below get
 calibrated.
@@ -66,7 +70,11 @@ L1_LINE_BYTES = 128
 # Shared-memory instructions (a coalesced tile's transposes) and local-memory ones (spills, which a
 # thread's neighbours interleave): one wavefront per 128 bytes a warp moves.
 SHARED_OPS = {"LDS": 32, "STS": 32, "LDSM": 128, "STSM": 128, "LDL": 32, "STL": 32}  # bits per thread, plain form
-LAUNCH_SECONDS = 2.5e-6  # per launch from Python, without CUDA graphs
+# the GPU's gap between dependent launches issued back to back (a CUDA graph, or a host that keeps
+# ahead). Not the host's cost: the third H100 session measured 34-56 us of host time per Triton
+# launch from Python and 270 us (forward) to 1.75 ms (forward+backward) per eager call, so an
+# eager pass at M <= 4 was host-bound up to 2^24 samples (bench/results/NVIDIA-H100-80GB-HBM3/host_times.csv)
+LAUNCH_SECONDS = 2.5e-6
 FP64_OPS = ("DFMA", "DMUL", "DADD", "DSETP", "DMNMX")
 CONVERSIONS = ("F2F",)
 MEMORY_OPS = ("LDG", "STG", "LDS", "STS", "SHFL", "LDL", "STL", "ATOM", "RED", "LDGSTS")
@@ -552,7 +560,8 @@ def run(B=None, T=None, M=None, passes=("fwd", "fwdbwd", "dense"), progress=None
 
 
 HEADER = ("The sm_90 model (a model: nothing here was measured; bench/gpu_session.sh puts measured times "
-          "beside it). H100 SXM: 132 SMs, 3.0 TB/s, 1.755 GHz; fp32, time-varying coefficients. Pass `dense`: "
+          "beside it). GPU times only: an eager call's host cost is not modelled (host_times measures it; "
+          "the H100 found M <= 4 passes host-bound up to 2^24 samples). H100 SXM: 132 SMs, 3.0 TB/s, 1.755 GHz; fp32, time-varying coefficients. Pass `dense`: "
           "linear_recurrence's forward with dense A (B, T, M, M).")
 
 
