@@ -971,7 +971,8 @@ def tiles_as_rows(rows: bool, M: int, reverse: bool, kernel: str) -> bool:
     return M <= ROWS_TILE_MAX_ORDER or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value)
 
 
-def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False) -> int:
+def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False, *,
+               forced: Mapping[str, int] | None = None) -> int:
     """Steps whose coefficients a lane loads together, as one tile, before the first of them (0:
     each step loads its own as it comes): the longest power of two up to the unrolled body whose
     tile fits the kernel's TILE_BUDGET, at least 2. Compiled, each step's loads were otherwise
@@ -980,7 +981,7 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: 
     cycles per 16-step body, 2811 with a 16-step tile). Only for bodies whose slots are static."""
     if body % M:
         return 0
-    forced = forced_launch().get("tile")
+    forced = (forced_launch() if forced is None else forced).get("tile")
     if forced is not None:
         return forced
     if _INTERPRETED:
@@ -1127,7 +1128,8 @@ def _parse_forced_launch(text: str) -> Mapping[str, int]:
 ROWS_MAX_ORDER = 8  # rows for every lane kernel up to this order; above, the forward summary's only
 
 
-def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: int, reverse: bool) -> bool:
+def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: int, reverse: bool, *,
+              forced: Mapping[str, int] | None = None) -> bool:
     """Whether ``kernel`` reads its inputs and forward coefficient tiles, and writes its outputs, as
     coalesced rows (triton_tiles.load_rows): real inputs with contiguous (B, T, M) coefficients, on
     a GPU, where the sm_90 model puts every lane kernel read element by element at the L1's limit
@@ -1138,7 +1140,7 @@ def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: in
     3.9 or 3.6) for a small share of their accesses. The interpreter, which pays per op, keeps
     per-lane loads unless ALLPOLE_TRITON_LAUNCH's ``rows`` forces them; tests/test_triton.py runs
     both."""
-    forced = forced_launch().get("rows")
+    forced = (forced_launch() if forced is None else forced).get("rows")
     if is_complex or layout != A_CONTIGUOUS:
         return False
     if forced is not None:
@@ -1149,7 +1151,8 @@ def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: in
 REVERSED_MIN_SAMPLES = 1 << 17  # B*T from which short orders take the reversed forward on a GPU
 
 
-def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, sms: int | None) -> bool:
+def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, sms: int | None, *,
+                          forced: Mapping[str, int] | None = None) -> bool:
     """Whether the backward runs as the forward scan on reversed time (triton_adjoint): real
     time-varying coefficients, on a GPU, where the reverse kernels read the coefficients a[n+i, i-1]
     of each step along a diagonal, lane by lane (the H100's backward at M=16 took 24 of 32.7 ms of a
@@ -1162,15 +1165,15 @@ def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, 
     is the reverse kernels; tests/test_triton_adjoint.py forces the reversed forward)."""
     if is_complex or a.shape[1] != T:
         return False
-    forced = forced_launch().get("adjoint")
+    forced = (forced_launch() if forced is None else forced).get("adjoint")
     if forced is not None:
         return bool(forced)
     return sms is not None and (not is_short(a.shape[-1]) or rows * T >= REVERSED_MIN_SAMPLES)
 
 
-def body_steps(M: int) -> int:
+def body_steps(M: int, *, forced: Mapping[str, int] | None = None) -> int:
     """Steps per unrolled loop body: :func:`unroll`, or ALLPOLE_TRITON_LAUNCH's ``unroll``."""
-    forced = forced_launch().get("unroll")
+    forced = (forced_launch() if forced is None else forced).get("unroll")
     if forced is None or M > UNROLL_MAX_ORDER:
         return unroll(M)
     if forced % M:
@@ -1200,16 +1203,17 @@ def scan_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int:
     return SCAN_GROUP_GPU
 
 
-def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: bool = False) -> LaunchShape:
+def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: bool = False,
+                 forced: Mapping[str, int] | None = None) -> LaunchShape:
     """The launch for order M over ``rows`` rows of ``steps`` steps; ``sms`` is None for the interpreter.
 
     Chunks exist only to make lanes: with enough rows each row is one chunk and the pass is a single
     launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM, down to a
     floor below which the per-chunk maps would cost more than the samples.
     """
-    u = body_steps(M)
+    forced = forced_launch() if forced is None else forced
+    u = body_steps(M, forced=forced)
     kind = "short" if is_short(M) else "long"
-    forced = forced_launch()
     if sms is None:
         chunk, group, block = CHUNK_INTERPRET * u, GROUP_INTERPRET, BLOCK_INTERPRET
     else:
@@ -1276,13 +1280,14 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     time); ``sms`` is the GPU's multiprocessor count (None: interpreter shapes). Tensors may live on
     the meta device, which is how the compile check and the model plan a launch without a GPU.
     """
-    if reverse and uses_reversed_forward(u.shape[0], a, u.shape[1], u.is_complex(), sms):
+    forced = forced_launch()  # read once: an environment read costs 1-2 us, and a plan asks a dozen times
+    if reverse and uses_reversed_forward(u.shape[0], a, u.shape[1], u.is_complex(), sms, forced=forced):
         return _plan_reversed(u, a, zi, out, tail, y, grad_a, sms)
     B, T = u.shape
     M = a.shape[-1]
     steps = T + M if reverse else T
     is_complex = u.is_complex()
-    shape = launch_shape(M, B, steps, sms, is_complex=is_complex)
+    shape = launch_shape(M, B, steps, sms, is_complex=is_complex, forced=forced)
     n_chunks = cdiv(steps, shape.chunk)
     planes = (2,) if is_complex else ()
     real = u.real.dtype if is_complex else u.dtype
@@ -1300,11 +1305,12 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
 
     def loads(kernel: str, *, tiles_only_as_rows: bool = False) -> dict:
         """A lane kernel's ROWS, TILE_ROWS and TILE_STEPS (each decided once: a plan is host time)."""
-        rows = uses_rows(kernel, layout, is_complex, sms, M, reverse)
+        rows = uses_rows(kernel, layout, is_complex, sms, M, reverse, forced=forced)
         steps = 0
         if layout != A_CONSTANT:  # constant coefficients are loaded once per lane
             wide = kernel == "_summary" or compute == tl.float64
-            steps = tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse, rows)
+            steps = tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse, rows,
+                               forced=forced)
         tile_rows = tiles_as_rows(rows, M, reverse, kernel) and steps > 0
         return dict(ROWS=rows, TILE_ROWS=tile_rows, TILE_STEPS=steps if tile_rows or not tiles_only_as_rows else 0)
 
@@ -1326,7 +1332,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, **loads("_summary", tiles_only_as_rows=True), **common,
                  **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
         ))
-        run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced_launch().get("fuse"))
+        run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced.get("fuse"))
         if run is not None:
             state, fused_run = 4, run
         else:
