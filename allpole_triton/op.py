@@ -30,9 +30,13 @@ import weakref
 
 import numpy as np
 import torch
-from torch._functorch.utils import unwrap_dead_wrappers
 import torch.nn.functional as F
 from torch import Tensor
+
+try:  # private; only AllPoleFunctionWithJvp.apply's shortcut uses it, and does without it
+    from torch._functorch.utils import unwrap_dead_wrappers
+except ImportError:  # pragma: no cover - present from torch 2.1 to 2.13 at least
+    unwrap_dead_wrappers = None
 
 from .kernels import numba_cpu
 
@@ -548,15 +552,15 @@ class AllPoleFunctionWithJvp(AllPoleFunction):
     """Adds forward-mode AD. Dynamo cannot trace a custom ``jvp``, so compiled code uses the base."""
 
     @classmethod
-    def apply(cls, *args):
+    def apply(cls, *args, **kwargs):
         """``torch.autograd.Function.apply`` without its per-call ``inspect.signature`` bind, which
         took 35 of a call's 45 us here (forward's arguments are positional, with no defaults to
         apply). Under functorch transforms it is torch's own apply; the base class, which compiled
         code uses, keeps torch's apply so that Dynamo sees an ordinary Function."""
-        if not torch._C._are_functorch_transforms_active():
-            args = unwrap_dead_wrappers(args)  # as torch's apply does
-            return super(torch.autograd.Function, cls).apply(*args)
-        return super().apply(*args)
+        if kwargs or unwrap_dead_wrappers is None or torch._C._are_functorch_transforms_active():
+            return super().apply(*args, **kwargs)
+        args = unwrap_dead_wrappers(args)  # as torch's apply does
+        return super(torch.autograd.Function, cls).apply(*args)
 
     @staticmethod
     def jvp(ctx, x_dot, a_dot, zi_dot, _):

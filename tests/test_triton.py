@@ -667,6 +667,7 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
         assert_same_or_as_accurate((x, a, zi, g), names, results[per_lane], {rows: results[rows]})
     assert_same_or_as_accurate(short, names, results["short rows=0"], {"short rows=1": results["short rows=1"]})
 
+
 @triton.jit
 def _rows_round_trip(src, tile_out, rows_out, S: tl.constexpr, P: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
     """Each lane's row of S through rows_to_lanes into a [P, Q] tile (entry e from column
