@@ -511,6 +511,31 @@ def test_strided_coefficients_without_copies(device, view):
         assert_close(f.cpu(), s.cpu(), torch.float64)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_direct_calls_match_the_cuda_ops(device, monkeypatch):
+    """Plain eager calls the kernels directly; traces, transforms and the profiler go through the
+    ``triton_op`` s (``allpole_cuda``, ``allpole_backward_cuda``; on CPU tensors they run the
+    interpreter). Both paths launch the same kernels: bitwise equal forward and backward, with the
+    reverse kernels and with the forward on reversed time. Under the profiler a call shows the op."""
+    from allpole_triton import op
+
+    op.register_cuda_ops()
+    T, M = 3 * chunk_length(device, 2, 2, 1 << 20) + 7, 2
+    a = stable_coefficients((2,), T, M, seed=3).to(device)
+    x, zi, g = (random_signal(shape, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    y = op._triton_forward(x, a, zi)
+    assert torch.equal(y, torch.ops.allpole_triton.allpole_cuda(x, a, zi))
+    for adjoint in (0, 1):
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"adjoint={adjoint}")
+        direct = op._triton_backward(g, a, y, zi, True)
+        through_op = torch.ops.allpole_triton.allpole_backward_cuda(g, a, y, zi, True)
+        assert all(torch.equal(d, o) for d, o in zip(direct, through_op)), adjoint
+    with torch.profiler.profile() as profile:
+        allpole(x, a, zi, backend="triton")
+    names = {event.name for event in profile.events()}
+    assert ("allpole_triton::allpole_cuda" if device == "cuda" else "allpole_triton::allpole") in names
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_launches_on_the_tensors_device():
     torch.cuda.set_device(0)
