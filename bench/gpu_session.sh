@@ -94,9 +94,10 @@ stage() {  # stage CAP_SECONDS FILE COMMAND...: the command's output to FILE (- 
 }
 
 # Most informative first. What a call costs the host beside its GPU time, with a cProfile of each
-# case: the 2026-11-27 H100 session found the forward at M=2 (B=16, T=2^20) enqueued in 590 us per
-# call against 277 us of kernels, host-bound, and could not say where the host's time went
-want host_times && stage 60 "$results/host_times.csv" python3 -m allpole_triton.bench.host_times -B 16 -T 65536 1048576 \
+# case: the second H100 session found the forward at M=2 (B=16, T=2^20) enqueued in 590 us per
+# call against 277 us of kernels; the third found forward+backward at M=2 host-bound at 1.75-1.85
+# ms per call (the kernels: 0.58 ms modelled), before the direct kernel calls. 60 s cut off M=16
+want host_times && stage 90 "$results/host_times.csv" python3 -m allpole_triton.bench.host_times -B 16 -T 65536 1048576 \
     -M 2 16 --profile "$results/host_profile.txt"
 # Every launch of the forward, backward and dense passes timed alone: the
 # first H100 session (2026-11-26) measured whole passes 3.6-11x slower than the model predicts,
@@ -144,7 +145,7 @@ want recurrence && stage 45 "$results/recurrence.csv" python3 bench/recurrence.p
 if [ "${1:-}" != quick ]; then
     want tune && stage 240 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks \
         --unrolls 16 32 --tiles 0 4 8 16
-else  # quick: the table against the reverse kernels (adjoint=0), then rows off and on
+else  # quick: one row of 2^20 with four-warp groups and one-warp ones, then the table against the reverse kernels (adjoint=0) and rows off and on
     # one row of 2^20 samples: the table's four-warp scan groups (scan_group, from the model only)
     # against one warp's, whose carry is a launch of its own
     want tune && stage 60 "$results/tune_groups.csv" python3 bench/tune_triton.py -B 1 -T 1048576 -M 2 4 --chunks 32 \
