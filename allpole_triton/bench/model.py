@@ -561,8 +561,8 @@ def run(B=None, T=None, M=None, passes=("fwd", "fwdbwd", "dense"), progress=None
 
 HEADER = ("The sm_90 model (a model: nothing here was measured; bench/gpu_session.sh puts measured times "
           "beside it). GPU times only: an eager call's host cost is not modelled (host_times measures it; "
-          "the H100 found M <= 4 passes host-bound up to 2^24 samples). H100 SXM: 132 SMs, 3.0 TB/s, 1.755 GHz; fp32, time-varying coefficients. Pass `dense`: "
-          "linear_recurrence's forward with dense A (B, T, M, M).")
+          "the H100 found M <= 4 passes host-bound up to 2^24 samples). H100 SXM: 132 SMs, 3.0 TB/s, 1.755 GHz; "
+          "fp32, time-varying coefficients. Pass `dense`: linear_recurrence's forward with dense A (B, T, M, M).")
 
 
 def measured_times(rows: list[dict]) -> dict:
