@@ -18,4 +18,7 @@ def test_a_row_per_pass_and_a_profile(tmp_path):
     assert [(r["pass"], r["launches"]) for r in rows] == [("fwd", 2), ("fwdbwd", 4)]
     assert all(r[c] > 0 for r in rows for c in host_times.COLUMNS if c.endswith("_us"))
     text = path.read_text()
-    assert text.count("# cProfile of 1 calls") == 2 and text.count("function calls") == 2
+    # each pass's profile twice: by own time, then by cumulative time
+    for order in ("tottime", "cumulative"):
+        assert text.count(f"(sorted by {order})") == 2, order
+    assert text.count("# cProfile of 1 calls") == 4 and text.count("function calls") == 4
