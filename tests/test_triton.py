@@ -604,9 +604,10 @@ def test_slot_by_slot_coefficient_loads_match_whole_tiles(monkeypatch, M, Ta, co
             assert torch.equal(whole, sliced)
 
 
-def assert_same_or_as_accurate(inputs, names, reference, variants) -> None:
-    """Each of ``variants`` (label: results, in the order of ``names``) computes what ``reference``
-    computes: bit-identical under the interpreter and, compiled, up to CHAINED_MAX_ORDER.
+def assert_same_or_as_accurate(inputs, names, comparisons) -> None:
+    """For each ``(reference, variants)`` of ``comparisons``, each of ``variants`` (label: results,
+    in the order of ``names``) computes what ``reference`` computes: bit-identical under the
+    interpreter and, compiled, up to CHAINED_MAX_ORDER. All are results on ``inputs``.
 
     Compiled, the sums of orders above CHAINED_MAX_ORDER reduce in an order that follows the layout
     Triton picks for the coefficients, which two load paths may not share: the first H100 run
@@ -614,13 +615,15 @@ def assert_same_or_as_accurate(inputs, names, reference, variants) -> None:
     variant's SASS, and the third found rows=1 at M=16 outside rtol 1e-4 of rows=0 (the test inputs
     put M=16 at 1e-3 of float64 either way). There the reference is held to a float32 loop's error
     (10x, as in test_triton_accuracy.py) against float64, each variant to twice the reference's:
-    a wrong step costs O(1). A difference is reported as a warning."""
+    a wrong step costs O(1). A difference is reported as a warning. The two loops run once for all
+    the comparisons."""
     x, a, zi, g = inputs
     M, dtype = a.shape[-1], x.dtype
     if x.device.type == "cpu" or M <= triton_scan.CHAINED_MAX_ORDER:
-        for label, results in variants.items():
-            for name, expected, got in zip(names, reference, results):
-                assert torch.equal(expected, got), f"{label}: {name} differs"
+        for reference, variants in comparisons:
+            for label, results in variants.items():
+                for name, expected, got in zip(names, reference, results):
+                    assert torch.equal(expected, got), f"{label}: {name} differs"
         return
     wide = torch.complex128 if dtype.is_complex else torch.float64
     single = torch.complex64 if dtype.is_complex else torch.float32
@@ -628,21 +631,21 @@ def assert_same_or_as_accurate(inputs, names, reference, variants) -> None:
     rough = dict(zip(("y", "grad_x", "grad_a", "grad_zi"), loop_results(*(t.cpu().to(single) for t in inputs))))
     eps = torch.finfo(dtype).eps
     ratio = eps / torch.finfo(torch.float32).eps
-    for name, expected in zip(names, reference):
-        reference_error = float(relative_error(expected.cpu(), exact[name]))
-        loop_error = float(relative_error(rough[name], exact[name]))
-        assert reference_error <= (10 if ratio >= 1 else 1e4) * ratio * loop_error + 4 * eps, (
-            f"{name} off by {reference_error:.3g} against float64 (a float32 loop: {loop_error:.3g})")
-    for label, results in variants.items():
-        for name, expected, got in zip(names, reference, results):
-            error = float(relative_error(got.cpu(), exact[name]))
-            reference_error = float(relative_error(expected.cpu(), exact[name]))
-            assert error <= 2 * reference_error + 4 * eps, (
-                f"{label}: {name} off by {error:.3g} against float64 (the reference: {reference_error:.3g})")
-            if not torch.equal(expected, got):
-                warnings.warn(f"M={M} {dtype} {label}: {name} not bitwise equal to the reference "
-                              f"({error:.3g} against {reference_error:.3g} from float64)")
-
+    for reference, variants in comparisons:
+        reference_errors = {}
+        for name, expected in zip(names, reference):
+            reference_errors[name] = float(relative_error(expected.cpu(), exact[name]))
+            loop_error = float(relative_error(rough[name], exact[name]))
+            assert reference_errors[name] <= (10 if ratio >= 1 else 1e4) * ratio * loop_error + 4 * eps, (
+                f"{name} off by {reference_errors[name]:.3g} against float64 (a float32 loop: {loop_error:.3g})")
+        for label, results in variants.items():
+            for name, expected, got in zip(names, reference, results):
+                error = float(relative_error(got.cpu(), exact[name]))
+                assert error <= 2 * reference_errors[name] + 4 * eps, (
+                    f"{label}: {name} off by {error:.3g} against float64 (the reference: {reference_errors[name]:.3g})")
+                if not torch.equal(expected, got):
+                    warnings.warn(f"M={M} {dtype} {label}: {name} not bitwise equal to the reference "
+                                  f"({error:.3g} against {reference_errors[name]:.3g} from float64)")
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M, dtype, layout, grad_a", [
@@ -676,8 +679,8 @@ def test_coefficient_tiles_give_identical_results(monkeypatch, device, M, dtype,
             assert {launch.constexprs["TILE_STEPS"] for launch in launches if launch.kernel is triton_scan._finish} == {forced}
         results.append(run_both(x, a, zi, g, ("triton",), grad_a)[0])
     names = ("y", "grad_x", "grad_a", "grad_zi") if grad_a else ("y", "grad_x", "grad_zi")
-    assert_same_or_as_accurate((x, a, zi, g), names, results[0], {f"{forced}-step tiles": other
-                                                                  for forced, other in zip((2, 4, 16), results[1:])})
+    tiled = {f"{forced}-step tiles": other for forced, other in zip((2, 4, 16), results[1:])}
+    assert_same_or_as_accurate((x, a, zi, g), names, [(results[0], tiled)])
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -713,9 +716,11 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
         monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
         results["short " + launch] = run_both(*short, ("triton",), True)[0]
     names = ("y", "grad_x", "grad_a", "grad_zi")
-    for per_lane, rows in (("rows=0", "rows=1"), ("rows=0,tile=4", "rows=1,tile=4"), ("rows=0,tile=4", "rows=1,tile=16")):
-        assert_same_or_as_accurate((x, a, zi, g), names, results[per_lane], {rows: results[rows]})
-    assert_same_or_as_accurate(short, names, results["short rows=0"], {"short rows=1": results["short rows=1"]})
+    assert_same_or_as_accurate((x, a, zi, g), names, [
+        (results["rows=0"], {"rows=1": results["rows=1"]}),
+        (results["rows=0,tile=4"], {rows: results[rows] for rows in ("rows=1,tile=4", "rows=1,tile=16")}),
+    ])
+    assert_same_or_as_accurate(short, names, [(results["short rows=0"], {"short rows=1": results["short rows=1"]})])
 
 
 @triton.jit
