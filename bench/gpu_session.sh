@@ -153,7 +153,7 @@ if [ "${1:-}" != quick ]; then
     want tune && stage 240 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 2 16 --chunks \
         --unrolls 16 32 --tiles 0 4 8 16
 else  # quick: one row of 2^20 with four-warp groups and one-warp ones, then the table against the reverse kernels (adjoint=0) and rows off and on
-    # one row of 2^20 samples: the table's four-warp scan groups (scan_group, from the model only)
+    # one row of 2^20 samples: the table's four-warp scan groups (scan_group; the third H100 session measured them faster)
     # against one warp's, whose carry is a launch of its own
     want tune && stage 60 "$results/tune_groups.csv" python3 bench/tune_triton.py -B 1 -T 1048576 -M 2 4 --chunks 32 \
         --groups 32 128 --unrolls --tiles --rows --adjoint
