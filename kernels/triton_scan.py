@@ -59,9 +59,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import triton_adjoint, triton_affine
-from .triton_tiles import SPLIT_TILES, _INTERPRETED, _VERSION, load as _load, load_tile as _load_tile, select, store as _store
-from .triton_tiles import store_tile as _store_tile
+from . import triton_adjoint
+from .triton_affine import block_state, carry_row, scan_store
+from .triton_tiles import SPLIT_TILES, _INTERPRETED, _VERSION, load, load_tile, select, store, store_tile
 from .triton_tiles import lanes_to_rows, load_rows, rows_to_lanes
 from .affine_codegen import SCAN_MAX_ORDER
 
@@ -125,9 +125,9 @@ def _drive(u_ptr, u_body, k: tl.constexpr, live, n, ACC: tl.constexpr, IS_COMPLE
     (n = T-1-m) in reversed time, zero for the M grad_zi steps (n < 0). ``k`` is static, so it
     lands in the load's immediate offset."""
     if REVERSE:
-        re, im = _load(u_ptr, u_body - k, live & (n >= 0), IS_COMPLEX)
+        re, im = load(u_ptr, u_body - k, live & (n >= 0), IS_COMPLEX)
     else:
-        re, im = _load(u_ptr, u_body + k, live, IS_COMPLEX)
+        re, im = load(u_ptr, u_body + k, live, IS_COMPLEX)
     return re.to(ACC), im.to(ACC)
 
 
@@ -176,7 +176,7 @@ def _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, first: tl.
                 mask = live & (n + tap >= 0) & (n + tap < T)
             else:
                 mask = live
-            re, im = _load(a_ptr, body + offset, mask, IS_COMPLEX)
+            re, im = load(a_ptr, body + offset, mask, IS_COMPLEX)
             re = re.to(ACC)
             im = im.to(ACC)
         else:  # padding slot
@@ -205,7 +205,7 @@ def _gather(a_ptr, body, tap_offset, mask, n, T, live, sa_time, sa_tap, pos, M_P
                                     IS_COMPLEX, REVERSE)
         return tl.permute(re, (1, 0))[:, None, :], tl.permute(im, (1, 0))[:, None, :]
     else:
-        re, im = _load_tile(a_ptr, body + tap_offset, mask, IS_COMPLEX)
+        re, im = load_tile(a_ptr, body + tap_offset, mask, IS_COMPLEX)
         return re.to(ACC), im.to(ACC)
 
 
@@ -308,9 +308,9 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
     live = (step < U) & (t0 + step < remaining) & (tap <= M)
     if REVERSE:
         t = n0 - t0 - step + tap
-        re, im = _load_tile(a_ptr, a_body - along + tap_offset, live & (t >= 0) & (t < T), IS_COMPLEX)
+        re, im = load_tile(a_ptr, a_body - along + tap_offset, live & (t >= 0) & (t < T), IS_COMPLEX)
     else:
-        re, im = _load_tile(a_ptr, a_body + along + tap_offset, live, IS_COMPLEX)
+        re, im = load_tile(a_ptr, a_body + along + tap_offset, live, IS_COMPLEX)
     return re.to(ACC), im.to(ACC)
 
 
@@ -508,7 +508,7 @@ def _summary(
             sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS, TILE_ROWS,
         )
         pair = (row * n_chunks + chunk).reshape([BLOCK])
-        triton_affine.scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
+        scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
     else:
         per_group = tl.cdiv(n_lanes, BLOCK)
         group = pid // per_group
@@ -525,7 +525,7 @@ def _summary(
                 u_ptr, a_ptr, d_re, d_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
                 sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS, ROWS, TILE_ROWS,
             )
-            _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + M)), d_re, d_im, keep, IS_COMPLEX)
+            store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + M)), d_re, d_im, keep, IS_COMPLEX)
         else:
             recursion = group * R + tl.arange(0, R)[None, :, None]
             h_re = tl.where((index == M - 1 - recursion) & (recursion < M) & valid, 1.0, 0.0).to(tl.float64)
@@ -534,7 +534,7 @@ def _summary(
                 u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
                 sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS, ROWS, TILE_ROWS,
             )
-            _store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
+            store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
 
 
 # from_rest is an argument, not a constexpr, so that the forward and adjoint passes share a variant
@@ -546,7 +546,7 @@ def _carry_short(
     """The state entering every block of row program_id (float64), from the blocks' maps; the row
     starts from zi, or from rest (from_rest 1: the adjoint; zi_ptr unread)."""
     row = tl.program_id(0).to(tl.int64)
-    triton_affine.carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN,
+    carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN,
                             M, IS_COMPLEX)
 
 
@@ -559,8 +559,8 @@ def _chunk_map(map_ptr, row, c, n_chunks, q, r, component, keep, M: tl.constexpr
     # masks shaped like the tiles (the interpreter rejects a scalar mask broadcast into a block)
     f_mask = (q * 0 + c < n_chunks) & (q < M) & (r < M)
     z_mask = (component * 0 + c < n_chunks) & keep
-    f_re, f_im = _load(map_ptr, base * size + size - 1 - (q * (M + 1) + r), f_mask, IS_COMPLEX)
-    z_re, z_im = _load(map_ptr, base * size + size - 1 - (component * (M + 1) + M), z_mask, IS_COMPLEX)
+    f_re, f_im = load(map_ptr, base * size + size - 1 - (q * (M + 1) + r), f_mask, IS_COMPLEX)
+    z_re, z_im = load(map_ptr, base * size + size - 1 - (component * (M + 1) + M), z_mask, IS_COMPLEX)
     return f_re, f_im, z_re, z_im
 
 
@@ -580,14 +580,14 @@ def _carry_long(
     component = tl.arange(0, M_PAD).to(tl.int64)
     keep = component < M
     # a mask shaped like the tile (the interpreter rejects a scalar mask broadcast into a block)
-    s_re, s_im = _load(zi_ptr, row * M + component, keep & (component * 0 + from_rest == 0), IS_COMPLEX)
+    s_re, s_im = load(zi_ptr, row * M + component, keep & (component * 0 + from_rest == 0), IS_COMPLEX)
     s_re = s_re.to(tl.float64)
     s_im = s_im.to(tl.float64)
     f_re, f_im, z_re, z_im = _chunk_map(map_ptr, row, 0, n_chunks, q, r, component, keep, M, IS_COMPLEX)
     g_re, g_im, w_re, w_im = _chunk_map(map_ptr, row, 1, n_chunks, q, r, component, keep, M, IS_COMPLEX)
     for c in range(0, n_chunks):
         h_re, h_im, v_re, v_im = _chunk_map(map_ptr, row, c + 2, n_chunks, q, r, component, keep, M, IS_COMPLEX)
-        _store(carry_ptr, (row * n_chunks + c) * M + component, s_re, s_im, keep, IS_COMPLEX)
+        store(carry_ptr, (row * n_chunks + c) * M + component, s_re, s_im, keep, IS_COMPLEX)
         p_re, p_im = _mul(f_re, f_im, s_re[None, :], s_im[None, :], IS_COMPLEX)
         s_re = tl.sum(p_re, axis=1) + z_re
         if IS_COMPLEX:
@@ -600,9 +600,9 @@ def _carry_long(
 def _lane_load(ptr, offset, mask, IS_COMPLEX: tl.constexpr, TILE: tl.constexpr):
     """A per-lane tile's load: through triton_tiles.load_tile with TILE, plain otherwise."""
     if TILE:
-        return _load_tile(ptr, offset, mask, IS_COMPLEX)
+        return load_tile(ptr, offset, mask, IS_COMPLEX)
     else:
-        return _load(ptr, offset, mask, IS_COMPLEX)
+        return load(ptr, offset, mask, IS_COMPLEX)
 
 
 @triton.jit
@@ -641,15 +641,15 @@ def _incoming_state(
         r = tl.arange(0, M_PAD * 2)[None, :, None]  # r == M is the w column
         if STATE == 3:
             # block states are stored component-reversed (see triton_affine.carry_row)
-            b_re, b_im = _load(carry_ptr, (row * n_blocks + block) * M + (M - 1 - r), valid & (r < M), IS_COMPLEX)
+            b_re, b_im = load(carry_ptr, (row * n_blocks + block) * M + (M - 1 - r), valid & (r < M), IS_COMPLEX)
             b_re = tl.where(r == M, 1.0, b_re)
         else:
-            b_re, b_im = triton_affine.block_state(prefix_ptr, zi_ptr, row, block, n_chunks, BLOCK, row * 0 + FROM_REST, r,
+            b_re, b_im = block_state(prefix_ptr, zi_ptr, row, block, n_chunks, BLOCK, row * 0 + FROM_REST, r,
                                                    BLOCK, CARRY_RUN, M, IS_COMPLEX)
         size: tl.constexpr = M * (M + 1)
         previous = valid & (chunk_in_block > 0)
         element = q * (M + 1) + r
-        p_re, p_im = _load_tile(prefix_ptr, (row * n_chunks + chunk - 1) * size + size - 1 - element,
+        p_re, p_im = load_tile(prefix_ptr, (row * n_chunks + chunk - 1) * size + size - 1 - element,
                                 previous & (index < M) & (r <= M), IS_COMPLEX)
         t_re, t_im = _mul(p_re, p_im, b_re, b_im, IS_COMPLEX)
         own_re = tl.sum(tl.where(r == q, b_re, 0.0), axis=1)[:, None, :]
@@ -669,12 +669,12 @@ def _past_output(y_ptr, zi_ptr, row, T, j, mask, M: tl.constexpr, ACC: tl.conste
     along its in-thread axis (loaded lane axis first, see triton_tiles.load_tile)."""
     from_zi = mask & (j < 0) & (j >= -M)
     if TILE:
-        y_re, y_im = _load_tile(y_ptr, row * T + j, mask & (j >= 0), IS_COMPLEX)
+        y_re, y_im = load_tile(y_ptr, row * T + j, mask & (j >= 0), IS_COMPLEX)
         # the tl.where hides the zi offsets' contiguity (they increase as j decreases)
-        z_re, z_im = _load_tile(zi_ptr, tl.where(from_zi, row * M + (-1 - j), 0), from_zi, IS_COMPLEX)
+        z_re, z_im = load_tile(zi_ptr, tl.where(from_zi, row * M + (-1 - j), 0), from_zi, IS_COMPLEX)
     else:
-        y_re, y_im = _load(y_ptr, row * T + j, mask & (j >= 0), IS_COMPLEX)
-        z_re, z_im = _load(zi_ptr, row * M + (-1 - j), from_zi, IS_COMPLEX)
+        y_re, y_im = load(y_ptr, row * T + j, mask & (j >= 0), IS_COMPLEX)
+        z_re, z_im = load(zi_ptr, row * M + (-1 - j), from_zi, IS_COMPLEX)
     return (y_re + z_re).to(ACC), (y_im + z_im).to(ACC)
 
 
@@ -757,11 +757,11 @@ def _finish(
             ut_im = ut_re * 0
         elif TILE_STEPS > 0:  # the body's inputs (and grad_a's past outputs) loaded first, as one tile each
             if REVERSE:  # (n < 0: the grad_zi steps, driven by zero)
-                ut_re, ut_im = _load_tile(u_ptr, u_body - step_slot, body_live & (n_slot >= 0), IS_COMPLEX)
+                ut_re, ut_im = load_tile(u_ptr, u_body - step_slot, body_live & (n_slot >= 0), IS_COMPLEX)
                 if GRAD_A and U > 1:
                     pt_re, pt_im = _past_output(y_ptr, zi_ptr, row, T, n_slot - 1 - M, body_live, M, acc, IS_COMPLEX, True)
             else:
-                ut_re, ut_im = _load_tile(u_ptr, u_body + step_slot, body_live, IS_COMPLEX)
+                ut_re, ut_im = load_tile(u_ptr, u_body + step_slot, body_live, IS_COMPLEX)
             ut_re = ut_re.to(acc)
             ut_im = ut_im.to(acc)
         if GATHER_GRAD_A:
@@ -803,7 +803,7 @@ def _finish(
                     if IS_COMPLEX:
                         gg_im = tl.where(grad_step == k, -g_im, gg_im)
                 elif GRAD_A_PER_SAMPLE:
-                    _store_tile(grad_a_ptr, (u_body - k) * M + (window - 1), -g_re, -g_im, sample, IS_COMPLEX)
+                    store_tile(grad_a_ptr, (u_body - k) * M + (window - 1), -g_re, -g_im, sample, IS_COMPLEX)
                 else:
                     ga_re -= tl.where(sample, g_re, 0.0)
                     ga_im -= tl.where(sample, g_im, 0.0)
@@ -819,19 +819,19 @@ def _finish(
         if ROWS:
             tl.store(out_ptr + offsets, lanes_to_rows(out_re, column, U_PAD), mask=rows_live)
         elif REVERSE:
-            _store_tile(out_ptr, u_body - step_slot, out_re, out_im, body_live & (n_slot >= 0), IS_COMPLEX)
+            store_tile(out_ptr, u_body - step_slot, out_re, out_im, body_live & (n_slot >= 0), IS_COMPLEX)
         else:
-            _store_tile(out_ptr, u_body + step_slot, out_re, out_im, body_live, IS_COMPLEX)
+            store_tile(out_ptr, u_body + step_slot, out_re, out_im, body_live, IS_COMPLEX)
         if REVERSE:
             # grad_zi[-1-n] for the last M steps (n < 0); the tl.where hides the offsets' contiguity
             tail = body_live & (n_slot < 0)
-            _store_tile(tail_ptr, tl.where(tail, row * M + (-1 - n_slot), 0), out_re, out_im, tail, IS_COMPLEX)
+            store_tile(tail_ptr, tl.where(tail, row * M + (-1 - n_slot), 0), out_re, out_im, tail, IS_COMPLEX)
             if GATHER_GRAD_A:
                 n_step = n0 - t0 - grad_step
                 sampled = (grad_step < U) & (t0 + grad_step < remaining) & (n_step >= 0) & (window <= M)
-                _store_tile(grad_a_ptr, (u_body - grad_step) * M + (window - 1), gg_re, gg_im, sampled, IS_COMPLEX)
+                store_tile(grad_a_ptr, (u_body - grad_step) * M + (window - 1), gg_re, gg_im, sampled, IS_COMPLEX)
     if REVERSE and GRAD_A and not GRAD_A_PER_SAMPLE:
-        _store(grad_a_ptr, (row * n_chunks + chunk) * M + (window - 1), ga_re, ga_im, valid & (window <= M), IS_COMPLEX)
+        store(grad_a_ptr, (row * n_chunks + chunk) * M + (window - 1), ga_re, ga_im, valid & (window <= M), IS_COMPLEX)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,14 +10,17 @@ Run in a process without TRITON_INTERPRET; ``python tests/compile_for_sm90.py [-
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import sys
+import tempfile
 import time
+from copy import copy as clone
 
 import torch
 import triton
 
-from allpole_triton.bench import sm90
+from allpole_triton.bench import inductor_source, sm90
 from allpole_triton.kernels import triton_recurrence, triton_scan
 
 META = torch.device("meta")
@@ -151,8 +154,17 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
 CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
 
 
+def inductor_copy_matches(launch, compiled: sm90.Compiled, folder: pathlib.Path) -> bool:
+    """Whether Inductor's copy of the launch's kernel (what torch.compile compiles, see
+    allpole_triton.bench.inductor_source) compiles to the same SASS as the kernel."""
+    copy = clone(launch)
+    copy.kernel = getattr(inductor_source.regenerate(launch.kernel, folder), launch.kernel.__name__)
+    return sm90.compile_launch(copy).sass == compiled.sass
+
+
 def main(quick: bool) -> None:
-    seen, results = set(), []
+    seen, results, copied = set(), [], set()
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="allpole-inductor-"))
     # quick: the first shape (its short orders' carry fused into the finish, in blocks of four warps:
     # scan_group), one fused finish of one-warp blocks at a run of 8 (the many-row shape where real
     # M=2's rows hold a few blocks) and the short-order carry launch (MANY_BLOCKS)
@@ -188,8 +200,12 @@ def main(quick: bool) -> None:
                 # a fused carry's piece loop, before the lane loop, scans across lanes by design
                 "cross_lane_in_main_loop": sum(op.split(".")[0] in CROSS_LANE for op in compiled.opcodes(compiled.main_loop)),
                 "shuffles_in_main_loop": sum(op.startswith("SHFL") for op in compiled.opcodes(compiled.main_loop)),
+                # the first variant of each kernel: its Inductor copy too (None: not compared)
+                "inductor_copy_same_sass": (None if launch.kernel.__name__ in copied
+                                            else inductor_copy_matches(launch, compiled, folder)),
                 "compile_s": round(time.perf_counter() - began, 2),
             })
+            copied.add(launch.kernel.__name__)
     json.dump({"triton": triton.__version__, "kernels": results}, sys.stdout)
 
 

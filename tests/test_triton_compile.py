@@ -49,6 +49,9 @@ def check(result: dict) -> None:
     assert kernels == {"_summary", "_carry_short", "_carry_long", "_finish", "_dense_scan", "_reversed_inputs", "_adjoint_outputs"}
     tf32 = [k for k in result["kernels"] if k["tf32"]]
     assert not tf32, tf32
+    # torch.compile's copy of each kernel (Inductor's) compiles to the kernel's own SASS
+    copies = {k["kernel"]: k["inductor_copy_same_sass"] for k in result["kernels"] if k["inductor_copy_same_sass"] is not None}
+    assert set(copies) == kernels and all(copies.values()), copies
     # pointer offsets from runtime values are 64-bit: 32-bit ones wrap past 2^31 elements
     narrow = [(k["kernel"], k["narrow_offsets"]) for k in result["kernels"] if k["narrow_offsets"]]
     assert not narrow, narrow
@@ -148,3 +151,59 @@ def test_cuda_ops_trace_under_fake_tensors():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", TRACE], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert run.returncode == 0 and "traced" in run.stdout, run.stderr[-4000:]
+
+
+def _without_interpreter() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "ALLPOLE_TRITON_LAUNCH")}
+
+
+def test_inductor_copies_of_the_kernels_bind_what_the_originals_do():
+    """torch.compile's Inductor compiles a copy of each triton_op kernel and its callees (see
+    allpole_triton.bench.inductor_source): every global each of the package's @triton.jit functions
+    reads must mean the same in that copy. An aliased import and module-qualified calls broke
+    ``mode="reduce-overhead"`` on the H200 while eager mode ran."""
+    run = subprocess.run([sys.executable, "-m", "allpole_triton.bench.inductor_source"],
+                         capture_output=True, text=True, env=_without_interpreter(), timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(run.stdout)
+    assert result["checked"] >= 80 and not result["problems"], result
+
+
+INDUCTOR_TRAPS = {
+    "mod_a.py": "import triton\n\n\n@triton.jit\ndef helper(x):\n    return x + 1\n",
+    "mod_b.py": "import triton\n\n\n@triton.jit\ndef helper(x):\n    return x * 2\n\n\n@triton.jit\ndef twice(x):\n    return helper(x)\n",
+    "traps.py": (
+        "import triton\nimport mod_a\nfrom mod_a import helper\nfrom mod_b import twice, helper as doubled\n"
+        "SCALE = 0.5\n\n\n"
+        "@triton.jit\ndef aliased(x):\n    return doubled(x)\n\n\n"
+        "@triton.jit\ndef through_module(x):\n    return mod_a.helper(x)\n\n\n"
+        "@triton.jit\ndef float_global(x):\n    return x * SCALE\n\n\n"
+        "@triton.jit\ndef shadowed(x):\n    return helper(x) + twice(x)\n\n\n"
+        "@triton.jit\ndef fine(x):\n    return helper(x) + 1\n"
+    ),
+}
+FIND_TRAPS = """
+import json, sys
+import traps
+from allpole_triton.bench.inductor_source import problems
+names = ["aliased", "through_module", "float_global", "shadowed", "fine"]
+print(json.dumps({n: problems(getattr(traps, n), sys.argv[1]) for n in names}))
+"""
+
+
+def test_inductor_copy_problems_are_found(tmp_path):
+    """The check above can fail: an alias, a module-qualified call, a float global and two helpers
+    of one name are each reported, and a plain call is not."""
+    for name, text in INDUCTOR_TRAPS.items():
+        (tmp_path / name).write_text(text)
+    env = _without_interpreter()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", FIND_TRAPS, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-4000:]
+    found = json.loads(run.stdout)
+    assert "reads doubled" in " ".join(found["aliased"]), found
+    assert "reads mod_a, a module" in " ".join(found["through_module"]), found
+    assert "reads SCALE = 0.5" in " ".join(found["float_global"]), found
+    assert "mod_b.twice reads helper" in " ".join(found["shadowed"]), found
+    assert found["fine"] == [], found
