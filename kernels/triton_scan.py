@@ -981,7 +981,7 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: 
     cycles per 16-step body, 2811 with a 16-step tile). Only for bodies whose slots are static."""
     if body % M:
         return 0
-    forced = (forced_launch() if forced is None else forced).get("tile")
+    forced = _forced(forced).get("tile")
     if forced is not None:
         return forced
     if _INTERPRETED:
@@ -1088,6 +1088,11 @@ def forced_launch() -> Mapping[str, int]:
     return _parse_forced_launch(os.environ.get("ALLPOLE_TRITON_LAUNCH", ""))
 
 
+def _forced(forced: Mapping[str, int] | None) -> Mapping[str, int]:
+    """A helper's ``forced`` argument: what its plan read, or the environment's when called alone."""
+    return forced_launch() if forced is None else forced
+
+
 def _power_of_2(n: int) -> bool:
     return n > 0 and not n & (n - 1)
 
@@ -1140,7 +1145,7 @@ def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: in
     3.9 or 3.6) for a small share of their accesses. The interpreter, which pays per op, keeps
     per-lane loads unless ALLPOLE_TRITON_LAUNCH's ``rows`` forces them; tests/test_triton.py runs
     both."""
-    forced = (forced_launch() if forced is None else forced).get("rows")
+    forced = _forced(forced).get("rows")
     if is_complex or layout != A_CONTIGUOUS:
         return False
     if forced is not None:
@@ -1165,7 +1170,7 @@ def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, 
     is the reverse kernels; tests/test_triton_adjoint.py forces the reversed forward)."""
     if is_complex or a.shape[1] != T:
         return False
-    forced = (forced_launch() if forced is None else forced).get("adjoint")
+    forced = _forced(forced).get("adjoint")
     if forced is not None:
         return bool(forced)
     return sms is not None and (not is_short(a.shape[-1]) or rows * T >= REVERSED_MIN_SAMPLES)
@@ -1173,7 +1178,7 @@ def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, 
 
 def body_steps(M: int, *, forced: Mapping[str, int] | None = None) -> int:
     """Steps per unrolled loop body: :func:`unroll`, or ALLPOLE_TRITON_LAUNCH's ``unroll``."""
-    forced = (forced_launch() if forced is None else forced).get("unroll")
+    forced = _forced(forced).get("unroll")
     if forced is None or M > UNROLL_MAX_ORDER:
         return unroll(M)
     if forced % M:
@@ -1211,7 +1216,7 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
     launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM, down to a
     floor below which the per-chunk maps would cost more than the samples.
     """
-    forced = forced_launch() if forced is None else forced
+    forced = _forced(forced)
     u = body_steps(M, forced=forced)
     kind = "short" if is_short(M) else "long"
     if sms is None:

@@ -153,22 +153,6 @@ def test_cuda_ops_trace_under_fake_tensors():
     assert run.returncode == 0 and "traced" in run.stdout, run.stderr[-4000:]
 
 
-def _without_interpreter() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "ALLPOLE_TRITON_LAUNCH")}
-
-
-def test_inductor_copies_of_the_kernels_bind_what_the_originals_do():
-    """torch.compile's Inductor compiles a copy of each triton_op kernel and its callees (see
-    allpole_triton.bench.inductor_source): every global each of the package's @triton.jit functions
-    reads must mean the same in that copy. An aliased import and module-qualified calls broke
-    ``mode="reduce-overhead"`` on the H200 while eager mode ran."""
-    run = subprocess.run([sys.executable, "-m", "allpole_triton.bench.inductor_source"],
-                         capture_output=True, text=True, env=_without_interpreter(), timeout=600, cwd=ROOT)
-    assert run.returncode == 0, run.stderr[-4000:]
-    result = json.loads(run.stdout)
-    assert result["checked"] >= 80 and not result["problems"], result
-
-
 INDUCTOR_TRAPS = {
     "mod_a.py": "import triton\n\n\n@triton.jit\ndef helper(x):\n    return x + 1\n",
     "mod_b.py": "import triton\n\n\n@triton.jit\ndef helper(x):\n    return x * 2\n\n\n@triton.jit\ndef twice(x):\n    return helper(x)\n",
@@ -182,26 +166,45 @@ INDUCTOR_TRAPS = {
         "@triton.jit\ndef fine(x):\n    return helper(x) + 1\n"
     ),
 }
-FIND_TRAPS = """
+FIND_PROBLEMS = """
 import json, sys
 import traps
-from allpole_triton.bench.inductor_source import problems
+from allpole_triton.bench import inductor_source
 names = ["aliased", "through_module", "float_global", "shadowed", "fine"]
-print(json.dumps({n: problems(getattr(traps, n), sys.argv[1]) for n in names}))
+traps_found = {n: inductor_source.problems(getattr(traps, n), sys.argv[1]) for n in names}
+print(json.dumps({"traps": traps_found, "package": inductor_source.package_problems(sys.argv[1])}))
 """
 
 
-def test_inductor_copy_problems_are_found(tmp_path):
-    """The check above can fail: an alias, a module-qualified call, a float global and two helpers
-    of one name are each reported, and a plain call is not."""
+@pytest.fixture(scope="module")
+def inductor_problems(tmp_path_factory) -> dict:
+    """inductor_source.problems for every @triton.jit function of the package, and for a module of
+    planted traps, in one process without TRITON_INTERPRET (the interpreter's functions are not
+    the JITFunctions that Inductor copies)."""
+    folder = tmp_path_factory.mktemp("inductor")
     for name, text in INDUCTOR_TRAPS.items():
-        (tmp_path / name).write_text(text)
-    env = _without_interpreter()
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-c", FIND_TRAPS, str(tmp_path)], capture_output=True, text=True,
+        (folder / name).write_text(text)
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "ALLPOLE_TRITON_LAUNCH")}
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), str(ROOT), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", FIND_PROBLEMS, str(folder)], capture_output=True, text=True,
                          env=env, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-4000:]
-    found = json.loads(run.stdout)
+    return json.loads(run.stdout)
+
+
+def test_inductor_copies_of_the_kernels_bind_what_the_originals_do(inductor_problems):
+    """torch.compile's Inductor compiles a copy of each triton_op kernel and its callees (see
+    allpole_triton.bench.inductor_source): every global each of the package's @triton.jit functions
+    reads must mean the same in that copy. An aliased import and module-qualified calls broke
+    ``mode="reduce-overhead"`` on the H200 while eager mode ran."""
+    package = inductor_problems["package"]
+    assert len(package) >= 80 and not any(package.values()), {k: v for k, v in package.items() if v}
+
+
+def test_inductor_copy_problems_are_found(inductor_problems):
+    """The check above can fail: an alias, a module-qualified call, a float global and two helpers
+    of one name are each reported, and a plain call is not."""
+    found = inductor_problems["traps"]
     assert "reads doubled" in " ".join(found["aliased"]), found
     assert "reads mod_a, a module" in " ".join(found["through_module"]), found
     assert "reads SCALE = 0.5" in " ".join(found["float_global"]), found

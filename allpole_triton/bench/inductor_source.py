@@ -90,9 +90,15 @@ def kernel_functions() -> list[JITFunction]:
     return [f for m in modules for f in vars(m).values() if isinstance(f, JITFunction) and f.fn.__module__ == m.__name__]
 
 
+def package_problems(folder: pathlib.Path | None = None) -> dict[str, list[str]]:
+    """``problems`` of each of :func:`kernel_functions`, by qualified name."""
+    folder = pathlib.Path(folder or tempfile.mkdtemp(prefix="allpole-inductor-"))
+    return {f"{f.fn.__module__}.{f.__name__}": problems(f, folder) for f in kernel_functions()}
+
+
 def main() -> None:
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="allpole-inductor-"))
-    report = {f"{f.fn.__module__}.{f.__name__}": problems(f, folder) for f in kernel_functions()}
+    """``python -m allpole_triton.bench.inductor_source``: the functions with problems, as JSON."""
+    report = package_problems()
     json.dump({"triton": triton.__version__, "checked": len(report), "problems": {k: v for k, v in report.items() if v}}, sys.stdout)
 
 

@@ -300,6 +300,12 @@ def _launch_bytes(launch) -> float:
     return total
 
 
+def _argument(launch, name: str):
+    """A launch's runtime argument by its name in the kernel's signature (runtime arguments come
+    first there, constexprs after)."""
+    return launch.args[launch.kernel.arg_names.index(name)]
+
+
 def _fused_carry_bytes(launch) -> float:
     """What a finish with the carry fused in (STATE 4) reads before its lanes start: block b's
     program reads the b maps before it, n_blocks (n_blocks - 1) / 2 per row, each a whole number
@@ -307,7 +313,7 @@ def _fused_carry_bytes(launch) -> float:
     every program of a row reads the same maps, which the summary has just written."""
     if launch.kernel.__name__ != "_finish" or launch.constexprs["STATE"] != 4:
         return 0.0
-    prefix, n_chunks, n_blocks = launch.args[4], launch.args[12], launch.args[13]
+    prefix, n_chunks, n_blocks = (_argument(launch, name) for name in ("prefix_ptr", "n_chunks", "n_blocks"))
     rows = launch.grid // n_blocks
     map_bytes = _tensor_bytes(prefix) / (rows * n_chunks)
     return rows * n_blocks * (n_blocks - 1) / 2 * math.ceil(map_bytes / LINE_BYTES) * LINE_BYTES
@@ -404,7 +410,7 @@ def _fused_carry_wavefronts(launch, earlier: list[float]) -> float:
     if len(earlier) != 1:
         raise ValueError(f"{launch.kernel.__name__}: expected the fused carry's piece loop alone before the main "
                          f"loop, found {len(earlier)} loops")
-    lanes, run, n_blocks = launch.constexprs["BLOCK"], launch.constexprs["CARRY_RUN"], launch.args[13]
+    lanes, run, n_blocks = launch.constexprs["BLOCK"], launch.constexprs["CARRY_RUN"], _argument(launch, "n_blocks")
     return earlier[0] / (run * lanes) * (n_blocks - 1) / 2
 
 
