@@ -51,9 +51,10 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 
 import torch
 import triton
@@ -1278,16 +1279,20 @@ class Launch:
         return kernel[(self.grid,)](*self.args, num_warps=self.num_warps, **self.constexprs)
 
 
-def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
-    """The launches of one pass and a finishing step (the constant-coefficient grad_a sum).
+def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, scratch=None):
+    """The launches of one pass and a finishing step (the constant-coefficient grad_a sum; otherwise
+    :data:`NOTHING_TO_FINISH`).
 
     ``u`` is x (forward) or grad_y (reverse); ``a`` may have any strides (0 along broadcast rows or
     time); ``sms`` is the GPU's multiprocessor count (None: interpreter shapes). Tensors may live on
     the meta device, which is how the compile check and the model plan a launch without a GPU.
+    ``scratch`` (a :class:`Scratch`) allocates the pass's own tensors and records them for
+    :func:`cached_plan`.
     """
     forced = forced_launch()  # read once: an environment read costs 1-2 us, and a plan asks a dozen times
+    scratch = Scratch() if scratch is None else scratch
     if reverse and uses_reversed_forward(u.shape[0], a, u.shape[1], u.is_complex(), sms, forced=forced):
-        return _plan_reversed(u, a, zi, out, tail, y, grad_a, sms)
+        return _plan_reversed(u, a, zi, out, tail, y, grad_a, sms, scratch)
     B, T = u.shape
     M = a.shape[-1]
     steps = T + M if reverse else T
@@ -1319,8 +1324,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         tile_rows = tiles_as_rows(rows, M, reverse, kernel) and steps > 0
         return dict(ROWS=rows, TILE_ROWS=tile_rows, TILE_STEPS=steps if tile_rows or not tiles_only_as_rows else 0)
 
-    def scratch(*size):  # summaries and carries are float64 whatever the input dtype
-        return torch.empty((*size, *planes), dtype=torch.float64, device=u.device)
+    def maps(*size):  # summaries and carries are float64 whatever the input dtype
+        return scratch.empty((*size, *planes), torch.float64, u.device)
 
     launches = []
     carry = prefix = u_  # placeholders for pointers a variant does not read
@@ -1330,7 +1335,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
     elif is_short(M):
         state = 3
         n_blocks = cdiv(n_chunks, shape.group)
-        prefix = scratch(B * n_chunks, M * (M + 1))
+        prefix = maps(B * n_chunks, M * (M + 1))
         launches.append(Launch(
             _summary, B * n_blocks,
             (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
@@ -1341,7 +1346,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         if run is not None:
             state, fused_run = 4, run
         else:
-            carry = scratch(B * n_blocks, M)
+            carry = maps(B * n_blocks, M)
             carry_block, run = carry_shape(M, is_complex, n_blocks - 1, sms)
             launches.append(Launch(
                 _carry_short, B, (prefix, zi_, carry, n_chunks, n_blocks, shape.group, int(reverse)),
@@ -1350,23 +1355,23 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
             ))
     else:
         state = 2
-        maps = scratch(B * n_chunks, M * (M + 1))
+        summaries = maps(B * n_chunks, M * (M + 1))
         R = recursions_per_lane(M, is_complex, sms)
         pairs = B * n_chunks
         groups = cdiv(M, R) + 1  # the last one runs the driven recursion
         launches.append(Launch(
             _summary, groups * cdiv(pairs, shape.block),
-            (u_, a_, maps, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),
+            (u_, a_, summaries, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),
             dict(BLOCK=shape.block, R=R, SCAN=False, **loads("_summary"), **common, **loops), warps_for(shape.block),
             pairs * groups, shape.chunk,
         ))
-        carry = scratch(B * n_chunks, M)
-        launches.append(Launch(_carry_long, B, (maps, zi_, carry, n_chunks, int(reverse)), dict(common), 4, 0, n_chunks))
+        carry = maps(B * n_chunks, M)
+        launches.append(Launch(_carry_long, B, (summaries, zi_, carry, n_chunks, int(reverse)), dict(common), 4, 0, n_chunks))
     per_sample = grad_a is not None and a.shape[1] == T
     partial = None
     if grad_a is not None and not per_sample:  # constant coefficients: per-chunk partial sums
         wide = torch.float64 if compute == tl.float64 else torch.float32
-        partial = torch.empty((B * n_chunks, M, *planes), dtype=wide, device=u.device)
+        partial = scratch.empty((B * n_chunks, M, *planes), wide, u.device)
     grad_a_target = grad_a if per_sample else partial
     u_pad = next_power_of_2(shape.unroll)
     # registers of a body's gathered grad_a: window x steps, times planes, times words per value
@@ -1383,15 +1388,21 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
         warps_for(block), n_lanes, shape.chunk,
     ))
 
+    if partial is None:
+        return launches, NOTHING_TO_FINISH
+
     def finalize():
-        if partial is not None:
-            sums = partial.reshape(B, n_chunks, M, *planes).sum(1)
-            grad_a.copy_((torch.view_as_complex(sums) if is_complex else sums).unsqueeze(1))
+        sums = partial.reshape(B, n_chunks, M, *planes).sum(1)
+        grad_a.copy_((torch.view_as_complex(sums) if is_complex else sums).unsqueeze(1))
 
     return launches, finalize
 
 
-def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms):
+def NOTHING_TO_FINISH() -> None:
+    """The finishing step of a pass whose launches write everything."""
+
+
+def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms, scratch):
     """The backward as the forward scan over L = T + M steps of reversed time (triton_adjoint): the
     reversed input and coefficient rows written out, the forward's launches on them from rest, and
     lam read back into grad_x, grad_zi and grad_a."""
@@ -1399,17 +1410,17 @@ def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms):
     rows_a, M = a.shape[0], a.shape[-1]
     L = T + M
     block = triton_adjoint.block_steps(M)
-    g = torch.empty(B, L, dtype=grad_y.dtype, device=grad_y.device)
-    b = torch.empty(rows_a, L, M, dtype=a.dtype, device=a.device)
+    g = scratch.empty((B, L), grad_y.dtype, grad_y.device)
+    b = scratch.empty((rows_a, L, M), a.dtype, a.device)
     # lam in float32 for 16-bit inputs, so that grad_a = -lam y is formed from lam unrounded
-    lam = torch.empty(B, L, dtype=torch.float32 if grad_y.element_size() < 4 else grad_y.dtype, device=grad_y.device)
-    rest = torch.zeros_like(zi)
+    lam = scratch.empty((B, L), torch.float32 if grad_y.element_size() < 4 else grad_y.dtype, grad_y.device)
+    rest = scratch.zeros(zi.shape, zi.dtype, zi.device)
     sa_row, sa_time, sa_tap = _coefficient_strides(a)
     n_in, n_out = cdiv(L, block), cdiv(T, block)
     common = dict(M=M, M_PAD=next_power_of_2(M), BLOCK=block, **_COMPILE)
     launches = [Launch(triton_adjoint._reversed_inputs, B * n_in,
                        (grad_y, a, g, b, T, L, n_in, rows_a, sa_row, sa_time, sa_tap), common, 4, 0, 0)]
-    forward, finalize = plan(g, b, rest, lam, reverse=False, sms=sms)
+    forward, finalize = plan(g, b, rest, lam, reverse=False, sms=sms, scratch=scratch)
     launches += forward
     launches.append(Launch(triton_adjoint._adjoint_outputs, B * n_out,
                            (lam, y, zi, grad_x, grad_zi, grad_a if grad_a is not None else lam, T, L, n_out),
@@ -1417,10 +1428,110 @@ def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms):
     return launches, finalize
 
 
+class Scratch:
+    """Allocates a plan's own tensors (maps, carries, the reversed backward's rows) and records how,
+    in order, so that :func:`cached_plan` can allocate the same again for the next call."""
+
+    def __init__(self):
+        self.tensors: list[torch.Tensor] = []
+        self.specs: list[tuple] = []
+
+    def empty(self, size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return self._record(torch.empty, tuple(size), dtype, device)
+
+    def zeros(self, size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return self._record(torch.zeros, tuple(size), dtype, device)
+
+    def _record(self, allocate, size, dtype, device) -> torch.Tensor:
+        tensor = allocate(size, dtype=dtype, device=device)
+        self.tensors.append(tensor)
+        self.specs.append((allocate, size, dtype, device))
+        return tensor
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A plan with its tensors as slots: ("input", i) of the pass's tensors, ("scratch", j) of its
+    Scratch's allocations; other arguments as they were."""
+
+    launches: tuple  # (kernel, grid, args as slots, constexprs, num_warps, lanes, steps)
+    scratch: tuple  # Scratch.specs
+
+
+_PLANS: dict[tuple, _Template] = {}
+PLAN_CACHE_SIZE = 256  # shapes kept; a training run with random lengths plans each length once
+
+
+class _PlansForgetPatches(ModuleType):
+    """This module's class: setting any of its attributes (monkeypatch.setattr of a plan helper or
+    constant, as the tests do) empties the plan cache, so that no plan outlives what it was made of."""
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        _PLANS.clear()
+
+
+sys.modules[__name__].__class__ = _PlansForgetPatches
+
+
+def _template(launches, inputs, scratch: Scratch) -> _Template | None:
+    """``launches`` with their tensors as slots, or None where a tensor is neither one of ``inputs``
+    nor one of ``scratch``'s (a view made inside the plan: complex planes)."""
+    slots = {id(t): ("input", i) for i, t in enumerate(inputs) if t is not None}
+    slots.update({id(t): ("scratch", j) for j, t in enumerate(scratch.tensors)})
+    kept = []
+    for launch in launches:
+        args = []
+        for arg in launch.args:
+            if isinstance(arg, torch.Tensor):
+                if id(arg) not in slots:
+                    return None
+                args.append(slots[id(arg)])
+            else:
+                args.append(("value", arg))
+        kept.append((launch.kernel, launch.grid, tuple(args), launch.constexprs, launch.num_warps, launch.lanes,
+                     launch.steps))
+    return _Template(tuple(kept), tuple(scratch.specs))
+
+
+def _describe(t: torch.Tensor | None):
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
+
+
+def cached_plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None):
+    """:func:`plan`, kept per pass signature (the tensors' shapes, strides, dtypes and devices, the
+    pass, the GPU, ALLPOLE_TRITON_LAUNCH, which arguments are one tensor). The plans of a
+    forward+backward cost 0.22-0.26 ms of host time on the H200's host (host_times.csv, 2026-11-27),
+    nearly what its six launches cost; a replay allocates the scratch again and fills in the tensors. Passes with a finishing step (constant
+    coefficients' grad_a) and complex ones (their planes are views made in the plan) are planned
+    every time, as are tensor subclasses (fake tensors under torch.compile)."""
+    inputs = (u, a, zi, out, tail, y, grad_a)
+    if u.is_complex() or any(t is not None and type(t) is not torch.Tensor for t in inputs):
+        return plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=sms)
+    ids = [id(t) for t in inputs]
+    aliases = tuple(ids.index(i) for i in ids)  # which arguments are one tensor (placeholders in a template)
+    key = (reverse, sms, os.environ.get("ALLPOLE_TRITON_LAUNCH", ""), aliases, *map(_describe, inputs))
+    template = _PLANS.get(key)
+    if template is None:
+        scratch = Scratch()
+        launches, finalize = plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=sms,
+                                  scratch=scratch)
+        if finalize is NOTHING_TO_FINISH and (template := _template(launches, inputs, scratch)) is not None:
+            if len(_PLANS) >= PLAN_CACHE_SIZE:
+                _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
+            _PLANS[key] = template
+        return launches, finalize
+    tensors = {"input": inputs, "scratch": [allocate(size, dtype=dtype, device=device)
+                                            for allocate, size, dtype, device in template.scratch]}
+    return [Launch(kernel, grid, tuple(tensors[kind][i] if kind != "value" else i for kind, i in args), constexprs,
+                   warps, lanes, steps)
+            for kernel, grid, args, constexprs, warps, lanes, steps in template.launches], NOTHING_TO_FINISH
+
+
 def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, launch=None):
     """Run one pass. ``launch`` wraps each kernel before it is launched (``torch.library.wrap_triton``
     under the CUDA custom op)."""
-    launches, finalize = plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=_sms(u.device))
+    launches, finalize = cached_plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=_sms(u.device))
     for item in launches:
         item.run(launch)
     finalize()

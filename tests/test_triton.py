@@ -388,6 +388,103 @@ def test_reduce_overhead_compile_on_gpu():
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=f"call {call}")
 
 
+def planned_on_meta(B, T, M, *, reverse, dtype=torch.float32, Ta=None, grad_a=True, aliased_out=False):
+    """A pass's tensors on the meta device: (u, a, zi, out, tail, y, grad_a), the last three for
+    the backward only; ``aliased_out``: out is u (a plan sees the two as one tensor)."""
+    meta = torch.device("meta")
+    u = torch.empty(B, T, dtype=dtype, device=meta)
+    a = torch.empty(B, T if Ta is None else Ta, M, dtype=dtype, device=meta)
+    zi = torch.empty(B, M, dtype=dtype, device=meta)
+    out = u if aliased_out else torch.empty_like(u)
+    if not reverse:
+        return u, a, zi, out, None, None, None
+    return u, a, zi, out, torch.empty_like(zi), torch.empty_like(u), torch.empty_like(a) if grad_a else None
+
+
+def assert_same_launches(got, want, got_inputs, want_inputs):
+    """Launch by launch: kernel, grid, constexprs, warps and scalars equal; each tensor argument is
+    the same one of the pass's inputs, or a scratch tensor of the same shape, strides and dtype that
+    is a fresh allocation (none of want's) and stands in for want's everywhere it appears."""
+    position = {id(t): i for i, t in enumerate(want_inputs) if t is not None}
+    got_position = {id(t): i for i, t in enumerate(got_inputs) if t is not None}
+    scratch = {}
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert (g.kernel, g.grid, g.constexprs, g.num_warps, g.lanes, g.steps) == \
+            (w.kernel, w.grid, w.constexprs, w.num_warps, w.lanes, w.steps)
+        assert len(g.args) == len(w.args)
+        for ga, wa in zip(g.args, w.args):
+            if not isinstance(wa, torch.Tensor):
+                assert ga == wa
+            elif id(wa) in position:
+                assert got_position.get(id(ga)) == position[id(wa)]
+            else:
+                assert id(ga) not in got_position and id(ga) != id(wa)
+                assert (ga.shape, ga.stride(), ga.dtype, ga.device) == (wa.shape, wa.stride(), wa.dtype, wa.device)
+                assert scratch.setdefault(id(wa), id(ga)) == id(ga)
+
+
+@pytest.mark.parametrize("forced", ["", "adjoint=1", "chunk=256,group=16"])
+def test_cached_plans_are_the_plans(monkeypatch, forced):
+    """cached_plan, the driver's plan, against a fresh plan on the same and on new tensors of every
+    kind of pass: GPU and interpreter shapes, forward and backward (reversed forward included), short
+    and long orders, constant coefficients (a finishing step: never cached), complex (never cached)
+    and 16-bit inputs, and an output given as the input tensor itself."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", forced)
+    triton_scan._PLANS.clear()
+    cases = [(B, T, M, reverse, dtype, Ta, aliased)
+             for B, T in [(16, 1 << 16), (1, 1 << 20), (3, 37)] for M in (1, 2, 16) for reverse in (False, True)
+             for dtype, Ta, aliased in [(torch.float32, None, False), (torch.bfloat16, None, False),
+                                        (torch.float32, 1, False), (torch.complex64, None, False),
+                                        (torch.float32, None, True)]]
+    for sms in (132, None):
+        for B, T, M, reverse, dtype, Ta, aliased in cases:
+            kind = dict(reverse=reverse, dtype=dtype, Ta=Ta, aliased_out=aliased)
+            first, second = planned_on_meta(B, T, M, **kind), planned_on_meta(B, T, M, **kind)
+            names = ("tail", "y", "grad_a")
+
+            def call(planner, tensors):
+                return planner(*tensors[:4], reverse=reverse, sms=sms, **dict(zip(names, tensors[4:])))
+
+            fresh, _ = call(triton_scan.plan, first)
+            cached_before = len(triton_scan._PLANS)
+            missed, _ = call(triton_scan.cached_plan, first)
+            stored = len(triton_scan._PLANS) > cached_before
+            assert stored == (dtype != torch.complex64 and not (reverse and Ta == 1)), (B, T, M, kind, sms)
+            hit, finalize = call(triton_scan.cached_plan, second)
+            assert_same_launches(missed, fresh, first, first)
+            assert_same_launches(hit, fresh, second, first)
+            assert finalize is triton_scan.NOTHING_TO_FINISH or not stored
+    # a plan of out=u serves no call with an out of its own, and the reverse
+    for aliased in (True, False):
+        tensors = planned_on_meta(16, 1 << 16, 2, reverse=False, aliased_out=aliased)
+        launches, _ = triton_scan.cached_plan(*tensors[:4], reverse=False, sms=132)
+        assert launches[-1].args[0] is tensors[0] and launches[-1].args[5] is tensors[3]
+
+
+def test_setting_a_plan_helper_forgets_the_cached_plans(monkeypatch):
+    """A cached plan is dropped when any attribute of triton_scan is set (how the tests patch plan
+    helpers and constants) and keyed by ALLPOLE_TRITON_LAUNCH, so no call runs a stale plan."""
+    monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
+    tensors = planned_on_meta(16, 1 << 16, 2, reverse=False)
+
+    def chunk():
+        return triton_scan.cached_plan(*tensors[:4], reverse=False, sms=132)[0][-1].args[11]
+
+    default = chunk()
+    assert triton_scan._PLANS
+    monkeypatch.setattr(triton_scan, "CHUNK_MAX_GPU", default // 2)
+    assert not triton_scan._PLANS
+    shape = triton_scan.launch_shape(2, 16, 1 << 16, 132)
+    monkeypatch.setattr(triton_scan, "launch_shape", lambda *args, **kwargs: triton_scan.LaunchShape(
+        2 * shape.chunk, shape.group, shape.block, shape.unroll))
+    assert chunk() == 2 * shape.chunk
+    monkeypatch.undo()
+    assert chunk() == default
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"chunk={4 * default}")
+    assert chunk() == 4 * default
+
+
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 8, 16, 17, 20, 24, 31, 32, 33])
 def test_gpu_launch_shape_rules(M):
     """Chunks are whole unrolled bodies, never shorter than the floor unless the row is shorter, grow

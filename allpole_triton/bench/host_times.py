@@ -11,11 +11,13 @@ had no term for it. Per case and pass (``fwd``: ``allpole``; ``fwdbwd``: ``allpo
 - ``call_us``: the host time of one public call, enqueued behind a spin kernel that holds the GPU,
   so that the host never waits on it (median of ``--calls``);
 - ``plan_us``: ``triton_scan.plan`` alone, for each pass the call runs;
+- ``cached_plan_us``: the same passes through ``triton_scan.cached_plan`` once cached, which is
+  what a call pays from its second call on with the same shapes;
 - ``launch_us``: the planned launches alone (``Launch.run``), behind the spin kernel too;
 - ``gpu_us``: the call's GPU time, CUDA events around each synchronised call;
 - ``launches``: how many kernels the call launches.
 
-``call_us - plan_us - launch_us`` is then what the layers above the kernels cost (autograd, the
+``call_us - cached_plan_us - launch_us`` is then what the layers above the kernels cost (autograd, the
 custom ops, checks, allocations). ``--profile FILE`` writes a cProfile of ``--calls`` calls per
 case there (by own time, then by cumulative time). On CPU tensors under ``TRITON_INTERPRET=1`` it
 runs with wall-clock times, which then mean nothing (that is how the tests exercise it).
@@ -34,7 +36,7 @@ import torch
 
 from allpole_triton import allpole
 
-COLUMNS = ("pass", "B", "T", "M", "launches", "call_us", "plan_us", "launch_us", "gpu_us")
+COLUMNS = ("pass", "B", "T", "M", "launches", "call_us", "plan_us", "cached_plan_us", "launch_us", "gpu_us")
 SPIN_CYCLES_PER_CALL = 2_000_000  # about 1.2 ms at 1.7 GHz: more than a call takes to enqueue
 
 
@@ -81,11 +83,13 @@ def measure(B: int, T: int, M: int, passes, device: torch.device, calls: int = 2
         call = forward if name == "fwd" else forward_backward
         parts = [planned["fwd"]] + ([planned["bwd"]] if name == "fwdbwd" else [])
 
-        def plan_only():
-            for part in parts:
-                t = part.tensors
-                extra = {k: t[k] for k in ("tail", "y", "grad_a") if k in t}
-                triton_scan.plan(t["u"], t["a"], t["zi"], t["out"], reverse=part.name == "bwd", sms=sms, **extra)
+        def plans(planner):
+            def run():
+                for part in parts:
+                    t = part.tensors
+                    extra = {k: t[k] for k in ("tail", "y", "grad_a") if k in t}
+                    planner(t["u"], t["a"], t["zi"], t["out"], reverse=part.name == "bwd", sms=sms, **extra)
+            return run
 
         def launches_only():
             for part in parts:
@@ -95,7 +99,8 @@ def measure(B: int, T: int, M: int, passes, device: torch.device, calls: int = 2
         call()  # compiles
         launches_only()
         row = dict(zip(COLUMNS, (name, B, T, M, sum(len(p.launches) for p in parts))))
-        for column, fn, timer in (("call_us", call, host_seconds), ("plan_us", plan_only, host_seconds),
+        for column, fn, timer in (("call_us", call, host_seconds), ("plan_us", plans(triton_scan.plan), host_seconds),
+                                  ("cached_plan_us", plans(triton_scan.cached_plan), host_seconds),
                                   ("launch_us", launches_only, host_seconds), ("gpu_us", call, time_each)):
             row[column] = 1e6 * statistics.median(timer(fn, device, calls))
         rows.append(row)
