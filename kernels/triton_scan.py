@@ -52,6 +52,8 @@ import functools
 import math
 import os
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
@@ -170,9 +172,9 @@ def _slot_coefficients(a_ptr, body, n, T, live, sa_time, sa_tap, pos, first: tl.
                 if REVERSE:
                     offset += tap * M
             else:
-                offset = (tap - 1) * sa_tap.to(tl.int64)
+                offset = (tap - 1) * tl.cast(sa_tap, tl.int64)  # tl.cast: Inductor may pass a constant 1
                 if REVERSE:
-                    offset += tap * sa_time.to(tl.int64)
+                    offset += tap * tl.cast(sa_time, tl.int64)
             if REVERSE:
                 mask = live & (n + tap >= 0) & (n + tap < T)
             else:
@@ -230,7 +232,7 @@ def _coefficients(
     if A_LAYOUT == 1:
         step = k * M  # contiguous rows: static, so it lands in the load's immediate offset
     else:
-        step = k * sa_time.to(tl.int64)  # a time-major buffer makes sa_time = B*M
+        step = k * tl.cast(sa_time, tl.int64)  # a time-major buffer makes sa_time = B*M
     if REVERSE:
         body = a_body - step
         mask = live & inside
@@ -1267,7 +1269,7 @@ class Launch:
     kernel: object
     grid: int
     args: tuple
-    constexprs: dict
+    constexprs: Mapping[str, object]  # read-only where a cached plan shares it
     num_warps: int
     lanes: int  # independent recurrences (0: not a lane kernel)
     steps: int  # sequential steps per lane (loop iterations of the kernel's main loop)
@@ -1458,20 +1460,27 @@ class _Template:
     scratch: tuple  # Scratch.specs
 
 
-_PLANS: dict[tuple, _Template] = {}
-PLAN_CACHE_SIZE = 256  # shapes kept; a training run with random lengths plans each length once
+_PLANS: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used first
+_PLANS_LOCK = threading.Lock()
+PLAN_CACHE_SIZE = 256  # signatures kept; a training run with random lengths keeps its most recent ones
 
 
 class _PlansForgetPatches(ModuleType):
-    """This module's class: setting any of its attributes (monkeypatch.setattr of a plan helper or
-    constant, as the tests do) empties the plan cache, so that no plan outlives what it was made of."""
+    """The class of this module and of triton_adjoint: setting or deleting any of their attributes
+    (monkeypatch.setattr of a plan helper or constant, as the tests do) empties the plan cache, so
+    that no plan outlives what it was made of."""
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
         _PLANS.clear()
 
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        _PLANS.clear()
 
-sys.modules[__name__].__class__ = _PlansForgetPatches
+
+for _module in (sys.modules[__name__], triton_adjoint):
+    _module.__class__ = _PlansForgetPatches
 
 
 def _template(launches, inputs, scratch: Scratch) -> _Template | None:
@@ -1489,9 +1498,12 @@ def _template(launches, inputs, scratch: Scratch) -> _Template | None:
                 args.append(slots[id(arg)])
             else:
                 args.append(("value", arg))
-        kept.append((launch.kernel, launch.grid, tuple(args), launch.constexprs, launch.num_warps, launch.lanes,
-                     launch.steps))
+        kept.append((launch.kernel, launch.grid, tuple(args), MappingProxyType(launch.constexprs), launch.num_warps,
+                     launch.lanes, launch.steps))
     return _Template(tuple(kept), tuple(scratch.specs))
+
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 def _describe(t: torch.Tensor | None):
@@ -1504,22 +1516,26 @@ def cached_plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=N
     forward+backward cost 0.22-0.26 ms of host time on the H200's host (host_times.csv, 2026-11-27),
     nearly what its six launches cost; a replay allocates the scratch again and fills in the tensors. Passes with a finishing step (constant
     coefficients' grad_a) and complex ones (their planes are views made in the plan) are planned
-    every time, as are tensor subclasses (fake tensors under torch.compile)."""
+    every time, as are tensor subclasses but parameters (fake tensors under torch.compile)."""
     inputs = (u, a, zi, out, tail, y, grad_a)
-    if u.is_complex() or any(t is not None and type(t) is not torch.Tensor for t in inputs):
+    if u.is_complex() or any(t is not None and type(t) not in _PLAIN_TENSORS for t in inputs):
         return plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=sms)
     ids = [id(t) for t in inputs]
     aliases = tuple(ids.index(i) for i in ids)  # which arguments are one tensor (placeholders in a template)
     key = (reverse, sms, os.environ.get("ALLPOLE_TRITON_LAUNCH", ""), aliases, *map(_describe, inputs))
-    template = _PLANS.get(key)
+    with _PLANS_LOCK:
+        template = _PLANS.get(key)
+        if template is not None:
+            _PLANS.move_to_end(key)
     if template is None:
         scratch = Scratch()
         launches, finalize = plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=sms,
                                   scratch=scratch)
         if finalize is NOTHING_TO_FINISH and (template := _template(launches, inputs, scratch)) is not None:
-            if len(_PLANS) >= PLAN_CACHE_SIZE:
-                _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
-            _PLANS[key] = template
+            with _PLANS_LOCK:
+                _PLANS[key] = template
+                while len(_PLANS) > PLAN_CACHE_SIZE:
+                    _PLANS.popitem(last=False)
         return launches, finalize
     tensors = {"input": inputs, "scratch": [allocate(size, dtype=dtype, device=device)
                                             for allocate, size, dtype, device in template.scratch]}

@@ -156,9 +156,12 @@ CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
 
 def inductor_copy_matches(launch, compiled: sm90.Compiled, folder: pathlib.Path) -> bool:
     """Whether Inductor's copy of the launch's kernel (what torch.compile compiles, see
-    allpole_triton.bench.inductor_source) compiles to the same SASS as the kernel."""
+    allpole_triton.bench.inductor_source) compiles to the same SASS as the kernel, and compiles with
+    its integer arguments as the constant 1 (Inductor's specialisation of an argument equal to 1: a
+    unit stride of transposed or sliced coefficients, a length of one)."""
     copy = clone(launch)
     copy.kernel = getattr(inductor_source.regenerate(launch.kernel, folder), launch.kernel.__name__)
+    sm90.compile_launch(copy, ones_as_constants=True)
     return sm90.compile_launch(copy).sass == compiled.sass
 
 

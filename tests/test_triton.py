@@ -24,7 +24,7 @@ pytest.importorskip("triton")
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from allpole_triton.kernels import triton_scan, triton_tiles  # noqa: E402
+from allpole_triton.kernels import triton_adjoint, triton_scan, triton_tiles  # noqa: E402
 
 DEVICES = [d for d, ok in [("cpu", triton_interpret()), ("cuda", torch.cuda.is_available())] if ok]
 pytestmark = pytest.mark.skipif(not DEVICES, reason="needs CUDA or TRITON_INTERPRET=1")
@@ -483,6 +483,46 @@ def test_setting_a_plan_helper_forgets_the_cached_plans(monkeypatch):
     assert chunk() == default
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"chunk={4 * default}")
     assert chunk() == 4 * default
+    monkeypatch.setattr(triton_adjoint, "block_steps", triton_adjoint.block_steps)  # plans read it too
+    assert not triton_scan._PLANS
+
+
+def test_plan_cache_keeps_the_recent_plans_under_threads(monkeypatch):
+    """Least recently used plans go first (a plan hit every step stays), parameters are cached like
+    tensors, and threads planning many signatures at once neither fail nor overfill the cache."""
+    import threading
+
+    monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
+    monkeypatch.setattr(triton_scan, "PLAN_CACHE_SIZE", 4)
+
+    def call(T, parameter=False):
+        u, a, zi, out, *_ = planned_on_meta(2, T, 2, reverse=False)
+        a = torch.nn.Parameter(a, requires_grad=False) if parameter else a
+        triton_scan.cached_plan(u, a, zi, out, reverse=False, sms=132)
+
+    call(100)
+    for T in range(101, 110):
+        call(100)  # hit every time: never the least recently used
+        call(T)
+    assert len(triton_scan._PLANS) == 4 and any(key[4][0] == (2, 100) for key in triton_scan._PLANS)
+    triton_scan._PLANS.clear()
+    call(200, parameter=True)
+    assert len(triton_scan._PLANS) == 1
+    errors = []
+
+    def worker(first):
+        try:
+            for T in range(first, first + 200):
+                call(T)
+        except Exception as error:  # noqa: BLE001 - any failure of a thread fails the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(1000 * k,)) for k in range(1, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(triton_scan._PLANS) <= 4
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 8, 16, 17, 20, 24, 31, 32, 33])

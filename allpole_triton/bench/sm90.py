@@ -60,12 +60,16 @@ class Compiled:
         return [ins.split()[0] if not ins.startswith("@") else ins.split()[1] for ins in body]
 
 
-def signature(launch) -> ASTSource:
+def signature(launch, ones_as_constants: bool = False) -> ASTSource:
+    """The launch's compile signature. ``ones_as_constants``: every integer argument becomes the
+    constant 1, as Inductor compiles an argument equal to 1 at a launch (its copy of a kernel drops
+    ``do_not_specialize``), so that code which only compiles on a runtime value is caught."""
     names = launch.kernel.arg_names
     sig = {}
     values = dict(zip([n for n in names if n not in launch.constexprs], launch.args))
+    ones = {name: 1 for name, value in values.items() if ones_as_constants and not isinstance(value, torch.Tensor)}
     for name in names:
-        if name in launch.constexprs:
+        if name in launch.constexprs or name in ones:
             sig[name] = "constexpr"
         else:
             value = values[name]
@@ -73,7 +77,7 @@ def signature(launch) -> ASTSource:
                 sig[name] = _POINTER[value.dtype]
             else:
                 sig[name] = "i64" if abs(int(value)) >= 2**31 else "i32"
-    constexprs = {(names.index(k),): v for k, v in launch.constexprs.items() if k in names}
+    constexprs = {(names.index(k),): v for k, v in {**launch.constexprs, **ones}.items() if k in names}
     # a launch specialises pointers whose address is a multiple of 16 (every fresh torch tensor; a
     # view at an offset may not be), and alignment changes how Triton vectorises and lays out tiles
     aligned = {(names.index(name),): [["tt.divisibility", 16]] for name, value in values.items()
@@ -94,10 +98,10 @@ def _cuobjdump(cubin: bytes, *flags: str) -> str:
         return subprocess.run([str(_BIN / "cuobjdump"), *flags, f.name], capture_output=True, text=True, check=True).stdout
 
 
-def compile_launch(launch) -> Compiled:
+def compile_launch(launch, ones_as_constants: bool = False) -> Compiled:
     options = {"num_warps": launch.num_warps}
     options.update({k: v for k, v in launch.constexprs.items() if k == "enable_fp_fusion"})
-    source = signature(_without_options(launch))
+    source = signature(_without_options(launch), ones_as_constants)
     compiled = triton.compile(source, target=TARGET, options=options)
     cubin = compiled.asm["cubin"]
     usage = re.search(r"REG:(\d+) STACK:(\d+)", _cuobjdump(cubin, "--dump-resource-usage"))
