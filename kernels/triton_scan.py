@@ -1462,7 +1462,14 @@ class _Template:
 
 _PLANS: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used first
 _PLANS_LOCK = threading.Lock()
+_PLANS_GENERATION = [0]  # bumped by every patch: a plan made before one is not stored after it
 PLAN_CACHE_SIZE = 256  # signatures kept; a training run with random lengths keeps its most recent ones
+
+
+def _forget_plans() -> None:
+    with _PLANS_LOCK:
+        _PLANS.clear()
+        _PLANS_GENERATION[0] += 1
 
 
 class _PlansForgetPatches(ModuleType):
@@ -1472,11 +1479,11 @@ class _PlansForgetPatches(ModuleType):
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
-        _PLANS.clear()
+        _forget_plans()
 
     def __delattr__(self, name):
         super().__delattr__(name)
-        _PLANS.clear()
+        _forget_plans()
 
 
 for _module in (sys.modules[__name__], triton_adjoint):
@@ -1498,8 +1505,8 @@ def _template(launches, inputs, scratch: Scratch) -> _Template | None:
                 args.append(slots[id(arg)])
             else:
                 args.append(("value", arg))
-        kept.append((launch.kernel, launch.grid, tuple(args), MappingProxyType(launch.constexprs), launch.num_warps,
-                     launch.lanes, launch.steps))
+        kept.append((launch.kernel, launch.grid, tuple(args), MappingProxyType(dict(launch.constexprs)),
+                     launch.num_warps, launch.lanes, launch.steps))
     return _Template(tuple(kept), tuple(scratch.specs))
 
 
@@ -1516,7 +1523,7 @@ def cached_plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=N
     forward+backward cost 0.22-0.26 ms of host time on the H200's host (host_times.csv, 2026-11-27),
     nearly what its six launches cost; a replay allocates the scratch again and fills in the tensors. Passes with a finishing step (constant
     coefficients' grad_a) and complex ones (their planes are views made in the plan) are planned
-    every time, as are tensor subclasses but parameters (fake tensors under torch.compile)."""
+    every time, as are tensor subclasses other than parameters (fake tensors under torch.compile)."""
     inputs = (u, a, zi, out, tail, y, grad_a)
     if u.is_complex() or any(t is not None and type(t) not in _PLAIN_TENSORS for t in inputs):
         return plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=sms)
@@ -1527,15 +1534,17 @@ def cached_plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=N
         template = _PLANS.get(key)
         if template is not None:
             _PLANS.move_to_end(key)
+        generation = _PLANS_GENERATION[0]
     if template is None:
         scratch = Scratch()
         launches, finalize = plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=sms,
                                   scratch=scratch)
         if finalize is NOTHING_TO_FINISH and (template := _template(launches, inputs, scratch)) is not None:
             with _PLANS_LOCK:
-                _PLANS[key] = template
-                while len(_PLANS) > PLAN_CACHE_SIZE:
-                    _PLANS.popitem(last=False)
+                if generation == _PLANS_GENERATION[0]:  # else a patch came while planning
+                    _PLANS[key] = template
+                    while len(_PLANS) > max(PLAN_CACHE_SIZE, 0):
+                        _PLANS.popitem(last=False)
         return launches, finalize
     tensors = {"input": inputs, "scratch": [allocate(size, dtype=dtype, device=device)
                                             for allocate, size, dtype, device in template.scratch]}

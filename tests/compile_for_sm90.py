@@ -154,19 +154,30 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
 CROSS_LANE = ("LDS", "STS", "BAR", "SHFL")
 
 
-def inductor_copy_matches(launch, compiled: sm90.Compiled, folder: pathlib.Path) -> bool:
-    """Whether Inductor's copy of the launch's kernel (what torch.compile compiles, see
-    allpole_triton.bench.inductor_source) compiles to the same SASS as the kernel, and compiles with
-    its integer arguments as the constant 1 (Inductor's specialisation of an argument equal to 1: a
-    unit stride of transposed or sliced coefficients, a length of one)."""
+def inductor_copy(launch, folder: pathlib.Path, copies: dict):
+    """The launch with Inductor's copy of its kernel (what torch.compile compiles, see
+    allpole_triton.bench.inductor_source), each kernel copied once into ``copies``."""
+    name = launch.kernel.__name__
+    if name not in copies:
+        copies[name] = getattr(inductor_source.regenerate(launch.kernel, folder), name)
     copy = clone(launch)
-    copy.kernel = getattr(inductor_source.regenerate(launch.kernel, folder), launch.kernel.__name__)
-    sm90.compile_launch(copy, ones_as_constants=True)
-    return sm90.compile_launch(copy).sass == compiled.sass
+    copy.kernel = copies[name]
+    return copy
+
+
+def front_end_error(launch, ones_as_constants: bool) -> str:
+    """Triton's front end on the launch (sm90.front_end): "" where it passes, else the error."""
+    try:
+        sm90.front_end(launch, ones_as_constants)
+    except Exception as error:  # noqa: BLE001 - reported per variant, checked by the test
+        while error.__cause__ is not None or error.__context__ is not None:  # the root cause
+            error = error.__cause__ or error.__context__
+        return f"{type(error).__name__}: {str(error)[:200]}"
+    return ""
 
 
 def main(quick: bool) -> None:
-    seen, results, copied = set(), [], set()
+    seen, results, copies = set(), [], {}
     folder = pathlib.Path(tempfile.mkdtemp(prefix="allpole-inductor-"))
     # quick: the first shape (its short orders' carry fused into the finish, in blocks of four warps:
     # scan_group), one fused finish of one-warp blocks at a run of 8 (the many-row shape where real
@@ -203,12 +214,15 @@ def main(quick: bool) -> None:
                 # a fused carry's piece loop, before the lane loop, scans across lanes by design
                 "cross_lane_in_main_loop": sum(op.split(".")[0] in CROSS_LANE for op in compiled.opcodes(compiled.main_loop)),
                 "shuffles_in_main_loop": sum(op.startswith("SHFL") for op in compiled.opcodes(compiled.main_loop)),
-                # the first variant of each kernel: its Inductor copy too (None: not compared)
-                "inductor_copy_same_sass": (None if launch.kernel.__name__ in copied
-                                            else inductor_copy_matches(launch, compiled, folder)),
+                # the first variant of each kernel: its Inductor copy's SASS too (None: not compared)
+                "inductor_copy_same_sass": (None if launch.kernel.__name__ in copies
+                                            else sm90.compile_launch(inductor_copy(launch, folder, copies)).sass
+                                            == compiled.sass),
+                # every variant: the copy's front end with its integer arguments as the constant 1,
+                # as Inductor compiles an argument equal to 1 (a unit stride: transposed or sliced a)
+                "inductor_ones_error": front_end_error(inductor_copy(launch, folder, copies), ones_as_constants=True),
                 "compile_s": round(time.perf_counter() - began, 2),
             })
-            copied.add(launch.kernel.__name__)
     json.dump({"triton": triton.__version__, "kernels": results}, sys.stdout)
 
 

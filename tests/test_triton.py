@@ -485,15 +485,31 @@ def test_setting_a_plan_helper_forgets_the_cached_plans(monkeypatch):
     assert chunk() == 4 * default
     monkeypatch.setattr(triton_adjoint, "block_steps", triton_adjoint.block_steps)  # plans read it too
     assert not triton_scan._PLANS
+    # a patch that lands while a plan is being made (another thread's) keeps that plan out
+    plan = triton_scan.plan
+
+    def patched_midway(*args, **kwargs):
+        planned = plan(*args, **kwargs)
+        monkeypatch.setattr(triton_scan, "CHUNK_MAX_GPU", triton_scan.CHUNK_MAX_GPU)
+        return planned
+
+    monkeypatch.setattr(triton_scan, "plan", patched_midway)
+    chunk()
+    assert not triton_scan._PLANS
 
 
 def test_plan_cache_keeps_the_recent_plans_under_threads(monkeypatch):
     """Least recently used plans go first (a plan hit every step stays), parameters are cached like
     tensors, and threads planning many signatures at once neither fail nor overfill the cache."""
+    import sys
     import threading
 
     monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
     monkeypatch.setattr(triton_scan, "PLAN_CACHE_SIZE", 4)
+    planned_lengths = []
+    plan = triton_scan.plan
+    monkeypatch.setattr(triton_scan, "plan", lambda u, *args, **kwargs: planned_lengths.append(u.shape[1])
+                        or plan(u, *args, **kwargs))
 
     def call(T, parameter=False):
         u, a, zi, out, *_ = planned_on_meta(2, T, 2, reverse=False)
@@ -504,10 +520,10 @@ def test_plan_cache_keeps_the_recent_plans_under_threads(monkeypatch):
     for T in range(101, 110):
         call(100)  # hit every time: never the least recently used
         call(T)
-    assert len(triton_scan._PLANS) == 4 and any(key[4][0] == (2, 100) for key in triton_scan._PLANS)
-    triton_scan._PLANS.clear()
+    assert planned_lengths.count(100) == 1 and len(triton_scan._PLANS) == 4
     call(200, parameter=True)
-    assert len(triton_scan._PLANS) == 1
+    call(200, parameter=True)
+    assert planned_lengths.count(200) == 1
     errors = []
 
     def worker(first):
@@ -517,11 +533,16 @@ def test_plan_cache_keeps_the_recent_plans_under_threads(monkeypatch):
         except Exception as error:  # noqa: BLE001 - any failure of a thread fails the test
             errors.append(error)
 
-    threads = [threading.Thread(target=worker, args=(1000 * k,)) for k in range(1, 5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often enough to meet inside the cache
+    try:
+        threads = [threading.Thread(target=worker, args=(1000 * k,)) for k in range(1, 5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not errors and len(triton_scan._PLANS) <= 4
 
 

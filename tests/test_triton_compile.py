@@ -52,6 +52,9 @@ def check(result: dict) -> None:
     # torch.compile's copy of each kernel (Inductor's) compiles to the kernel's own SASS
     copies = {k["kernel"]: k["inductor_copy_same_sass"] for k in result["kernels"] if k["inductor_copy_same_sass"] is not None}
     assert set(copies) == kernels and all(copies.values()), copies
+    # ... and every variant's copy compiles with its integer arguments as the constant 1 (Inductor)
+    ones = [(k["kernel"], k["M"], k["layout"], k["inductor_ones_error"]) for k in result["kernels"] if k["inductor_ones_error"]]
+    assert not ones, ones
     # pointer offsets from runtime values are 64-bit: 32-bit ones wrap past 2^31 elements
     narrow = [(k["kernel"], k["narrow_offsets"]) for k in result["kernels"] if k["narrow_offsets"]]
     assert not narrow, narrow

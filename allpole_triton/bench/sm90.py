@@ -113,6 +113,22 @@ def compile_launch(launch, ones_as_constants: bool = False) -> Compiled:
     return result
 
 
+def front_end(launch, ones_as_constants: bool = False) -> None:
+    """Run Triton's front end alone (Python source to TTIR) on the launch: what fails to compile
+    for a reason in the source (an unknown name, a method called on a constant) fails here, in a
+    fraction of a whole compile. Raises as ``triton.compile`` would."""
+    from triton._C.libtriton import ir
+    from triton.compiler.compiler import make_backend
+
+    source = signature(_without_options(launch), ones_as_constants)
+    backend = make_backend(TARGET)
+    options = backend.parse_options({"num_warps": launch.num_warps})
+    context = ir.context()
+    ir.load_dialects(context)
+    backend.load_dialects(context)
+    source.make_ir(TARGET, options, backend.get_codegen_implementation(options), backend.get_module_map(), context)
+
+
 def _without_options(launch):
     """The launch with compile options (enable_fp_fusion) taken out of its constexprs."""
     from copy import copy
