@@ -550,7 +550,7 @@ def _carry_short(
     starts from zi, or from rest (from_rest 1: the adjoint; zi_ptr unread)."""
     row = tl.program_id(0).to(tl.int64)
     carry_row(prefix_ptr, zi_ptr, block_in_ptr, row, n_chunks, n_blocks, group, from_rest, BLOCK, RUN,
-                            M, IS_COMPLEX)
+              M, IS_COMPLEX)
 
 
 @triton.jit
@@ -648,7 +648,7 @@ def _incoming_state(
             b_re = tl.where(r == M, 1.0, b_re)
         else:
             b_re, b_im = block_state(prefix_ptr, zi_ptr, row, block, n_chunks, BLOCK, row * 0 + FROM_REST, r,
-                                                   BLOCK, CARRY_RUN, M, IS_COMPLEX)
+                                     BLOCK, CARRY_RUN, M, IS_COMPLEX)
         size: tl.constexpr = M * (M + 1)
         previous = valid & (chunk_in_block > 0)
         element = q * (M + 1) + r
