@@ -12,11 +12,12 @@
 # (philtorch 0.6.0's extension is built for torch 2.13 and does not load on the machine's 2.11.)
 # Then run `bash bench/gpu_session.sh [quick]` with .whl carried: its stages share BUDGET seconds
 # (default 480) and stop where it runs out (skipped.txt lists what did not run). STAGES="pytest
-# bench" runs only the stages named, of: host_times launch_times diagnose sanitizer bench pytest recurrence tune
+# bench" runs only the stages named, of: host_times graphs launch_times diagnose sanitizer bench pytest recurrence tune
 # (tune: the whole sweep in full runs; quick runs time the backward's two paths and rows on and off).
 # Results land in bench/results/<gpu-name>/, and in $OUT as one archive, results.tar.gz, after
 # every stage, so that a cut-off run still reports:
 #   host_times.csv, host_profile.txt  each call's host cost beside its GPU time, and where it goes
+#   graphs_times.csv  forward+backward eager beside torch.compile(mode="reduce-overhead") (CUDA graphs)
 #   launch_times.csv  each kernel launch timed alone (the model's bounds added afterwards, see the end)
 #   diagnose.txt/.json  the forward scan stage by stage against a float64 loop
 #   diagnose-one-row.txt/.json  the same for one row of 2^20 samples (the four-warp scan groups)
@@ -31,6 +32,11 @@
 #   budget.txt, skipped.txt  the seconds the stages took, and any stage the budget left out or cut off
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# a misspelt stage fails here, before any setup or device time
+stages="host_times graphs launch_times diagnose sanitizer bench pytest recurrence tune"
+for name in ${STAGES:-}; do
+    [[ " $stages " == *" $name "* ]] || { echo "STAGES: unknown stage '$name' (stages: $stages)" >&2; exit 2; }
+done
 
 site=/tmp/allpole-site
 rm -rf "$site" && mkdir -p "$site"
@@ -59,10 +65,6 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 # its own cap and what is left. skipped.txt lists a stage that found under 20 s left or ran out of
 # time; every stage's files are archived to $OUT as soon as it ends, so a cut-off run still reports.
 budget=${BUDGET:-480}
-stages="host_times launch_times diagnose sanitizer bench pytest recurrence tune"
-for name in ${STAGES:-}; do
-    [[ " $stages " == *" $name "* ]] || { echo "STAGES: unknown stage '$name' (stages: $stages)" >&2; exit 2; }
-done
 : > "$results/skipped.txt"
 report() {
     # one archive: the device tool returns at most 8 files from $OUT
@@ -100,6 +102,10 @@ stage() {  # stage CAP_SECONDS FILE COMMAND...: the command's output to FILE (- 
 # ms per call (the kernels: 0.58 ms modelled), before the direct kernel calls. 60 s cut off M=16
 want host_times && stage 90 "$results/host_times.csv" python3 -m allpole_triton.bench.host_times -B 16 -T 65536 1048576 \
     -M 2 16 --profile "$results/host_profile.txt"
+# The host-bound passes again, eager beside CUDA graphs: the H200 session (2026-11-27) checked
+# reduce-overhead against eager (test_reduce_overhead_compile_on_gpu) but had no time left to time it
+want graphs && stage 120 "$results/graphs_times.csv" python3 -m allpole_triton.bench.host_times -B 16 \
+    -T 65536 1048576 -M 2 --passes fwdbwd fwdbwd_graphs
 # Every launch of the forward, backward and dense passes timed alone: the
 # first H100 session (2026-11-26) measured whole passes 3.6-11x slower than the model predicts,
 # and only these times say which launch the model misjudges (times only: the model's predictions

@@ -22,3 +22,9 @@ def test_a_row_per_pass_and_a_profile(tmp_path):
     for order in ("tottime", "cumulative"):
         assert text.count(f"(sorted by {order})") == 2, order
     assert text.count("# cProfile of 1 calls") == 4 and text.count("function calls") == 4
+
+
+def test_cuda_graphs_row_needs_cuda():
+    """The reduce-overhead row runs on CUDA only, and says so elsewhere."""
+    with pytest.raises(ValueError, match="fwdbwd_graphs needs CUDA"):
+        host_times.measure(1, 20, 2, ["fwdbwd_graphs"], torch.device("cpu"), calls=1)

@@ -6,7 +6,9 @@ A GPU pass whose host cost passes its kernels' time is host-bound: the GPU idles
 whatever the kernels do. The H100 session of 2026-11-27 found the forward at M=2, B=16, T=2^20
 enqueued in 590 us per call against 277 us of kernels, and the sm_90 model (2.5 us per launch)
 had no term for it. Per case and pass (``fwd``: ``allpole``; ``fwdbwd``: ``allpole`` and
-``backward``), with float32 time-varying coefficients that need grad, it prints CSV:
+``backward``; ``fwdbwd_graphs``, CUDA only: the same through ``torch.compile(mode="reduce-overhead")``,
+whose CUDA graphs replay the launches with no plans and no per-launch host cost; its plan and
+launch columns are NaN), with float32 time-varying coefficients that need grad, it prints CSV:
 
 - ``call_us``: the host time of one public call, enqueued behind a spin kernel that holds the GPU,
   so that the host never waits on it (median of ``--calls``);
@@ -80,6 +82,9 @@ def measure(B: int, T: int, M: int, passes, device: torch.device, calls: int = 2
 
     rows = []
     for name in passes:
+        if name == "fwdbwd_graphs":
+            rows.append(_graphs_row(x, a, zi, grad_y, device, calls))
+            continue
         call = forward if name == "fwd" else forward_backward
         parts = [planned["fwd"]] + ([planned["bwd"]] if name == "fwdbwd" else [])
 
@@ -109,6 +114,30 @@ def measure(B: int, T: int, M: int, passes, device: torch.device, calls: int = 2
     return rows
 
 
+def _graphs_row(x, a, zi, grad_y, device: torch.device, calls: int) -> dict:
+    """forward+backward with ``allpole`` compiled by Inductor into CUDA graphs (``reduce-overhead``):
+    the first calls compile and record, the timed ones replay."""
+    from .timing import time_each
+
+    if device.type != "cuda":
+        raise ValueError(f"fwdbwd_graphs needs CUDA tensors (CUDA graphs), got device {device}")
+    compiled = torch.compile(lambda x, a, zi: allpole(x, a, zi, backend="triton"), mode="reduce-overhead",
+                             fullgraph=True)
+
+    def step():
+        a.grad = None
+        compiled(x, a, zi).backward(grad_y)
+
+    for _ in range(3):  # compile, record, replay
+        step()
+    B, T = x.shape
+    row = dict(zip(COLUMNS, ("fwdbwd_graphs", B, T, a.shape[-1], 0)))
+    row.update(plan_us=float("nan"), cached_plan_us=float("nan"), launch_us=float("nan"))
+    row["call_us"] = 1e6 * statistics.median(host_seconds(step, device, calls))
+    row["gpu_us"] = 1e6 * statistics.median(time_each(step, device, calls))
+    return row
+
+
 def _profile(fn, device: torch.device, calls: int, title: str, out) -> None:
     profiler = cProfile.Profile()
     for _ in range(calls):
@@ -133,7 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("-B", type=int, nargs="+", default=[16])
     p.add_argument("-T", type=int, nargs="+", default=[65536, 1 << 20])
     p.add_argument("-M", type=int, nargs="+", default=[2, 16])
-    p.add_argument("--passes", nargs="+", default=["fwd", "fwdbwd"], choices=["fwd", "fwdbwd"])
+    p.add_argument("--passes", nargs="+", default=["fwd", "fwdbwd"], choices=["fwd", "fwdbwd", "fwdbwd_graphs"])
     p.add_argument("--calls", type=int, default=20, help="timed calls per measurement")
     p.add_argument("--profile", metavar="FILE", help="write a cProfile of each case there")
     args = p.parse_args(argv)
