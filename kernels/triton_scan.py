@@ -1453,23 +1453,24 @@ class Scratch:
 
 @dataclass(frozen=True)
 class _Template:
-    """A plan with its tensors as slots: ("input", i) of the pass's tensors, ("scratch", j) of its
-    Scratch's allocations; other arguments as they were."""
+    """A plan's launches with their tensor arguments as slots: ("input", i) of the pass's tensors,
+    ("scratch", j) of its Scratch's allocations; other arguments ("value", v)."""
 
-    launches: tuple  # (kernel, grid, args as slots, constexprs, num_warps, lanes, steps)
+    launches: tuple[Launch, ...]
     scratch: tuple  # Scratch.specs
 
 
 _PLANS: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used first
 _PLANS_LOCK = threading.Lock()
-_PLANS_GENERATION = [0]  # bumped by every patch: a plan made before one is not stored after it
+_plans_generation = 0  # bumped by every patch: a plan made before one is not stored after it
 PLAN_CACHE_SIZE = 256  # signatures kept; a training run with random lengths keeps its most recent ones
 
 
 def _forget_plans() -> None:
+    global _plans_generation
     with _PLANS_LOCK:
         _PLANS.clear()
-        _PLANS_GENERATION[0] += 1
+        _plans_generation += 1
 
 
 class _PlansForgetPatches(ModuleType):
@@ -1497,16 +1498,11 @@ def _template(launches, inputs, scratch: Scratch) -> _Template | None:
     slots.update({id(t): ("scratch", j) for j, t in enumerate(scratch.tensors)})
     kept = []
     for launch in launches:
-        args = []
-        for arg in launch.args:
-            if isinstance(arg, torch.Tensor):
-                if id(arg) not in slots:
-                    return None
-                args.append(slots[id(arg)])
-            else:
-                args.append(("value", arg))
-        kept.append((launch.kernel, launch.grid, tuple(args), MappingProxyType(dict(launch.constexprs)),
-                     launch.num_warps, launch.lanes, launch.steps))
+        if any(isinstance(arg, torch.Tensor) and id(arg) not in slots for arg in launch.args):
+            return None
+        args = tuple(slots[id(arg)] if isinstance(arg, torch.Tensor) else ("value", arg) for arg in launch.args)
+        kept.append(Launch(launch.kernel, launch.grid, args, MappingProxyType(dict(launch.constexprs)),
+                           launch.num_warps, launch.lanes, launch.steps))
     return _Template(tuple(kept), tuple(scratch.specs))
 
 
@@ -1521,9 +1517,10 @@ def cached_plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=N
     """:func:`plan`, kept per pass signature (the tensors' shapes, strides, dtypes and devices, the
     pass, the GPU, ALLPOLE_TRITON_LAUNCH, which arguments are one tensor). The plans of a
     forward+backward cost 0.22-0.26 ms of host time on the H200's host (host_times.csv, 2026-11-27),
-    nearly what its six launches cost; a replay allocates the scratch again and fills in the tensors. Passes with a finishing step (constant
-    coefficients' grad_a) and complex ones (their planes are views made in the plan) are planned
-    every time, as are tensor subclasses other than parameters (fake tensors under torch.compile)."""
+    nearly what its six launches cost; a replay allocates the scratch again and fills in the
+    tensors. Passes with a finishing step (constant coefficients' grad_a) and complex ones (their
+    planes are views made in the plan) are planned every time, as are tensor subclasses other than
+    parameters (fake tensors under torch.compile)."""
     inputs = (u, a, zi, out, tail, y, grad_a)
     if u.is_complex() or any(t is not None and type(t) not in _PLAIN_TENSORS for t in inputs):
         return plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=sms)
@@ -1534,23 +1531,24 @@ def cached_plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=N
         template = _PLANS.get(key)
         if template is not None:
             _PLANS.move_to_end(key)
-        generation = _PLANS_GENERATION[0]
+        generation = _plans_generation
     if template is None:
         scratch = Scratch()
         launches, finalize = plan(u, a, zi, out, reverse=reverse, tail=tail, y=y, grad_a=grad_a, sms=sms,
                                   scratch=scratch)
         if finalize is NOTHING_TO_FINISH and (template := _template(launches, inputs, scratch)) is not None:
             with _PLANS_LOCK:
-                if generation == _PLANS_GENERATION[0]:  # else a patch came while planning
+                if generation == _plans_generation:  # else a patch came while planning
                     _PLANS[key] = template
                     while len(_PLANS) > max(PLAN_CACHE_SIZE, 0):
                         _PLANS.popitem(last=False)
         return launches, finalize
     tensors = {"input": inputs, "scratch": [allocate(size, dtype=dtype, device=device)
                                             for allocate, size, dtype, device in template.scratch]}
-    return [Launch(kernel, grid, tuple(tensors[kind][i] if kind != "value" else i for kind, i in args), constexprs,
-                   warps, lanes, steps)
-            for kernel, grid, args, constexprs, warps, lanes, steps in template.launches], NOTHING_TO_FINISH
+    return [Launch(launch.kernel, launch.grid,
+                   tuple(tensors[kind][i] if kind != "value" else i for kind, i in launch.args),
+                   launch.constexprs, launch.num_warps, launch.lanes, launch.steps)
+            for launch in template.launches], NOTHING_TO_FINISH
 
 
 def _scan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, launch=None):
