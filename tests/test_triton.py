@@ -632,14 +632,10 @@ def test_orders_above_the_unroll_with_chunks_not_a_multiple_of_the_body(monkeypa
 def test_plans_use_one_dimensional_grids_with_int64_offsets():
     """Grids are 1-D (axes 1 and 2 stop at 65535): 6 minutes of 48 kHz audio in one row, M=2,
     and 2^31+ samples over many rows, planned on the meta device."""
-    meta = torch.device("meta")
     for B, T, M in [(1, 17_280_000, 2), (1, 17_280_000, 16), (4096, 2**20, 1)]:
-        u = torch.empty(B, T, device=meta)
-        a = torch.empty(B, T, M, device=meta)
-        zi = torch.empty(B, M, device=meta)
         for reverse in (False, True):
-            extra = dict(tail=torch.empty_like(zi), y=torch.empty_like(u), grad_a=torch.empty_like(a)) if reverse else {}
-            launches, _ = triton_scan.plan(u, a, zi, torch.empty_like(u), reverse=reverse, sms=132, **extra)
+            u, a, zi, out, tail, y, grad_a = planned_on_meta(B, T, M, reverse=reverse)
+            launches, _ = triton_scan.plan(u, a, zi, out, reverse=reverse, sms=132, tail=tail, y=y, grad_a=grad_a)
             # the backward runs as the forward scan on reversed time between two copies (triton_adjoint)
             assert 1 <= len(launches) <= (5 if reverse else 3)
             for launch in launches:

@@ -13,7 +13,7 @@ import torch
 from allpole_triton.kernels.naive import allpole_backward_naive, allpole_naive
 from conftest import random_signal, slow, stable_coefficients
 from test_allpole import assert_close
-from test_triton import DEVICES, chunk_length, many_chunks, run_both
+from test_triton import DEVICES, chunk_length, many_chunks, planned_on_meta, run_both
 
 pytest.importorskip("triton")
 from allpole_triton.kernels import triton_adjoint, triton_scan  # noqa: E402
@@ -92,15 +92,11 @@ def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
     reversed path, at most two copies around the forward's launches (at most three), 1-D grids;
     constant coefficients, complex inputs, short orders over few samples, forced ``adjoint=0`` and
     the interpreter's default keep the reverse kernels."""
-    meta = torch.device("meta")
     monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
 
     def kernels(B, T, M, Ta=None, dtype=torch.float32, sms=132):
-        u = torch.empty(B, T, dtype=dtype, device=meta)
-        a = torch.empty(B, T if Ta is None else Ta, M, dtype=dtype, device=meta)
-        zi = torch.empty(B, M, dtype=dtype, device=meta)
-        launches, _ = triton_scan.plan(u, a, zi, torch.empty_like(u), reverse=True, sms=sms, tail=torch.empty_like(zi),
-                                       y=torch.empty_like(u), grad_a=torch.empty_like(a))
+        u, a, zi, out, tail, y, grad_a = planned_on_meta(B, T, M, reverse=True, dtype=dtype, Ta=Ta)
+        launches, _ = triton_scan.plan(u, a, zi, out, reverse=True, sms=sms, tail=tail, y=y, grad_a=grad_a)
         for launch in launches:
             assert isinstance(launch.grid, int) and 0 < launch.grid < 2**31
         return launches
