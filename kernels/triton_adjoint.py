@@ -39,17 +39,18 @@ _LENGTHS = ["T", "L", "n_blocks", "a_rows", "sa_row", "sa_time", "sa_tap"]
 @triton.jit(do_not_specialize=_LENGTHS)
 def _reversed_inputs(
     g_ptr, a_ptr, g_out, b_out, T, L, n_blocks, a_rows, sa_row, sa_time, sa_tap,
-    M: tl.constexpr, M_PAD: tl.constexpr, BLOCK: tl.constexpr,
+    M: tl.constexpr, M_PAD: tl.constexpr, BLOCK: tl.constexpr, INPUT: tl.constexpr,
 ):
-    """g_out[row, k] = grad_y[row, T-1-k] and, for the first a_rows rows, b_out[row, k, i-1] =
-    a[row, T-1-k+i, i-1], both zero outside [0, T), over blocks of BLOCK steps k < L."""
+    """With INPUT, g_out[row, k] = grad_y[row, T-1-k]; for the first a_rows rows, b_out[row, k, i-1]
+    = a[row, T-1-k+i, i-1]; both zero outside [0, T), over blocks of BLOCK steps k < L."""
     pid = tl.program_id(0)
     row = (pid // n_blocks).to(tl.int64)
     k = (pid % n_blocks).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = k < L
     source = T - 1 - k
-    g = tl.load(g_ptr + row * T + source, mask=live & (source >= 0), other=0.0)
-    tl.store(g_out + row * L + k, g, mask=live)
+    if INPUT:
+        g = tl.load(g_ptr + row * T + source, mask=live & (source >= 0), other=0.0)
+        tl.store(g_out + row * L + k, g, mask=live)
     if row < a_rows:
         tap = tl.arange(0, M_PAD)[None, :].to(tl.int64)  # i - 1
         time = source[:, None] + 1 + tap

@@ -97,29 +97,32 @@ def _mul(ar, ai, br, bi, IS_COMPLEX: tl.constexpr):
 
 
 @triton.jit
-def _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE: tl.constexpr):
+def _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE: tl.constexpr, A_REVERSE: tl.constexpr):
     """Per-lane setup: steps left in the lane's chunk (int32; 0 for padding lanes), the offset of
-    its first input sample, and the offset of its coefficients at the chunk's first step (forward:
-    a[start]; reversed time: a[n0] with n0 = T-1-start, each tap then adds i time steps)."""
+    its first input sample, and the offset of its coefficients at the chunk's first step (forward,
+    or the adjoint's reversed-time copy: row ``start``; A_REVERSE: a[n0] with n0 = T-1-start, each
+    tap then adds i time steps)."""
     remaining = tl.where(valid, tl.minimum(steps - start, chunk_len), 0).to(tl.int32)
     if REVERSE:
         u_base = row * T + (T - 1 - start)
-        a_base = row * sa_row + (T - 1 - start) * sa_time
     else:
         u_base = row * T + start
+    if A_REVERSE:
+        a_base = row * sa_row + (T - 1 - start) * sa_time
+    else:
         a_base = row * sa_row + start * sa_time
     return remaining, u_base, a_base
 
 
 @triton.jit
-def _body(u_base, a_base, t0, sa_time, M: tl.constexpr, A_LAYOUT: tl.constexpr, REVERSE: tl.constexpr):
+def _body(u_base, a_base, t0, sa_time, M: tl.constexpr, A_LAYOUT: tl.constexpr, REVERSE: tl.constexpr,
+          A_REVERSE: tl.constexpr):
     """64-bit offsets of the input and the coefficients at the first step of an unrolled body."""
     t = t0 + 0 * u_base  # int64 (t0 is a plain int under the interpreter)
     step = M if A_LAYOUT == 1 else sa_time
-    if REVERSE:
-        return u_base - t, a_base - t * step
-    else:
-        return u_base + t, a_base + t * step
+    u_body = u_base - t if REVERSE else u_base + t
+    a_body = a_base - t * step if A_REVERSE else a_base + t * step
+    return u_body, a_body
 
 
 @triton.jit
@@ -427,24 +430,26 @@ def _shift_window(w, new, index, M: tl.constexpr, M_PAD: tl.constexpr):
 def _recurse(
     u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len, sa_row, sa_time, sa_tap,
     M: tl.constexpr, U: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr = False,
-    TILE_ROWS: tl.constexpr = False,
+    HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr,
+    TILE_ROWS: tl.constexpr, A_COPY: tl.constexpr,
 ):
     """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
     driven one in d, sharing each step's coefficients. Returns (h, d). ROWS: the body's inputs are
-    read as coalesced rows (see triton_tiles.load_rows); TILE_ROWS: its coefficient tiles too."""
+    read as coalesced rows (see triton_tiles.load_rows); TILE_ROWS: its coefficient tiles too.
+    A_COPY (reversed time only): a holds the adjoint's coefficient rows in step order (see plan)."""
     tl.static_assert(not (ROWS and IS_COMPLEX), "coalesced rows carry real planes only")
-    remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE)
+    A_REVERSE: tl.constexpr = REVERSE and not A_COPY
+    remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE, A_REVERSE)
     n0 = (T - 1 - start).to(tl.int32)
     U_PAD: tl.constexpr = triton.next_power_of_2(U)
     for t0 in range(0, chunk_len, U):
-        u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
+        u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE, A_REVERSE)
         if DRIVEN and ROWS:
             offsets, body_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
             u_rows = load_rows(u_ptr, offsets, body_live)
         if TILE_STEPS > 0:  # hoisted: with rows it loads while the input rows are in flight (see _finish)
             tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
-                                                  0, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE,
+                                                  0, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, A_REVERSE,
                                                   TILE_ROWS)
         if DRIVEN and ROWS:
             ut = rows_to_lanes(u_rows, column).to(tl.float64)
@@ -459,12 +464,12 @@ def _recurse(
             if TILE_STEPS > 0:
                 if k % TILE_STEPS == 0 and k > 0:
                     tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
-                                                          k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE,
-                                                          TILE_ROWS)
-                c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
+                                                          k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX,
+                                                          A_REVERSE, TILE_ROWS)
+                c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, A_REVERSE)
             else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
-                                                M, tl.float64, A_LAYOUT, IS_COMPLEX, REVERSE)
+                                                M, tl.float64, A_LAYOUT, IS_COMPLEX, A_REVERSE)
             if DRIVEN and ROWS:  # the step each entry holds: column c is step c, reversed step U_PAD-1-c
                 u_re = select(ut, (U_PAD - 1 - column if REVERSE else column) == k, 0)
                 u_im = u_re * 0
@@ -482,7 +487,7 @@ def _summary(
     u_ptr, a_ptr, out_ptr, T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
     M: tl.constexpr, M_PAD: tl.constexpr, R: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr,
     SCAN: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    TILE_STEPS: tl.constexpr, ROWS: tl.constexpr, TILE_ROWS: tl.constexpr,
+    TILE_STEPS: tl.constexpr, ROWS: tl.constexpr, TILE_ROWS: tl.constexpr, A_COPY: tl.constexpr,
 ):
     """Each chunk's map s_in -> Phi s_in + z, in float64, from the driven recursion (from a zero state:
     z) and the homogeneous ones (recursion r from the unit state e_r, y[start-1-r] = 1: column r of
@@ -509,6 +514,7 @@ def _summary(
         h_re, h_im, d_re, d_im = _recurse(
             u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, chunk * chunk_len, valid, index, T, steps, chunk_len,
             sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS, TILE_ROWS,
+            A_COPY,
         )
         pair = (row * n_chunks + chunk).reshape([BLOCK])
         scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
@@ -527,6 +533,7 @@ def _summary(
             _, _, d_re, d_im = _recurse(
                 u_ptr, a_ptr, d_re, d_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
                 sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS, ROWS, TILE_ROWS,
+                A_COPY,
             )
             store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + M)), d_re, d_im, keep, IS_COMPLEX)
         else:
@@ -536,6 +543,7 @@ def _summary(
             h_re, h_im, _, _ = _recurse(
                 u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
                 sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS, ROWS, TILE_ROWS,
+                A_COPY,
             )
             store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
 
@@ -681,6 +689,32 @@ def _past_output(y_ptr, zi_ptr, row, T, j, mask, M: tl.constexpr, ACC: tl.conste
     return (y_re + z_re).to(ACC), (y_im + z_im).to(ACC)
 
 
+@triton.jit
+def _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T, M: tl.constexpr, U_PAD: tl.constexpr):
+    """The forward outputs a reversed-time body's grad_a needs, y[n-i] for its steps' n = n0-t0-k
+    (k < U_PAD) and taps i = 1..M, as coalesced rows (y[j] from zi[-1-j] for -M <= j < 0): [BLOCK, W]
+    rows whose column c holds time n0 - t0 - (U_PAD-1) - M + c, and the column of each entry
+    (i-1, k) of a [M, U_PAD, 1] tile (for triton_tiles.rows_to_lanes). The rows come in two parts
+    to be added where they are used: y, and zi (zero where j >= 0), which only bodies that reach
+    j < 0 load (a branch the whole program takes: ``lowest`` is its least n0)."""
+    lanes: tl.constexpr = u_body.shape[2]
+    W: tl.constexpr = triton.next_power_of_2(U_PAD + M - 1)
+    c = tl.arange(0, W)[None, :]
+    first = -(U_PAD - 1) - M  # column 0's time, from the body's first step n0 - t0 (u_body)
+    time = tl.reshape(n0, [lanes, 1]) - t0 + first + c
+    wanted = (c < U_PAD + M - 1) & (tl.reshape(remaining, [lanes, 1]) > t0) & (time >= -M) & (time < T)
+    rows = tl.load(y_ptr + (tl.reshape(u_body, [lanes, 1]) + first + c), mask=wanted & (time >= 0), other=0.0)
+    zi_rows = tl.zeros_like(rows)
+    if lowest - t0 + first < 0:
+        from_zi = wanted & (time < 0)
+        lane_row = tl.reshape(row + 0 * u_body, [lanes, 1])
+        # the tl.where hides the zi offsets' direction (they fall as time rises)
+        zi_rows = tl.load(zi_ptr + tl.where(from_zi, lane_row * M + (-1 - time), 0), mask=from_zi, other=0.0)
+    step = tl.arange(0, U_PAD)[None, :, None]
+    tap = tl.arange(0, M)[:, None, None] + 1
+    return rows, zi_rows, (U_PAD - 1 + M) - step - tap
+
+
 @triton.jit(do_not_specialize=_LENGTHS)
 def _finish(
     u_ptr, a_ptr, zi_ptr, carry_ptr, prefix_ptr, out_ptr, tail_ptr, y_ptr, grad_a_ptr,
@@ -689,6 +723,7 @@ def _finish(
     STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr, GATHER_GRAD_A: tl.constexpr,
     CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr, TILE_ROWS: tl.constexpr,
+    A_COPY: tl.constexpr, GRAD_A_ROWS: tl.constexpr,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
@@ -701,8 +736,13 @@ def _finish(
     otherwise each step stores its own. With TILE_STEPS (see tile_steps) the body's inputs and past
     outputs are loaded at its start and its coefficients TILE_STEPS steps at a time. ROWS (real
     inputs): the body's inputs and outputs go as coalesced rows (see triton_tiles.load_rows);
-    TILE_ROWS: its coefficient tiles too (see tiles_as_rows)."""
+    TILE_ROWS: its coefficient tiles too (see tiles_as_rows). A_COPY (reversed time): a holds the
+    adjoint's coefficient rows in step order (see plan). GRAD_A_ROWS (with ROWS, per-sample grad_a,
+    M a power of two): each body's grad_a and the past outputs it needs go as coalesced rows too."""
     tl.static_assert(not (ROWS and IS_COMPLEX), "coalesced rows carry real planes only")
+    tl.static_assert(not GRAD_A_ROWS or (ROWS and REVERSE and GRAD_A_PER_SAMPLE and not GATHER_GRAD_A
+                                         and U % M == 0 and M == M_PAD), "grad_a rows: see plan")
+    A_REVERSE: tl.constexpr = REVERSE and not A_COPY
     acc: tl.constexpr = COMPUTE
     pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
@@ -718,14 +758,16 @@ def _finish(
         chunk = pair % n_chunks
         block = chunk * 0
     start = chunk * chunk_len
-    remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE)
+    remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE, A_REVERSE)
     index = tl.arange(0, M_PAD)[:, None, None]
     h_re, h_im = _incoming_state(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
         M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0, ROWS,
     )
     n0 = (T - 1 - start).to(tl.int32)
-    if REVERSE and GRAD_A:
+    if GRAD_A_ROWS:
+        lowest = tl.min(tl.reshape(n0, [BLOCK]))
+    if REVERSE and GRAD_A and not GRAD_A_ROWS:
         # grad_a[n, i-1] = -lam[n] conj(y[n-i]) over a window of past outputs, entry M_PAD-i holding
         # y[n-i]: unrolled bodies shift it (one new value per step), a plain loop reloads it
         window = M_PAD - index  # the tap of each entry
@@ -740,7 +782,7 @@ def _finish(
         step_slot = U_PAD - 1 - tl.arange(0, U_PAD)[:, None, None]  # y[start + t0 + k]
     grad_step = tl.arange(0, U_PAD)[None, :, None]
     for t0 in range(0, chunk_len, U):
-        u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE)
+        u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE, A_REVERSE)
         out_re = tl.zeros([U_PAD, 1, BLOCK], dtype=acc)
         out_im = tl.zeros_like(out_re)
         body_live = (step_slot < U) & (t0 + step_slot < remaining)
@@ -751,11 +793,14 @@ def _finish(
             # so the two latencies added up (sm_90 SASS, the model's in-order issue of the loop)
             offsets, rows_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
             u_rows = load_rows(u_ptr, offsets, rows_live)
-            if REVERSE and GRAD_A and U > 1 and TILE_STEPS > 0:
+            if GRAD_A_ROWS:
+                past_rows, past_zi, past_column = _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T, M, U_PAD)
+            elif REVERSE and GRAD_A and U > 1 and TILE_STEPS > 0:
                 pt_re, pt_im = _past_output(y_ptr, zi_ptr, row, T, n_slot - 1 - M, body_live, M, acc, IS_COMPLEX, True)
             if TILE_STEPS > 0:
                 tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
-                                                      0, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, REVERSE, TILE_ROWS)
+                                                      0, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE,
+                                                      TILE_ROWS)
             ut_re = rows_to_lanes(u_rows, column).to(acc)
             ut_im = ut_re * 0
         elif TILE_STEPS > 0:  # the body's inputs (and grad_a's past outputs) loaded first, as one tile each
@@ -770,6 +815,8 @@ def _finish(
         if GATHER_GRAD_A:
             gg_re = tl.zeros([M_PAD, U_PAD, BLOCK], dtype=acc)
             gg_im = tl.zeros_like(gg_re)
+        if GRAD_A_ROWS:
+            lam = tl.zeros([1, U_PAD, BLOCK], dtype=acc)  # step k's output in entry k
         for k in tl.static_range(U):
             live = t0 + k < remaining
             n = n0 - t0 - k
@@ -786,17 +833,19 @@ def _finish(
             if TILE_STEPS > 0:
                 if k % TILE_STEPS == 0 and not (ROWS and k == 0):
                     tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
-                                                          k, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, REVERSE,
+                                                          k, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE,
                                                           TILE_ROWS)
-                c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, REVERSE)
+                c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, A_REVERSE)
             else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
-                                                M, acc, A_LAYOUT, IS_COMPLEX, REVERSE)
+                                                M, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE)
             y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
             out_re = tl.where(step_slot == k, y_re, out_re)
             if IS_COMPLEX:
                 out_im = tl.where(step_slot == k, y_im, out_im)
-            if REVERSE and GRAD_A:
+            if GRAD_A_ROWS:
+                lam = tl.where(grad_step == k, y_re, lam)
+            elif REVERSE and GRAD_A:
                 sample = live & (n >= 0) & (window <= M)
                 if U == 1:
                     w_re, w_im = _past_output(y_ptr, zi_ptr, row, T, n - window, sample, M, acc, IS_COMPLEX)
@@ -820,15 +869,37 @@ def _finish(
                     if IS_COMPLEX:
                         w_im = _shift_window(w_im, new_im, index, M, M_PAD)
         if ROWS:
-            tl.store(out_ptr + offsets, lanes_to_rows(out_re, column, U_PAD), mask=rows_live)
+            lanes: tl.constexpr = u_body.shape[2]
+            out_rows = lanes_to_rows(out_re, column, U_PAD)
+            tl.store(out_ptr + offsets, out_rows, mask=rows_live)
+            if REVERSE:
+                # grad_zi[-1-n] for the last M steps (n < 0), from the same rows; the tl.where hides
+                # the offsets' direction (they fall as n rises)
+                k_of = U_PAD - 1 - tl.arange(0, U_PAD)[None, :]
+                n_of = tl.reshape(n0, [lanes, 1]) - t0 - k_of
+                tail = (k_of < U) & (t0 + k_of < tl.reshape(remaining, [lanes, 1])) & (n_of < 0)
+                lane_row = tl.reshape(row + 0 * u_body, [lanes, 1])
+                tl.store(tail_ptr + tl.where(tail, lane_row * M + (-1 - n_of), 0), out_rows, mask=tail)
+            if GRAD_A_ROWS:
+                # grad_a[n, i-1] = -lam[n] y[n-i]: entry (i-1, k) of the body's [M, U_PAD] tile, a row
+                # of U_PAD x M values per lane from time n0 - t0 - (U_PAD-1) on (step U_PAD-1-c // M)
+                past = rows_to_lanes(past_rows + past_zi, past_column).to(acc)
+                ga_column = (U_PAD - 1 - grad_step) * M + index
+                c = tl.arange(0, U_PAD * M)[None, :]
+                k_of = U_PAD - 1 - c // M
+                ga_live = ((k_of < U) & (t0 + k_of < tl.reshape(remaining, [lanes, 1]))
+                           & (tl.reshape(n0, [lanes, 1]) - t0 - k_of >= 0))
+                tl.store(grad_a_ptr + ((tl.reshape(u_body, [lanes, 1]) - (U_PAD - 1)) * M + c),
+                         lanes_to_rows(-(lam * past), ga_column, U_PAD * M), mask=ga_live)
         elif REVERSE:
             store_tile(out_ptr, u_body - step_slot, out_re, out_im, body_live & (n_slot >= 0), IS_COMPLEX)
         else:
             store_tile(out_ptr, u_body + step_slot, out_re, out_im, body_live, IS_COMPLEX)
-        if REVERSE:
+        if REVERSE and not ROWS:
             # grad_zi[-1-n] for the last M steps (n < 0); the tl.where hides the offsets' contiguity
             tail = body_live & (n_slot < 0)
             store_tile(tail_ptr, tl.where(tail, row * M + (-1 - n_slot), 0), out_re, out_im, tail, IS_COMPLEX)
+        if REVERSE:
             if GATHER_GRAD_A:
                 n_step = n0 - t0 - grad_step
                 sampled = (grad_step < U) & (t0 + grad_step < remaining) & (n_step >= 0) & (window <= M)
@@ -1281,7 +1352,7 @@ class Launch:
         return kernel[(self.grid,)](*self.args, num_warps=self.num_warps, **self.constexprs)
 
 
-def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, scratch=None):
+def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, scratch=None, a_copy=False):
     """The launches of one pass and a finishing step (the constant-coefficient grad_a sum; otherwise
     :data:`NOTHING_TO_FINISH`).
 
@@ -1289,12 +1360,14 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     time); ``sms`` is the GPU's multiprocessor count (None: interpreter shapes). Tensors may live on
     the meta device, which is how the compile check and the model plan a launch without a GPU.
     ``scratch`` (a :class:`Scratch`) allocates the pass's own tensors and records them for
-    :func:`cached_plan`.
+    :func:`cached_plan`. ``a_copy`` (reverse only): ``a`` holds the adjoint's coefficient rows in
+    step order, b[row, k, i-1] = a[row, T-1-k+i, i-1] over T + M steps (triton_adjoint), which the
+    kernels read as the forward reads its own (``A_COPY``).
     """
     forced = forced_launch()  # read once: an environment read costs 1-2 us, and a plan asks a dozen times
     scratch = Scratch() if scratch is None else scratch
-    if reverse and uses_reversed_forward(u.shape[0], a, u.shape[1], u.is_complex(), sms, forced=forced):
-        return _plan_reversed(u, a, zi, out, tail, y, grad_a, sms, scratch)
+    if reverse and not a_copy and uses_reversed_forward(u.shape[0], a, u.shape[1], u.is_complex(), sms, forced=forced):
+        return _plan_reversed(u, a, zi, out, tail, y, grad_a, sms, scratch, forced)
     B, T = u.shape
     M = a.shape[-1]
     steps = T + M if reverse else T
@@ -1313,17 +1386,18 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
         layout = A_CONTIGUOUS
     else:
         layout = A_STRIDED
-    loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse)
+    loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse, A_COPY=a_copy)
+    a_reverse = reverse and not a_copy  # coefficients read along the adjoint's diagonal
 
     def loads(kernel: str, *, tiles_only_as_rows: bool = False) -> dict:
         """A lane kernel's ROWS, TILE_ROWS and TILE_STEPS (each decided once: a plan is host time)."""
-        rows = uses_rows(kernel, layout, is_complex, sms, M, reverse, forced=forced)
+        rows = uses_rows(kernel, layout, is_complex, sms, M, a_reverse, forced=forced)
         steps = 0
         if layout != A_CONSTANT:  # constant coefficients are loaded once per lane
             wide = kernel == "_summary" or compute == tl.float64
-            steps = tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, reverse, rows,
+            steps = tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, a_reverse, rows,
                                forced=forced)
-        tile_rows = tiles_as_rows(rows, M, reverse, kernel) and steps > 0
+        tile_rows = tiles_as_rows(rows, M, a_reverse, kernel) and steps > 0
         return dict(ROWS=rows, TILE_ROWS=tile_rows, TILE_STEPS=steps if tile_rows or not tiles_only_as_rows else 0)
 
     def maps(*size):  # summaries and carries are float64 whatever the input dtype
@@ -1369,7 +1443,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
         ))
         carry = maps(B * n_chunks, M)
         launches.append(Launch(_carry_long, B, (summaries, zi_, carry, n_chunks, int(reverse)), dict(common), 4, 0, n_chunks))
-    per_sample = grad_a is not None and a.shape[1] == T
+    per_sample = grad_a is not None and (a_copy or a.shape[1] == T)
     partial = None
     if grad_a is not None and not per_sample:  # constant coefficients: per-chunk partial sums
         wide = torch.float64 if compute == tl.float64 else torch.float32
@@ -1379,14 +1453,17 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     # registers of a body's gathered grad_a: window x steps, times planes, times words per value
     gathered = next_power_of_2(M) * u_pad * (2 if is_complex else 1) * (2 if compute == tl.float64 else 1)
     block = shape.group if state >= 3 else shape.block
+    finish_loads = loads("_finish")
+    grad_a_rows = a_copy and per_sample and finish_loads["ROWS"]  # (fuses_adjoint: M a power of two)
     launches.append(Launch(
         _finish, B * n_blocks if state >= 3 else cdiv(n_lanes, block),
         (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
          _plane(y) if y is not None else u_, _plane(grad_a_target) if grad_a_target is not None else u_,
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
         dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=u_pad,
-             GRAD_A_PER_SAMPLE=per_sample, GATHER_GRAD_A=reverse and per_sample and gathered <= GATHER_MAX_REGISTERS,
-             CARRY_RUN=fused_run, **loads("_finish"), **common, **loops),
+             GRAD_A_PER_SAMPLE=per_sample, GRAD_A_ROWS=grad_a_rows,
+             GATHER_GRAD_A=reverse and per_sample and not grad_a_rows and gathered <= GATHER_MAX_REGISTERS,
+             CARRY_RUN=fused_run, **finish_loads, **common, **loops),
         warps_for(block), n_lanes, shape.chunk,
     ))
 
@@ -1404,24 +1481,50 @@ def NOTHING_TO_FINISH() -> None:
     """The finishing step of a pass whose launches write everything."""
 
 
-def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms, scratch):
-    """The backward as the forward scan over L = T + M steps of reversed time (triton_adjoint): the
-    reversed input and coefficient rows written out, the forward's launches on them from rest, and
-    lam read back into grad_x, grad_zi and grad_a."""
+FUSED_ADJOINT_MAX_ORDER = 4
+
+
+def fuses_adjoint(M: int, sms: int | None, forced: Mapping[str, int] | None = None) -> bool:
+    """Whether the reversed backward runs the reverse kernels on the coefficient copy alone
+    (``a_copy``), their finish writing grad_x, grad_zi and grad_a itself with grad_a and the past
+    outputs as coalesced rows (GRAD_A_ROWS), rather than the forward scan on reversed copies of
+    grad_y and a followed by ``_adjoint_outputs``: two launches, a zero fill and three of the
+    model's 24-40 bytes a sample fewer at M <= 4 (sm_90 model, B*T = 2^20: forward+backward
+    3.35-3.68x the memory floor before). Needs the finish's rows (real inputs, see uses_rows) and
+    M a power of two up to FUSED_ADJOINT_MAX_ORDER, where the body's [M, 8] grad_a tile and its
+    past outputs stay in registers."""
+    return (M <= FUSED_ADJOINT_MAX_ORDER and _power_of_2(M)
+            and uses_rows("_finish", A_CONTIGUOUS, False, sms, M, False, forced=forced))
+
+
+def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms, scratch, forced):
+    """The backward over L = T + M steps of reversed time with the coefficients copied into rows
+    in step order (triton_adjoint). Short orders (:func:`fuses_adjoint`): the reverse kernels on
+    that copy, which read grad_y and write grad_x, grad_zi and grad_a in place. Otherwise the
+    forward scan on reversed rows of grad_y and the copy, from rest, and lam read back into grad_x,
+    grad_zi and grad_a."""
     B, T = grad_y.shape
     rows_a, M = a.shape[0], a.shape[-1]
     L = T + M
     block = triton_adjoint.block_steps(M)
-    g = scratch.empty((B, L), grad_y.dtype, grad_y.device)
     b = scratch.empty((rows_a, L, M), a.dtype, a.device)
-    # lam in float32 for 16-bit inputs, so that grad_a = -lam y is formed from lam unrounded
-    lam = scratch.empty((B, L), torch.float32 if grad_y.element_size() < 4 else grad_y.dtype, grad_y.device)
-    rest = scratch.zeros(zi.shape, zi.dtype, zi.device)
     sa_row, sa_time, sa_tap = _coefficient_strides(a)
     n_in, n_out = cdiv(L, block), cdiv(T, block)
     common = dict(M=M, M_PAD=next_power_of_2(M), BLOCK=block, **_COMPILE)
+    if fuses_adjoint(M, sms, forced):
+        launches = [Launch(triton_adjoint._reversed_inputs, rows_a * n_in,
+                           (grad_y, a, grad_y, b, T, L, n_in, rows_a, sa_row, sa_time, sa_tap),
+                           dict(INPUT=False, **common), 4, 0, 0)]
+        more, finalize = plan(grad_y, b, zi, grad_x, reverse=True, tail=grad_zi, y=y, grad_a=grad_a, sms=sms,
+                              scratch=scratch, a_copy=True)
+        return launches + more, finalize
+    g = scratch.empty((B, L), grad_y.dtype, grad_y.device)
+    # lam in float32 for 16-bit inputs, so that grad_a = -lam y is formed from lam unrounded
+    lam = scratch.empty((B, L), torch.float32 if grad_y.element_size() < 4 else grad_y.dtype, grad_y.device)
+    rest = scratch.zeros(zi.shape, zi.dtype, zi.device)
     launches = [Launch(triton_adjoint._reversed_inputs, B * n_in,
-                       (grad_y, a, g, b, T, L, n_in, rows_a, sa_row, sa_time, sa_tap), common, 4, 0, 0)]
+                       (grad_y, a, g, b, T, L, n_in, rows_a, sa_row, sa_time, sa_tap), dict(INPUT=True, **common),
+                       4, 0, 0)]
     forward, finalize = plan(g, b, rest, lam, reverse=False, sms=sms, scratch=scratch)
     launches += forward
     launches.append(Launch(triton_adjoint._adjoint_outputs, B * n_out,

@@ -78,12 +78,15 @@ def cases(M: int, T: int, radii: tuple[float, ...]):
 # whose two carry levels they cross at chunk=64. The short orders' block carry is fused into the
 # finish (as a GPU runs rows of few blocks) except at M=4, which runs the carry launch.
 # make test runs chunk=64 at M = 2, 8, 16, 32 (orders 1 and 4 run M=2's kernels) and the reversed
-# forward at M=16; the rest is the full suite's.
+# forward at M=16 (at M=2 with rows, the reverse kernels on the coefficients' copy); the rest is
+# the full suite's.
 LAUNCHES = [("chunk=64,group=16", M) for M in (2, 8, 16, 32)]
 LAUNCHES += [slow("chunk=64,group=16", 1), slow("chunk=64,group=16,fuse=0", 4)]
 LAUNCHES += [slow("chunk=256,group=16", M) for M in (2, 8, 16, 32)]
 # the backward as the forward scan on reversed time (a GPU's default for real coefficients)
 LAUNCHES += [slow("chunk=64,group=16,adjoint=1", M) for M in (1, 4)] + [("chunk=64,group=16,adjoint=1", 16)]
+# ... and its short orders' default with rows: the reverse kernels on a copy of the coefficients
+LAUNCHES += [("chunk=64,group=16,adjoint=1,rows=1", 2), slow("chunk=64,group=16,adjoint=1,rows=1", 4)]
 
 
 @pytest.mark.parametrize("launch, M", LAUNCHES)
@@ -96,7 +99,7 @@ def test_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
 
 
 @pytest.mark.parametrize("dtype, M, adjoint", [
-    (torch.bfloat16, 16, 0), slow(torch.bfloat16, 2, 0), slow(torch.bfloat16, 2, 1),
+    (torch.bfloat16, 16, 0), slow(torch.bfloat16, 2, 0), slow(torch.bfloat16, 2, 1), slow(torch.bfloat16, 2, "1,rows=1"),
     slow(torch.float16, 2, 0), slow(torch.float16, 2, 1), slow(torch.float16, 16, 0),
 ])
 def test_16_bit_within_ten_times_a_float32_loop(monkeypatch, dtype, M, adjoint):

@@ -69,6 +69,41 @@ def test_reversed_forward_matches_the_adjoint_loop(monkeypatch, device, M, layou
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M, layout, dtype, launch", [
+    (2, "shared", torch.float32, "chunk=32,group=4"), slow(1, "transposed", torch.float32, "chunk=32,group=4"),
+    (4, "contiguous", torch.float64, "chunk=32,group=4,fuse=0"), (2, "contiguous", torch.bfloat16, "chunk=32"),
+    slow(2, "contiguous", torch.float32, "chunk=32,tile=4"), slow(2, "contiguous", torch.float32, "unroll=2,chunk=34"),
+])
+@pytest.mark.parametrize("length", ["1", "M", "many"])
+def test_fused_adjoint_matches_the_adjoint_loop(monkeypatch, device, M, layout, dtype, launch, length):
+    """Short orders with rows (a GPU's default, triton_scan.fuses_adjoint): the coefficients copied,
+    then the reverse kernels on the copy writing grad_x, grad_zi and grad_a themselves, grad_a and
+    its past outputs as rows; against the float64 adjoint loop, at one sample, M samples and many
+    chunks (the carry fused or a launch, coefficient tiles, the shortest body)."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"adjoint=1,rows=1,{launch}")
+    T = {"1": 1, "M": M, "many": 5 * 32 + 3}[length]
+    B = 3
+    a = stable_coefficients((1 if layout == "shared" else B,), T, M, seed=M + T)
+    if layout == "transposed":
+        a = a.transpose(1, 2).contiguous().transpose(1, 2)
+    x, zi, g = (random_signal(s, seed=k) for k, s in enumerate([(B, T), (B, M), (B, T)]))
+    y = allpole_naive(x, a, zi)
+    inputs = [t.to(dtype) for t in (g, a, y, zi)]
+    expected = allpole_backward_naive(*(t.double() for t in inputs))
+    launches, got = backward(*(t.to(device) for t in inputs))
+    assert launches[0].kernel is triton_adjoint._reversed_inputs and not launches[0].constexprs["INPUT"]
+    assert all(launch.constexprs["REVERSE"] and launch.constexprs["A_COPY"] for launch in launches[1:]
+               if "A_COPY" in launch.constexprs)
+    assert launches[-1].constexprs["GRAD_A_ROWS"]
+    for name, fast, slow_ in zip(("grad_x", "grad_zi", "grad_a"), got, expected):
+        if dtype == torch.bfloat16:
+            scale = slow_.abs().max().clamp(min=1)
+            assert ((fast.cpu().double() - slow_).abs().max() / scale) < 2e-2, name
+        else:
+            assert_close(fast.cpu(), slow_, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_reversed_forward_through_autograd(monkeypatch, device):
     """The public API's backward on the reversed path, with and without grad_a, against autograd
     through the plain loop and against the reverse kernels."""
@@ -89,9 +124,11 @@ def test_reversed_forward_through_autograd(monkeypatch, device):
 
 def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
     """On a GPU (planned on the meta device for 132 SMs) real time-varying coefficients take the
-    reversed path, at most two copies around the forward's launches (at most three), 1-D grids;
-    constant coefficients, complex inputs, short orders over few samples, forced ``adjoint=0`` and
-    the interpreter's default keep the reverse kernels."""
+    reversed path, 1-D grids: short orders that are powers of two copy the coefficients and run the
+    reverse kernels on the copy (at most four launches, three with the carry fused); other orders
+    two copies around the forward's launches (at most three). Constant coefficients, complex
+    inputs, short orders over few samples, forced ``adjoint=0`` and the interpreter's default keep
+    the reverse kernels."""
     monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
 
     def kernels(B, T, M, Ta=None, dtype=torch.float32, sms=132):
@@ -101,7 +138,13 @@ def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
             assert isinstance(launch.grid, int) and 0 < launch.grid < 2**31
         return launches
 
-    for B, T, M in [(16, 1 << 20, 2), (1, 17_280_000, 16), (4096, 4096, 1), (1, 1, 16), (2, 1 << 16, 4)]:
+    for B, T, M in [(16, 1 << 20, 2), (4096, 4096, 1), (2, 1 << 16, 4), (1, 1 << 20, 4)]:
+        launches = kernels(B, T, M)
+        assert launches[0].kernel is triton_adjoint._reversed_inputs and not COPIES & {l.kernel for l in launches[1:]}
+        assert all(launch.constexprs["REVERSE"] and launch.constexprs["A_COPY"] for launch in launches[1:]
+                   if "A_COPY" in launch.constexprs)
+        assert launches[-1].constexprs["GRAD_A_ROWS"] and len(launches) <= (3 if B * T <= 1 << 20 else 4)
+    for B, T, M in [(1, 17_280_000, 16), (1, 1, 16), (16, 1 << 20, 3), (16, 1 << 20, 8)]:
         launches = kernels(B, T, M)
         assert {launches[0].kernel, launches[-1].kernel} == COPIES and len(launches) <= 5
         assert all(not launch.constexprs.get("REVERSE", False) for launch in launches[1:-1])

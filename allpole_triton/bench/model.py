@@ -270,8 +270,10 @@ def _launch_bytes(launch) -> float:
         A, u, h0, carry, out = args[:5]
         reads = [A] + ([u] if u is not A else []) + ([carry] if carry is not h0 else [])
         return sum(map(_tensor_bytes, reads)) + _tensor_bytes(out)
-    if name == "_reversed_inputs":  # grad_y and a in, their reversed-time rows out
-        return sum(map(_tensor_bytes, args[:4]))
+    if name == "_reversed_inputs":  # a in, its reversed-time rows out; with INPUT grad_y's too
+        g, a, g_out, b = args[:4]
+        inputs = (g, g_out) if launch.constexprs["INPUT"] else ()
+        return sum(map(_tensor_bytes, (a, b, *inputs)))
     if name == "_adjoint_outputs":  # lam in; grad_x, grad_zi and grad_a out (y with grad_a)
         lam, y, _, grad_x, grad_zi, grad_a = args[:6]
         with_a = launch.constexprs["GRAD_A"]
@@ -358,7 +360,8 @@ def copy_wavefronts(launch) -> float:
     if launch.kernel.__name__ == "_reversed_inputs":
         rows, a_rows = launch.grid // launch.args[6], launch.args[7]
         diagonal = sum(_warp_lines(4 * ((100 - k + j) * M + j) for k in steps) for j in range(M))
-        return warps * (2 * single + a_rows / rows * (diagonal + row_of_taps))
+        inputs = 2 * single if launch.constexprs["INPUT"] else 0
+        return warps * (inputs + a_rows / rows * (diagonal + row_of_taps))
     total = warps * 2 * single  # lam in, grad_x out
     if launch.constexprs["GRAD_A"]:  # y[n-i] in, tap by tap; grad_a out
         total += warps * (sum(_warp_lines(4 * (100 + k - i) for k in steps) for i in range(1, M + 1)) + row_of_taps)
