@@ -9,19 +9,23 @@ reversed time k = T-1-n it is the forward recursion over L = T + M steps with in
 g[k] = grad_y[T-1-k] (zero from k = T on) and coefficient rows b[k, i-1] = a[T-1-k+i, i-1] (zero
 where that time lies outside [0, T)), from a zero state. triton_scan's reverse kernels run it in
 place, but read their coefficients along that diagonal one lane at a time: the H100 (2026-11-27,
-B=16, T=2^20, float32) took 24 of the 32.7 ms of a forward+backward pass at M=16 there. Here
-``_reversed_inputs`` writes g and b as contiguous rows (one read of grad_y and a, one write), the
-forward scan runs on them with everything the forward has (coalesced rows, coefficient tiles as
-rows), and ``_adjoint_outputs`` reads lam back in time order and writes grad_x, grad_zi and
-grad_a (one pass). Real time-varying coefficients only (``uses_reversed_forward``): constant ones
-would become a time-varying b, and complex inputs take no rows.
+B=16, T=2^20, float32) took 24 of the 32.7 ms of a forward+backward pass at M=16 there. So on a
+GPU real time-varying coefficients take a copy of b as contiguous rows (``_reversed_inputs``):
 
-Writing grad_x, grad_zi and grad_a from the finish instead (a launch and a round trip of lam fewer,
-as the reverse kernels' finish does) was tried and left out: the sm_90 model (Triton 3.6) put
-forward+backward at B=16, T=2^20, M=2 at 797 us against 577 us with ``_adjoint_outputs``. A lane
-per chunk writes its grad_a [steps, M] tile and reads its window of y one lane apart from the
-next, 32 cache lines per warp access: the finish's L1 time went from 56 to 424 us. Fused, grad_a
-and y would have to move as coalesced rows too.
+- orders 1, 2 and 4 (``triton_scan.fuses_adjoint``) copy b alone, and the reverse kernels run on
+  it in step order (``A_COPY``): they read grad_y and write grad_x, grad_zi and grad_a themselves,
+  grad_a and the past outputs it needs as coalesced rows (``GRAD_A_ROWS``). Three launches with
+  the carry fused. (M=1 with contiguous coefficients needs no copy: its diagonal is a shifted
+  row, which the reverse kernels read as rows);
+- other orders copy g too, the forward scan runs on g and b with everything the forward has
+  (coalesced rows, coefficient tiles as rows), and ``_adjoint_outputs`` reads lam back in time
+  order and writes grad_x, grad_zi and grad_a (one pass).
+
+Writing grad_a from the finish lane by lane was tried first and left out: the sm_90 model (Triton
+3.6) put forward+backward at B=16, T=2^20, M=2 at 797 us against 577 us with ``_adjoint_outputs``,
+each warp access of a lane's grad_a tile or y window touching 32 cache lines. As rows, with the
+grad_y and lam copies gone, the same pass is predicted at 485 us, and at 2^20 samples (B=16,
+T=65536) at 44.7 us against 52.7 (2.90x the memory floor against 3.43x).
 """
 from __future__ import annotations
 

@@ -24,9 +24,12 @@ fill the GPU; then a pass is three launches, or two:
 With one chunk per row only the finish runs. The backward (adjoint) is the same recursion in
 reversed time m = T-1-n over T+M steps, with coefficients conj(a[n+i, i-1]); grad_a[n, i-1] =
 -lam[n] conj(y[n-i]). The reverse kernels (REVERSE) gather those coefficients by index, along a
-diagonal, lane by lane. On a GPU, real time-varying coefficients instead run it as the forward
-scan on a reversed-time copy of grad_y and of those coefficient rows (``uses_reversed_forward``,
-kernels in triton_adjoint), which takes the forward's coalesced rows.
+diagonal, lane by lane (as rows at M=1, where the diagonal is a shifted row). On a GPU, real
+time-varying coefficients (at M=1 strided ones only) instead take a copy of them as rows in step
+order (``uses_reversed_forward``, triton_adjoint): the reverse kernels read it in place of a
+(A_COPY) up to order 4; at other orders the forward scan runs on it and on a reversed copy
+of grad_y. Up to order 4 the finish writes grad_a, and reads the past outputs it needs, as
+coalesced rows (GRAD_A_ROWS).
 
 A lane's M past outputs sit in a circular buffer along an in-thread tile axis: slot p holds y[t]
 for t = p (mod M), t counted from the chunk's start; a step gathers its coefficients in slot order,
@@ -1227,7 +1230,7 @@ def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: in
     return sms is not None and (M <= ROWS_MAX_ORDER or (kernel == "_summary" and not reverse))
 
 
-REVERSED_MIN_SAMPLES = 1 << 17  # B*T from which short orders take the reversed forward on a GPU
+REVERSED_MIN_SAMPLES = 1 << 19  # B*T from which short orders take the reversed path on a GPU
 
 
 def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, sms: int | None, *,
@@ -1238,16 +1241,27 @@ def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, 
     forward+backward pass), so an extra copy of them in reversed-time rows costs less. Constant
     coefficients would turn into time-varying ones, and complex inputs take no rows: both keep the
     reverse kernels. So do short orders (M <= SCAN_MAX_ORDER) below REVERSED_MIN_SAMPLES samples,
-    where the two copy launches cost more than the diagonal loads save (sm_90 model, B*T = 2^16,
-    M <= 4: 33-36 -> 37-42 us forward+backward; from 2^20 samples on the reversed forward wins at
-    every order). ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default
-    is the reverse kernels; tests/test_triton_adjoint.py forces the reversed forward)."""
+    where the copy launch costs more than the diagonal loads save (sm_90 model, Triton 3.6,
+    forward+backward, direct against copied: B*T = 2^18, M=2 29.4 against 32.1 us, M=4 34.0
+    against 37.4; 2^19 31.9 against 33.5 and 47.1 against 41.0; 2^20 49.7 against 44.7 and 85.5
+    against 70.7; short orders that are powers of two run the reverse kernels on the copy, see
+    fuses_adjoint). ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default
+    is the reverse kernels; tests/test_triton_adjoint.py forces the reversed forward). Nor does
+    M=1 where the reverse kernels read their coefficients as rows too (tiles_as_rows, contiguous
+    coefficients): with grad_a written as rows they need no copy (sm_90 model, forward+backward at
+    2^20 samples: 2.51-2.57x the floor, 2.97-3.03x with the copy)."""
     if is_complex or a.shape[1] != T:
         return False
     forced = _forced(forced).get("adjoint")
     if forced is not None:
         return bool(forced)
-    return sms is not None and (not is_short(a.shape[-1]) or rows * T >= REVERSED_MIN_SAMPLES)
+    if sms is None:
+        return False
+    M = a.shape[-1]
+    if tiles_as_rows(uses_rows("_finish", coefficient_layout(a), is_complex, sms, M, True, forced=forced), M, True,
+                     "_finish"):
+        return False
+    return not is_short(M) or rows * T >= REVERSED_MIN_SAMPLES
 
 
 def body_steps(M: int, *, forced: Mapping[str, int] | None = None) -> int:
@@ -1332,6 +1346,17 @@ def _coefficient_strides(a: torch.Tensor) -> tuple[int, int, int]:
     return tuple(s if n > 1 else 0 for s, n in zip(a.stride(), a.shape))
 
 
+def coefficient_layout(a: torch.Tensor) -> int:
+    """The kernels' A_LAYOUT for coefficients ``a`` (rows, T or 1, M)."""
+    _, sa_time, sa_tap = _coefficient_strides(a)
+    M = a.shape[-1]
+    if a.shape[1] == 1:
+        return A_CONSTANT
+    if sa_time == M and (sa_tap == 1 or M == 1):
+        return A_CONTIGUOUS
+    return A_STRIDED
+
+
 @dataclass
 class Launch:
     """One kernel launch of a pass: what the driver runs, the compile check compiles and the
@@ -1380,12 +1405,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     sa_row, sa_time, sa_tap = _coefficient_strides(a)
     u_, a_, zi_ = _plane(u), _plane(a), _plane(zi)
     common = dict(M=M, M_PAD=next_power_of_2(M), IS_COMPLEX=is_complex, **_COMPILE)
-    if a.shape[1] == 1:
-        layout = A_CONSTANT
-    elif sa_time == M and (sa_tap == 1 or M == 1):
-        layout = A_CONTIGUOUS
-    else:
-        layout = A_STRIDED
+    layout = coefficient_layout(a)
     loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse, A_COPY=a_copy)
     a_reverse = reverse and not a_copy  # coefficients read along the adjoint's diagonal
 
@@ -1454,7 +1474,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     gathered = next_power_of_2(M) * u_pad * (2 if is_complex else 1) * (2 if compute == tl.float64 else 1)
     block = shape.group if state >= 3 else shape.block
     finish_loads = loads("_finish")
-    grad_a_rows = a_copy and per_sample and finish_loads["ROWS"]  # (fuses_adjoint: M a power of two)
+    grad_a_rows = reverse and per_sample and finish_loads["ROWS"] and _power_of_2(M) and M <= FUSED_ADJOINT_MAX_ORDER
     launches.append(Launch(
         _finish, B * n_blocks if state >= 3 else cdiv(n_lanes, block),
         (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
@@ -1485,14 +1505,15 @@ FUSED_ADJOINT_MAX_ORDER = 4
 
 
 def fuses_adjoint(M: int, sms: int | None, forced: Mapping[str, int] | None = None) -> bool:
-    """Whether the reversed backward runs the reverse kernels on the coefficient copy alone
-    (``a_copy``), their finish writing grad_x, grad_zi and grad_a itself with grad_a and the past
-    outputs as coalesced rows (GRAD_A_ROWS), rather than the forward scan on reversed copies of
-    grad_y and a followed by ``_adjoint_outputs``: two launches, a zero fill and three of the
-    model's 24-40 bytes a sample fewer at M <= 4 (sm_90 model, B*T = 2^20: forward+backward
-    3.35-3.68x the memory floor before). Needs the finish's rows (real inputs, see uses_rows) and
-    M a power of two up to FUSED_ADJOINT_MAX_ORDER, where the body's [M, 8] grad_a tile and its
-    past outputs stay in registers."""
+    """Whether the reversed backward copies the coefficients alone and runs the reverse kernels on
+    the copy (``a_copy``), their finish writing grad_x, grad_zi and grad_a itself, grad_a and its
+    past outputs as coalesced rows (GRAD_A_ROWS), rather than the forward scan on reversed copies
+    of grad_y and a followed by ``_adjoint_outputs``: a launch and a zero fill fewer, and no grad_y
+    copy or lam round trip (sm_90 model, Triton 3.6, forward+backward at B=16, T=65536, M=2: 106
+    -> 90 bytes a sample, 52.7 -> 44.7 us, 3.43 -> 2.90x the memory floor). Needs the finish's
+    rows (real inputs, see uses_rows) and M a power of two up to FUSED_ADJOINT_MAX_ORDER, where
+    the body's [M, 8] grad_a tile and its past outputs stay in registers (at M=4 the finish holds
+    255, no spill)."""
     return (M <= FUSED_ADJOINT_MAX_ORDER and _power_of_2(M)
             and uses_rows("_finish", A_CONTIGUOUS, False, sms, M, False, forced=forced))
 

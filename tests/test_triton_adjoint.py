@@ -124,11 +124,12 @@ def test_reversed_forward_through_autograd(monkeypatch, device):
 
 def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
     """On a GPU (planned on the meta device for 132 SMs) real time-varying coefficients take the
-    reversed path, 1-D grids: short orders that are powers of two copy the coefficients and run the
-    reverse kernels on the copy (at most four launches, three with the carry fused); other orders
-    two copies around the forward's launches (at most three). Constant coefficients, complex
-    inputs, short orders over few samples, forced ``adjoint=0`` and the interpreter's default keep
-    the reverse kernels."""
+    reversed path, 1-D grids: orders 2 and 4 copy the coefficients and run the reverse kernels on
+    the copy (at most four launches, three with the carry fused); other orders two copies around
+    the forward's launches (at most three). Constant coefficients, complex inputs, short orders
+    over few samples, M=1 with contiguous coefficients (its reverse kernels read them as rows, and
+    write grad_a as rows), forced ``adjoint=0`` and the interpreter's default keep the reverse
+    kernels."""
     monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
 
     def kernels(B, T, M, Ta=None, dtype=torch.float32, sms=132):
@@ -138,7 +139,7 @@ def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
             assert isinstance(launch.grid, int) and 0 < launch.grid < 2**31
         return launches
 
-    for B, T, M in [(16, 1 << 20, 2), (4096, 4096, 1), (2, 1 << 16, 4), (1, 1 << 20, 4)]:
+    for B, T, M in [(16, 1 << 20, 2), (8, 1 << 16, 4), (1, 1 << 20, 4)]:
         launches = kernels(B, T, M)
         assert launches[0].kernel is triton_adjoint._reversed_inputs and not COPIES & {l.kernel for l in launches[1:]}
         assert all(launch.constexprs["REVERSE"] and launch.constexprs["A_COPY"] for launch in launches[1:]
@@ -148,6 +149,10 @@ def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
         launches = kernels(B, T, M)
         assert {launches[0].kernel, launches[-1].kernel} == COPIES and len(launches) <= 5
         assert all(not launch.constexprs.get("REVERSE", False) for launch in launches[1:-1])
+    for B, T in [(16, 1 << 20), (4096, 4096)]:
+        launches = kernels(B, T, 1)
+        assert not COPIES & {launch.kernel for launch in launches} and len(launches) <= 3
+        assert launches[-1].constexprs["GRAD_A_ROWS"] and not launches[-1].constexprs["A_COPY"]
     few = triton_scan.REVERSED_MIN_SAMPLES // 2
     for other in (kernels(16, 1 << 20, 2, Ta=1), kernels(16, 1 << 20, 2, dtype=torch.complex64), kernels(16, 1 << 20, 2, sms=None),
                   kernels(1, few, 4), kernels(16, few // 16, 1)):
