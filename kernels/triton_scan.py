@@ -938,6 +938,12 @@ def warps_for(lanes_per_program: int) -> int:
 # T=4096, forward+backward: M=16 189 -> 136 us at B=1, 297 -> 239 at B=256; M=8 141 -> 103 and
 # 158 -> 122), and 32 gained at most 10% more there (M=8, B=256: lost 9%).
 LANES_PER_SM = 256
+# Short orders from M=4 want half as many: a chunk's map (M(M+1) float64, 160 bytes at M=4) is a
+# fifth of what a 32-sample chunk moves. sm_90 model (Triton 3.6), M=4 at 2^20 samples: chunks of
+# 64, forward+backward 68.9-71.6 -> 65.4-66.1 us (2.9-3.0 -> 2.75-2.78x the floor); equal at 2^24
+# (chunks of 992 against 496); at M <= 2 chunks of 64 lost 12-43% at 2^20 samples. Below 2^20
+# samples the chunk stays at CHUNK_MIN_GPU either way.
+WIDE_MAPS_ORDER = 4
 CHUNK_MIN_GPU = {"short": 32, "long": 64}
 CHUNK_MAX_GPU = 4096
 # The long-order carry walks a row's chunks one after another while each summary and finish lane
@@ -1311,7 +1317,8 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
         chunk, group, block = CHUNK_INTERPRET * u, GROUP_INTERPRET, BLOCK_INTERPRET
     else:
         group, block = SCAN_GROUP_GPU, BLOCK_GPU
-        wanted = max(1, rows * steps // (LANES_PER_SM * sms))
+        per_sm = LANES_PER_SM // 2 if kind == "short" and M >= WIDE_MAPS_ORDER else LANES_PER_SM
+        wanted = max(1, rows * steps // (per_sm * sms))
         if kind == "long":  # no CHUNK_MAX_GPU: a chunk's map is M(M+1) float64, so no more than lanes need
             balance = math.ceil(steps / max(1, math.isqrt(int(steps / LONG_CARRY_STEP_COST))))
             chunk = max(wanted, CHUNK_MIN_GPU[kind], balance)
