@@ -27,9 +27,9 @@ reversed time m = T-1-n over T+M steps, with coefficients conj(a[n+i, i-1]); gra
 diagonal, lane by lane (as rows at M=1, where the diagonal is a shifted row). On a GPU, real
 time-varying coefficients (at M=1 strided ones only) instead take a copy of them as rows in step
 order (``uses_reversed_forward``, triton_adjoint): the reverse kernels read it in place of a
-(A_COPY) up to order 4; at other orders the forward scan runs on it and on a reversed copy
-of grad_y. Up to order 4 the finish writes grad_a, and reads the past outputs it needs, as
-coalesced rows (GRAD_A_ROWS).
+(A_COPY) at orders 1, 2 and 4; at other orders the forward scan runs on it and on a reversed
+copy of grad_y. At orders 1, 2 and 4 the finish writes grad_a, and reads the past outputs it
+needs, as coalesced rows (GRAD_A_ROWS).
 
 A lane's M past outputs sit in a circular buffer along an in-thread tile axis: slot p holds y[t]
 for t = p (mod M), t counted from the chunk's start; a step gathers its coefficients in slot order,
@@ -769,7 +769,7 @@ def _finish(
     )
     n0 = (T - 1 - start).to(tl.int32)
     if GRAD_A_ROWS:
-        lowest = tl.min(tl.reshape(n0, [BLOCK]))
+        lowest = tl.min(tl.reshape(tl.where(valid, n0, T), [BLOCK]))  # (padding lanes would reach zi)
     if REVERSE and GRAD_A and not GRAD_A_ROWS:
         # grad_a[n, i-1] = -lam[n] conj(y[n-i]) over a window of past outputs, entry M_PAD-i holding
         # y[n-i]: unrolled bodies shift it (one new value per step), a plain loop reloads it
@@ -1236,7 +1236,9 @@ def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: in
     return sms is not None and (M <= ROWS_MAX_ORDER or (kernel == "_summary" and not reverse))
 
 
-REVERSED_MIN_SAMPLES = 1 << 19  # B*T from which short orders take the reversed path on a GPU
+# B*T from which short orders take the reversed path on a GPU (see uses_reversed_forward; M=1
+# only with strided coefficients, not modelled since the copy of a alone)
+REVERSED_MIN_SAMPLES = {1: 1 << 17, 2: 1 << 20, 3: 1 << 17, 4: 1 << 19}
 
 
 def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, sms: int | None, *,
@@ -1246,28 +1248,28 @@ def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, 
     of each step along a diagonal, lane by lane (the H100's backward at M=16 took 24 of 32.7 ms of a
     forward+backward pass), so an extra copy of them in reversed-time rows costs less. Constant
     coefficients would turn into time-varying ones, and complex inputs take no rows: both keep the
-    reverse kernels. So do short orders (M <= SCAN_MAX_ORDER) below REVERSED_MIN_SAMPLES samples,
-    where the copy launch costs more than the diagonal loads save (sm_90 model, Triton 3.6,
+    reverse kernels. So do short orders (M <= SCAN_MAX_ORDER) below REVERSED_MIN_SAMPLES[M]
+    samples, where the copies cost more than the diagonal loads save (sm_90 model, Triton 3.6,
     forward+backward, direct against copied: B*T = 2^18, M=2 29.4 against 32.1 us, M=4 34.0
     against 37.4; 2^19 31.9 against 33.5 and 47.1 against 41.0; 2^20 49.7 against 44.7 and 85.5
-    against 70.7; short orders that are powers of two run the reverse kernels on the copy, see
-    fuses_adjoint). ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default
+    against 70.7; M=3, which keeps both copies, 38.8 against 38.7 at 2^17 and 54.0 against 50.5
+    at 2^18; orders 1, 2 and 4 run the reverse kernels on the copy, see fuses_adjoint). ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default
     is the reverse kernels; tests/test_triton_adjoint.py forces the reversed forward). Nor does
     M=1 where the reverse kernels read their coefficients as rows too (tiles_as_rows, contiguous
     coefficients): with grad_a written as rows they need no copy (sm_90 model, forward+backward at
     2^20 samples: 2.51-2.57x the floor, 2.97-3.03x with the copy)."""
     if is_complex or a.shape[1] != T:
         return False
-    forced = _forced(forced).get("adjoint")
-    if forced is not None:
-        return bool(forced)
+    forced = _forced(forced)
+    if forced.get("adjoint") is not None:
+        return bool(forced["adjoint"])
     if sms is None:
         return False
     M = a.shape[-1]
-    if tiles_as_rows(uses_rows("_finish", coefficient_layout(a), is_complex, sms, M, True, forced=forced), M, True,
-                     "_finish"):
+    if forced.get("tile") != 0 and tiles_as_rows(uses_rows("_finish", coefficient_layout(a), is_complex, sms, M, True,
+                                                           forced=forced), M, True, "_finish"):
         return False
-    return not is_short(M) or rows * T >= REVERSED_MIN_SAMPLES
+    return not is_short(M) or rows * T >= REVERSED_MIN_SAMPLES[M]
 
 
 def body_steps(M: int, *, forced: Mapping[str, int] | None = None) -> int:

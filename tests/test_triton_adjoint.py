@@ -70,7 +70,8 @@ def test_reversed_forward_matches_the_adjoint_loop(monkeypatch, device, M, layou
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M, layout, dtype, launch", [
-    (2, "shared", torch.float32, "chunk=32,group=4"), slow(1, "transposed", torch.float32, "chunk=32,group=4"),
+    (2, "shared", torch.float32, "chunk=32,group=4"), slow(1, "time-major", torch.float32, "chunk=32,group=4"),
+    slow(2, "transposed", torch.float32, "chunk=32"), slow(2, "contiguous", torch.float32, "unroll=6,chunk=36"),
     (4, "contiguous", torch.float64, "chunk=32,group=4,fuse=0"), (2, "contiguous", torch.bfloat16, "chunk=32"),
     slow(2, "contiguous", torch.float32, "chunk=32,tile=4"), slow(2, "contiguous", torch.float32, "unroll=2,chunk=34"),
 ])
@@ -79,18 +80,24 @@ def test_fused_adjoint_matches_the_adjoint_loop(monkeypatch, device, M, layout, 
     """Short orders with rows (a GPU's default, triton_scan.fuses_adjoint): the coefficients copied,
     then the reverse kernels on the copy writing grad_x, grad_zi and grad_a themselves, grad_a and
     its past outputs as rows; against the float64 adjoint loop, at one sample, M samples and many
-    chunks (the carry fused or a launch, coefficient tiles, the shortest body)."""
+    chunks (the carry fused or a launch, coefficient tiles, the shortest body, a body that is not a
+    power of two); coefficients shared by the rows, contiguous, and strided (the copy reads them by
+    their strides: a GPU copies M=1's only then)."""
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"adjoint=1,rows=1,{launch}")
     T = {"1": 1, "M": M, "many": 5 * 32 + 3}[length]
     B = 3
     a = stable_coefficients((1 if layout == "shared" else B,), T, M, seed=M + T)
     if layout == "transposed":
         a = a.transpose(1, 2).contiguous().transpose(1, 2)
+    elif layout == "time-major":
+        a = a.transpose(0, 1).contiguous().transpose(0, 1)
     x, zi, g = (random_signal(s, seed=k) for k, s in enumerate([(B, T), (B, M), (B, T)]))
     y = allpole_naive(x, a, zi)
     inputs = [t.to(dtype) for t in (g, a, y, zi)]
     expected = allpole_backward_naive(*(t.double() for t in inputs))
     launches, got = backward(*(t.to(device) for t in inputs))
+    if layout in ("transposed", "time-major") and T > 1:
+        assert triton_scan.coefficient_layout(inputs[1]) == triton_scan.A_STRIDED
     assert launches[0].kernel is triton_adjoint._reversed_inputs and not launches[0].constexprs["INPUT"]
     assert all(launch.constexprs["REVERSE"] and launch.constexprs["A_COPY"] for launch in launches[1:]
                if "A_COPY" in launch.constexprs)
@@ -153,7 +160,7 @@ def test_the_reversed_forward_where_a_gpu_takes_it(monkeypatch):
         launches = kernels(B, T, 1)
         assert not COPIES & {launch.kernel for launch in launches} and len(launches) <= 3
         assert launches[-1].constexprs["GRAD_A_ROWS"] and not launches[-1].constexprs["A_COPY"]
-    few = triton_scan.REVERSED_MIN_SAMPLES // 2
+    few = triton_scan.REVERSED_MIN_SAMPLES[4] // 2
     for other in (kernels(16, 1 << 20, 2, Ta=1), kernels(16, 1 << 20, 2, dtype=torch.complex64), kernels(16, 1 << 20, 2, sms=None),
                   kernels(1, few, 4), kernels(16, few // 16, 1)):
         assert not COPIES & {launch.kernel for launch in other}
