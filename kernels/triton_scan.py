@@ -797,7 +797,8 @@ def _finish(
             offsets, rows_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
             u_rows = load_rows(u_ptr, offsets, rows_live)
             if GRAD_A_ROWS:
-                past_rows, past_zi, past_column = _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T, M, U_PAD)
+                past_rows, past_zi, past_column = _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T,
+                                                             M, U_PAD)
             elif REVERSE and GRAD_A and U > 1 and TILE_STEPS > 0:
                 pt_re, pt_im = _past_output(y_ptr, zi_ptr, row, T, n_slot - 1 - M, body_live, M, acc, IS_COMPLEX, True)
             if TILE_STEPS > 0:
@@ -1253,11 +1254,12 @@ def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, 
     forward+backward, direct against copied: B*T = 2^18, M=2 29.4 against 32.1 us, M=4 34.0
     against 37.4; 2^19 31.9 against 33.5 and 47.1 against 41.0; 2^20 49.7 against 44.7 and 85.5
     against 70.7; M=3, which keeps both copies, 38.8 against 38.7 at 2^17 and 54.0 against 50.5
-    at 2^18; orders 1, 2 and 4 run the reverse kernels on the copy, see fuses_adjoint). ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default
-    is the reverse kernels; tests/test_triton_adjoint.py forces the reversed forward). Nor does
-    M=1 where the reverse kernels read their coefficients as rows too (tiles_as_rows, contiguous
-    coefficients): with grad_a written as rows they need no copy (sm_90 model, forward+backward at
-    2^20 samples: 2.51-2.57x the floor, 2.97-3.03x with the copy)."""
+    at 2^18; orders 1, 2 and 4 run the reverse kernels on the copy, see fuses_adjoint).
+    ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default is the reverse
+    kernels; tests/test_triton_adjoint.py forces the reversed forward). Nor does M=1 where the
+    reverse kernels read their coefficients as rows too (tiles_as_rows, contiguous coefficients):
+    with grad_a written as rows they need no copy (sm_90 model, forward+backward at 2^20 samples:
+    2.51-2.57x the floor, 2.97-3.03x with the copy)."""
     if is_complex or a.shape[1] != T:
         return False
     forced = _forced(forced)

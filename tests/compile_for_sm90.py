@@ -31,7 +31,7 @@ SHAPES = [(1, 1 << 20), (1 << 14, 4096), (1, 4096)]
 FEW_BLOCKS = (16, 1 << 16)  # short orders: 64 blocks a row, the carry fused into the finish
 # real M=4: more blocks a row than even four-warp ones fuse, the carry a launch (complex M=4's always
 # is one, but its carry spills 376 B at 128 lanes, as it did before: in neither set, left alone)
-MANY_BLOCKS = (1, 1 << 23)
+MANY_BLOCKS = (1, 1 << 28)  # (M=4's rows fuse their carry up to ~2^28 samples: chunks of 4096 from there)
 
 
 def pass_launches(dtype, M: int, reverse: bool, layout: str, grad_a: str, rows: int, T: int):

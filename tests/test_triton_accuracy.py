@@ -99,7 +99,8 @@ def test_float32_within_ten_times_a_float32_loop(monkeypatch, launch, M):
 
 
 @pytest.mark.parametrize("dtype, M, adjoint", [
-    (torch.bfloat16, 16, 0), slow(torch.bfloat16, 2, 0), slow(torch.bfloat16, 2, 1), slow(torch.bfloat16, 2, "1,rows=1"),
+    (torch.bfloat16, 16, 0), slow(torch.bfloat16, 2, 0), slow(torch.bfloat16, 2, 1),
+    slow(torch.bfloat16, 2, "1,rows=1"),
     slow(torch.float16, 2, 0), slow(torch.float16, 2, 1), slow(torch.float16, 16, 0),
 ])
 def test_16_bit_within_ten_times_a_float32_loop(monkeypatch, dtype, M, adjoint):
