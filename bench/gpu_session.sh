@@ -29,6 +29,7 @@
 #   recurrence.csv    linear_recurrence's dense scan: measured forward times
 #   tune_triton.csv   the launch-shape sweep (quick runs: adjoint=0, rows on and off)
 #   tune_groups.csv   quick runs: one row of 2^20 samples, scan groups of one warp and of four
+#   tune_adjoint.csv  quick runs: the backward's paths (adjoint=0 and 1) around REVERSED_MIN_SAMPLES
 #   budget.txt, skipped.txt  the seconds the stages took, and any stage the budget left out or cut off
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -165,6 +166,10 @@ else  # quick: one row of 2^20 with four-warp groups and one-warp ones, then the
     want tune && stage 60 "$results/tune_groups.csv" python3 bench/tune_triton.py -B 1 -T 1048576 -M 2 4 --chunks 32 \
         --groups 32 128 --unrolls --tiles --rows --adjoint
     want tune && stage 150 "$results/tune_triton.csv" python3 bench/tune_triton.py -B 16 -T 1048576 -M 16 2 --chunks --unrolls --tiles
+    # the short orders' backward paths at 2^19 and 2^20 samples: the reverse kernels on a, or on a copy
+    # (M=2, 4; the sm_90 model's thresholds in triton_scan.REVERSED_MIN_SAMPLES), side by side
+    want tune && stage 60 "$results/tune_adjoint.csv" python3 bench/tune_triton.py -B 16 -T 32768 65536 -M 1 2 4 --chunks \
+        --unrolls --tiles --rows --adjoint 0 1
 fi
 echo "device stages took $SECONDS s of a $budget s budget (pip setup included); STAGES='${STAGES:-}' mode='${1:-full}'" \
     | tee "$results/budget.txt"

@@ -9,9 +9,9 @@ prints CSV: copy the winners into the table in ``kernels/triton_scan.py`` (LANES
 CHUNK_MIN_GPU, CHUNK_MAX_GPU, LONG_CARRY_STEP_COST, BLOCK_GPU, unroll, TILE_BUDGET). Needs CUDA:
 under the interpreter the numbers mean nothing.
 
-Open questions it settles: whether the backward as the forward scan on reversed time pays
-(``adjoint=0`` times the reverse kernels against the table's; the sm_90 model predicts 1.5x at
-M=2 and 2.2x at M=16, forward+backward); where coalesced rows (``rows``) pay (the 2026-11-27 H100
+Open questions it settles: whether the backward's copy of the coefficients in reversed time pays
+(``adjoint=0`` times the reverse kernels on a itself, ``adjoint=1`` the copy's path, against the
+table's; the sm_90 model's thresholds are triton_scan.REVERSED_MIN_SAMPLES); where coalesced rows (``rows``) pay (the 2026-11-27 H100
 run was host-bound at M=2 and did not reach M=16); whether longer bodies help the short orders;
 whether the M=16 forward finish wants 8 or 16-step tiles.
 """
@@ -50,7 +50,8 @@ def main() -> None:
                    help="steps per loop body (the short orders' multiples of M)")
     p.add_argument("--tiles", nargs="*", type=int, default=[0, 4, 8, 16], help="steps per coefficient tile")
     p.add_argument("--adjoint", nargs="*", type=int, default=[0], choices=[0, 1],
-                   help="the backward's path: 0 the reverse kernels, 1 the forward on reversed time (the GPU table's)")
+                   help="the backward's path: 0 the reverse kernels on a, 1 a reversed copy of a (orders 1, 2, 4: the "
+                        "reverse kernels on it; others: the forward scan on reversed time)")
     p.add_argument("--rows", nargs="*", type=int, default=[0, 1], choices=[0, 1],
                    help="coalesced rows off (0) or on (1) in every lane kernel (the table: where the compile allows)")
     args = p.parse_args()
