@@ -693,6 +693,13 @@ def _past_output(y_ptr, zi_ptr, row, T, j, mask, M: tl.constexpr, ACC: tl.conste
 
 
 @triton.jit
+def _lane_rows(row, u_body):
+    """Each lane's row as a [BLOCK, 1] column beside its coalesced rows (``row`` is one scalar for
+    a whole program with STATE >= 3, a [1, 1, BLOCK] tile otherwise)."""
+    return tl.reshape(row + 0 * u_body, [u_body.shape[2], 1])
+
+
+@triton.jit
 def _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T, M: tl.constexpr, U_PAD: tl.constexpr):
     """The forward outputs a reversed-time body's grad_a needs, y[n-i] for its steps' n = n0-t0-k
     (k < U_PAD) and taps i = 1..M, as coalesced rows (y[j] from zi[-1-j] for -M <= j < 0): [BLOCK, W]
@@ -710,9 +717,9 @@ def _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T, M: tl.c
     zi_rows = tl.zeros_like(rows)
     if lowest - t0 + first < 0:
         from_zi = wanted & (time < 0)
-        lane_row = tl.reshape(row + 0 * u_body, [lanes, 1])
         # the tl.where hides the zi offsets' direction (they fall as time rises)
-        zi_rows = tl.load(zi_ptr + tl.where(from_zi, lane_row * M + (-1 - time), 0), mask=from_zi, other=0.0)
+        zi_rows = tl.load(zi_ptr + tl.where(from_zi, _lane_rows(row, u_body) * M + (-1 - time), 0), mask=from_zi,
+                          other=0.0)
     step = tl.arange(0, U_PAD)[None, :, None]
     tap = tl.arange(0, M)[:, None, None] + 1
     return rows, zi_rows, (U_PAD - 1 + M) - step - tap
@@ -882,8 +889,7 @@ def _finish(
                 k_of = U_PAD - 1 - tl.arange(0, U_PAD)[None, :]
                 n_of = tl.reshape(n0, [lanes, 1]) - t0 - k_of
                 tail = (k_of < U) & (t0 + k_of < tl.reshape(remaining, [lanes, 1])) & (n_of < 0)
-                lane_row = tl.reshape(row + 0 * u_body, [lanes, 1])
-                tl.store(tail_ptr + tl.where(tail, lane_row * M + (-1 - n_of), 0), out_rows, mask=tail)
+                tl.store(tail_ptr + tl.where(tail, _lane_rows(row, u_body) * M + (-1 - n_of), 0), out_rows, mask=tail)
             if GRAD_A_ROWS:
                 # grad_a[n, i-1] = -lam[n] y[n-i]: entry (i-1, k) of the body's [M, U_PAD] tile, a row
                 # of U_PAD x M values per lane from time n0 - t0 - (U_PAD-1) on (step U_PAD-1-c // M)
@@ -1485,7 +1491,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     gathered = next_power_of_2(M) * u_pad * (2 if is_complex else 1) * (2 if compute == tl.float64 else 1)
     block = shape.group if state >= 3 else shape.block
     finish_loads = loads("_finish")
-    grad_a_rows = reverse and per_sample and finish_loads["ROWS"] and _power_of_2(M) and M <= FUSED_ADJOINT_MAX_ORDER
+    grad_a_rows = reverse and per_sample and finish_loads["ROWS"] and grad_a_fits_rows(M)
     launches.append(Launch(
         _finish, B * n_blocks if state >= 3 else cdiv(n_lanes, block),
         (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
@@ -1515,6 +1521,12 @@ def NOTHING_TO_FINISH() -> None:
 FUSED_ADJOINT_MAX_ORDER = 4
 
 
+def grad_a_fits_rows(M: int) -> bool:
+    """Whether a reverse finish with rows writes grad_a as rows (GRAD_A_ROWS): M a power of two
+    (lanes_to_rows) up to FUSED_ADJOINT_MAX_ORDER (its [M, 8] tile and past outputs in registers)."""
+    return _power_of_2(M) and M <= FUSED_ADJOINT_MAX_ORDER
+
+
 def fuses_adjoint(M: int, sms: int | None, forced: Mapping[str, int] | None = None) -> bool:
     """Whether the reversed backward copies the coefficients alone and runs the reverse kernels on
     the copy (``a_copy``), their finish writing grad_x, grad_zi and grad_a itself, grad_a and its
@@ -1525,8 +1537,7 @@ def fuses_adjoint(M: int, sms: int | None, forced: Mapping[str, int] | None = No
     rows (real inputs, see uses_rows) and M a power of two up to FUSED_ADJOINT_MAX_ORDER, where
     the body's [M, 8] grad_a tile and its past outputs stay in registers (at M=4 the finish holds
     255, no spill)."""
-    return (M <= FUSED_ADJOINT_MAX_ORDER and _power_of_2(M)
-            and uses_rows("_finish", A_CONTIGUOUS, False, sms, M, False, forced=forced))
+    return grad_a_fits_rows(M) and uses_rows("_finish", A_CONTIGUOUS, False, sms, M, False, forced=forced)
 
 
 def _plan_reversed(grad_y, a, zi, grad_x, grad_zi, y, grad_a, sms, scratch, forced):

@@ -636,7 +636,8 @@ def test_plans_use_one_dimensional_grids_with_int64_offsets():
         for reverse in (False, True):
             u, a, zi, out, tail, y, grad_a = planned_on_meta(B, T, M, reverse=reverse)
             launches, _ = triton_scan.plan(u, a, zi, out, reverse=reverse, sms=132, tail=tail, y=y, grad_a=grad_a)
-            # the backward runs as the forward scan on reversed time between two copies (triton_adjoint)
+            # the backward copies its coefficients first, at most two copies around the forward's
+            # launches (triton_adjoint)
             assert 1 <= len(launches) <= (5 if reverse else 3)
             for launch in launches:
                 assert isinstance(launch.grid, int) and 0 < launch.grid < 2**31
