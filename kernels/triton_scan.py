@@ -68,7 +68,7 @@ import triton.language as tl
 from . import triton_adjoint
 from .triton_affine import block_state, carry_row, scan_store
 from .triton_tiles import SPLIT_TILES, _INTERPRETED, _VERSION, load, load_tile, select, store, store_tile
-from .triton_tiles import lanes_to_rows, load_rows, rows_to_lanes
+from .triton_tiles import lanes_to_rows, load_rows, rows_to_lanes, store_rows
 from .affine_codegen import SCAN_MAX_ORDER
 
 # Fused multiply-adds round once instead of twice; pinned because Triton 3.10 flips the default.
@@ -100,21 +100,39 @@ def _mul(ar, ai, br, bi, IS_COMPLEX: tl.constexpr):
 
 
 @triton.jit
-def _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE: tl.constexpr, A_REVERSE: tl.constexpr):
-    """Per-lane setup: steps left in the lane's chunk (int32; 0 for padding lanes), the offset of
-    its first input sample, and the offset of its coefficients at the chunk's first step (forward,
-    or the adjoint's reversed-time copy: row ``start``; A_REVERSE: a[n0] with n0 = T-1-start, each
-    tap then adds i time steps)."""
-    remaining = tl.where(valid, tl.minimum(steps - start, chunk_len), 0).to(tl.int32)
-    if REVERSE:
-        u_base = row * T + (T - 1 - start)
+def _lanes(row, chunk, block_start, local, valid, T, steps, chunk_len, sa_row, sa_time, M: tl.constexpr,
+           A_LAYOUT: tl.constexpr, REVERSE: tl.constexpr, A_REVERSE: tl.constexpr, BLOCKED: tl.constexpr):
+    """Per-lane setup: steps left in the lane's chunk (int32; 0 for padding lanes), the time n0 =
+    T-1-start of its first step in reversed time (int32), and the int64 offsets of its first input
+    sample and of its coefficients at that step (forward, or the adjoint's reversed-time copy: row
+    ``start``; A_REVERSE: a[n0], each tap then adds i time steps).
+
+    BLOCKED (one row and BLOCK consecutive chunks per program, the ``local``-th from block_start):
+    the program's part is scalar and the lanes' parts int32, the low word of their int64 start
+    (under 2**31 in a valid lane's row, see plan; padding lanes' offsets feed masked accesses only):
+    64-bit compares, selects and products on every lane copy of a program were half the M=2
+    forward summary's setup (sm_90, Triton 3.6: 563 instructions a program, 310 after). Otherwise
+    (lanes of any rows) everything is int64 first."""
+    if BLOCKED:
+        wide_start = local.to(tl.int64) * chunk_len
+        lane_start = wide_start.to(tl.int32)  # its low word: no register of its own
+        remaining = tl.where(valid, tl.minimum((steps - block_start).to(tl.int32) - lane_start, chunk_len), 0)
+        n0 = (T - 1 - block_start).to(tl.int32) - lane_start
+        u_row = row * T + (T - 1 - block_start if REVERSE else block_start)
+        a_row = row * sa_row + (T - 1 - block_start if A_REVERSE else block_start) * sa_time
+        u_base = u_row + (-lane_start if REVERSE else lane_start).to(tl.int64)
+        if A_LAYOUT == 1:
+            a_lane = (-lane_start if A_REVERSE else lane_start).to(tl.int64) * M  # (B, T, M) rows: a constant stride
+        else:
+            a_lane = (-wide_start if A_REVERSE else wide_start) * sa_time
+        a_base = a_row + a_lane
     else:
-        u_base = row * T + start
-    if A_REVERSE:
-        a_base = row * sa_row + (T - 1 - start) * sa_time
-    else:
-        a_base = row * sa_row + start * sa_time
-    return remaining, u_base, a_base
+        start = chunk * chunk_len
+        remaining = tl.where(valid, tl.minimum(steps - start, chunk_len), 0)
+        n0 = T - 1 - start
+        u_base = row * T + (T - 1 - start if REVERSE else start)
+        a_base = row * sa_row + (T - 1 - start if A_REVERSE else start) * sa_time
+    return remaining.to(tl.int32), n0.to(tl.int32), u_base, a_base
 
 
 @triton.jit
@@ -267,7 +285,7 @@ def _tile_steps(first: tl.constexpr, STEPS: tl.constexpr, REVERSE: tl.constexpr)
 
 
 @triton.jit
-def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index, first: tl.constexpr,
+def _body_coefficients(a_ptr, a_base, n0, t0, remaining, T, sa_time, sa_tap, index, first: tl.constexpr,
                        STEPS: tl.constexpr, M: tl.constexpr, U: tl.constexpr, ACC: tl.constexpr,
                        A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
                        ROWS: tl.constexpr = False):
@@ -275,7 +293,7 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
     as one [M_PAD, STEPS, BLOCK] tile in ACC, entry (p, j) the coefficient slot p takes at step
     _tile_steps(...)[j] (not conjugated; zero past the body, the chunk or, in reversed time, [0, T)).
     Loaded before the first of those steps, so that all their loads are in flight together: see
-    tile_steps."""
+    tile_steps. ``a_base``: the lane's coefficients at its chunk's first step (see _lanes)."""
     tl.static_assert(U % M == 0, "coefficient tiles need static slots: bodies of whole multiples of M")
     tl.static_assert(A_LAYOUT != 0, "constant coefficients are loaded once per lane, not in tiles")
     step = _tile_steps(first, STEPS, REVERSE)
@@ -285,11 +303,11 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
         # need M a power of two)
         count: tl.constexpr = STEPS * M
         column = (step - first) * M + tap - 1
-        lanes: tl.constexpr = a_body.shape[2]
+        lanes: tl.constexpr = a_base.shape[2]
         c = tl.arange(0, count)[None, :]
         c_step = first + c // M
         live = (c_step < U) & (t0 + c_step < tl.reshape(remaining, [lanes, 1]))
-        rows = load_rows(a_ptr, tl.reshape(a_body, [lanes, 1]) + first * M + c, live)
+        rows = load_rows(a_ptr, tl.reshape(a_base, [lanes, 1]) + first * M + c, live, t0 * M)
         re = rows_to_lanes(rows, column).to(ACC)
         return re, tl.zeros_like(re)
     if ROWS and REVERSE and not IS_COMPLEX and A_LAYOUT == 1 and index.shape[0] == M:
@@ -299,16 +317,17 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
         count: tl.constexpr = triton.next_power_of_2(span)
         lowest: tl.constexpr = first + STEPS - 2
         column = (first + STEPS - 1 - step + tap - 1) * M + tap - 1
-        lanes: tl.constexpr = a_body.shape[2]
+        lanes: tl.constexpr = a_base.shape[2]
         c = tl.arange(0, count)[None, :]
         c_tap = c % M + 1
         c_step = first + STEPS - 1 - c // M + c_tap - 1
         t = tl.reshape(n0, [lanes, 1]) - t0 - lowest + c // M
         live = ((c < span) & (c_step >= first) & (c_step < first + STEPS) & (c_step < U)
                 & (t0 + c_step < tl.reshape(remaining, [lanes, 1])) & (t >= 0) & (t < T))
-        rows = load_rows(a_ptr, tl.reshape(a_body, [lanes, 1]) - lowest * M + c, live)
+        rows = load_rows(a_ptr, tl.reshape(a_base, [lanes, 1]) - lowest * M + c, live, -t0 * M)
         re = rows_to_lanes(rows, column).to(ACC)
         return re, tl.zeros_like(re)
+    _, a_body = _body(a_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE, REVERSE)
     tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
     if A_LAYOUT == 1:
         along = step.to(tl.int64) * M
@@ -324,22 +343,24 @@ def _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, ind
 
 
 @triton.jit
-def _body_rows(u_body, t0, remaining, n0, U: tl.constexpr, U_PAD: tl.constexpr, REVERSE: tl.constexpr):
-    """A body's samples as coalesced [BLOCK, U_PAD] rows (see triton_tiles.load_rows): their offsets,
-    which are live (forward: column c is step c; reversed time: step U_PAD-1-c, whose sample sits at
-    u_body - k, and n < 0 is a grad_zi step with no sample), and the column of each entry of a
-    [U_PAD, 1, BLOCK] body tile indexed like _finish's step_slot (U_PAD-1-e either way)."""
-    lanes: tl.constexpr = u_body.shape[2]
+def _body_rows(base, t0, remaining, n0, U: tl.constexpr, U_PAD: tl.constexpr, REVERSE: tl.constexpr):
+    """A body's samples as coalesced [BLOCK, U_PAD] rows (see triton_tiles.load_rows): their offsets
+    from ``base`` (the body's first sample u_body, or the lane's u_base, for the caller to add the
+    body's step t0 as load_rows says), which are live (forward: column c is step c; reversed time:
+    step U_PAD-1-c, whose sample sits at u_body - k, and n < 0 is a grad_zi step with no sample),
+    and the column of each entry of a [U_PAD, 1, BLOCK] body tile indexed like _finish's step_slot
+    (U_PAD-1-e either way)."""
+    lanes: tl.constexpr = base.shape[2]
     c = tl.arange(0, U_PAD)[None, :]
-    base = tl.reshape(u_body, [lanes, 1])
+    first = tl.reshape(base, [lanes, 1])
     left = tl.reshape(remaining, [lanes, 1])
     if REVERSE:
         k = U_PAD - 1 - c
-        offsets = base - (U_PAD - 1) + c
+        offsets = first - (U_PAD - 1) + c
         live = (k < U) & (t0 + k < left) & (tl.reshape(n0, [lanes, 1]) - t0 - k >= 0)
     else:
         k = c
-        offsets = base + c
+        offsets = first + c
         live = (k < U) & (t0 + k < left)
     column = U_PAD - 1 - tl.arange(0, U_PAD)[:, None, None]
     return offsets, live, column
@@ -431,27 +452,26 @@ def _shift_window(w, new, index, M: tl.constexpr, M_PAD: tl.constexpr):
 
 @triton.jit
 def _recurse(
-    u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len, sa_row, sa_time, sa_tap,
+    u_ptr, a_ptr, h_re, h_im, d_re, d_im, remaining, n0, u_base, a_base, valid, index, T, chunk_len, sa_time, sa_tap,
     M: tl.constexpr, U: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
     HOMOGENEOUS: tl.constexpr, DRIVEN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr,
     TILE_ROWS: tl.constexpr, A_COPY: tl.constexpr,
 ):
     """Run one chunk per lane in float64: the homogeneous recursions in h (zero input) and/or the
-    driven one in d, sharing each step's coefficients. Returns (h, d). ROWS: the body's inputs are
-    read as coalesced rows (see triton_tiles.load_rows); TILE_ROWS: its coefficient tiles too.
-    A_COPY (reversed time only): a holds the adjoint's coefficient rows in step order (see plan)."""
+    driven one in d, sharing each step's coefficients, from the lanes of _lanes. Returns (h, d).
+    ROWS: the body's inputs are read as coalesced rows (see triton_tiles.load_rows); TILE_ROWS: its
+    coefficient tiles too. A_COPY (reversed time only): a holds the adjoint's coefficient rows in
+    step order (see plan)."""
     tl.static_assert(not (ROWS and IS_COMPLEX), "coalesced rows carry real planes only")
     A_REVERSE: tl.constexpr = REVERSE and not A_COPY
-    remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE, A_REVERSE)
-    n0 = (T - 1 - start).to(tl.int32)
     U_PAD: tl.constexpr = triton.next_power_of_2(U)
     for t0 in range(0, chunk_len, U):
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE, A_REVERSE)
         if DRIVEN and ROWS:
-            offsets, body_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
-            u_rows = load_rows(u_ptr, offsets, body_live)
+            offsets, body_live, column = _body_rows(u_base, t0, remaining, n0, U, U_PAD, REVERSE)
+            u_rows = load_rows(u_ptr, offsets, body_live, -t0 if REVERSE else t0)
         if TILE_STEPS > 0:  # hoisted: with rows it loads while the input rows are in flight (see _finish)
-            tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+            tile_re, tile_im = _body_coefficients(a_ptr, a_base, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                   0, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX, A_REVERSE,
                                                   TILE_ROWS)
         if DRIVEN and ROWS:
@@ -466,7 +486,7 @@ def _recurse(
                 pos = (t0 + k) % M
             if TILE_STEPS > 0:
                 if k % TILE_STEPS == 0 and k > 0:
-                    tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+                    tile_re, tile_im = _body_coefficients(a_ptr, a_base, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                           k, TILE_STEPS, M, U, tl.float64, A_LAYOUT, IS_COMPLEX,
                                                           A_REVERSE, TILE_ROWS)
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, A_REVERSE)
@@ -502,24 +522,29 @@ def _summary(
     runs homogeneous recursions gR .. gR+R-1 (storing those columns of Phi), group G the driven one
     (storing z), for BLOCK consecutive (row, chunk) lanes; n_lanes = rows x chunks.
     """
+    A_REVERSE: tl.constexpr = REVERSE and not A_COPY
     pid = tl.program_id(0).to(tl.int64)
     index = tl.arange(0, M_PAD)[:, None, None]
     d_re = tl.zeros([M_PAD, 1, BLOCK], dtype=tl.float64)
     d_im = tl.zeros_like(d_re)
     if SCAN:
         row = pid // n_blocks
-        chunk = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)[None, None, :]
-        valid = chunk < n_chunks
+        block = pid % n_blocks
+        local = tl.arange(0, BLOCK)[None, None, :]
+        valid = local < (n_chunks - block * BLOCK).to(tl.int32)
+        remaining, n0, u_base, a_base = _lanes(
+            row, local, block * BLOCK * chunk_len, local, valid, T, steps, chunk_len, sa_row, sa_time, M, A_LAYOUT,
+            REVERSE, A_REVERSE, True)
         recursion = tl.arange(0, R)[None, :, None]
         # slot of y[start-1-q] (state component q) is M-1-q: the unit state of recursion r is there
         h_re = tl.where((index == M - 1 - recursion) & (recursion < M) & valid, 1.0, 0.0).to(tl.float64)
         h_im = tl.zeros_like(h_re)
         h_re, h_im, d_re, d_im = _recurse(
-            u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, chunk * chunk_len, valid, index, T, steps, chunk_len,
-            sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS, TILE_ROWS,
+            u_ptr, a_ptr, h_re, h_im, d_re, d_im, remaining, n0, u_base, a_base, valid, index, T,
+            chunk_len, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS, TILE_ROWS,
             A_COPY,
         )
-        pair = (row * n_chunks + chunk).reshape([BLOCK])
+        pair = (row * n_chunks + block * BLOCK + local).reshape([BLOCK])
         scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
     else:
         per_group = tl.cdiv(n_lanes, BLOCK)
@@ -528,15 +553,15 @@ def _summary(
         valid = pair < n_lanes
         row = pair // n_chunks
         chunk = pair % n_chunks
-        start = chunk * chunk_len
+        remaining, n0, u_base, a_base = _lanes(row, chunk, 0, chunk, valid, T, steps, chunk_len, sa_row, sa_time, M,
+                                               A_LAYOUT, REVERSE, A_REVERSE, False)
         size: tl.constexpr = M * (M + 1)
         q = M - 1 - index  # element (q, r) of a chunk's map sits at size - 1 - (q (M+1) + r)
         keep = valid & (index < M)
         if group * R >= M:
             _, _, d_re, d_im = _recurse(
-                u_ptr, a_ptr, d_re, d_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
-                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS, ROWS, TILE_ROWS,
-                A_COPY,
+                u_ptr, a_ptr, d_re, d_im, d_re, d_im, remaining, n0, u_base, a_base, valid, index, T, chunk_len,
+                sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS, ROWS, TILE_ROWS, A_COPY,
             )
             store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + M)), d_re, d_im, keep, IS_COMPLEX)
         else:
@@ -544,9 +569,8 @@ def _summary(
             h_re = tl.where((index == M - 1 - recursion) & (recursion < M) & valid, 1.0, 0.0).to(tl.float64)
             h_im = tl.zeros_like(h_re)
             h_re, h_im, _, _ = _recurse(
-                u_ptr, a_ptr, h_re, h_im, d_re, d_im, row, start, valid, index, T, steps, chunk_len,
-                sa_row, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS, ROWS, TILE_ROWS,
-                A_COPY,
+                u_ptr, a_ptr, h_re, h_im, d_re, d_im, remaining, n0, u_base, a_base, valid, index, T, chunk_len,
+                sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS, ROWS, TILE_ROWS, A_COPY,
             )
             store(out_ptr, pair * size + (size - 1 - (q * (M + 1) + recursion)), h_re, h_im, keep & (recursion < M), IS_COMPLEX)
 
@@ -760,21 +784,21 @@ def _finish(
         row = pid // n_blocks
         block = pid % n_blocks
         chunk = block * BLOCK + local
-        valid = chunk < n_chunks
+        valid = local < (n_chunks - block * BLOCK).to(tl.int32)
     else:
         pair = pid * BLOCK + local
         valid = pair < n_lanes
         row = pair // n_chunks
         chunk = pair % n_chunks
         block = chunk * 0
-    start = chunk * chunk_len
-    remaining, u_base, a_base = _lanes(row, start, T, steps, chunk_len, valid, sa_row, sa_time, REVERSE, A_REVERSE)
+    remaining, n0, u_base, a_base = _lanes(
+        row, chunk, block * BLOCK * chunk_len, local, valid, T, steps, chunk_len, sa_row, sa_time, M, A_LAYOUT, REVERSE,
+        A_REVERSE, STATE >= 3)
     index = tl.arange(0, M_PAD)[:, None, None]
     h_re, h_im = _incoming_state(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
         M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0, ROWS,
     )
-    n0 = (T - 1 - start).to(tl.int32)
     if GRAD_A_ROWS:
         lowest = tl.min(tl.reshape(tl.where(valid, n0, T), [BLOCK]))  # (padding lanes would reach zi)
     if REVERSE and GRAD_A and not GRAD_A_ROWS:
@@ -801,15 +825,24 @@ def _finish(
             # all of a body's global loads go before its first shared-memory transpose, which waits
             # for its own input: a load issued after a transpose started only once that wait ended,
             # so the two latencies added up (sm_90 SASS, the model's in-order issue of the loop)
-            offsets, rows_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
-            u_rows = load_rows(u_ptr, offsets, rows_live)
+            # forward, pointers kept across the loop (see load_rows: 48 fewer instructions a body
+            # at M=2); the reverse finish, whose past outputs and grad_a take rows from u_body too,
+            # has no registers to spare for them (sm_90, Triton 3.6: M=1 212 registers against 193,
+            # a tenth of its resident lanes)
+            if REVERSE:
+                along = 0
+                offsets, rows_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
+            else:
+                along = t0
+                offsets, rows_live, column = _body_rows(u_base, t0, remaining, n0, U, U_PAD, REVERSE)
+            u_rows = load_rows(u_ptr, offsets, rows_live, along)
             if GRAD_A_ROWS:
                 past_rows, past_zi, past_column = _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T,
                                                              M, U_PAD)
             elif REVERSE and GRAD_A and U > 1 and TILE_STEPS > 0:
                 pt_re, pt_im = _past_output(y_ptr, zi_ptr, row, T, n_slot - 1 - M, body_live, M, acc, IS_COMPLEX, True)
             if TILE_STEPS > 0:
-                tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+                tile_re, tile_im = _body_coefficients(a_ptr, a_base, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                       0, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE,
                                                       TILE_ROWS)
             ut_re = rows_to_lanes(u_rows, column).to(acc)
@@ -843,7 +876,7 @@ def _finish(
                 u_re, u_im = _drive(u_ptr, u_body, k, live, n, acc, IS_COMPLEX, REVERSE)
             if TILE_STEPS > 0:
                 if k % TILE_STEPS == 0 and not (ROWS and k == 0):
-                    tile_re, tile_im = _body_coefficients(a_ptr, a_body, n0, t0, remaining, T, sa_time, sa_tap, index,
+                    tile_re, tile_im = _body_coefficients(a_ptr, a_base, n0, t0, remaining, T, sa_time, sa_tap, index,
                                                           k, TILE_STEPS, M, U, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE,
                                                           TILE_ROWS)
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, A_REVERSE)
@@ -882,7 +915,7 @@ def _finish(
         if ROWS:
             lanes: tl.constexpr = u_body.shape[2]
             out_rows = lanes_to_rows(out_re, column, U_PAD)
-            tl.store(out_ptr + offsets, out_rows, mask=rows_live)
+            store_rows(out_ptr, offsets, out_rows, rows_live, along)
             if REVERSE:
                 # grad_zi[-1-n] for the last M steps (n < 0), from the same rows; the tl.where hides
                 # the offsets' direction (they fall as n rises)
@@ -1413,6 +1446,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     B, T = u.shape
     M = a.shape[-1]
     steps = T + M if reverse else T
+    if steps >= 2**31:  # the kernels count a row's steps in int32
+        raise ValueError(f"x has {T} samples per row; the Triton scan takes fewer than 2**31 - {M} (got x of shape "
+                         f"{tuple(u.shape)})")
     is_complex = u.is_complex()
     shape = launch_shape(M, B, steps, sms, is_complex=is_complex, forced=forced)
     n_chunks = cdiv(steps, shape.chunk)
@@ -1427,8 +1463,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     a_reverse = reverse and not a_copy  # coefficients read along the adjoint's diagonal
 
     def loads(kernel: str, *, tiles_only_as_rows: bool = False) -> dict:
-        """A lane kernel's ROWS, TILE_ROWS and TILE_STEPS (each decided once: a plan is host time)."""
-        rows = uses_rows(kernel, layout, is_complex, sms, M, a_reverse, forced=forced)
+        """A lane kernel's ROWS, TILE_ROWS and TILE_STEPS (each decided once: a plan is host time).
+        Rows step through a chunk in int32 (a body's t0 x M, see triton_tiles.load_rows)."""
+        rows = uses_rows(kernel, layout, is_complex, sms, M, a_reverse, forced=forced) and shape.chunk * M < 2**31
         steps = 0
         if layout != A_CONSTANT:  # constant coefficients are loaded once per lane
             wide = kernel == "_summary" or compute == tl.float64

@@ -131,10 +131,21 @@ def pick(tile, i: tl.constexpr, j: tl.constexpr):
 
 
 @triton.jit
-def load_rows(ptr, first, mask):
-    """ptr[first[l] + c] for the [BLOCK, S] offsets ``first`` (each lane's row, contiguous along its
-    last axis, so that Triton coalesces along it) under ``mask``; real tensors only."""
-    return tl.load(ptr + first, mask=mask, other=0.0)
+def load_rows(ptr, offsets, mask, step=0):
+    """ptr[offsets[l, c] + step] for [BLOCK, S] ``offsets`` (each lane's row, contiguous along its
+    last axis, so that Triton coalesces along it) under ``mask``; real tensors only. In a loop, pass
+    loop-invariant int64 offsets and the body's int32 ``step`` (a multiple of the loop variable, the
+    one int32 offset the sm_90 compile check lets through): added in that order (Triton merges only
+    offsets of one type), the compiler keeps each access's pointer across the loop and adds the step
+    with one multiply-add, where one sum took a 64-bit add and shift per access (the M=2 forward
+    finish's loop: 152 instructions instead of 200, sm_90, Triton 3.6)."""
+    return tl.load((ptr + offsets) + step, mask=mask, other=0.0)
+
+
+@triton.jit
+def store_rows(ptr, offsets, values, mask, step=0):
+    """The store of :func:`load_rows`: ptr[offsets[l, c] + step] = values under ``mask``."""
+    tl.store((ptr + offsets) + step, values, mask=mask)
 
 
 @triton.jit

@@ -90,6 +90,7 @@ _DEFINITION = re.compile(r"^\s*(%[\w.]+)(?::\d+)?\s*=\s*(\"?[\w.]+\"?)(.*)$")
 _VALUE = re.compile(r"%[\w.]+")
 _INT32 = re.compile(r"^(?:i32|tensor<(?:\d+x)+i32\b.*>)$")
 _PRODUCTS = ("arith.muli", "arith.shli")
+_LOOP_VARIABLE = re.compile(r"scf\.for (%[\w.]+) =")
 
 
 def _top_level_types(types: str) -> list[str]:
@@ -110,13 +111,17 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
     variable or load), or a 64-bit one widened from a 32-bit product of runtime values (it wrapped
     before the widening). 32-bit values built from constants and ``tl.arange`` alone stay small;
     32-bit sums of runtime values are let through once widened (indices within a row, bounded by
-    its 32-bit length). Names are taken as unique (Triton's IR reuses few across regions)."""
+    its 32-bit length); so is a 32-bit loop step, a loop variable times constants (triton_tiles'
+    load_rows: a body's step within a chunk, whose length times M the plan keeps under 2^31).
+    Names are taken as unique (Triton's IR reuses few across regions)."""
     definitions = {}
+    loop_variables = set(_LOOP_VARIABLE.findall(ir))
     for line in ir.splitlines():
         if m := _DEFINITION.match(line):
             operands = m.group(3).split(" loc(")[0].split(" : ")[0]
             definitions[m.group(1)] = (m.group(2).strip('"'), _VALUE.findall(operands))
     static: dict[str, bool] = {}
+    steps: dict[str, bool] = {}
 
     def is_static(name: str) -> bool:
         if name not in static:
@@ -126,6 +131,16 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
                 static[name] = op in ("arith.constant", "tt.make_range") or (
                     op not in ("tt.load", "tt.get_program_id") and bool(operands) and all(map(is_static, operands)))
         return static[name]
+
+    def is_loop_step(name: str) -> bool:
+        """A loop variable, or one moved through splats, negation and products with constants."""
+        if name not in steps:
+            steps[name] = name in loop_variables
+            if name in definitions:
+                op, operands = definitions[name]
+                steps[name] = op in ("tt.splat", "tt.broadcast", "arith.muli", "arith.subi") and any(
+                    map(is_loop_step, operands)) and all(is_static(o) or is_loop_step(o) for o in operands)
+        return steps[name]
 
     def widened_wrap(name: str, seen: set[str]) -> bool:
         """Whether ``name`` (64-bit) widens a 32-bit runtime product anywhere up its chain."""
@@ -145,7 +160,7 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
             continue
         offset_type = _top_level_types(body.rsplit(" : ", 1)[1])[-1]
         offset = _VALUE.findall(body.split("tt.addptr", 1)[1].split(" : ")[0])[1]
-        if _INT32.match(offset_type) and not is_static(offset) or widened_wrap(offset, set()):
+        if _INT32.match(offset_type) and not (is_static(offset) or is_loop_step(offset)) or widened_wrap(offset, set()):
             flagged.append(body)
     return flagged
 

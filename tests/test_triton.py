@@ -878,6 +878,17 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
     assert_same_or_as_accurate(short, names, [(results["short rows=0"], {"short rows=1": results["short rows=1"]})])
 
 
+def test_rows_of_2_31_steps_are_refused_by_name():
+    """The kernels count a row's steps in int32: a plan of 2**31 steps or more (the backward adds M)
+    raises a ValueError that names the length, where it would have wrapped around silently."""
+    for B, T, M, reverse in [(1, 2**31, 1, False), (2, 2**31 - 2, 2, True)]:
+        u, a, zi, out, tail, y, grad_a = planned_on_meta(B, T, M, reverse=reverse)
+        with pytest.raises(ValueError, match=f"{T} samples per row"):
+            triton_scan.plan(u, a, zi, out, reverse=reverse, sms=132, tail=tail, y=y, grad_a=grad_a)
+    u, a, zi, out, *_ = planned_on_meta(1, 2**31 - 1, 2, reverse=False)
+    assert triton_scan.plan(u, a, zi, out, reverse=False, sms=132)[0]
+
+
 @triton.jit
 def _rows_round_trip(src, tile_out, rows_out, S: tl.constexpr, P: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
     """Each lane's row of S through rows_to_lanes into a [P, Q] tile (entry e from column

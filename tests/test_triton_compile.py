@@ -90,6 +90,7 @@ def test_narrow_offsets_are_found():
 
     ir = """
     %c4_i32 = arith.constant 4 : i32 loc(#loc1)
+    scf.for %k = %c0_i32 to %n step %c4_i32 iter_args(%x = %y) -> (f32) : i32 {
     %lanes = tt.make_range {end = 32 : i32, start = 0 : i32} : tensor<32xi32, #blocked> loc(#loc2)
     %pid = tt.get_program_id x : i32 loc(#loc3)
     %wide = arith.extsi %pid : i32 to i64 loc(#loc3)
@@ -102,6 +103,11 @@ def test_narrow_offsets_are_found():
     %wraps = tt.addptr %x_ptr, %row : !tt.ptr<f32>, i32 loc(#loc8)
     %loop = tt.splat %t0 : i32 -> tensor<32xi32, #blocked> loc(#loc9)
     %loops = tt.addptr %tile, %loop : tensor<32x!tt.ptr<f32>, #blocked>, tensor<32xi32, #blocked> loc(#loc9)
+    %step = arith.muli %k, %c4_i32 : i32 loc(#loc12)
+    %steps = tt.splat %step : i32 -> tensor<32xi32, #blocked> loc(#loc12)
+    %stepped = tt.addptr %tile, %steps : tensor<32x!tt.ptr<f32>, #blocked>, tensor<32xi32, #blocked> loc(#loc12)
+    %strided = arith.muli %k, %T : i32 loc(#loc13)
+    %far = tt.addptr %base, %strided : !tt.ptr<f32>, i32 loc(#loc13)
     %late = arith.extsi %row : i32 to i64 loc(#loc10)
     %late2 = arith.addi %late, %wide : i64 loc(#loc10)
     %widened = tt.addptr %x_ptr, %late2 : !tt.ptr<f32>, i64 loc(#loc11)
@@ -109,6 +115,7 @@ def test_narrow_offsets_are_found():
     assert narrow_runtime_offsets(ir) == [
         "%wraps = tt.addptr %x_ptr, %row : !tt.ptr<f32>, i32",
         "%loops = tt.addptr %tile, %loop : tensor<32x!tt.ptr<f32>, #blocked>, tensor<32xi32, #blocked>",
+        "%far = tt.addptr %base, %strided : !tt.ptr<f32>, i32",
         "%widened = tt.addptr %x_ptr, %late2 : !tt.ptr<f32>, i64",
     ]
 
