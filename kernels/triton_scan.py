@@ -1440,15 +1440,16 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     kernels read as the forward reads its own (``A_COPY``).
     """
     forced = forced_launch()  # read once: an environment read costs 1-2 us, and a plan asks a dozen times
+    if u.shape[1] + (a.shape[-1] if reverse else 0) >= 2**31:  # the kernels count a row's steps in int32
+        raise ValueError(f"{'grad_y' if reverse else 'x'} has {u.shape[1]} samples per row: the Triton scan runs rows "
+                         f"of fewer than 2**31 steps, T of the forward and T + M of the backward (M={a.shape[-1]}; "
+                         f"got shape {tuple(u.shape)})")
     scratch = Scratch() if scratch is None else scratch
     if reverse and not a_copy and uses_reversed_forward(u.shape[0], a, u.shape[1], u.is_complex(), sms, forced=forced):
         return _plan_reversed(u, a, zi, out, tail, y, grad_a, sms, scratch, forced)
     B, T = u.shape
     M = a.shape[-1]
     steps = T + M if reverse else T
-    if steps >= 2**31:  # the kernels count a row's steps in int32
-        raise ValueError(f"x has {T} samples per row; the Triton scan takes fewer than 2**31 - {M} (got x of shape "
-                         f"{tuple(u.shape)})")
     is_complex = u.is_complex()
     shape = launch_shape(M, B, steps, sms, is_complex=is_complex, forced=forced)
     n_chunks = cdiv(steps, shape.chunk)

@@ -90,7 +90,9 @@ _DEFINITION = re.compile(r"^\s*(%[\w.]+)(?::\d+)?\s*=\s*(\"?[\w.]+\"?)(.*)$")
 _VALUE = re.compile(r"%[\w.]+")
 _INT32 = re.compile(r"^(?:i32|tensor<(?:\d+x)+i32\b.*>)$")
 _PRODUCTS = ("arith.muli", "arith.shli")
-_LOOP_VARIABLE = re.compile(r"scf\.for (%[\w.]+) =")
+_CHUNK_LOOP = re.compile(r"scf\.for (%[\w.]+) = %\w+ to %chunk_len\b")
+_INT_CONSTANT = re.compile(r"(%[\w.]+) = arith\.constant (?:dense<)?(-?\d+)>? : (?:i32|tensor<[^>]*xi32)")
+STEP_FACTOR_MAX = 16  # the largest order whose coefficient rows step by t0 x M
 
 
 def _top_level_types(types: str) -> list[str]:
@@ -111,17 +113,18 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
     variable or load), or a 64-bit one widened from a 32-bit product of runtime values (it wrapped
     before the widening). 32-bit values built from constants and ``tl.arange`` alone stay small;
     32-bit sums of runtime values are let through once widened (indices within a row, bounded by
-    its 32-bit length); so is a 32-bit loop step, a loop variable times constants (triton_tiles'
-    load_rows: a body's step within a chunk, whose length times M the plan keeps under 2^31).
-    Names are taken as unique (Triton's IR reuses few across regions)."""
+    its 32-bit length); so is a 32-bit body step, the variable of a loop over a chunk (up to the
+    argument chunk_len) negated or times one constant of at most STEP_FACTOR_MAX (triton_tiles'
+    load_rows: the plan keeps a chunk times M under 2^31). Names are taken as unique (Triton's IR
+    reuses few across regions)."""
     definitions = {}
-    loop_variables = set(_LOOP_VARIABLE.findall(ir))
+    loop_variables = set(_CHUNK_LOOP.findall(ir))
+    constants = {name: abs(int(value)) for name, value in _INT_CONSTANT.findall(ir)}
     for line in ir.splitlines():
         if m := _DEFINITION.match(line):
             operands = m.group(3).split(" loc(")[0].split(" : ")[0]
             definitions[m.group(1)] = (m.group(2).strip('"'), _VALUE.findall(operands))
     static: dict[str, bool] = {}
-    steps: dict[str, bool] = {}
 
     def is_static(name: str) -> bool:
         if name not in static:
@@ -132,15 +135,22 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
                     op not in ("tt.load", "tt.get_program_id") and bool(operands) and all(map(is_static, operands)))
         return static[name]
 
-    def is_loop_step(name: str) -> bool:
-        """A loop variable, or one moved through splats, negation and products with constants."""
-        if name not in steps:
-            steps[name] = name in loop_variables
-            if name in definitions:
-                op, operands = definitions[name]
-                steps[name] = op in ("tt.splat", "tt.broadcast", "arith.muli", "arith.subi") and any(
-                    map(is_loop_step, operands)) and all(is_static(o) or is_loop_step(o) for o in operands)
-        return steps[name]
+    def is_loop_step(name: str, factor: int = 1) -> bool:
+        """A chunk loop's variable, splat, negated (0 - t) or times one small constant."""
+        if name in loop_variables:
+            return factor <= STEP_FACTOR_MAX
+        if name not in definitions:
+            return False
+        op, operands = definitions[name]
+        if op in ("tt.splat", "tt.broadcast") and len(operands) == 1:
+            return is_loop_step(operands[0], factor)
+        if op == "arith.subi" and len(operands) == 2:
+            return constants.get(operands[0]) == 0 and is_loop_step(operands[1], factor)
+        if op == "arith.muli" and len(operands) == 2 and factor == 1:
+            for step, constant in (operands, operands[::-1]):
+                if constant in constants and is_loop_step(step, max(constants[constant], 1)):
+                    return True
+        return False
 
     def widened_wrap(name: str, seen: set[str]) -> bool:
         """Whether ``name`` (64-bit) widens a 32-bit runtime product anywhere up its chain."""

@@ -880,7 +880,8 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
 
 def test_rows_of_2_31_steps_are_refused_by_name():
     """The kernels count a row's steps in int32: a plan of 2**31 steps or more (the backward adds M)
-    raises a ValueError that names the length, where it would have wrapped around silently."""
+    raises a ValueError that names the length, where it would have wrapped around silently, before
+    the backward allocates its reversed copies."""
     for B, T, M, reverse in [(1, 2**31, 1, False), (2, 2**31 - 2, 2, True)]:
         u, a, zi, out, tail, y, grad_a = planned_on_meta(B, T, M, reverse=reverse)
         with pytest.raises(ValueError, match=f"{T} samples per row"):

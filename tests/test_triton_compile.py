@@ -90,7 +90,10 @@ def test_narrow_offsets_are_found():
 
     ir = """
     %c4_i32 = arith.constant 4 : i32 loc(#loc1)
-    scf.for %k = %c0_i32 to %n step %c4_i32 iter_args(%x = %y) -> (f32) : i32 {
+    %c0_i32 = arith.constant 0 : i32 loc(#loc1)
+    %c64_i32 = arith.constant 64 : i32 loc(#loc1)
+    scf.for %k = %c0_i32 to %chunk_len step %c4_i32 iter_args(%x = %y) -> (f32) : i32 {
+    scf.for %piece = %c0_i32 to %n_maps step %c4_i32 iter_args(%x = %y) -> (f32) : i32 {
     %lanes = tt.make_range {end = 32 : i32, start = 0 : i32} : tensor<32xi32, #blocked> loc(#loc2)
     %pid = tt.get_program_id x : i32 loc(#loc3)
     %wide = arith.extsi %pid : i32 to i64 loc(#loc3)
@@ -106,8 +109,17 @@ def test_narrow_offsets_are_found():
     %step = arith.muli %k, %c4_i32 : i32 loc(#loc12)
     %steps = tt.splat %step : i32 -> tensor<32xi32, #blocked> loc(#loc12)
     %stepped = tt.addptr %tile, %steps : tensor<32x!tt.ptr<f32>, #blocked>, tensor<32xi32, #blocked> loc(#loc12)
+    %back = arith.subi %c0_i32, %step : i32 loc(#loc12)
+    %backward = tt.addptr %base, %back : !tt.ptr<f32>, i32 loc(#loc12)
     %strided = arith.muli %k, %T : i32 loc(#loc13)
     %far = tt.addptr %base, %strided : !tt.ptr<f32>, i32 loc(#loc13)
+    %squared = arith.muli %k, %k : i32 loc(#loc14)
+    %square = tt.addptr %base, %squared : !tt.ptr<f32>, i32 loc(#loc14)
+    %big = arith.muli %k, %c64_i32 : i32 loc(#loc15)
+    %bigger = tt.addptr %base, %big : !tt.ptr<f32>, i32 loc(#loc15)
+    %twice = arith.muli %step, %c4_i32 : i32 loc(#loc16)
+    %twice2 = tt.addptr %base, %twice : !tt.ptr<f32>, i32 loc(#loc16)
+    %other = tt.addptr %base, %piece : !tt.ptr<f32>, i32 loc(#loc17)
     %late = arith.extsi %row : i32 to i64 loc(#loc10)
     %late2 = arith.addi %late, %wide : i64 loc(#loc10)
     %widened = tt.addptr %x_ptr, %late2 : !tt.ptr<f32>, i64 loc(#loc11)
@@ -116,6 +128,10 @@ def test_narrow_offsets_are_found():
         "%wraps = tt.addptr %x_ptr, %row : !tt.ptr<f32>, i32",
         "%loops = tt.addptr %tile, %loop : tensor<32x!tt.ptr<f32>, #blocked>, tensor<32xi32, #blocked>",
         "%far = tt.addptr %base, %strided : !tt.ptr<f32>, i32",
+        "%square = tt.addptr %base, %squared : !tt.ptr<f32>, i32",
+        "%bigger = tt.addptr %base, %big : !tt.ptr<f32>, i32",
+        "%twice2 = tt.addptr %base, %twice : !tt.ptr<f32>, i32",
+        "%other = tt.addptr %base, %piece : !tt.ptr<f32>, i32",
         "%widened = tt.addptr %x_ptr, %late2 : !tt.ptr<f32>, i64",
     ]
 
