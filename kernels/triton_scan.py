@@ -829,12 +829,8 @@ def _finish(
             # at M=2); the reverse finish, whose past outputs and grad_a take rows from u_body too,
             # has no registers to spare for them (sm_90, Triton 3.6: M=1 212 registers against 193,
             # a tenth of its resident lanes)
-            if REVERSE:
-                along = 0
-                offsets, rows_live, column = _body_rows(u_body, t0, remaining, n0, U, U_PAD, REVERSE)
-            else:
-                along = t0
-                offsets, rows_live, column = _body_rows(u_base, t0, remaining, n0, U, U_PAD, REVERSE)
+            along = 0 if REVERSE else t0
+            offsets, rows_live, column = _body_rows(u_body if REVERSE else u_base, t0, remaining, n0, U, U_PAD, REVERSE)
             u_rows = load_rows(u_ptr, offsets, rows_live, along)
             if GRAD_A_ROWS:
                 past_rows, past_zi, past_column = _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T,
