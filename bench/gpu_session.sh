@@ -30,11 +30,13 @@
 #   tune_triton.csv   the launch-shape sweep (quick runs: adjoint=0, rows on and off)
 #   tune_groups.csv   quick runs: one row of 2^20 samples, scan groups of one warp and of four
 #   tune_adjoint.csv  quick runs: the backward's paths (adjoint=0 and 1) around REVERSED_MIN_SAMPLES
+#   ab.jsonl, ab-session.txt  STAGES naming ab, with .ab carried (bench/ab_session.sh prepare COMMIT):
+#                     that commit against this tree, side by side, first of all stages
 #   budget.txt, skipped.txt  the seconds the stages took, and any stage the budget left out or cut off
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # a misspelt stage fails here, before any setup or device time
-stages="host_times graphs launch_times diagnose sanitizer bench pytest recurrence tune"
+stages="ab host_times graphs launch_times diagnose sanitizer bench pytest recurrence tune"
 for name in ${STAGES:-}; do
     [[ " $stages " == *" $name "* ]] || { echo "STAGES: unknown stage '$name' (stages: $stages)" >&2; exit 2; }
 done
@@ -67,6 +69,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 # time; every stage's files are archived to $OUT as soon as it ends, so a cut-off run still reports.
 budget=${BUDGET:-480}
 : > "$results/skipped.txt"
+: > "$results/pytest-failures.txt"  # conftest appends to it: this run's failures only
 report() {
     # one archive: the device tool returns at most 8 files from $OUT
     if [ -n "${OUT:-}" ]; then
@@ -97,6 +100,16 @@ stage() {  # stage CAP_SECONDS FILE COMMAND...: the command's output to FILE (- 
     report
 }
 
+# A kernel change against its base commit, side by side, before anything else (only when STAGES
+# names ab: a warm machine keeps a carried .ab between calls): the fourth H100 session found
+# b86bf37 8% slower than ea1a9b0 at M=16 (16 x 2^20), which the model had called faster
+if [[ " ${STAGES:-} " == *" ab "* ]]; then
+    if [ -d .ab/base ]; then
+        stage 270 "$results/ab-session.txt" env OUT="$results" bash bench/ab_session.sh run
+    else
+        echo "ab: no .ab/base (bash bench/ab_session.sh prepare COMMIT, then carry .ab)" | tee -a "$results/skipped.txt" >&2
+    fi
+fi
 # Most informative first. What a call costs the host beside its GPU time, with a cProfile of each
 # case: the second H100 session found the forward at M=2 (B=16, T=2^20) enqueued in 590 us per
 # call against 277 us of kernels; the third found forward+backward at M=2 host-bound at 1.75-1.85
@@ -132,8 +145,8 @@ if want sanitizer && command -v compute-sanitizer > /dev/null; then
 fi
 if [ "${1:-}" = quick ]; then
     # the first H200 run ran out of 150 s on the FS and naive peers of a wider grid; this took 95 s
-    # on the H100
-    want bench && stage 120 - python3 -m allpole_triton.bench --device cuda -B 16 -T 1048576 -M 2 16 --coeffs tv \
+    # on the H100, and 120 s cut it off after its last row on a fresh one (the fourth session)
+    want bench && stage 150 - python3 -m allpole_triton.bench --device cuda -B 16 -T 1048576 -M 2 16 --coeffs tv \
         --backends ours torchlpc philtorch torchaudio accelerated-scan --no-memory --no-plots --out "$results"
 else
     want bench && stage 240 - python3 -m allpole_triton.bench --device cuda --no-memory --out "$results"

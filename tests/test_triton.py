@@ -264,48 +264,81 @@ def test_adjoint_starts_from_rest_whatever_zi_holds(monkeypatch, M, launch):
     assert_close(grad_zi, want_zi, torch.float64)
 
 
+FUSED_CARRY_CASES = [(1, 1 << 20, 1), (8, 1 << 17, 4)]
+CARRY_PIECES_CASES = [(2, True), (3, True), (4, False), (4, True)]
+WIDE_GROUPS_CASES = [(1, False), (4, False), (2, True), (3, True)]
+H100_SMS = 132  # the H200's too
+
+
+def check_fused_carry_shape(rows: int, T: int, M: int, sms: int) -> None:
+    """The shape test_fused_carry_on_gpu is for: more block maps than a scan group's lanes, in runs."""
+    shape, maps = forward_block_maps(M, rows, T, sms)
+    assert maps > shape.group and triton_scan.fused_carry_run(M, False, maps, shape.group, sms) > 1, (shape, maps)
+
+
+def check_carry_pieces_shape(M: int, complex_: bool, sms: int) -> None:
+    """test_carry_pieces_on_gpu's shape (under its forced one-warp groups): a carry launch whose lanes
+    each walk several maps."""
+    shape, maps = forward_block_maps(M, 1, 1 << 20, sms, complex_)
+    assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is None
+    lanes, run = triton_scan.carry_shape(M, complex_, maps, sms)
+    assert lanes >= 128 and maps > lanes, (lanes, run)
+
+
+def check_wide_groups_shape(M: int, complex_: bool, sms: int) -> None:
+    """test_wide_scan_groups_on_gpu's shape: the table's four-warp groups, carry fused."""
+    shape, maps = forward_block_maps(M, 1, 1 << 20, sms, complex_)
+    assert shape.group == triton_scan.SCAN_GROUP_WIDE_GPU, shape
+    assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is not None
+
+
+def test_gpu_only_tests_still_reach_their_shapes(monkeypatch):
+    """The GPU-only tests below are written for shapes of the launch table on an H100 or H200 (132
+    SMs); a table change that moves a case off its shape fails here, on any machine, instead of in
+    the next GPU session (the fourth H100 session found test_fused_carry_on_gpu's M=4 case at 31
+    maps after chunks of 64 came in, f264f9b)."""
+    monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
+    for rows, T, M in FUSED_CARRY_CASES:
+        check_fused_carry_shape(rows, T, M, H100_SMS)
+    for M, complex_ in WIDE_GROUPS_CASES:
+        check_wide_groups_shape(M, complex_, H100_SMS)
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"group={triton_scan.SCAN_GROUP_GPU}")
+    for M, complex_ in CARRY_PIECES_CASES:
+        check_carry_pieces_shape(M, complex_, H100_SMS)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own fused-carry shapes at full length need a GPU")
-@pytest.mark.parametrize("rows, T, M", [(1, 1 << 20, 1), (16, 1 << 16, 4)])
+@pytest.mark.parametrize("rows, T, M", FUSED_CARRY_CASES)
 def test_fused_carry_on_gpu(rows, T, M):
     """Rows of few blocks take the carry fused into the finish: one row of 2^20 samples at M=1
-    (255 block maps of four-warp blocks: runs of 32 on 8 of 128 lanes) and 16 rows of 2^16 at M=4
+    (255 block maps of four-warp blocks: runs of 32 on 8 of 128 lanes) and 8 rows of 2^17 at M=4
     (63 maps: runs of 2). Against Numba float64 loops on the CPU."""
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    shape, maps = forward_block_maps(M, rows, T, sms)
-    assert maps > shape.group and triton_scan.fused_carry_run(M, False, maps, shape.group, sms) > 1
+    check_fused_carry_shape(rows, T, M, torch.cuda.get_device_properties(0).multi_processor_count)
     assert_triton_matches_loops("cuda", rows, T, M, False, reference=numba_results)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own carry shapes at full length need a GPU")
-@pytest.mark.parametrize("M, complex_", [(2, True), (3, True), (4, False), (4, True)])
+@pytest.mark.parametrize("M, complex_", CARRY_PIECES_CASES)
 def test_carry_pieces_on_gpu(monkeypatch, M, complex_):
     """One row of 2^20 samples in one-warp blocks (forced: the table takes four-warp ones there but
-    for complex M=4, see test_wide_scan_groups_on_gpu): the short-order carry then scans 1023 block
-    maps over 128 or 256 lanes (up to eight warps), in runs of 2-4 maps per lane (complex M=2, 3;
-    real M=4) or in eight pieces walked one after another (complex M=4), which no shorter test
-    reaches there. Against Numba float64 loops on the CPU."""
+    for complex M=4, see test_wide_scan_groups_on_gpu): the short-order carry then scans 511-1023
+    block maps (real M=4: 511, complex M=3: 910, on 132 SMs) over 128 or 256 lanes (up to eight
+    warps), in runs of several maps per lane (complex M=2, 3; real M=4) or in pieces walked one
+    after another (complex M=4), which no shorter test reaches there. Against Numba float64 loops
+    on the CPU."""
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"group={triton_scan.SCAN_GROUP_GPU}")
-    T = 1 << 20
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    shape, maps = forward_block_maps(M, 1, T, sms, complex_)
-    assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is None
-    lanes, run = triton_scan.carry_shape(M, complex_, maps, sms)
-    assert lanes >= 128 and maps > lanes, (lanes, run)  # the shape this test is for
-    assert_triton_matches_loops("cuda", 1, T, M, complex_, reference=numba_results)
+    check_carry_pieces_shape(M, complex_, torch.cuda.get_device_properties(0).multi_processor_count)
+    assert_triton_matches_loops("cuda", 1, 1 << 20, M, complex_, reference=numba_results)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own scan groups at full length need a GPU")
-@pytest.mark.parametrize("M, complex_", [(1, False), (4, False), (2, True), (3, True)])
+@pytest.mark.parametrize("M, complex_", WIDE_GROUPS_CASES)
 def test_wide_scan_groups_on_gpu(M, complex_):
     """One row of 2^20 samples as the table launches it: blocks of four warps (scan_group) whose
-    carry the finish composes itself, 255 maps at real M=4 on all 128 lanes of its scan (227 at
-    complex M=3), forward and backward. Against Numba float64 loops on the CPU."""
-    T = 1 << 20
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    shape, maps = forward_block_maps(M, 1, T, sms, complex_)
-    assert shape.group == triton_scan.SCAN_GROUP_WIDE_GPU
-    assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is not None
-    assert_triton_matches_loops("cuda", 1, T, M, complex_, reference=numba_results)
+    carry the finish composes itself (real M=4: 127 maps on 132 SMs, since its chunks of 64),
+    forward and backward. Against Numba float64 loops on the CPU."""
+    check_wide_groups_shape(M, complex_, torch.cuda.get_device_properties(0).multi_processor_count)
+    assert_triton_matches_loops("cuda", 1, 1 << 20, M, complex_, reference=numba_results)
 
 
 def numba_results(x, a, zi, g):
