@@ -553,12 +553,16 @@ def _summary(
         valid = pair < n_lanes
         row = pair // n_chunks
         chunk = pair % n_chunks
-        remaining, n0, u_base, a_base = _lanes(row, chunk, 0, chunk, valid, T, steps, chunk_len, sa_row, sa_time, M,
-                                               A_LAYOUT, REVERSE, A_REVERSE, False)
         size: tl.constexpr = M * (M + 1)
         q = M - 1 - index  # element (q, r) of a chunk's map sits at size - 1 - (q (M+1) + r)
         keep = valid & (index < M)
+        # each branch sets its own lanes up: one _lanes call above both left the homogeneous loop of
+        # the M=16 summary 118 spilled accesses a body (65 this way, sm_90, Triton 3.6), and b86bf37,
+        # which hoisted it among other changes, measured 8% slower at 16 x 2^20 on an H100
+        # (bench/ab_session.sh)
         if group * R >= M:
+            remaining, n0, u_base, a_base = _lanes(row, chunk, 0, chunk, valid, T, steps, chunk_len, sa_row, sa_time, M,
+                                                   A_LAYOUT, REVERSE, A_REVERSE, False)
             _, _, d_re, d_im = _recurse(
                 u_ptr, a_ptr, d_re, d_im, d_re, d_im, remaining, n0, u_base, a_base, valid, index, T, chunk_len,
                 sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, False, True, TILE_STEPS, ROWS, TILE_ROWS, A_COPY,
@@ -568,6 +572,8 @@ def _summary(
             recursion = group * R + tl.arange(0, R)[None, :, None]
             h_re = tl.where((index == M - 1 - recursion) & (recursion < M) & valid, 1.0, 0.0).to(tl.float64)
             h_im = tl.zeros_like(h_re)
+            remaining, n0, u_base, a_base = _lanes(row, chunk, 0, chunk, valid, T, steps, chunk_len, sa_row, sa_time, M,
+                                                   A_LAYOUT, REVERSE, A_REVERSE, False)
             h_re, h_im, _, _ = _recurse(
                 u_ptr, a_ptr, h_re, h_im, d_re, d_im, remaining, n0, u_base, a_base, valid, index, T, chunk_len,
                 sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, False, TILE_STEPS, ROWS, TILE_ROWS, A_COPY,

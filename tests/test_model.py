@@ -150,3 +150,24 @@ def test_shared_wavefronts_count_the_bytes_a_warp_moves():
     body = ["STS [R1], R2", "STS.64 [R1], R2", "LDS.128 R4, [R1]", "STSM.16.M88.4 [R1], R4", "FFMA R1, R2, R3, R4",
             "LDL.64 R2, [R1+0x8]", "STL [R1], R2"]
     assert model.shared_wavefronts(body) == 1 + 2 + 4 + 4 + 2 + 1
+
+
+def test_the_per_kernel_list_reports_spills_where_a_loop_has_them():
+    """The model charges spills as L1 hits, which an H100 measured too cheap, so the per-kernel list
+    names the most spilled accesses any variant of a kernel's loop makes (nothing where none do)."""
+    from dataclasses import asdict
+
+    def launch(name: str, spills: int) -> dict:
+        return asdict(model.LaunchModel(name, 1, 128, 4, 16, 100, 10, 255 if spills else 64, 0, 0, 0, 0, 0, 0, 0, 0,
+                                        0, 0, 0, 1e-6, spills))
+
+    row = {"passes": "fwd", "B": 1, "T": 4096, "M": 16, "launches": 2, "thread_instructions_per_sample": 1.0,
+           "bytes_per_sample": 12.0, "floor_bytes_per_sample": 12.0, "memory_floor_us": 1.0, "predicted_us": 2.0,
+           "predicted_over_floor": 2.0, "kernels": [launch("_summary", 118), launch("_finish", 0)]}
+    text = model.markdown([row])
+    assert "- M=16 _summary: 100 instructions per iteration of 16 step(s), 255 registers, up to 118 spilled accesses" in text
+    assert "- M=16 _finish: 100 instructions per iteration of 16 step(s), 64 registers\n" in text + "\n"
+    # a later variant of the same kernel (the backward's) that spills more sets the count
+    backward = dict(row, passes="fwdbwd", kernels=[launch("_summary", 2), launch("_finish", 4)])
+    text = model.markdown([row, backward])
+    assert "64 registers, up to 4 spilled accesses" in text and "up to 118 spilled" in text

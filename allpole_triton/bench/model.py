@@ -30,6 +30,13 @@ them at 1.03x (forward, M=16), 1.12x (forward, M=2), 1.27x and 1.44x (forward+ba
 of its predictions: lanes reading their own chunks one element per instruction made every pass
 L1-bound, the M=16 summary (each coefficient fetched by 9 lanes) above all.
 
+Spills are charged like any L1 access (wavefronts, and an L1 latency on the chain). That is too
+cheap: the fourth H100 session (2026-11-27) measured a forward M=16 summary whose loop spilled 118
+accesses a body, against 70 before, 12% slower (the forward 8%, side by side), where the model had
+called the change 1-3% faster. A term for spills that overflow L1 into L2 (the resident threads'
+stacks beside their shared memory) was tried and still called it faster; the per-kernel list
+reports each loop's spills instead, for a reader to weigh.
+
 Its times are GPU times: an eager call's host cost (Python, the plan, Triton's launch path) is
 not modelled, and the H100 measured it above the GPU time of M <= 4 passes up to 2^24 samples
 (``allpole_triton.bench.host_times``); CUDA graphs (``torch.compile(mode="reduce-overhead")``) remove it.
@@ -104,6 +111,7 @@ class LaunchModel:
     l1_s: float
     latency_s: float
     predicted_s: float
+    loop_spills: int = 0  # local-memory accesses (LDL, STL) per iteration of the main loop: reported, charged as L1
 
 
 @dataclass
@@ -508,7 +516,7 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     return LaunchModel(
         name, launch.grid, launch.lanes, iterations, unroll, len(loop), other, compiled.registers,
         thread_instructions, fp64, conversions, memory_ops, moved, l2_moved, memory_s, issue_s, l1_wavefronts, l1_s,
-        latency_s, predicted,
+        latency_s, predicted, _count(loop, ("LDL", "STL")),
     )
 
 
@@ -599,14 +607,17 @@ def markdown(rows: list[dict], measured: dict | None = None) -> str:
             line += f" {got:.1f} | {got / r['predicted_us']:.2f} |" if got else " – | – |"
         lines.append(line)
     lines += ["", "Per kernel: SASS instructions per main-loop iteration (one unrolled body of U steps for the lane "
-              "kernels; one chunk, or one block of carries, for the carries), registers."]
-    seen = set()
+              "kernels; one chunk, or one block of carries, for the carries), registers, and the spilled "
+              "(local-memory) accesses per iteration where there are any: the model charges those as L1 hits, "
+              "and an H100 measured them dearer (see the module's docstring)."]
+    first, spills = {}, {}  # a kernel's first variant, and the most any of its variants spills
     for r in rows:
         for k in r["kernels"]:
             key = (r["M"], k["kernel"], k["unroll"])
-            if key in seen:
-                continue
-            seen.add(key)
-            lines.append(f"- M={r['M']} {k['kernel']}: {k['loop_instructions']} instructions per iteration of "
-                         f"{k['unroll']} step(s), {k['registers']} registers")
+            first.setdefault(key, k)
+            spills[key] = max(spills.get(key, 0), k.get("loop_spills", 0))
+    for (M, name, unroll), k in first.items():
+        lines.append(f"- M={M} {name}: {k['loop_instructions']} instructions per iteration of {unroll} step(s), "
+                     f"{k['registers']} registers" + (f", up to {spills[M, name, unroll]} spilled accesses"
+                                                       if spills[M, name, unroll] else ""))
     return "\n".join(lines)
