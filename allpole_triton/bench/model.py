@@ -32,8 +32,8 @@ L1-bound, the M=16 summary (each coefficient fetched by 9 lanes) above all.
 
 Spills are charged like any L1 access (wavefronts, and an L1 latency on the chain). That is too
 cheap: the fourth H100 session (2026-11-27) measured a forward M=16 summary whose loop spilled 118
-accesses a body, against 70 before, 12% slower (the forward 8%, side by side), where the model had
-called the change 1-3% faster. A term for spills that overflow L1 into L2 (the resident threads'
+accesses a body, against 70 before, 12% slower than the second session had (the whole forward 8%
+slower, side by side with the older commit), where the model had called the change 1-3% faster. A term for spills that overflow L1 into L2 (the resident threads'
 stacks beside their shared memory) was tried and still called it faster; the per-kernel list
 reports each loop's spills instead, for a reader to weigh.
 
