@@ -260,8 +260,12 @@ def test_adjoint_starts_from_rest_whatever_zi_holds(monkeypatch, M, launch):
     grad_x, grad_zi = torch.empty_like(grad_y), torch.empty_like(zi)
     triton_scan.allpole_backward(grad_y, a, y, zi, grad_x, grad_zi, None, False)
     want_x, want_zi, _ = allpole_backward_naive(grad_y, a, y, torch.zeros_like(zi))
-    assert_close(grad_x, want_x, torch.float64)
-    assert_close(grad_zi, want_zi, torch.float64)
+    # M=16 over many chunks sits at 1e-10 of the float64 loop by rounding alone (1.14e-10 in one
+    # environment, under 1e-10 in the one before, same code): held to the float32 loop's
+    # amplification instead (a bound of 1.2e-8 there), as the other high-order float64 checks are
+    single_x, single_zi, _ = allpole_backward_naive(*(t.float() for t in (grad_y, a, y, torch.zeros_like(zi))))
+    assert_within_rounding(grad_x, want_x, single_x)
+    assert_within_rounding(grad_zi, want_zi, single_zi)
 
 
 FUSED_CARRY_CASES = [(1, 1 << 20, 1), (8, 1 << 17, 4)]
