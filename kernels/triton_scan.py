@@ -520,7 +520,9 @@ def _summary(
     running all M+1 recursions on each step's coefficients; the lanes' maps are then prefix-composed
     and the inclusive prefixes stored. Otherwise each program is uniformly one group: group g < G
     runs homogeneous recursions gR .. gR+R-1 (storing those columns of Phi), group G the driven one
-    (storing z), for BLOCK consecutive (row, chunk) lanes; n_lanes = rows x chunks.
+    (storing z), for BLOCK consecutive (row, chunk) lanes; n_lanes = rows x chunks. The G + 1
+    programs of one block are consecutive (see summary_block), so they run together and all but one
+    read the block's coefficients from L2.
     """
     A_REVERSE: tl.constexpr = REVERSE and not A_COPY
     pid = tl.program_id(0).to(tl.int64)
@@ -547,9 +549,9 @@ def _summary(
         pair = (row * n_chunks + block * BLOCK + local).reshape([BLOCK])
         scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
     else:
-        per_group = tl.cdiv(n_lanes, BLOCK)
-        group = pid // per_group
-        pair = (pid % per_group) * BLOCK + tl.arange(0, BLOCK)[None, None, :]
+        GROUPS: tl.constexpr = (M + R - 1) // R + 1
+        group = pid % GROUPS
+        pair = (pid // GROUPS) * BLOCK + tl.arange(0, BLOCK)[None, None, :]
         valid = pair < n_lanes
         row = pair // n_chunks
         chunk = pair % n_chunks
@@ -1128,6 +1130,15 @@ def recursions_per_lane(M: int, is_complex: bool, sms: int | None) -> int:
     if sms is None:
         return m_pad
     return max(1, min(m_pad, 32 // (m_pad * (2 if is_complex else 1))))
+
+
+def summary_blocks(groups: int, blocks: int) -> list[int]:
+    """The lane block each program of a long-order summary runs, in program order: a block's
+    ``groups`` programs (its recursion groups, see _summary) are consecutive, so they run at once
+    and share the block's coefficients in L2. With the groups outermost (before this order) every
+    group streamed all coefficients once the grid outgrew a round of resident programs: the
+    sm_90 model's refetched bytes, nine times the coefficients at M=16 over 256 x 65536."""
+    return [program // groups for program in range(groups * blocks)]
 
 
 def _map_elements(M: int, is_complex: bool) -> int:

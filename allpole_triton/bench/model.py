@@ -7,12 +7,16 @@ every launch is compiled for sm_90 (``sm90.compile_launch``) and its SASS read:
   lane kernels, one chunk or one block of carries for the carry kernels) and the instructions
   outside it, giving thread-instructions per sample for the pass;
 - bytes moved through device memory, counted from the algorithm (inputs read by the summary and
-  again by the finish, float64 chunk maps written and read back, outputs written once);
-- four bounds per launch: memory (bytes / 3.0 TB/s); issue (warp instructions over 132 SMs x 4
-  schedulers x 1.755 GHz, with float64 arithmetic at half rate, float64 conversions at 16 per clock
-  per SM and memory instructions at one warp per clock per SM); L1 throughput (one wavefront per
-  clock per SM, a wavefront per 128-byte line a warp's access touches: :func:`global_wavefronts`
-  from the TTGIR's loads and stores, :func:`shared_wavefronts` from the SASS); and the loop-carried
+  again by the finish, float64 chunk maps written and read back, outputs written once; a long-order
+  summary's coefficients again for each round of resident programs its recursion groups span once
+  they outgrow L2, :func:`_refetched_bytes`);
+- four bounds per launch: memory (bytes / 3.0 TB/s); issue (the warp instructions of the busiest
+  of 132 SMs, which runs ceil(programs / 132) programs (:func:`busiest_sm_share`), over 4
+  schedulers x 1.755 GHz, with float64 arithmetic at half rate, float64 conversions at 16 per
+  clock per SM and memory instructions at one warp per clock per SM); L1 throughput (the busiest
+  SM's wavefronts, one per clock, a wavefront per 128-byte line a warp's access touches:
+  :func:`global_wavefronts` from the TTGIR's loads and stores, :func:`shared_wavefronts` from the
+  SASS); and the loop-carried
   latency chain: the compiled loop body issued in order by one warp, each instruction once the
   registers it reads are ready (:func:`loop_cycles`, with per-opcode latencies and a memory latency
   per 32-byte sector), times the iterations, after the code before the loop (its loads of incoming
@@ -63,6 +67,7 @@ REGISTERS_PER_SM = 65536
 THREADS_PER_SM = 2048
 DRAM_LATENCY = 800  # cycles: a lane kernel's loads (its inputs stream from DRAM)
 L2_LATENCY = 300  # cycles: a carry's loads (the maps the summary just wrote)
+L2_BYTES = 50 * 2**20
 # Result latencies in cycles by SASS opcode (sm_90, from published microbenchmarks of Volta to
 # Hopper; to be calibrated); every other instruction 4. Loads: the launch's memory latency.
 LATENCY = {"DFMA": 8, "DADD": 8, "DMUL": 8, "DMNMX": 8, "DSETP": 8, "F2F": 14, "F2I": 14, "I2F": 14, "I2FP": 14,
@@ -310,6 +315,28 @@ def _launch_bytes(launch) -> float:
     return total
 
 
+def _refetched_bytes(launch, resident_programs: int) -> float:
+    """Coefficients a long-order summary reads from DRAM more than once. Each of a lane block's
+    recursion groups (programs, see triton_scan.summary_blocks) reads the block's coefficients;
+    programs start in order, ``resident_programs`` at a time, and a block's programs that run in
+    the same round share its coefficients in L2. Those of a later round find them evicted, unless
+    all coefficients fit in L2."""
+    if launch.kernel.__name__ != "_summary" or launch.constexprs["SCAN"]:
+        return 0.0
+    from allpole_triton.kernels import triton_scan
+
+    coefficients = _tensor_bytes(launch.args[1])
+    if coefficients <= L2_BYTES:
+        return 0.0
+    M, R = launch.constexprs["M"], launch.constexprs["R"]
+    groups = triton_scan.cdiv(M, R) + 1
+    blocks = launch.grid // groups
+    rounds: dict[int, set[int]] = {}
+    for program, block in enumerate(triton_scan.summary_blocks(groups, blocks)):
+        rounds.setdefault(block, set()).add(program // resident_programs)
+    return coefficients * (sum(map(len, rounds.values())) / blocks - 1)
+
+
 def _argument(launch, name: str):
     """A launch's runtime argument by its name in the kernel's signature (runtime arguments come
     first there, constexprs after)."""
@@ -444,12 +471,21 @@ def shared_wavefronts(body: list[str]) -> float:
     return total
 
 
+def busiest_sm_share(programs: int) -> float:
+    """The share of a launch's (equal) programs that its busiest SM runs: programs are dealt out
+    whole, so some SM runs ceil(P / SMS) of P. The H100 measured it: the M=16 forward finish, L1-bound,
+    took 2161 us on 147 programs (16 x 2^20), 1.8x its one-row time per step on 10 (the busiest SMs
+    ran two programs), where work spread evenly over the SMs had predicted 1311 (two programs, 2354)."""
+    programs = max(1, programs)
+    return math.ceil(programs / SMS) / programs
+
+
 def issue_seconds(warp_instructions: float, fp64: float, conversions: float, memory_ops: float, programs: int) -> float:
     """The issue bound: cycles on the busiest pipe (dispatch: one warp instruction per scheduler per
-    clock), spread over the SMs the launch's programs occupy (one program, e.g. a row's carry,
-    issues on one SM's schedulers whatever the GPU's size)."""
+    clock) of the busiest SM (one program, e.g. a row's carry, issues on one SM's schedulers
+    whatever the GPU's size)."""
     cycles = max(warp_instructions / SCHEDULERS, fp64 * 2 / SCHEDULERS, conversions * 8 / SCHEDULERS, memory_ops)
-    return cycles / min(SMS, max(1, programs)) / CLOCK_HZ
+    return cycles * busiest_sm_share(programs) / CLOCK_HZ
 
 
 def _resident_lanes(registers: int, warps: int) -> int:
@@ -496,8 +532,9 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     shared_loop, shared_all = shared_wavefronts(loop), shared_wavefronts(everything)
     l1_wavefronts = (launch.grid * (iterations * in_loop + rest)
                      + warp_factor * ((iterations - 1) * shared_loop + shared_all))
-    l1_s = l1_wavefronts / min(SMS, max(1, launch.grid)) / CLOCK_HZ
-    moved = _launch_bytes(launch)
+    l1_s = l1_wavefronts * busiest_sm_share(launch.grid) / CLOCK_HZ
+    resident_lanes = _resident_lanes(compiled.registers, launch.num_warps)
+    moved = _launch_bytes(launch) + _refetched_bytes(launch, resident_lanes // threads * SMS)
     l2_moved = _fused_carry_bytes(launch)
     memory_s = moved / BANDWIDTH + l2_moved / L2_BANDWIDTH
     # the loop-carried chain: one warp's prologue (its loads of incoming states and maps, which the
@@ -505,7 +542,7 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     # and iterations, issued in order (loop_cycles), in as many waves as the SMs' registers allow
     # for lane kernels; the carries run one program per row
     if launch.lanes:
-        resident = _resident_lanes(compiled.registers, launch.num_warps) * SMS
+        resident = resident_lanes * SMS
         waves = math.ceil(executing / resident)
         prologue = loop_cycles(compiled.prologue, L2_LATENCY, iterations=1)
         latency_cycles = waves * (iterations * loop_cycles(loop, DRAM_LATENCY) + prologue) + DRAM_LATENCY
