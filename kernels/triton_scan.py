@@ -1337,6 +1337,30 @@ def body_steps(M: int, *, forced: Mapping[str, int] | None = None) -> int:
     return forced
 
 
+# A longer chunk is taken only where it cuts the busiest SM's work by this share (ties keep the
+# shorter chunk: more programs resident to hide latency).
+WHOLE_WAVES_GAIN = 0.05
+
+
+def _whole_waves(chunk: int, whole: int, rows: int, steps: int, sms: int) -> int:
+    """The long-order chunk, at least ``chunk``, that minimises the busiest SM's share of the
+    finish: programs (BLOCK_GPU lanes) are dealt out whole, so with P of them that SM runs ceil(P /
+    sms) programs of ``chunk`` steps. On the H100 the M=16 forward finish of 16 x 2^20 took 2161
+    us on 147 programs (chunks of 896), 1.8x its one-row time per step: the 15 SMs with two
+    programs set its time. Here chunks of 1008 give 131 programs, one an SM (sm_90 model: 2355 ->
+    1324 us); the summary's programs (its recursion groups per block) fall from 11 to 9 an SM."""
+    programs = cdiv(rows * cdiv(steps, chunk), BLOCK_GPU)
+    best, best_work = chunk, cdiv(programs, sms) * chunk
+    for per_sm in range(cdiv(programs, sms) - 1, 0, -1):
+        chunks_per_row = per_sm * sms * BLOCK_GPU // rows
+        if chunks_per_row < 1:
+            break
+        longer = whole * cdiv(cdiv(steps, chunks_per_row), whole)
+        if per_sm * longer <= (1 - WHOLE_WAVES_GAIN) * best_work:
+            best, best_work = longer, per_sm * longer
+    return best
+
+
 FUSED_NARROW_MAPS_MAX = 256  # maps per row that a one-warp finish composes itself before wider groups win
 
 
@@ -1364,7 +1388,8 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
 
     Chunks exist only to make lanes: with enough rows each row is one chunk and the pass is a single
     launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM, down to a
-    floor below which the per-chunk maps would cost more than the samples.
+    floor below which the per-chunk maps would cost more than the samples; a long order's chunk then
+    grows where that deals its programs out to the SMs more evenly (:func:`_whole_waves`).
     """
     forced = _forced(forced)
     u = body_steps(M, forced=forced)
@@ -1385,6 +1410,8 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
     chunk = whole * math.ceil(forced.get("chunk", chunk) / whole)
     if M > SINGLE_CHUNK_ORDER or chunk >= steps:
         chunk = u * math.ceil(max(steps, 1) / u)
+    if sms is not None and kind == "long" and chunk < steps:
+        chunk = _whole_waves(chunk, whole, rows, steps, sms)
     if sms is not None:  # few lanes: programs of one warp, not of BLOCK_GPU lanes mostly idle
         block = min(block, max(32, next_power_of_2(rows * cdiv(steps, chunk))))
         # a forced carry placement keeps one warp: four warps with a carry launch never ran on a GPU
