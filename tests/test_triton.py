@@ -900,7 +900,7 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
                 kernel = item.kernel.__name__
                 expected = launch.startswith("rows=1") and triton_scan.tiles_as_rows(  # a GPU's backward: the forward's kernels
                     True, M, item.constexprs["REVERSE"], kernel) and item.constexprs["TILE_STEPS"] > 0
-                assert item.constexprs["TILE_ROWS"] == expected, (launch, kernel, reverse)
+                assert bool(item.constexprs["TILE_ROWS"]) == expected, (launch, kernel, reverse)
         results[launch] = run_both(x, a, zi, g, ("triton",), True)[0]
     # one chunk per row: the state from zi (forward) or from rest (adjoint), no summary
     short = (x[:, :5], a[:, :5].contiguous(), zi, g[:, :5])
@@ -913,6 +913,40 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
         (results["rows=0,tile=4"], {rows: results[rows] for rows in ("rows=1,tile=4", "rows=1,tile=16")}),
     ])
     assert_same_or_as_accurate(short, names, [(results["short rows=0"], {"short rows=1": results["short rows=1"]})])
+
+
+def test_rows_alignment_rules():
+    """Coefficient rows are loaded as 16-byte vectors only where every lane's row starts at a
+    multiple of four elements: (B, T, M) rows at M a multiple of four, never at M = 1 or 2, whose
+    alignment would turn with T's parity (twice the compiled variants for random lengths)."""
+    for M, sa_row, chunk, expected in [(4, 4 * 1001, 64, 4), (16, 16 * 7, 1008, 4), (8, 8 * 3, 64, 4),
+                                       (16, 16 * 7 + 1, 64, 1), (4, 4 * 1001 + 2, 64, 1), (2, 2 * 4096, 64, 1),
+                                       (1, 4096, 64, 1), (0 + 4, 0, 64, 4)]:
+        assert triton_scan.rows_alignment(M, sa_row, chunk) == expected, (M, sa_row, chunk)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [4, slow(16)])
+def test_coefficient_rows_of_any_row_stride(monkeypatch, device, M):
+    """Coefficient rows whose row stride is not a multiple of four elements take scalar loads
+    (TILE_ROWS 1), contiguous ones 16-byte vectors (TILE_ROWS 4, a hint the compiled kernel trusts:
+    a wrong one reads misaligned vectors on a GPU). Both give the contiguous tensor's results, bit
+    for bit under the interpreter, and within a float32 loop's error of float64."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "rows=1,tile=4")
+    T = 3 * chunk_length(device, M, 2, 1 << 20) + 7
+    dense = stable_coefficients((2,), T, M, seed=M).to(device=device, dtype=torch.float32)
+    padded = torch.zeros(2, T * M + 1, device=device)  # rows T*M + 1 elements apart
+    padded[:, :T * M] = dense.reshape(2, T * M)
+    odd = padded.as_strided((2, T, M), (T * M + 1, M, 1))
+    assert torch.equal(odd, dense) and triton_scan.coefficient_layout(odd) == triton_scan.A_CONTIGUOUS
+    x, zi, g = (random_signal(shape, torch.float32, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    results = {}
+    for name, a, alignment in (("contiguous", dense, 4), ("odd row stride", odd, 1)):
+        launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=False, sms=triton_scan._sms(x.device))
+        assert {launch.constexprs.get("TILE_ROWS") for launch in launches} - {None, 0} == {alignment}, name
+        results[name] = run_both(x, a, zi, g, ("triton",), True)[0]
+    assert_same_or_as_accurate((x, dense, zi, g), ("y", "grad_x", "grad_a", "grad_zi"),
+                               [(results["contiguous"], {"odd row stride": results["odd row stride"]})])
 
 
 def test_rows_of_2_31_steps_are_refused_by_name():
