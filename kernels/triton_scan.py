@@ -1097,14 +1097,18 @@ ROWS_TILE_MAX_ORDER = 4
 ROWS_REVERSE_TILE_MAX_ORDER = 1
 
 
-def tiles_as_rows(rows: bool, M: int, reverse: bool, kernel: str) -> bool:
-    """Whether a kernel reading its inputs as rows loads its coefficient tiles as rows too (the
-    kernels' TILE_ROWS; see the orders above). Only for M a power of two, as the kernels require."""
-    if not (rows and _power_of_2(M)):
+def tiles_as_rows(rows: bool, M: int, reverse: bool, kernel: str, vectors: bool = False) -> bool:
+    """Whether a kernel loads its coefficient tiles as rows (the kernels' TILE_ROWS): with its inputs
+    as rows (``rows``) up to the orders above; forward, wherever they load as 16-byte vectors
+    (``vectors``, see rows_alignment), with or without input rows, up to UNROLL_MAX_ORDER. Only for
+    M a power of two, as the kernels require."""
+    if not _power_of_2(M):
         return False
     if reverse:
-        return M <= ROWS_REVERSE_TILE_MAX_ORDER
-    return M <= ROWS_TILE_MAX_ORDER or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value)
+        return rows and M <= ROWS_REVERSE_TILE_MAX_ORDER
+    if vectors and M <= UNROLL_MAX_ORDER:
+        return True
+    return rows and (M <= ROWS_TILE_MAX_ORDER or (kernel == "_summary" and M > SPLIT_MAX_ORDER.value))
 
 
 # Coefficient rows whose every lane starts at a multiple of this many elements are loaded as 16-byte
@@ -1112,7 +1116,14 @@ def tiles_as_rows(rows: bool, M: int, reverse: bool, kernel: str) -> bool:
 # summary's scalar row loads each kept a 64-bit pointer across the loop: 255 registers and 896 B
 # of stack, 65 spilled accesses a homogeneous body and 247 a driven one; as vectors 144 B, 0 and
 # 20, and 1512 and 1352 instructions a body instead of 1715 and 1746 (sm_90, Triton 3.6).
+# As vectors they no longer spill at M=8 (finish and summary) nor in the M=16 finish, which
+# reads its inputs lane by lane (its input rows spill): there the sm_90 model's L1 term, which put
+# the H100's M=16 finish within 0.92-0.96x, falls 4.5x (16 x 2^20: 1327 -> 406 us, memory-bound).
 ROWS_VECTOR = 4
+# Their tiles: a register budget (as TILE_BUDGET) and the most steps. sm_90, Triton 3.6, forward:
+# the M=4 finish spilled 48 B with 8-step tiles in one variant (the carry a launch of its own), none
+# with 4; the M=16 finish 33 accesses a body with 4-step tiles, none with 2.
+VECTOR_TILE = {"_summary": (128, UNROLL_MAX_ORDER), "_finish": (32, 4)}
 
 
 def rows_alignment(M: int, sa_row: int, chunk: int) -> int:
@@ -1125,8 +1136,8 @@ def rows_alignment(M: int, sa_row: int, chunk: int) -> int:
     return ROWS_VECTOR if aligned else 1
 
 
-def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False, *,
-               forced: Mapping[str, int] | None = None) -> int:
+def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False,
+               vectors: bool = False, *, forced: Mapping[str, int] | None = None) -> int:
     """Steps whose coefficients a lane loads together, as one tile, before the first of them (0:
     each step loads its own as it comes): the longest power of two up to the unrolled body whose
     tile fits the kernel's TILE_BUDGET, at least 2. Compiled, each step's loads were otherwise
@@ -1140,10 +1151,16 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: 
         return forced
     if _INTERPRETED:
         return 0
-    as_rows = tiles_as_rows(rows, M, reverse, kernel)
-    budget = ROWS_TILE_BUDGET[kernel] if as_rows else TILE_BUDGET[(kernel, reverse)]
+    longest = next_power_of_2(body)
+    if tiles_as_rows(rows, M, reverse, kernel, vectors) and vectors and not reverse:
+        budget, most = VECTOR_TILE[kernel]
+        longest = min(longest, most)
+    elif tiles_as_rows(rows, M, reverse, kernel):
+        budget = ROWS_TILE_BUDGET[kernel]
+    else:
+        budget = TILE_BUDGET[(kernel, reverse)]
     fits = budget // (next_power_of_2(M) * words * words)
-    steps = min(next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
+    steps = min(longest, 1 << max(0, fits.bit_length() - 1))
     return steps if steps >= 2 else 0
 
 
@@ -1308,12 +1325,21 @@ def uses_rows(kernel: str, layout: int, is_complex: bool, sms: int | None, M: in
     3.9 or 3.6) for a small share of their accesses. The interpreter, which pays per op, keeps
     per-lane loads unless ALLPOLE_TRITON_LAUNCH's ``rows`` forces them; tests/test_triton.py runs
     both."""
-    forced = _forced(forced).get("rows")
+    if not rows_possible(layout, is_complex, sms, forced=forced):
+        return False
+    if _forced(forced).get("rows") is not None:
+        return True
+    return M <= ROWS_MAX_ORDER or (kernel == "_summary" and not reverse)
+
+
+def rows_possible(layout: int, is_complex: bool, sms: int | None, *, forced: Mapping[str, int] | None = None) -> bool:
+    """Whether anything may be read as coalesced rows: real inputs with contiguous coefficients, on a
+    GPU (the interpreter only where ALLPOLE_TRITON_LAUNCH's ``rows`` forces them; ``rows=0`` turns
+    them off everywhere)."""
     if is_complex or layout != A_CONTIGUOUS:
         return False
-    if forced is not None:
-        return bool(forced)
-    return sms is not None and (M <= ROWS_MAX_ORDER or (kernel == "_summary" and not reverse))
+    forced = _forced(forced).get("rows")
+    return bool(forced) if forced is not None else sms is not None
 
 
 # B*T from which short orders take the reversed path on a GPU (see uses_reversed_forward; M=1
@@ -1529,19 +1555,22 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     layout = coefficient_layout(a)
     loops = dict(U=shape.unroll, A_LAYOUT=layout, REVERSE=reverse, A_COPY=a_copy)
     a_reverse = reverse and not a_copy  # coefficients read along the adjoint's diagonal
+    vectors_possible = rows_possible(layout, is_complex, sms, forced=forced)
 
     def loads(kernel: str, *, tiles_only_as_rows: bool = False) -> dict:
         """A lane kernel's ROWS, TILE_ROWS and TILE_STEPS (each decided once: a plan is host time).
         Rows step through a chunk in int32 (a body's t0 x M, see triton_tiles.load_rows)."""
-        rows = uses_rows(kernel, layout, is_complex, sms, M, a_reverse, forced=forced) and shape.chunk * M < 2**31
+        stepped = shape.chunk * M < 2**31
+        rows = uses_rows(kernel, layout, is_complex, sms, M, a_reverse, forced=forced) and stepped
+        vectors = (vectors_possible and stepped and not a_reverse
+                   and rows_alignment(M, sa_row, shape.chunk) == ROWS_VECTOR)
         steps = 0
         if layout != A_CONSTANT:  # constant coefficients are loaded once per lane
             wide = kernel == "_summary" or compute == tl.float64
             steps = tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, a_reverse, rows,
-                               forced=forced)
-        tile_rows = tiles_as_rows(rows, M, a_reverse, kernel) and steps > 0
-        alignment = rows_alignment(M, sa_row, shape.chunk) if tile_rows and not a_reverse else 1
-        return dict(ROWS=rows, TILE_ROWS=alignment if tile_rows else 0,
+                               vectors, forced=forced)
+        tile_rows = tiles_as_rows(rows, M, a_reverse, kernel, vectors) and steps > 0
+        return dict(ROWS=rows, TILE_ROWS=(ROWS_VECTOR if vectors else 1) if tile_rows else 0,
                     TILE_STEPS=steps if tile_rows or not tiles_only_as_rows else 0)
 
     def maps(*size):  # summaries and carries are float64 whatever the input dtype

@@ -898,9 +898,13 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
             assert lane and {item.constexprs["ROWS"] for item in lane} == {launch.startswith("rows=1")}
             for item in lane:  # coefficient tiles as rows wherever tiles_as_rows takes them
                 kernel = item.kernel.__name__
-                expected = launch.startswith("rows=1") and triton_scan.tiles_as_rows(  # a GPU's backward: the forward's kernels
-                    True, M, item.constexprs["REVERSE"], kernel) and item.constexprs["TILE_STEPS"] > 0
-                assert bool(item.constexprs["TILE_ROWS"]) == expected, (launch, kernel, reverse)
+                a_reverse = item.constexprs["REVERSE"] and not item.constexprs["A_COPY"]
+                # contiguous real rows: 16-byte vectors at M a multiple of four, forward
+                vectors = launch.startswith("rows=1") and M % triton_scan.ROWS_VECTOR == 0 and not a_reverse
+                expected = launch.startswith("rows=1") and triton_scan.tiles_as_rows(
+                    True, M, a_reverse, kernel, vectors) and item.constexprs["TILE_STEPS"] > 0
+                alignment = triton_scan.ROWS_VECTOR if vectors else 1
+                assert item.constexprs["TILE_ROWS"] == (alignment if expected else 0), (launch, kernel, reverse)
         results[launch] = run_both(x, a, zi, g, ("triton",), True)[0]
     # one chunk per row: the state from zi (forward) or from rest (adjoint), no summary
     short = (x[:, :5], a[:, :5].contiguous(), zi, g[:, :5])
@@ -947,6 +951,30 @@ def test_coefficient_rows_of_any_row_stride(monkeypatch, device, M):
         results[name] = run_both(x, a, zi, g, ("triton",), True)[0]
     assert_same_or_as_accurate((x, dense, zi, g), ("y", "grad_x", "grad_a", "grad_zi"),
                                [(results["contiguous"], {"odd row stride": results["odd row stride"]})])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [4, slow(16)])
+def test_vector_coefficient_rows_without_input_rows(monkeypatch, device, M):
+    """Coefficient tiles as 16-byte vector rows in kernels that read their inputs lane by lane (on a
+    GPU the M=16 finish, whose input rows spill): here every forward kernel, with rows kept from
+    the inputs. Bit-identical to per-lane loads under the interpreter."""
+    T = 3 * chunk_length(device, M, 2, 1 << 20) + 7
+    a = stable_coefficients((2,), T, M, seed=M).to(device=device, dtype=torch.float32)
+    x, zi, g = (random_signal(shape, torch.float32, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
+    results = {}
+    for launch in ("rows=0,tile=2", "rows=1,tile=2"):
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", launch)
+        if launch.startswith("rows=1"):
+            monkeypatch.setattr(triton_scan, "uses_rows", lambda *args, **kwargs: False)  # forgets kept plans
+        launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=False, sms=triton_scan._sms(x.device))
+        lane = [item for item in launches if "ROWS" in item.constexprs]
+        assert lane and not any(item.constexprs["ROWS"] for item in lane)
+        expected = triton_scan.ROWS_VECTOR if launch.startswith("rows=1") else 0
+        assert {item.constexprs["TILE_ROWS"] for item in lane} == {expected}, launch
+        results[launch] = run_both(x, a, zi, g, ("triton",), True)[0]
+    assert_same_or_as_accurate((x, a, zi, g), ("y", "grad_x", "grad_a", "grad_zi"),
+                               [(results["rows=0,tile=2"], {"vector rows": results["rows=1,tile=2"]})])
 
 
 def test_rows_of_2_31_steps_are_refused_by_name():
