@@ -1120,10 +1120,13 @@ def tiles_as_rows(rows: bool, M: int, reverse: bool, kernel: str, vectors: bool 
 # reads its inputs lane by lane (its input rows spill): there the sm_90 model's L1 term, which put
 # the H100's M=16 finish within 0.92-0.96x, falls 4.5x (16 x 2^20: 1327 -> 406 us, memory-bound).
 ROWS_VECTOR = 4
-# Their tiles: a register budget (as TILE_BUDGET) and the most steps. sm_90, Triton 3.6, forward:
-# the M=4 finish spilled 48 B with 8-step tiles in one variant (the carry a launch of its own), none
-# with 4; the M=16 finish 33 accesses a body with 4-step tiles, none with 2.
-VECTOR_TILE = {"_summary": (128, UNROLL_MAX_ORDER), "_finish": (32, 4)}
+# Their tiles' register budget (as TILE_BUDGET): sm_90, Triton 3.6, forward, the M=16 finish spilled
+# 33 accesses a body with 4-step tiles, none with 2. The finish whose incoming states come from the
+# carry launch (STATE 3, rows of ~2^28 samples at M=4) spilled 48 B at M=4 with 8-step tiles, none
+# with VECTOR_TILE_CARRIED_MAX; 4-step tiles everywhere would cost the other M=4 finishes up to 7%
+# in the sm_90 model (more waits on their latency chain, shorter rows per L1 wavefront).
+VECTOR_TILE_BUDGET = {"_summary": 128, "_finish": 32}
+VECTOR_TILE_CARRIED_MAX = 4
 
 
 def rows_alignment(M: int, sa_row: int, chunk: int) -> int:
@@ -1151,16 +1154,14 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: 
         return forced
     if _INTERPRETED:
         return 0
-    longest = next_power_of_2(body)
     if tiles_as_rows(rows, M, reverse, kernel, vectors) and vectors and not reverse:
-        budget, most = VECTOR_TILE[kernel]
-        longest = min(longest, most)
+        budget = VECTOR_TILE_BUDGET[kernel]
     elif tiles_as_rows(rows, M, reverse, kernel):
         budget = ROWS_TILE_BUDGET[kernel]
     else:
         budget = TILE_BUDGET[(kernel, reverse)]
     fits = budget // (next_power_of_2(M) * words * words)
-    steps = min(longest, 1 << max(0, fits.bit_length() - 1))
+    steps = min(next_power_of_2(body), 1 << max(0, fits.bit_length() - 1))
     return steps if steps >= 2 else 0
 
 
@@ -1557,9 +1558,10 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     a_reverse = reverse and not a_copy  # coefficients read along the adjoint's diagonal
     vectors_possible = rows_possible(layout, is_complex, sms, forced=forced)
 
-    def loads(kernel: str, *, tiles_only_as_rows: bool = False) -> dict:
+    def loads(kernel: str, *, tiles_only_as_rows: bool = False, carried: bool = False) -> dict:
         """A lane kernel's ROWS, TILE_ROWS and TILE_STEPS (each decided once: a plan is host time).
-        Rows step through a chunk in int32 (a body's t0 x M, see triton_tiles.load_rows)."""
+        Rows step through a chunk in int32 (a body's t0 x M, see triton_tiles.load_rows).
+        ``carried``: a finish that loads its incoming states (STATE 3, see VECTOR_TILE_CARRIED_MAX)."""
         stepped = shape.chunk * M < 2**31
         rows = uses_rows(kernel, layout, is_complex, sms, M, a_reverse, forced=forced) and stepped
         vectors = (vectors_possible and stepped and not a_reverse
@@ -1570,6 +1572,8 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
             steps = tile_steps(M, shape.unroll, (2 if is_complex else 1) * (2 if wide else 1), kernel, a_reverse, rows,
                                vectors, forced=forced)
         tile_rows = tiles_as_rows(rows, M, a_reverse, kernel, vectors) and steps > 0
+        if tile_rows and vectors and carried and "tile" not in forced:
+            steps = min(steps, VECTOR_TILE_CARRIED_MAX)
         return dict(ROWS=rows, TILE_ROWS=(ROWS_VECTOR if vectors else 1) if tile_rows else 0,
                     TILE_STEPS=steps if tile_rows or not tiles_only_as_rows else 0)
 
@@ -1626,7 +1630,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     # registers of a body's gathered grad_a: window x steps, times planes, times words per value
     gathered = next_power_of_2(M) * u_pad * (2 if is_complex else 1) * (2 if compute == tl.float64 else 1)
     block = shape.group if state >= 3 else shape.block
-    finish_loads = loads("_finish")
+    finish_loads = loads("_finish", carried=state == 3)
     grad_a_rows = reverse and per_sample and finish_loads["ROWS"] and grad_a_fits_rows(M)
     launches.append(Launch(
         _finish, B * n_blocks if state >= 3 else cdiv(n_lanes, block),
