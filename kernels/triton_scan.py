@@ -525,7 +525,7 @@ def _summary(
     and the inclusive prefixes stored. Otherwise each program is uniformly one group: group g < G
     runs homogeneous recursions gR .. gR+R-1 (storing those columns of Phi), group G the driven one
     (storing z), for BLOCK consecutive (row, chunk) lanes; n_lanes = rows x chunks. The G + 1
-    programs of one block are consecutive (see summary_block), so they run together and all but one
+    programs of one block are consecutive (see summary_blocks), so they run together and all but one
     read the block's coefficients from L2.
     """
     A_REVERSE: tl.constexpr = REVERSE and not A_COPY
@@ -1392,8 +1392,11 @@ def body_steps(M: int, *, forced: Mapping[str, int] | None = None) -> int:
 
 
 # A longer chunk is taken only where it cuts the busiest SM's work by this share (ties keep the
-# shorter chunk: more programs resident to hide latency).
+# shorter chunk: more programs resident to hide latency), and up to this growth: two programs
+# resident on one SM took 1.6-1.8x one alone on the H100 (the M=16 finish), so halving the programs
+# an SM runs by doubling their chunk gains little where they fit at once.
 WHOLE_WAVES_GAIN = 0.05
+WHOLE_WAVES_GROWTH = 1.25
 
 
 def _whole_waves(chunk: int, whole: int, rows: int, steps: int, sms: int) -> int:
@@ -1410,6 +1413,8 @@ def _whole_waves(chunk: int, whole: int, rows: int, steps: int, sms: int) -> int
         if chunks_per_row < 1:
             break
         longer = whole * cdiv(cdiv(steps, chunks_per_row), whole)
+        if longer >= steps or longer > WHOLE_WAVES_GROWTH * chunk:
+            break
         if per_sm * longer <= (1 - WHOLE_WAVES_GAIN) * best_work:
             best, best_work = longer, per_sm * longer
     return best
@@ -1443,7 +1448,8 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
     Chunks exist only to make lanes: with enough rows each row is one chunk and the pass is a single
     launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM, down to a
     floor below which the per-chunk maps would cost more than the samples; a long order's chunk then
-    grows where that deals its programs out to the SMs more evenly (:func:`_whole_waves`).
+    grows, by up to WHOLE_WAVES_GROWTH, where that deals its programs out to the SMs more evenly
+    (:func:`_whole_waves`; so a little more work may take a slightly shorter chunk).
     """
     forced = _forced(forced)
     u = body_steps(M, forced=forced)
@@ -1464,7 +1470,7 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
     chunk = whole * math.ceil(forced.get("chunk", chunk) / whole)
     if M > SINGLE_CHUNK_ORDER or chunk >= steps:
         chunk = u * math.ceil(max(steps, 1) / u)
-    if sms is not None and kind == "long" and chunk < steps:
+    if sms is not None and kind == "long" and chunk < steps and "chunk" not in forced:
         chunk = _whole_waves(chunk, whole, rows, steps, sms)
     if sms is not None:  # few lanes: programs of one warp, not of BLOCK_GPU lanes mostly idle
         block = min(block, max(32, next_power_of_2(rows * cdiv(steps, chunk))))

@@ -601,6 +601,13 @@ def test_gpu_launch_shape_rules(M):
         assert shape.chunk >= min(previous, steps)  # more work never gives shorter chunks
         previous = shape.chunk
     assert triton_scan.launch_shape(M, 132 * triton_scan.LANES_PER_SM, 4096, sms).chunk >= 4096
+    # a forced chunk is kept (whole bodies), and a chunk grown for whole waves stays shorter than the
+    # row, or is the row (one chunk, whole bodies)
+    whole = math.lcm(u, M)
+    if M <= triton_scan.SINGLE_CHUNK_ORDER:  # (at M=16, 56 bodies would grow to 63 unforced)
+        assert triton_scan.launch_shape(M, 16, 2**20, sms, forced={"chunk": 56 * whole}).chunk == 56 * whole
+    short_rows = triton_scan.launch_shape(M, 9000, 100, sms).chunk
+    assert short_rows < 100 or short_rows == u * math.ceil(100 / u)
 
 
 def test_forced_launch_shape(monkeypatch):
@@ -934,23 +941,29 @@ def test_rows_alignment_rules():
 def test_coefficient_rows_of_any_row_stride(monkeypatch, device, M):
     """Coefficient rows whose row stride is not a multiple of four elements take scalar loads
     (TILE_ROWS 1), contiguous ones 16-byte vectors (TILE_ROWS 4, a hint the compiled kernel trusts:
-    a wrong one reads misaligned vectors on a GPU). Both give the contiguous tensor's results, bit
-    for bit under the interpreter, and within a float32 loop's error of float64."""
+    a wrong one reads misaligned vectors on a GPU), also from a pointer off 16-byte alignment. All
+    give the contiguous tensor's results, bit for bit under the interpreter, and within a float32
+    loop's error of float64."""
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "rows=1,tile=4")
     T = 3 * chunk_length(device, M, 2, 1 << 20) + 7
     dense = stable_coefficients((2,), T, M, seed=M).to(device=device, dtype=torch.float32)
     padded = torch.zeros(2, T * M + 1, device=device)  # rows T*M + 1 elements apart
     padded[:, :T * M] = dense.reshape(2, T * M)
     odd = padded.as_strided((2, T, M), (T * M + 1, M, 1))
+    # rows a multiple of four elements apart from a pointer 4 bytes past 16-byte alignment: the hint
+    # holds for the offsets, and Triton compiles such a pointer without its alignment
+    shifted = torch.zeros(2 * T * M + 1, device=device)[1:].view(2, T, M)
+    shifted.copy_(dense)
     assert torch.equal(odd, dense) and triton_scan.coefficient_layout(odd) == triton_scan.A_CONTIGUOUS
+    assert shifted.data_ptr() % 16 == 4 and shifted.is_contiguous()
     x, zi, g = (random_signal(shape, torch.float32, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
     results = {}
-    for name, a, alignment in (("contiguous", dense, 4), ("odd row stride", odd, 1)):
+    for name, a, alignment in (("contiguous", dense, 4), ("odd row stride", odd, 1), ("shifted pointer", shifted, 4)):
         launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=False, sms=triton_scan._sms(x.device))
         assert {launch.constexprs.get("TILE_ROWS") for launch in launches} - {None, 0} == {alignment}, name
         results[name] = run_both(x, a, zi, g, ("triton",), True)[0]
     assert_same_or_as_accurate((x, dense, zi, g), ("y", "grad_x", "grad_a", "grad_zi"),
-                               [(results["contiguous"], {"odd row stride": results["odd row stride"]})])
+                               [(results["contiguous"], {name: results[name] for name in ("odd row stride", "shifted pointer")})])
 
 
 @pytest.mark.parametrize("device", DEVICES)
