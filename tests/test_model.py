@@ -171,3 +171,37 @@ def test_the_per_kernel_list_reports_spills_where_a_loop_has_them():
     backward = dict(row, passes="fwdbwd", kernels=[launch("_summary", 2), launch("_finish", 4)])
     text = model.markdown([row, backward])
     assert "64 registers, up to 4 spilled accesses" in text and "up to 118 spilled" in text
+
+
+def test_the_busiest_sm_runs_whole_programs():
+    """147 equal programs on 132 SMs take two programs' time, not 147/132 of one (the H100's M=16
+    finish at 16 x 2^20); up to 132 programs each SM runs at most one."""
+    assert model.busiest_sm_share(147) == pytest.approx(2 / 147)
+    assert model.busiest_sm_share(132) == pytest.approx(1 / 132)
+    assert model.busiest_sm_share(10) == pytest.approx(1 / 10)
+    assert model.busiest_sm_share(0) == 1.0
+
+
+def test_a_summary_refetches_coefficients_only_when_its_groups_run_apart(monkeypatch):
+    """The long-order summary's recursion groups of one lane block run as consecutive programs
+    (triton_scan.summary_blocks), so a round of resident programs shares each block's coefficients
+    in L2: almost nothing is fetched twice. With the groups outermost (the order the fourth H100
+    session ran), each of the nine groups at M=16 fetched them all again once they outgrew L2."""
+    import torch
+
+    from allpole_triton.kernels import triton_scan
+
+    def summary(B, T):
+        meta = torch.device("meta")
+        u = torch.empty(B, T, device=meta)
+        launches, _ = triton_scan.plan(u, torch.empty(B, T, 16, device=meta), torch.empty(B, 16, device=meta),
+                                       torch.empty_like(u), reverse=False, sms=model.SMS)
+        return next(l for l in launches if l.kernel is triton_scan._summary)
+
+    launch = summary(256, 65536)
+    coefficients = model._tensor_bytes(launch.args[1])
+    assert launch.grid > 2 * model.SMS and coefficients > model.L2_BYTES
+    assert model._refetched_bytes(launch, 2 * model.SMS) < 0.1 * coefficients
+    assert model._refetched_bytes(summary(1, 4096), 2 * model.SMS) == 0  # all of it fits in L2
+    monkeypatch.setattr(triton_scan, "summary_blocks", lambda groups, blocks: [p % blocks for p in range(groups * blocks)])
+    assert model._refetched_bytes(launch, 2 * model.SMS) > 7 * coefficients

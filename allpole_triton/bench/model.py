@@ -41,6 +41,12 @@ slower, side by side with the older commit), where the model had called the chan
 stacks beside their shared memory) was tried and still called it faster; the per-kernel list
 reports each loop's spills instead, for a reader to weigh.
 
+Two terms came from the fourth session's launch times (``launch_times --predict`` on 605d22f's
+launches): the busiest SM's whole programs (the M=16 finish's measured/predicted went from
+1.29-1.65 to 0.87-0.92) and a summary's refetched coefficients (its measured/predicted from
+3.4-3.8 to 1.9 at 256 x 65536 and 3.1 at 16 x 2^20). The summary's remaining gap is its own: 1.45-1.9x
+with one row, where neither term applies.
+
 Its times are GPU times: an eager call's host cost (Python, the plan, Triton's launch path) is
 not modelled, and the H100 measured it above the GPU time of M <= 4 passes up to 2^24 samples
 (``allpole_triton.bench.host_times``); CUDA graphs (``torch.compile(mode="reduce-overhead")``) remove it.
