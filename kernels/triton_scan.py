@@ -1570,7 +1570,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
         ``carried``: a finish that loads its incoming states (STATE 3, see VECTOR_TILE_CARRIED_MAX)."""
         stepped = shape.chunk * M < 2**31
         rows = uses_rows(kernel, layout, is_complex, sms, M, a_reverse, forced=forced) and stepped
-        vectors = (vectors_possible and stepped and not a_reverse
+        # float64 finishes keep their tiles: the vector budget, sized on float32 compiles, left
+        # them none at M >= 8 (a memory latency a step again)
+        vectors = (vectors_possible and stepped and not a_reverse and (kernel == "_summary" or compute != tl.float64)
                    and rows_alignment(M, sa_row, shape.chunk) == ROWS_VECTOR)
         steps = 0
         if layout != A_CONSTANT:  # constant coefficients are loaded once per lane

@@ -606,6 +606,8 @@ def test_gpu_launch_shape_rules(M):
     whole = math.lcm(u, M)
     if M <= triton_scan.SINGLE_CHUNK_ORDER:  # (at M=16, 56 bodies would grow to 63 unforced)
         assert triton_scan.launch_shape(M, 16, 2**20, sms, forced={"chunk": 56 * whole}).chunk == 56 * whole
+    if M == 16:  # grown by at most WHOLE_WAVES_GROWTH (27 rows of 2^20 would fit one program an SM at 1680)
+        assert triton_scan.launch_shape(M, 27, 2**20, sms).chunk == 896
     short_rows = triton_scan.launch_shape(M, 9000, 100, sms).chunk
     assert short_rows < 100 or short_rows == u * math.ceil(100 / u)
 
