@@ -934,7 +934,7 @@ def test_rows_alignment_rules():
     alignment would turn with T's parity (twice the compiled variants for random lengths)."""
     for M, sa_row, chunk, expected in [(4, 4 * 1001, 64, 4), (16, 16 * 7, 1008, 4), (8, 8 * 3, 64, 4),
                                        (16, 16 * 7 + 1, 64, 1), (4, 4 * 1001 + 2, 64, 1), (2, 2 * 4096, 64, 1),
-                                       (1, 4096, 64, 1), (0 + 4, 0, 64, 4)]:
+                                       (1, 4096, 64, 1), (4, 0, 64, 4)]:  # stride 0: one row broadcast
         assert triton_scan.rows_alignment(M, sa_row, chunk) == expected, (M, sa_row, chunk)
 
 
@@ -972,8 +972,9 @@ def test_coefficient_rows_of_any_row_stride(monkeypatch, device, M):
 @pytest.mark.parametrize("M", [4, slow(16)])
 def test_vector_coefficient_rows_without_input_rows(monkeypatch, device, M):
     """Coefficient tiles as 16-byte vector rows in kernels that read their inputs lane by lane (on a
-    GPU the M=16 finish, whose input rows spill): here every forward kernel, with rows kept from
-    the inputs. Bit-identical to per-lane loads under the interpreter."""
+    GPU the M=16 finish, whose input rows spill): here every forward kernel, its inputs read lane
+    by lane. Bit-identical to per-lane loads under the interpreter (the backward runs without them:
+    its gradients check the forward's outputs)."""
     T = 3 * chunk_length(device, M, 2, 1 << 20) + 7
     a = stable_coefficients((2,), T, M, seed=M).to(device=device, dtype=torch.float32)
     x, zi, g = (random_signal(shape, torch.float32, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
