@@ -908,8 +908,10 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
             for item in lane:  # coefficient tiles as rows wherever tiles_as_rows takes them
                 kernel = item.kernel.__name__
                 a_reverse = item.constexprs["REVERSE"] and not item.constexprs["A_COPY"]
-                # contiguous real rows: 16-byte vectors at M a multiple of four, forward
-                vectors = launch.startswith("rows=1") and M % triton_scan.ROWS_VECTOR == 0 and not a_reverse
+                # contiguous real rows: 16-byte vectors at M a multiple of four, forward (finishes
+                # below float64)
+                vectors = (launch.startswith("rows=1") and M % triton_scan.ROWS_VECTOR == 0 and not a_reverse
+                           and (kernel == "_summary" or dtype != torch.float64))
                 expected = launch.startswith("rows=1") and triton_scan.tiles_as_rows(
                     True, M, a_reverse, kernel, vectors) and item.constexprs["TILE_STEPS"] > 0
                 alignment = triton_scan.ROWS_VECTOR if vectors else 1
