@@ -553,7 +553,7 @@ def _summary(
         pair = (row * n_chunks + block * BLOCK + local).reshape([BLOCK])
         scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
     else:
-        GROUPS: tl.constexpr = (M + R - 1) // R + 1
+        GROUPS: tl.constexpr = (M + R - 1) // R + 1  # summary_groups(M, R) on the host
         group = pid % GROUPS
         # % per_group changes no block of the grid; it bounds the lane numbers, so the compiler splits
         # them into rows and chunks with 32-bit divisions (without it, 64-bit ones: 1500 more
@@ -1177,6 +1177,12 @@ def recursions_per_lane(M: int, is_complex: bool, sms: int | None) -> int:
     return max(1, min(m_pad, 32 // (m_pad * (2 if is_complex else 1))))
 
 
+def summary_groups(M: int, R: int) -> int:
+    """Programs per lane block of a long-order summary (see _summary's GROUPS): cdiv(M, R) groups of
+    R homogeneous recursions, and the driven one."""
+    return cdiv(M, R) + 1
+
+
 def summary_blocks(groups: int, blocks: int) -> list[int]:
     """The lane block each program of a long-order summary runs, in program order: a block's
     ``groups`` programs (its recursion groups, see _summary) are consecutive, so they run at once
@@ -1619,7 +1625,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
         summaries = maps(B * n_chunks, M * (M + 1))
         R = recursions_per_lane(M, is_complex, sms)
         pairs = B * n_chunks
-        groups = cdiv(M, R) + 1  # the last one runs the driven recursion
+        groups = summary_groups(M, R)
         launches.append(Launch(
             _summary, groups * cdiv(pairs, shape.block),
             (u_, a_, summaries, T, steps, shape.chunk, n_chunks, 1, pairs, sa_row, sa_time, sa_tap),

@@ -20,7 +20,7 @@ from copy import copy as clone
 import torch
 import triton
 
-from allpole_triton.bench import inductor_source, sm90
+from allpole_triton.bench import inductor_source, model, sm90
 from allpole_triton.kernels import triton_recurrence, triton_scan
 
 META = torch.device("meta")
@@ -236,6 +236,10 @@ def main(quick: bool) -> None:
                 "registers": compiled.registers, "stack": compiled.stack, "tf32": tf32,
                 "narrow_offsets": narrow_runtime_offsets(compiled.ttgir),
                 "loop_instructions": len(compiled.main_loop),
+                # global loads per iteration of each loop the model counts (model.lane_loops), with
+                # the share of the programs that run it
+                "lane_loops": [(model._count([i for _, i in compiled.sass[first:last + 1]], model.GLOBAL_LOADS), share)
+                               for first, last, share in model.lane_loops(launch, compiled)],
                 # a fused carry's piece loop, before the lane loop, scans across lanes by design
                 "cross_lane_in_main_loop": sum(op.split(".")[0] in CROSS_LANE for op in compiled.opcodes(compiled.main_loop)),
                 "shuffles_in_main_loop": sum(op.startswith("SHFL") for op in compiled.opcodes(compiled.main_loop)),

@@ -205,3 +205,45 @@ def test_a_summary_refetches_coefficients_only_when_its_groups_run_apart(monkeyp
     assert model._refetched_bytes(summary(1, 4096), 2 * model.SMS) == 0  # all of it fits in L2
     monkeypatch.setattr(triton_scan, "summary_blocks", lambda groups, blocks: [p % blocks for p in range(groups * blocks)])
     assert model._refetched_bytes(launch, 2 * model.SMS) > 7 * coefficients
+
+
+def test_a_long_summary_counts_each_program_through_its_own_loop():
+    """A long-order summary's program runs either the driven recursion's loop (one program of a block's
+    summary_groups) or the homogeneous one (the others), never both (triton_scan._summary). Each is
+    weighed by its programs; what lies outside both counts once. Before 2026-11-28 the model ran
+    every program through the last loop and counted the other once, as for a fused carry's piece loop."""
+    import math
+
+    import torch
+
+    from allpole_triton.bench import sm90
+    from allpole_triton.kernels import triton_scan
+
+    meta = torch.device("meta")
+    u = torch.empty(16, 4096, device=meta)
+    launches, _ = triton_scan.plan(u, torch.empty(16, 4096, 16, device=meta), torch.empty(16, 16, device=meta),
+                                   torch.empty_like(u), reverse=False, sms=model.SMS)
+    launch = next(l for l in launches if l.kernel is triton_scan._summary)
+    groups = triton_scan.summary_groups(16, launch.constexprs["R"])
+    assert not launch.constexprs["SCAN"] and launch.grid % groups == 0
+    text = (["S2R R0, SR_TID.X", "IMAD R1, R0, 0x4, RZ", "ISETP.GE.AND P0, PT, R0, 0x8, PT"]
+            + ["LDG.E R2, desc[UR4][R10.64]", "FFMA R3, R2, R4, R3", "FFMA R3, R2, R5, R3", "BRA 0x30"]  # driven
+            + ["STG.E desc[UR4][R12.64], R3", "EXIT"]
+            + ["FFMA R6, R7, R4, R6"] * 5 + ["BRA 0x90"]  # homogeneous
+            + ["EXIT"])
+    sass = [(16 * k, ins) for k, ins in enumerate(text)]
+    ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {", "  }",
+                       "  scf.for %j = %a to %b step %c {", "  }", "}"])
+    compiled = sm90.Compiled("_summary", 64, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+    assert compiled.spans == [(3, 6), (9, 14)]
+    assert model.lane_loops(launch, compiled) == [(3, 6, pytest.approx(1 / groups)), (9, 14, pytest.approx(1 - 1 / groups))]
+    modelled = model.model_launch(launch, compiled, torch.float32)
+    iterations = math.ceil(launch.steps / launch.constexprs["U"])
+    per_thread = iterations * (4 / groups + 6 * (groups - 1) / groups) + 3 + 2 + 1
+    assert modelled.thread_instructions == pytest.approx(launch.grid * 32 * launch.num_warps * per_thread)
+    assert modelled.other_instructions == 6
+    # one global load a driven iteration, in one program of each block's groups
+    assert modelled.memory_warp_instructions == pytest.approx(launch.grid * launch.num_warps * (iterations / groups + 1))
+    single = sm90.Compiled("_summary", 64, 0, sass[:9], ttgir, "", spans=sm90.loop_spans(sass[:9]))
+    with pytest.raises(ValueError, match="driven and the homogeneous"):
+        model.lane_loops(launch, single)

@@ -72,6 +72,14 @@ def check(result: dict) -> None:
     # (correct, and slower: see the closing notes of the GPU scan issue)
     heavy = [k for k in result["kernels"] if k["stack"] > 16 and (k["M"] <= 8 or k["kernel"] != "_summary")]
     assert not heavy, heavy
+    # the model weighs a long-order summary's two loops by the programs that run each: the first is
+    # the driven recursion's (one program of a block's groups), the only one that loads the inputs
+    long_summaries = [k for k in result["kernels"] if k["kernel"] == "_summary" and k["constexprs"]["SCAN"] == "False"]
+    assert long_summaries
+    misread = [k for k in long_summaries
+               if not (len(k["lane_loops"]) == 2 and k["lane_loops"][0][0] > k["lane_loops"][1][0]
+                       and k["lane_loops"][0][1] < k["lane_loops"][1][1])]
+    assert not misread, misread
 
 
 @pytest.mark.slow

@@ -4,8 +4,9 @@ Each pass is planned exactly as it would launch (``triton_scan.plan`` on the met
 every launch is compiled for sm_90 (``sm90.compile_launch``) and its SASS read:
 
 - the main loop's instructions per iteration (one iteration = one unrolled body of U steps for the
-  lane kernels, one chunk or one block of carries for the carry kernels) and the instructions
-  outside it, giving thread-instructions per sample for the pass;
+  lane kernels, one chunk or one block of carries for the carry kernels; a long-order summary's
+  programs run one of two loops, weighed by the programs that run each: :func:`lane_loops`) and
+  the instructions outside it, giving thread-instructions per sample for the pass;
 - bytes moved through device memory, counted from the algorithm (inputs read by the summary and
   again by the finish, float64 chunk maps written and read back, outputs written once; a long-order
   summary's coefficients again for each round of resident programs its recursion groups span once
@@ -107,7 +108,7 @@ class LaunchModel:
     lanes: int
     iterations: int  # of the main loop, per lane (or per program for the carries)
     unroll: int
-    loop_instructions: int
+    loop_instructions: int  # per iteration, on average over the programs (see lane_loops)
     other_instructions: int
     registers: int
     thread_instructions: float
@@ -122,7 +123,7 @@ class LaunchModel:
     l1_s: float
     latency_s: float
     predicted_s: float
-    loop_spills: int = 0  # local-memory accesses (LDL, STL) per iteration of the main loop: reported, charged as L1
+    loop_spills: int = 0  # local-memory accesses (LDL, STL) per iteration of the worst loop: reported, charged as L1
 
 
 @dataclass
@@ -334,8 +335,7 @@ def _refetched_bytes(launch, resident_programs: int) -> float:
     coefficients = _tensor_bytes(launch.args[1])
     if coefficients <= L2_BYTES:
         return 0.0
-    M, R = launch.constexprs["M"], launch.constexprs["R"]
-    groups = triton_scan.cdiv(M, R) + 1
+    groups = triton_scan.summary_groups(launch.constexprs["M"], launch.constexprs["R"])
     blocks = launch.grid // groups
     rounds: dict[int, set[int]] = {}
     for program, block in enumerate(triton_scan.summary_blocks(groups, blocks)):
@@ -502,9 +502,35 @@ def _resident_lanes(registers: int, warps: int) -> int:
     return max(1, programs) * per_program
 
 
+def lane_loops(launch, compiled) -> list[tuple[int, int, float]]:
+    """The loops a launch's programs run ``iterations`` times: each one's first and last index into the
+    SASS, and the share of the programs that run it. Most kernels have one, the main loop, that every
+    program runs (an earlier loop, a fused carry's piece loop, runs once, with the prologue). A
+    long-order summary's programs each run one recursion group (see triton_scan._summary): its first
+    loop, the driven recursion (first in the source too, and the only one that loads the inputs), in
+    one program of a block's summary_groups, and its last, the homogeneous ones, in the others.
+    Counting every program through both (as the model did before 2026-11-28) put the M=16 forward at
+    1550 thread-instructions per sample at T=4096, against 1350 for what its programs run."""
+    if not compiled.spans:
+        return []
+    if launch.kernel.__name__ == "_summary" and not launch.constexprs["SCAN"]:
+        from allpole_triton.kernels import triton_scan
+
+        if len(compiled.spans) != 2:
+            raise ValueError(f"_summary (M={launch.constexprs['M']}): expected the driven and the homogeneous "
+                             f"loops, found {len(compiled.spans)} loops")
+        driven, homogeneous = sorted(compiled.spans)
+        share = 1 / triton_scan.summary_groups(launch.constexprs["M"], launch.constexprs["R"])
+        return [(*driven, share), (*homogeneous, 1 - share)]
+    return [(*max(compiled.spans), 1.0)]
+
+
 def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
-    loop = compiled.main_loop
-    other = len(compiled.sass) - len(loop)
+    loops = lane_loops(launch, compiled)
+    everything = [i for _, i in compiled.sass]
+    bodies = [(everything[first:last + 1], share) for first, last, share in loops]
+    inside = {k for first, last, _ in loops for k in range(first, last + 1)}
+    rest = [i for k, i in enumerate(everything) if k not in inside]
     name = launch.kernel.__name__
     threads = 32 * launch.num_warps
     if launch.lanes:  # lane kernels: lanes x (S / U) bodies
@@ -516,13 +542,16 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
         iterations = max(1, launch.steps)
         executing = launch.grid * threads
     warp_factor = executing / 32
-    per_thread = iterations * len(loop) + other
-    thread_instructions = executing * per_thread
-    everything = [i for _, i in compiled.sass]
+
+    def per_thread(count) -> float:
+        """``count`` of what one thread runs, on average: its loops per iteration, the rest once."""
+        return iterations * sum(share * count(body) for body, share in bodies) + count(rest)
+
+    loop_instructions = sum(share * len(body) for body, share in bodies)
+    thread_instructions = executing * per_thread(len)
 
     def warp_instructions(ops: tuple[str, ...]) -> float:
-        """The main loop's per iteration, the rest (prologue, a fused carry's piece) once."""
-        return warp_factor * ((iterations - 1) * _count(loop, ops) + _count(everything, ops))
+        return warp_factor * per_thread(lambda body: _count(body, ops))
 
     fp64, conversions, memory_ops = (warp_instructions(ops) for ops in (FP64_OPS, CONVERSIONS, MEMORY_OPS))
     issue_s = issue_seconds(thread_instructions / 32, fp64, conversions, memory_ops, launch.grid)
@@ -530,14 +559,16 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     if name in ("_reversed_inputs", "_adjoint_outputs"):
         in_loop, rest = 0.0, copy_wavefronts(launch) / launch.grid
     else:
-        in_loop, rest, earlier = global_wavefronts(compiled.ttgir, launch.num_warps)
-        if name == "_finish" and launch.constexprs["STATE"] == 4 and launch.constexprs["CARRY_RUN"]:
-            rest += _fused_carry_wavefronts(launch, earlier)
+        in_loop, once, earlier = global_wavefronts(compiled.ttgir, launch.num_warps)
+        if len(loops) > 1:  # branches, in the same order in the TTGIR
+            if len(earlier) != len(loops) - 1:
+                raise ValueError(f"{name}: {len(loops)} loops in the SASS, {len(earlier) + 1} in the TTGIR")
+            in_loop = sum(share * body for body, (_, _, share) in zip(earlier + [in_loop], loops))
+        elif name == "_finish" and launch.constexprs["STATE"] == 4 and launch.constexprs["CARRY_RUN"]:
+            once += _fused_carry_wavefronts(launch, earlier)
         else:
-            rest += sum(earlier)
-    shared_loop, shared_all = shared_wavefronts(loop), shared_wavefronts(everything)
-    l1_wavefronts = (launch.grid * (iterations * in_loop + rest)
-                     + warp_factor * ((iterations - 1) * shared_loop + shared_all))
+            once += sum(earlier)
+    l1_wavefronts = launch.grid * (iterations * in_loop + once) + warp_factor * per_thread(shared_wavefronts)
     l1_s = l1_wavefronts * busiest_sm_share(launch.grid) / CLOCK_HZ
     resident_lanes = _resident_lanes(compiled.registers, launch.num_warps)
     moved = _launch_bytes(launch) + _refetched_bytes(launch, resident_lanes // threads * SMS)
@@ -547,19 +578,23 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     # summary just wrote: L2 latency; a fused carry's piece loop counted once, as planned on a GPU)
     # and iterations, issued in order (loop_cycles), in as many waves as the SMs' registers allow
     # for lane kernels; the carries run one program per row
+    # (the slowest of a summary's branches: a branch's prologue is what comes before its loop, less the
+    # other branch's loop)
     if launch.lanes:
         resident = resident_lanes * SMS
         waves = math.ceil(executing / resident)
-        prologue = loop_cycles(compiled.prologue, L2_LATENCY, iterations=1)
-        latency_cycles = waves * (iterations * loop_cycles(loop, DRAM_LATENCY) + prologue) + DRAM_LATENCY
+        chains = [iterations * loop_cycles(body, DRAM_LATENCY)
+                  + loop_cycles([i for k, i in enumerate(everything[:first]) if k not in inside], L2_LATENCY, iterations=1)
+                  for (body, _), (first, _, _) in zip(bodies, loops)]
+        latency_cycles = waves * max(chains, default=loop_cycles(everything, L2_LATENCY, iterations=1)) + DRAM_LATENCY
     else:
-        latency_cycles = iterations * loop_cycles(loop, L2_LATENCY) + L2_LATENCY
+        latency_cycles = iterations * max((loop_cycles(body, L2_LATENCY) for body, _ in bodies), default=0.0) + L2_LATENCY
     latency_s = latency_cycles / CLOCK_HZ
     predicted = max(memory_s, issue_s, l1_s, latency_s) + LAUNCH_SECONDS
     return LaunchModel(
-        name, launch.grid, launch.lanes, iterations, unroll, len(loop), other, compiled.registers,
+        name, launch.grid, launch.lanes, iterations, unroll, round(loop_instructions), len(rest), compiled.registers,
         thread_instructions, fp64, conversions, memory_ops, moved, l2_moved, memory_s, issue_s, l1_wavefronts, l1_s,
-        latency_s, predicted, _count(loop, ("LDL", "STL")),
+        latency_s, predicted, max((_count(body, ("LDL", "STL")) for body, _ in bodies), default=0),
     )
 
 
