@@ -1154,9 +1154,10 @@ def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: 
         return forced
     if _INTERPRETED:
         return 0
-    if tiles_as_rows(rows, M, reverse, kernel, vectors) and vectors and not reverse:
+    as_rows = tiles_as_rows(rows, M, reverse, kernel, vectors)  # vectors change nothing in reverse
+    if as_rows and vectors and not reverse:
         budget = VECTOR_TILE_BUDGET[kernel]
-    elif tiles_as_rows(rows, M, reverse, kernel):
+    elif as_rows:
         budget = ROWS_TILE_BUDGET[kernel]
     else:
         budget = TILE_BUDGET[(kernel, reverse)]
