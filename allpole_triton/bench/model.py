@@ -557,7 +557,7 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     issue_s = issue_seconds(thread_instructions / 32, fp64, conversions, memory_ops, launch.grid)
     # L1 throughput: every program's global accesses (TTGIR) and its warps' shared-memory ones (SASS)
     if name in ("_reversed_inputs", "_adjoint_outputs"):
-        in_loop, rest = 0.0, copy_wavefronts(launch) / launch.grid
+        in_loop, once = 0.0, copy_wavefronts(launch) / launch.grid
     else:
         in_loop, once, earlier = global_wavefronts(compiled.ttgir, launch.num_warps)
         if len(loops) > 1:  # branches, in the same order in the TTGIR
