@@ -229,6 +229,11 @@ def main(quick: bool) -> None:
             began = time.perf_counter()
             compiled = sm90.compile_launch(launch)
             tf32 = sorted(set(TF32.findall(compiled.ttgir + compiled.ptx + "\n".join(i for _, i in compiled.sass))))
+            # the loops the model counts per iteration (model.lane_loops): the main loop, or both of a
+            # long-order summary's (a fused carry's piece loop, before the lane loop, scans across
+            # lanes by design)
+            lane_loops = model.lane_loops(launch, compiled)
+            in_lane_loops = compiled.opcodes([i for first, last, _ in lane_loops for _, i in compiled.sass[first:last + 1]])
             results.append({
                 "kernel": compiled.name, "dtype": str(dtype), "M": M, "reverse": reverse, "layout": layout,
                 "grad_a": grad_a, "shape": [rows, T], "warps": launch.num_warps,
@@ -236,13 +241,11 @@ def main(quick: bool) -> None:
                 "registers": compiled.registers, "stack": compiled.stack, "tf32": tf32,
                 "narrow_offsets": narrow_runtime_offsets(compiled.ttgir),
                 "loop_instructions": len(compiled.main_loop),
-                # global loads per iteration of each loop the model counts (model.lane_loops), with
-                # the share of the programs that run it
+                # each lane loop's global loads per iteration, and the share of the programs that run it
                 "lane_loops": [(model._count([i for _, i in compiled.sass[first:last + 1]], model.GLOBAL_LOADS), share)
-                               for first, last, share in model.lane_loops(launch, compiled)],
-                # a fused carry's piece loop, before the lane loop, scans across lanes by design
-                "cross_lane_in_main_loop": sum(op.split(".")[0] in CROSS_LANE for op in compiled.opcodes(compiled.main_loop)),
-                "shuffles_in_main_loop": sum(op.startswith("SHFL") for op in compiled.opcodes(compiled.main_loop)),
+                               for first, last, share in lane_loops],
+                "cross_lane_in_lane_loops": sum(op.split(".")[0] in CROSS_LANE for op in in_lane_loops),
+                "shuffles_in_lane_loops": sum(op.startswith("SHFL") for op in in_lane_loops),
                 # the first variant of each kernel: its Inductor copy's SASS too (None: not compared)
                 "inductor_copy_same_sass": (None if launch.kernel.__name__ in copies
                                             else sm90.compile_launch(inductor_copy(launch, folder, copies)).sass

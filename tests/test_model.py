@@ -247,3 +247,25 @@ def test_a_long_summary_counts_each_program_through_its_own_loop():
     single = sm90.Compiled("_summary", 64, 0, sass[:9], ttgir, "", spans=sm90.loop_spans(sass[:9]))
     with pytest.raises(ValueError, match="driven and the homogeneous"):
         model.lane_loops(launch, single)
+
+
+def test_the_backward_copies_are_modelled_as_loop_free_kernels():
+    """The backward's copies (_reversed_inputs, _adjoint_outputs at M=16) have no lane loop: every
+    instruction counts once per thread, and their L1 wavefronts come from the copy's shape."""
+    import torch
+
+    from allpole_triton.bench import sm90
+    from allpole_triton.kernels import triton_scan
+
+    t = model._pass_tensors(16, 65536, 16, True, torch.float32)
+    launches, _ = triton_scan.plan(t["u"], t["a"], t["zi"], t["out"], reverse=True, sms=model.SMS,
+                                   tail=t["tail"], y=t["y"], grad_a=t["grad_a"])
+    copies = [l for l in launches if l.kernel.__name__ in ("_reversed_inputs", "_adjoint_outputs")]
+    assert copies
+    text = ["S2R R0, SR_TID.X", "LDG.E R2, desc[UR4][R10.64]", "STG.E desc[UR4][R12.64], R2", "EXIT"]
+    compiled = sm90.Compiled("copy", 16, 0, [(16 * k, i) for k, i in enumerate(text)], "", "", spans=[])
+    for launch in copies:
+        modelled = model.model_launch(launch, compiled, torch.float32)
+        assert modelled.thread_instructions == launch.grid * 32 * launch.num_warps * len(text)
+        assert modelled.other_instructions == len(text) and modelled.loop_instructions == 0
+        assert modelled.l1_wavefronts == pytest.approx(model.copy_wavefronts(launch))

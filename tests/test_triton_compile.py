@@ -66,7 +66,7 @@ def check(result: dict) -> None:
 
     crossing = [k for k in result["kernels"]
                 if k["kernel"] in ("_summary", "_finish", "_dense_scan")
-                and (k["shuffles_in_main_loop"] or (k["cross_lane_in_main_loop"] and not with_rows(k)))]
+                and (k["shuffles_in_lane_loops"] or (k["cross_lane_in_lane_loops"] and not with_rows(k)))]
     assert not crossing, crossing
     # up to order 8 everything stays in registers; the float64 chunk summaries of M=16 spill
     # (correct, and slower: see the closing notes of the GPU scan issue)
