@@ -9,10 +9,14 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .whl torchlpc-wheels==0.8.0.211
 #   python3 -m pip download --no-deps -d .whl accelerated-scan torchcomp
-# (philtorch 0.6.0's extension is built for torch 2.13 and does not load on the machine's 2.11.)
+# philtorch's PyPI wheels hold no CUDA kernels (and 0.6.0's is built for torch 2.13, not the
+# machine's 2.11), so the peers stage builds it there from source with the machine's nvcc; carry
+# the source and the build tools it needs beyond the image's:
+#   python3 -m pip download --no-deps --no-binary=:all: -d .whl/build philtorch==0.6.0
+#   python3 -m pip download --no-deps -d .whl/build "setuptools>=77.0.3" "setuptools_scm>=8,<9"
 # Then run `bash bench/gpu_session.sh [quick]` with .whl carried: its stages share BUDGET seconds
 # (default 480) and stop where it runs out (skipped.txt lists what did not run). STAGES="pytest
-# bench" runs only the stages named, of: host_times graphs launch_times diagnose sanitizer bench pytest recurrence tune
+# bench" runs only the stages named, of: host_times graphs launch_times diagnose sanitizer bench pytest peers recurrence tune
 # (tune: the whole sweep in full runs; quick runs time the backward's two paths and rows on and off).
 # Results land in bench/results/<gpu-name>/, and in $OUT as one archive, results.tar.gz, after
 # every stage, so that a cut-off run still reports:
@@ -26,6 +30,9 @@
 #   pytest-gpu-only.txt  the tests only a GPU runs (full-length shapes, CUDA graphs), first
 #   pytest.txt        the other CUDA tests (the Triton kernels compiled, on CUDA tensors)
 #   pytest-failures.txt  each failure's traceback, written as it happens
+#   peers/results.csv, peers/report.md  16 x 65536, M 1 2 16, time-varying and constant coefficients,
+#                     against every peer the GPU issue names: philtorch (built here: philtorch-build.txt),
+#                     torchaudio (constant coefficients), accelerated-scan (M=1), torchlpc
 #   recurrence.csv    linear_recurrence's dense scan: measured forward times
 #   tune_triton.csv   the launch-shape sweep (quick runs: adjoint=0, rows on and off)
 #   tune_groups.csv   quick runs: one row of 2^20 samples, scan groups of one warp and of four
@@ -36,7 +43,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # a misspelt stage fails here, before any setup or device time
-stages="ab host_times graphs launch_times diagnose sanitizer bench pytest recurrence tune"
+stages="ab host_times graphs launch_times diagnose sanitizer bench pytest peers recurrence tune"
 for name in ${STAGES:-}; do
     [[ " $stages " == *" $name "* ]] || { echo "STAGES: unknown stage '$name' (stages: $stages)" >&2; exit 2; }
 done
@@ -161,10 +168,33 @@ workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n $(nproc)")
 # of these 13 tests without a verdict on the H200 (cold compile caches).
 gpu_only="on_gpu or reduce_overhead or direct_calls_match or fullgraph"
 tests="tests/test_triton.py tests/test_triton_accuracy.py tests/test_recurrence.py"
+# philtorch from source, in the background while the CUDA tests compile (no stage before them times
+# anything then); the peers stage waits for it. Its build tools go first on the path for the build
+# alone (philtorch needs setuptools >= 77).
+philtorch_build=""
+if want peers && compgen -G ".whl/build/philtorch-*.tar.gz" > /dev/null && ! python3 -c "import philtorch" 2> /dev/null; then
+    tools=/tmp/allpole-build-tools
+    rm -rf "$tools" && mkdir -p "$tools"
+    python3 -m pip install -q --no-index --no-deps --target "$tools" .whl/build/*.whl
+    (PYTHONPATH="$tools:$PYTHONPATH" MAX_JOBS=8 TORCH_CUDA_ARCH_LIST=9.0 timeout -k 10 420 python3 -m pip install -v --no-index \
+        --no-deps --no-build-isolation --target "$site" .whl/build/philtorch-*.tar.gz > "$results/philtorch-build.txt" 2>&1
+     echo "philtorch build: exit $? after $SECONDS s of the session" >> "$results/philtorch-build.txt") &
+    philtorch_build=$!
+fi
 want pytest && ALLPOLE_FAILURE_LOG="$results/pytest-failures.txt" stage 150 "$results/pytest-gpu-only.txt" python3 -m pytest -v -rfE \
     --tb=short $workers -k "$gpu_only" $tests
 want pytest && ALLPOLE_FAILURE_LOG="$results/pytest-failures.txt" stage 210 "$results/pytest.txt" python3 -m pytest -v -rfE \
     --tb=short --durations=25 $workers -k "not ($gpu_only)" $tests
+# Every peer the GPU issue names, where each runs, on one shape of its grid (torchlpc's CUDA kernel
+# takes 0.45-2.75 s a call at 16 x 2^20): the quick bench times time-varying coefficients only,
+# which torchaudio does not take, and no session had had philtorch on a GPU
+if want peers; then
+    # (bounded: the stage needs its share of the budget; a build still running then is left to its timeout)
+    while [ -n "$philtorch_build" ] && kill -0 "$philtorch_build" 2> /dev/null && ((SECONDS < budget - 90)); do sleep 2; done
+    tail -n 3 "$results/philtorch-build.txt" 2> /dev/null
+    stage 120 - python3 -m allpole_triton.bench --device cuda -B 16 -T 65536 -M 1 2 16 --coeffs tv lti \
+        --backends ours torchlpc philtorch philtorch-ssm torchaudio accelerated-scan --no-memory --no-plots --out "$results/peers"
+fi
 want recurrence && stage 45 "$results/recurrence.csv" python3 bench/recurrence.py -B 1 16 256 -T 65536 1048576 -M 2 8 16 --repeat 10 \
     --no-model
 # the launch-table questions the model cannot settle (bench/tune_triton.py): longer short-order

@@ -232,7 +232,11 @@ def main(quick: bool) -> None:
             # the loops the model counts per iteration (model.lane_loops): the main loop, or both of a
             # long-order summary's (a fused carry's piece loop, before the lane loop, scans across
             # lanes by design)
-            lane_loops = model.lane_loops(launch, compiled)
+            try:
+                lane_loops, loops_error = model.lane_loops(launch, compiled), ""
+            except ValueError as error:  # reported, and failed by the compile test
+                lane_loops, loops_error = [], str(error)
+            last_loop, _, earlier_loops = model.global_wavefronts(compiled.ttgir, launch.num_warps)
             in_lane_loops = compiled.opcodes([i for first, last, _ in lane_loops for _, i in compiled.sass[first:last + 1]])
             results.append({
                 "kernel": compiled.name, "dtype": str(dtype), "M": M, "reverse": reverse, "layout": layout,
@@ -244,6 +248,9 @@ def main(quick: bool) -> None:
                 # each lane loop's global loads per iteration, and the share of the programs that run it
                 "lane_loops": [(model._count([i for _, i in compiled.sass[first:last + 1]], model.GLOBAL_LOADS), share)
                                for first, last, share in lane_loops],
+                "lane_loops_error": loops_error,
+                # L1 wavefronts per iteration of each top-level TTGIR loop, in program order
+                "ttgir_loop_wavefronts": earlier_loops + [last_loop],
                 "cross_lane_in_lane_loops": sum(op.split(".")[0] in CROSS_LANE for op in in_lane_loops),
                 "shuffles_in_lane_loops": sum(op.startswith("SHFL") for op in in_lane_loops),
                 # the first variant of each kernel: its Inductor copy's SASS too (None: not compared)

@@ -510,16 +510,19 @@ def lane_loops(launch, compiled) -> list[tuple[int, int, float]]:
     loop, the driven recursion (first in the source too, and the only one that loads the inputs), in
     one program of a block's summary_groups, and its last, the homogeneous ones, in the others.
     Counting every program through both (as the model did before 2026-11-28) put the M=16 forward at
-    1550 thread-instructions per sample at T=4096, against 1350 for what its programs run."""
+    1550 thread-instructions per sample at T=4096, against 1350 with each program through its own
+    loop. The code outside both loops (each branch's lane setup and store among it) still counts
+    once for every program: an overcount of a branch's setup, a few hundred instructions a program."""
     if not compiled.spans:
         return []
     if launch.kernel.__name__ == "_summary" and not launch.constexprs["SCAN"]:
         from allpole_triton.kernels import triton_scan
 
-        if len(compiled.spans) != 2:
+        spans = sorted(compiled.spans)
+        if len(spans) != 2 or spans[0][1] >= spans[1][0]:
             raise ValueError(f"_summary (M={launch.constexprs['M']}): expected the driven and the homogeneous "
-                             f"loops, found {len(compiled.spans)} loops")
-        driven, homogeneous = sorted(compiled.spans)
+                             f"loops one after the other, found loops at {spans}")
+        driven, homogeneous = spans
         share = 1 / triton_scan.summary_groups(launch.constexprs["M"], launch.constexprs["R"])
         return [(*driven, share), (*homogeneous, 1 - share)]
     return [(*max(compiled.spans), 1.0)]
@@ -562,7 +565,8 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
         in_loop, once, earlier = global_wavefronts(compiled.ttgir, launch.num_warps)
         if len(loops) > 1:  # branches, in the same order in the TTGIR
             if len(earlier) != len(loops) - 1:
-                raise ValueError(f"{name}: {len(loops)} loops in the SASS, {len(earlier) + 1} in the TTGIR")
+                raise ValueError(f"{name}: {len(loops)} loops in the SASS, {len(earlier) + 1 if in_loop or earlier else 0} "
+                                 f"in the TTGIR")
             in_loop = sum(share * body for body, (_, _, share) in zip(earlier + [in_loop], loops))
         elif name == "_finish" and launch.constexprs["STATE"] == 4 and launch.constexprs["CARRY_RUN"]:
             once += _fused_carry_wavefronts(launch, earlier)
@@ -685,9 +689,10 @@ def markdown(rows: list[dict], measured: dict | None = None) -> str:
             line += f" {got:.1f} | {got / r['predicted_us']:.2f} |" if got else " – | – |"
         lines.append(line)
     lines += ["", "Per kernel: SASS instructions per main-loop iteration (one unrolled body of U steps for the lane "
-              "kernels; one chunk, or one block of carries, for the carries), registers, and the spilled "
-              "(local-memory) accesses per iteration where there are any: the model charges those as L1 hits, "
-              "and an H100 measured them dearer (see the module's docstring)."]
+              "kernels; one chunk, or one block of carries, for the carries; a long-order summary's two loops, "
+              "driven and homogeneous, averaged over the programs that run each), registers, and the spilled "
+              "(local-memory) accesses per iteration of the worst loop where there are any: the model charges "
+              "those as L1 hits, and an H100 measured them dearer (see the module's docstring)."]
     first, spills = {}, {}  # a kernel's first variant, and the most any of its variants spills
     for r in rows:
         for k in r["kernels"]:
