@@ -48,6 +48,13 @@ launches): the busiest SM's whole programs (the M=16 finish's measured/predicted
 3.4-3.8 to 1.9 at 256 x 65536 and 3.1 at 16 x 2^20). The summary's remaining gap is its own: 1.45-1.9x
 with one row, where neither term applies.
 
+The memory latencies were then fitted to the same replays (2026-11-28, see DRAM_LATENCY): the
+latency-bound launches had run 1.0-1.8x their predictions with unloaded latencies. What remains
+optimistic: the memory-bound M=2 launches of the second H100 session moved 1.7-1.9 TB/s (one-warp
+programs, about 8 per SM), against the 3.0 TB/s the memory bound assumes; the M=16 summary over
+many rows (2.5x at 16 x 2^20); the short-order finish with its carry fused (2.4x at 16 x 65536);
+and the dense scan at M=16: its first two launches predicted 3-10x too slow, its last 1.8x too fast.
+
 Its times are GPU times: an eager call's host cost (Python, the plan, Triton's launch path) is
 not modelled, and the H100 measured it above the GPU time of M <= 4 passes up to 2^24 samples
 (``allpole_triton.bench.host_times``); CUDA graphs (``torch.compile(mode="reduce-overhead")``) remove it.
@@ -72,8 +79,13 @@ BANDWIDTH = 3.0e12  # bytes/s
 L2_BANDWIDTH = 2 * BANDWIDTH  # bytes/s of L2 hits: a guess, to be calibrated like the rest
 REGISTERS_PER_SM = 65536
 THREADS_PER_SM = 2048
-DRAM_LATENCY = 800  # cycles: a lane kernel's loads (its inputs stream from DRAM)
-L2_LATENCY = 300  # cycles: a carry's loads (the maps the summary just wrote)
+# Memory latencies under load, fitted (2026-11-28) to the per-launch times of two H100 sessions,
+# replayed with this model on the code each ran (8cbb61a at M=2, 605d22f at M=16). At 800 and 300
+# cycles (unloaded figures) the latency-bound launches ran 1.04-1.80x their predictions at M=2
+# (summaries) and 1.43-1.78x at M=16 (one-row summaries), the carries 1.28-1.31x; at 1200 and 450
+# 0.74-1.29x, 1.10-1.37x and 0.89-0.92x; at 1600 and 600 the short launches fell to 0.58x.
+DRAM_LATENCY = 1200  # cycles: a lane kernel's loads (its inputs stream from DRAM)
+L2_LATENCY = 450  # cycles: a carry's loads (the maps the summary just wrote)
 L2_BYTES = 50 * 2**20
 # Result latencies in cycles by SASS opcode (sm_90, from published microbenchmarks of Volta to
 # Hopper; to be calibrated); every other instruction 4. Loads: the launch's memory latency.
