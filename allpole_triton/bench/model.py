@@ -83,7 +83,8 @@ THREADS_PER_SM = 2048
 # replayed with this model on the code each ran (8cbb61a at M=2, 605d22f at M=16). At 800 and 300
 # cycles (unloaded figures) the latency-bound launches ran 1.04-1.80x their predictions at M=2
 # (summaries) and 1.43-1.78x at M=16 (one-row summaries), the carries 1.28-1.31x; at 1200 and 450
-# 0.74-1.29x, 1.10-1.37x and 0.89-0.92x; at 1600 and 600 the short launches fell to 0.58x.
+# 0.74-1.29x (1.55 at 256 x 2^20, memory-bound), 1.10-1.37x and 0.89-0.92x; at 1600 and 600 the
+# short launches fell to 0.58x (docs/gpu-notes.md has the table).
 DRAM_LATENCY = 1200  # cycles: a lane kernel's loads (its inputs stream from DRAM)
 L2_LATENCY = 450  # cycles: a carry's loads (the maps the summary just wrote)
 L2_BYTES = 50 * 2**20
