@@ -1367,7 +1367,10 @@ def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, 
     forward+backward, direct against copied: B*T = 2^18, M=2 29.4 against 32.1 us, M=4 34.0
     against 37.4; 2^19 31.9 against 33.5 and 47.1 against 41.0; 2^20 49.7 against 44.7 and 85.5
     against 70.7; M=3, which keeps both copies, 38.8 against 38.7 at 2^17 and 54.0 against 50.5
-    at 2^18; orders 1, 2 and 4 run the reverse kernels on the copy, see fuses_adjoint).
+    at 2^18; orders 1, 2 and 4 run the reverse kernels on the copy, see fuses_adjoint). The
+    thresholds hold under the model's refitted latencies (2026-11-28, B=16): M=2 35.4 against 38.4
+    us at 2^19, 50.1 against 44.7 at 2^20; M=4 40.5 against 40.6 at 2^18, 47.6 against 43.4 at
+    2^19; M=3 45.7 against 43.1 at 2^17.
     ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default is the reverse
     kernels; tests/test_triton_adjoint.py forces the reversed forward). Nor does M=1 where the
     reverse kernels read their coefficients as rows too (tiles_as_rows, contiguous coefficients):
