@@ -69,9 +69,12 @@ def test_issue_is_spread_over_the_sms_the_programs_occupy():
     assert model.issue_seconds(0, 4000, 0, 0, programs=1) == pytest.approx(2 * one)
 
 
-def test_the_main_loop_is_the_last_and_the_prologue_everything_before_it():
+def test_the_main_loop_is_the_last_and_an_earlier_loop_runs_once():
     """A fused carry's piece loop comes before the lane loop (and may be the longer of the two):
-    the lane loop is the main loop, the piece loop part of the prologue."""
+    the lane loop is the main loop, which the model counts per iteration; the piece loop runs once,
+    with the rest."""
+    from types import SimpleNamespace
+
     from allpole_triton.bench import sm90
 
     text = ["S2R R0, SR_TID.X", "DFMA R2, R4, R6, R2", "DFMA R2, R4, R6, R2", "DFMA R2, R4, R6, R2",
@@ -80,7 +83,8 @@ def test_the_main_loop_is_the_last_and_the_prologue_everything_before_it():
     compiled = sm90.Compiled("k", 32, 0, sass, "", "", spans=sm90.loop_spans(sass))
     assert compiled.spans == [(1, 4), (5, 7)]
     assert compiled.main_loop == text[5:8]
-    assert compiled.prologue == text[:5]
+    finish = SimpleNamespace(kernel=SimpleNamespace(__name__="_finish"), constexprs={})
+    assert model.lane_loops(finish, compiled) == [(5, 7, 1.0)]
 
 
 def test_a_fused_carry_reads_the_maps_before_each_block_as_whole_sectors():

@@ -578,8 +578,8 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
         in_loop, once, earlier = global_wavefronts(compiled.ttgir, launch.num_warps)
         if len(loops) > 1:  # branches, in the same order in the TTGIR
             if len(earlier) != len(loops) - 1:
-                raise ValueError(f"{name}: {len(loops)} loops in the SASS, {len(earlier) + 1 if in_loop or earlier else 0} "
-                                 f"in the TTGIR")
+                raise ValueError(f"{name}: {len(loops)} loops in the SASS, but {len(earlier)} top-level loops before "
+                                 f"the last in the TTGIR")
             in_loop = sum(share * body for body, (_, _, share) in zip(earlier + [in_loop], loops))
         elif name == "_finish" and launch.constexprs["STATE"] == 4 and launch.constexprs["CARRY_RUN"]:
             once += _fused_carry_wavefronts(launch, earlier)

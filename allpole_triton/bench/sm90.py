@@ -50,12 +50,6 @@ class Compiled:
         first, last = max(self.spans)
         return [i for _, i in self.sass[first:last + 1]]
 
-    @property
-    def prologue(self) -> list[str]:
-        """Every instruction before the main loop (all of them in a kernel without loops)."""
-        end = max(self.spans)[0] if self.spans else len(self.sass)
-        return [i for _, i in self.sass[:end]]
-
     def opcodes(self, body: list[str]) -> list[str]:
         return [ins.split()[0] if not ins.startswith("@") else ins.split()[1] for ins in body]
 
