@@ -1368,14 +1368,16 @@ def uses_reversed_forward(rows: int, a: torch.Tensor, T: int, is_complex: bool, 
     against 37.4; 2^19 31.9 against 33.5 and 47.1 against 41.0; 2^20 49.7 against 44.7 and 85.5
     against 70.7; M=3, which keeps both copies, 38.8 against 38.7 at 2^17 and 54.0 against 50.5
     at 2^18; orders 1, 2 and 4 run the reverse kernels on the copy, see fuses_adjoint). The
-    thresholds hold under the model's refitted latencies (2026-11-28, B=16): M=2 35.4 against 38.4
-    us at 2^19, 50.1 against 44.7 at 2^20; M=4 40.5 against 40.6 at 2^18, 47.6 against 43.4 at
-    2^19; M=3 45.7 against 43.1 at 2^17.
+    thresholds of M=2 and 4 hold under the model's refitted latencies (2026-11-28, B=16): M=2 35.4
+    against 38.4 us at 2^19, 50.1 against 44.7 at 2^20; M=4 40.5 against 40.6 at 2^18, 47.6 against
+    43.4 at 2^19. M=3's does not: the copies win from 2^15 on there (45.6 against 41.3 us), which
+    no GPU has measured; the value stays until one does.
     ALLPOLE_TRITON_LAUNCH's ``adjoint`` forces either way (the interpreter's default is the reverse
     kernels; tests/test_triton_adjoint.py forces the reversed forward). Nor does M=1 where the
     reverse kernels read their coefficients as rows too (tiles_as_rows, contiguous coefficients):
     with grad_a written as rows they need no copy (sm_90 model, forward+backward at 2^20 samples:
-    2.51-2.57x the floor, 2.97-3.03x with the copy)."""
+    2.51-2.57x the floor, 2.97-3.03x with the copy; 2.94-2.99x and 3.39-3.43x with the refitted
+    latencies)."""
     if is_complex or a.shape[1] != T:
         return False
     forced = _forced(forced)

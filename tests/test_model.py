@@ -230,11 +230,11 @@ def test_a_long_summary_counts_each_program_through_its_own_loop():
     launch = next(l for l in launches if l.kernel is triton_scan._summary)
     groups = triton_scan.summary_groups(16, launch.constexprs["R"])
     assert not launch.constexprs["SCAN"] and launch.grid % groups == 0
-    # the driven loop: a load, a spill, its use; the homogeneous one: a chain of five FMAs
+    # the driven loop: a load, a spill, its use; the homogeneous one: a chain of four FMAs, a spill
     text = (["S2R R0, SR_TID.X", "IMAD R1, R0, 0x4, RZ", "ISETP.GE.AND P0, PT, R0, 0x8, PT"]
             + ["LDG.E R2, desc[UR4][R10.64]", "STL [R1], R2", "FFMA R3, R2, R5, R3", "BRA 0x30"]  # driven
             + ["STG.E desc[UR4][R12.64], R3", "EXIT"]
-            + ["FFMA R6, R7, R4, R6"] * 5 + ["BRA 0x90"]  # homogeneous
+            + ["FFMA R6, R7, R4, R6"] * 4 + ["STL [R1+0x4], R6", "BRA 0x90"]  # homogeneous
             + ["EXIT"])
     sass = [(16 * k, ins) for k, ins in enumerate(text)]
     ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
@@ -249,14 +249,16 @@ def test_a_long_summary_counts_each_program_through_its_own_loop():
     per_thread = iterations * (4 / groups + 6 * (groups - 1) / groups) + 3 + 2 + 1
     assert modelled.thread_instructions == pytest.approx(launch.grid * 32 * launch.num_warps * per_thread)
     assert modelled.other_instructions == 6
-    # a global load and a spill a driven iteration, in one program of each block's groups; a store once
+    # a global load and a spill a driven iteration, in one program of each block's groups; a spill a
+    # homogeneous iteration in the others; a store once
     warps = launch.grid * launch.num_warps
-    assert modelled.memory_warp_instructions == pytest.approx(warps * (2 * iterations / groups + 1))
+    shares = (1 / groups, (groups - 1) / groups)
+    assert modelled.memory_warp_instructions == pytest.approx(warps * (iterations * (2 * shares[0] + shares[1]) + 1))
     # L1: each TTGIR loop's loads (a wavefront per element of a per-lane tile) weighed as the SASS
-    # loops, and the spill (a wavefront per warp) in the driven programs
-    tiles = model.access_wavefronts([8, 1, 128], 4) / groups + model.access_wavefronts([2, 1, 128], 4) * (groups - 1) / groups
-    assert modelled.l1_wavefronts == pytest.approx(launch.grid * iterations * tiles + warps * iterations / groups)
-    assert modelled.loop_spills == 1  # the worst loop's
+    # loops, and each loop's spill (a wavefront per warp)
+    tiles = model.access_wavefronts([8, 1, 128], 4) * shares[0] + model.access_wavefronts([2, 1, 128], 4) * shares[1]
+    assert modelled.l1_wavefronts == pytest.approx(launch.grid * iterations * tiles + warps * iterations)
+    assert modelled.loop_spills == 1  # the worst loop's, not the two loops' sum
     # the latency chain is the slower branch's: the driven loop waits for its load
     driven_chain = model.loop_cycles(text[3:7], model.DRAM_LATENCY)
     assert driven_chain > model.loop_cycles(text[9:15], model.DRAM_LATENCY)

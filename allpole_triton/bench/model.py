@@ -71,7 +71,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-# H100 SXM datasheet figures and latency guesses (to be calibrated by bench/gpu_session.sh)
+# H100 SXM datasheet figures, latency guesses and two fitted memory latencies (the rest to be calibrated
+# by bench/gpu_session.sh's times)
 SMS = 132
 SCHEDULERS = 4
 CLOCK_HZ = 1.755e9
