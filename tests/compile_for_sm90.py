@@ -237,7 +237,8 @@ def main(quick: bool) -> None:
             except ValueError as error:  # reported, and failed by the compile test
                 lane_loops, loops_error = [], str(error)
             last_loop, _, earlier_loops = model.global_wavefronts(compiled.ttgir, launch.num_warps)
-            in_lane_loops = compiled.opcodes([i for first, last, _ in lane_loops for _, i in compiled.sass[first:last + 1]])
+            bodies = [compiled.body(first, last) for first, last, _ in lane_loops]
+            in_lane_loops = compiled.opcodes([i for body in bodies for i in body])
             results.append({
                 "kernel": compiled.name, "dtype": str(dtype), "M": M, "reverse": reverse, "layout": layout,
                 "grad_a": grad_a, "shape": [rows, T], "warps": launch.num_warps,
@@ -246,8 +247,8 @@ def main(quick: bool) -> None:
                 "narrow_offsets": narrow_runtime_offsets(compiled.ttgir),
                 "loop_instructions": len(compiled.main_loop),
                 # each lane loop's global loads per iteration, and the share of the programs that run it
-                "lane_loops": [(model._count([i for _, i in compiled.sass[first:last + 1]], model.GLOBAL_LOADS), share)
-                               for first, last, share in lane_loops],
+                "lane_loops": [(model._count(body, model.GLOBAL_LOADS), share)
+                               for body, (_, _, share) in zip(bodies, lane_loops)],
                 "lane_loops_error": loops_error,
                 # L1 wavefronts per iteration of each top-level TTGIR loop, in program order
                 "ttgir_loop_wavefronts": earlier_loops + [last_loop],

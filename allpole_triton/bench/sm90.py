@@ -45,9 +45,10 @@ class Compiled:
     def main_loop(self) -> list[str]:
         """The loop that starts last in program order: the lane loop of the lane kernels (a fused
         carry's piece loop comes before it), the walk of the carries."""
-        if not self.spans:
-            return []
-        first, last = max(self.spans)
+        return self.body(*max(self.spans)) if self.spans else []
+
+    def body(self, first: int, last: int) -> list[str]:
+        """The instructions of one loop, ``first`` to ``last`` (a span of ``spans``)."""
         return [i for _, i in self.sass[first:last + 1]]
 
     def opcodes(self, body: list[str]) -> list[str]:
