@@ -394,17 +394,48 @@ def _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M
 
 
 @triton.jit
+def _lane_constants(a_ptr, a_base, valid, sa_time, sa_tap, index, M: tl.constexpr, ACC: tl.constexpr,
+                    IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
+    """A lane's constant coefficients (A_LAYOUT 0), loaded once before its loop, in the slot order
+    of a step writing slot 0 (entry p: tap M-p; conjugated in reversed time): see _constants_at."""
+    tap = _taps(index, 0, M)
+    tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, 0, REVERSE)
+    return _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, 0, M, ACC, IS_COMPLEX, REVERSE)
+
+
+@triton.jit
+def _constants_at(held, pos: tl.constexpr, M: tl.constexpr):
+    """:func:`_lane_constants`' tile in the slot order of a step writing slot ``pos``: a static
+    permutation of an in-thread axis (register renames). Reloading the tile every step instead
+    made the M=16 forward with constant coefficients 3.5x slower than with time-varying ones on
+    an H100 (bench/results/NVIDIA-H100-80GB-HBM3/peers, 2026-11-28; sm_90, Triton 3.6: its
+    summary held 32 registers and spilled 1146 accesses a body)."""
+    M_PAD: tl.constexpr = held.shape[0]
+    src = tl.arange(0, M_PAD)[:, None, None, None]
+    dst = tl.arange(0, M_PAD)[None, :, None, None]
+    return tl.reshape(select(held[:, None, :, :], src == M - _taps(dst, pos, M), 0), held.shape)
+
+
+@triton.jit
 def _step_coefficients(
-    a_ptr, a_base, a_body, k: tl.constexpr, n, T, live, valid, sa_time, sa_tap, index, pos,
+    a_ptr, a_base, a_body, k: tl.constexpr, n, T, live, valid, sa_time, sa_tap, index, pos, held_re, held_im,
     M: tl.constexpr, ACC: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+    HELD: tl.constexpr,
 ):
     """Every slot's coefficient for step k of the body whose coefficients start at ``a_body``, the
-    step writing slot ``pos`` (static inside unrolled bodies)."""
+    step writing slot ``pos`` (static inside unrolled bodies). HELD: constant coefficients come
+    from the lane's held_* (:func:`_lane_constants`; ``pos`` static), not from memory."""
     tap = _taps(index, pos, M)
     tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
     if A_LAYOUT == 0:
-        const_re, const_im = _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M, ACC,
-                                                    IS_COMPLEX, REVERSE)
+        if HELD:
+            const_re = _constants_at(held_re, pos, M)
+            const_im = held_im
+            if IS_COMPLEX:
+                const_im = _constants_at(held_im, pos, M)
+        else:  # pos changes at run time (bodies of one step above UNROLL_MAX_ORDER)
+            const_re, const_im = _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M, ACC,
+                                                        IS_COMPLEX, REVERSE)
     else:
         const_re, const_im = 0.0, 0.0
     return _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
@@ -469,6 +500,12 @@ def _recurse(
     tl.static_assert(not (ROWS and IS_COMPLEX), "coalesced rows carry real planes only")
     A_REVERSE: tl.constexpr = REVERSE and not A_COPY
     U_PAD: tl.constexpr = triton.next_power_of_2(U)
+    HELD: tl.constexpr = A_LAYOUT == 0 and U % M == 0
+    if HELD:
+        held_re, held_im = _lane_constants(a_ptr, a_base, valid, sa_time, sa_tap, index, M, tl.float64, IS_COMPLEX,
+                                           A_REVERSE)
+    else:
+        held_re, held_im = 0.0, 0.0
     for t0 in range(0, chunk_len, U):
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE, A_REVERSE)
         if DRIVEN and ROWS:
@@ -496,7 +533,7 @@ def _recurse(
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, A_REVERSE)
             else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
-                                                M, tl.float64, A_LAYOUT, IS_COMPLEX, A_REVERSE)
+                                                held_re, held_im, M, tl.float64, A_LAYOUT, IS_COMPLEX, A_REVERSE, HELD)
             if DRIVEN and ROWS:  # the step each entry holds: column c is step c, reversed step U_PAD-1-c
                 u_re = select(ut, (U_PAD - 1 - column if REVERSE else column) == k, 0)
                 u_im = u_re * 0
@@ -832,6 +869,11 @@ def _finish(
     else:
         step_slot = U_PAD - 1 - tl.arange(0, U_PAD)[:, None, None]  # y[start + t0 + k]
     grad_step = tl.arange(0, U_PAD)[None, :, None]
+    HELD: tl.constexpr = A_LAYOUT == 0 and U % M == 0
+    if HELD:
+        held_re, held_im = _lane_constants(a_ptr, a_base, valid, sa_time, sa_tap, index, M, acc, IS_COMPLEX, A_REVERSE)
+    else:
+        held_re, held_im = 0.0, 0.0
     for t0 in range(0, chunk_len, U):
         u_body, a_body = _body(u_base, a_base, t0, sa_time, M, A_LAYOUT, REVERSE, A_REVERSE)
         out_re = tl.zeros([U_PAD, 1, BLOCK], dtype=acc)
@@ -895,7 +937,7 @@ def _finish(
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, A_REVERSE)
             else:
                 c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
-                                                M, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE)
+                                                held_re, held_im, M, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE, HELD)
             y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
             out_re = tl.where(step_slot == k, y_re, out_re)
             if IS_COMPLEX:

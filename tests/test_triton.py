@@ -112,6 +112,28 @@ def test_leading_shapes_and_constant_coefficients(device, shapes, Ta, M):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M, dtype", [
+    (2, torch.float32), (16, torch.float32), (8, torch.complex64), slow(4, torch.float32), slow(17, torch.float32),
+])
+def test_constant_coefficients_in_every_kernel_family(device, M, dtype):
+    """One coefficient set for every row and sample, which the kernels hold in registers from
+    before the loop (_lane_constants) wherever a body's slots are static: short orders (scanned
+    summaries), long ones (recursion groups), and M=17, whose one-step bodies reload them, over
+    many chunks, forward and all three gradients, in single precision against a float64 loop."""
+    wide = torch.complex128 if dtype.is_complex else torch.float64
+    T = 3 * chunk_length(device, M, 2, 1 << 20) + 5
+    a = stable_coefficients((1,), 1, M, dtype=wide, seed=M, radius=0.95)
+    x, zi, g = (random_signal(shape, wide, seed=k) for k, shape in enumerate([(2, T), (2, M), (2, T)], 11))
+    fast, = run_both(*(t.to(dtype).to(device) for t in (x, a, zi, g)), ("triton",))
+    reference, = run_both(x, a, zi, g, ("naive",))
+    assert_close_to_rounding(fast[0].cpu(), x.to(dtype), a.to(dtype), zi.to(dtype))
+    for name, got, expected in zip(("y", "grad_x", "grad_a", "grad_zi"), fast, reference):
+        assert got.shape == expected.shape, name
+        err = relative_error(got.cpu().to(wide), expected)
+        assert err < 1e-3, f"{name}: relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_streaming_and_zf(device):
     T, M = 3 * chunk_length(device, 4, 2, 1 << 20) + 5, 4
     a = stable_coefficients((2,), T, M, seed=8).to(device)
