@@ -8,7 +8,9 @@
 #   base, head, base, head in turn (bench/ab_times.py), so that drift shows as a difference between
 #   the two rounds of one tree. Results: $OUT/ab.jsonl (or bench/out/ab.jsonl without $OUT).
 # The first A/B (2026-11-27, H100, b86bf37 against ea1a9b0) found forward M=16 8% slower at
-# 16 x 2^20 samples, which the sm_90 model had called 1-3% faster.
+# 16 x 2^20 samples, which the sm_90 model had called 1-3% faster. The second (2026-11-28, a
+# fresh machine) gave the compiles 110 s, too few: the rounds compiled what was left and never
+# reached M=16. Compiles now get WARM_S=170 and each round ROUND_S=25 (gpu_session's cap: 270 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -36,16 +38,16 @@ run)
     mkdir -p "$out"
     base=$PWD/.ab/base head=$PWD
     echo "base $(cat .ab/base/COMMIT); head $(cat .ab/HEAD 2>/dev/null || echo unknown)"
-    PYTHONPATH=$base timeout "${WARM_S:-110}" python3 bench/ab_times.py base --warm "$@" > "$out/ab-warm-base.txt" 2>&1 &
+    PYTHONPATH=$base timeout "${WARM_S:-170}" python3 bench/ab_times.py base --warm "$@" > "$out/ab-warm-base.txt" 2>&1 &
     warm_base=$!
-    PYTHONPATH=$head timeout "${WARM_S:-110}" python3 bench/ab_times.py head --warm "$@" > "$out/ab-warm-head.txt" 2>&1 &
+    PYTHONPATH=$head timeout "${WARM_S:-170}" python3 bench/ab_times.py head --warm "$@" > "$out/ab-warm-head.txt" 2>&1 &
     warm_head=$!
     wait $warm_base; echo "base compiled: exit $? (124: cut off) at $SECONDS s"
     wait $warm_head; echo "head compiled: exit $? (124: cut off) at $SECONDS s"
     : > "$out/ab.jsonl"
     for tree in base head base head; do
         root=$([ $tree = base ] && echo "$base" || echo "$head")
-        PYTHONPATH=$root timeout "${ROUND_S:-30}" python3 bench/ab_times.py "$tree" "$@" | tee -a "$out/ab.jsonl"
+        PYTHONPATH=$root timeout "${ROUND_S:-25}" python3 bench/ab_times.py "$tree" "$@" | tee -a "$out/ab.jsonl"
         echo "$tree round: exit ${PIPESTATUS[0]} at $SECONDS s"
     done
     echo "done in $SECONDS s"

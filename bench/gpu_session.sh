@@ -169,7 +169,9 @@ workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n $(nproc)")
 gpu_only="on_gpu or reduce_overhead or direct_calls_match or fullgraph"
 tests="tests/test_triton.py tests/test_triton_accuracy.py tests/test_recurrence.py"
 # philtorch from source, in the background while the CUDA tests compile (no stage times anything
-# then; niced, four jobs, so that the tests' compiles keep most of the cores), only with room in the
+# then; niced, four jobs, so that the tests' compiles keep most of the cores: the fifth H100 session's
+# build got through 7 of its 11 units in 290 s that way; every core, unniced, when STAGES leaves
+# the tests out), only with room in the
 # budget for it and the peers stage, and bounded by it: the build's output goes to its log alone, so
 # that a build left running never holds the session's output open. The peers stage waits for it.
 # Its build tools go first on the path for the build alone (philtorch needs setuptools >= 77);
@@ -181,8 +183,9 @@ if want peers && ((budget - SECONDS > 240)) && compgen -G ".whl/build/philtorch-
     tools=/tmp/allpole-build-tools
     rm -rf "$tools" && mkdir -p "$tools"
     python3 -m pip install -q --no-index --no-deps --target "$tools" .whl/build/*.whl
-    (PYTHONPATH="$tools:$PYTHONPATH" PHILTORCH_FORCE_CUDA=1 MAX_JOBS=4 TORCH_CUDA_ARCH_LIST=9.0 \
-        nice -n 19 timeout -k 10 "$((budget - 120 - SECONDS))" python3 -m pip install -v --no-index --no-deps \
+    if want pytest; then build_jobs=4 build_nice=19; else build_jobs=$(nproc) build_nice=0; fi
+    (PYTHONPATH="$tools:$PYTHONPATH" PHILTORCH_FORCE_CUDA=1 MAX_JOBS=$build_jobs TORCH_CUDA_ARCH_LIST=9.0 \
+        nice -n $build_nice timeout -k 10 "$((budget - 120 - SECONDS))" python3 -m pip install -v --no-index --no-deps \
         --no-build-isolation --target "$site" .whl/build/philtorch-*.tar.gz
      echo "philtorch build: exit $? after $SECONDS s of the session") > "$results/philtorch-build.txt" 2>&1 < /dev/null &
     philtorch_build=$!

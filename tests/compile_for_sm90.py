@@ -78,6 +78,7 @@ def configurations(quick: bool):
         for reverse, grad_a in [(False, "no"), (True, "yes"), (True, "no")]:
             yield torch.float32, M, reverse, "contiguous", grad_a
         yield torch.float32, M, True, "constant", "yes"
+        yield torch.float32, M, False, "constant", "no"  # held in registers from before the loop
     for M in (2, 5, 16):
         for reverse in (False, True):
             yield torch.float32, M, reverse, "strided", "yes" if reverse else "no"
