@@ -417,25 +417,38 @@ def _constants_at(held, pos: tl.constexpr, M: tl.constexpr):
 
 
 @triton.jit
+def _next_slots(held, M: tl.constexpr):
+    """A held constant tile in the slot order of the next step (each slot takes its lower
+    neighbour's tap, cyclically over the M slots; padding stays zero), for bodies whose slots are
+    known only at run time: a static rotation a step, where a reload every step spilled the M=17
+    and M=33 reverse finishes (sm_90, Triton 3.6: 1032 and 1744 B) with cross-lane traffic."""
+    M_PAD: tl.constexpr = held.shape[0]
+    src = tl.arange(0, M_PAD)[:, None, None, None]
+    dst = tl.arange(0, M_PAD)[None, :, None, None]
+    return tl.reshape(select(held[:, None, :, :], (dst < M) & (src == (dst + M - 1) % M), 0), held.shape)
+
+
+@triton.jit
 def _step_coefficients(
-    a_ptr, a_base, a_body, k: tl.constexpr, n, T, live, valid, sa_time, sa_tap, index, pos, held_re, held_im,
+    a_ptr, a_body, k: tl.constexpr, n, T, live, sa_time, sa_tap, index, pos, held_re, held_im,
     M: tl.constexpr, ACC: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
-    HELD: tl.constexpr,
+    STATIC: tl.constexpr,
 ):
     """Every slot's coefficient for step k of the body whose coefficients start at ``a_body``, the
-    step writing slot ``pos`` (static inside unrolled bodies). HELD: constant coefficients come
-    from the lane's held_* (:func:`_lane_constants`; ``pos`` static), not from memory."""
+    step writing slot ``pos`` (STATIC: a compile-time constant, as inside unrolled bodies of whole
+    multiples of M). Constant coefficients come from the lane's held_* (:func:`_lane_constants`),
+    in the slot order of position 0 when STATIC, otherwise already in this step's (the caller
+    moves them on with :func:`_next_slots` after every step)."""
     tap = _taps(index, pos, M)
     tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
     if A_LAYOUT == 0:
-        if HELD:
+        if STATIC:
             const_re = _constants_at(held_re, pos, M)
             const_im = held_im
             if IS_COMPLEX:
                 const_im = _constants_at(held_im, pos, M)
-        else:  # pos changes at run time (bodies of one step above UNROLL_MAX_ORDER)
-            const_re, const_im = _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M, ACC,
-                                                        IS_COMPLEX, REVERSE)
+        else:
+            const_re, const_im = held_re, held_im
     else:
         const_re, const_im = 0.0, 0.0
     return _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
@@ -500,8 +513,7 @@ def _recurse(
     tl.static_assert(not (ROWS and IS_COMPLEX), "coalesced rows carry real planes only")
     A_REVERSE: tl.constexpr = REVERSE and not A_COPY
     U_PAD: tl.constexpr = triton.next_power_of_2(U)
-    HELD: tl.constexpr = A_LAYOUT == 0 and U % M == 0
-    if HELD:
+    if A_LAYOUT == 0:  # constant coefficients: held in registers (see _step_coefficients)
         held_re, held_im = _lane_constants(a_ptr, a_base, valid, sa_time, sa_tap, index, M, tl.float64, IS_COMPLEX,
                                            A_REVERSE)
     else:
@@ -532,8 +544,12 @@ def _recurse(
                                                           A_REVERSE, TILE_ROWS)
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, A_REVERSE)
             else:
-                c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
-                                                held_re, held_im, M, tl.float64, A_LAYOUT, IS_COMPLEX, A_REVERSE, HELD)
+                c_re, c_im = _step_coefficients(a_ptr, a_body, k, n, T, live, sa_time, sa_tap, index, pos, held_re,
+                                                held_im, M, tl.float64, A_LAYOUT, IS_COMPLEX, A_REVERSE, U % M == 0)
+                if A_LAYOUT == 0 and U % M != 0:
+                    held_re = _next_slots(held_re, M)
+                    if IS_COMPLEX:
+                        held_im = _next_slots(held_im, M)
             if DRIVEN and ROWS:  # the step each entry holds: column c is step c, reversed step U_PAD-1-c
                 u_re = select(ut, (U_PAD - 1 - column if REVERSE else column) == k, 0)
                 u_im = u_re * 0
@@ -869,8 +885,7 @@ def _finish(
     else:
         step_slot = U_PAD - 1 - tl.arange(0, U_PAD)[:, None, None]  # y[start + t0 + k]
     grad_step = tl.arange(0, U_PAD)[None, :, None]
-    HELD: tl.constexpr = A_LAYOUT == 0 and U % M == 0
-    if HELD:
+    if A_LAYOUT == 0:  # constant coefficients: held in registers (see _step_coefficients)
         held_re, held_im = _lane_constants(a_ptr, a_base, valid, sa_time, sa_tap, index, M, acc, IS_COMPLEX, A_REVERSE)
     else:
         held_re, held_im = 0.0, 0.0
@@ -936,8 +951,12 @@ def _finish(
                                                           TILE_ROWS)
                 c_re, c_im = _tile_coefficients(tile_re, tile_im, k, TILE_STEPS, A_REVERSE)
             else:
-                c_re, c_im = _step_coefficients(a_ptr, a_base, a_body, k, n, T, live, valid, sa_time, sa_tap, index, pos,
-                                                held_re, held_im, M, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE, HELD)
+                c_re, c_im = _step_coefficients(a_ptr, a_body, k, n, T, live, sa_time, sa_tap, index, pos, held_re,
+                                                held_im, M, acc, A_LAYOUT, IS_COMPLEX, A_REVERSE, U % M == 0)
+                if A_LAYOUT == 0 and U % M != 0:
+                    held_re = _next_slots(held_re, M)
+                    if IS_COMPLEX:
+                        held_im = _next_slots(held_im, M)
             y_re, y_im, h_re, h_im = _step(h_re, h_im, c_re, c_im, u_re, u_im, index, pos, M, U % M == 0, IS_COMPLEX)
             out_re = tl.where(step_slot == k, y_re, out_re)
             if IS_COMPLEX:

@@ -114,14 +114,14 @@ def test_leading_shapes_and_constant_coefficients(device, shapes, Ta, M):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M, dtype", [
     (2, torch.float32), (16, torch.float32), (8, torch.complex64), slow(4, torch.float32), slow(12, torch.complex64),
-    slow(17, torch.float32),
+    slow(17, torch.float32), slow(33, torch.float32),
 ])
 def test_constant_coefficients_in_every_kernel_family(device, M, dtype):
     """One coefficient set for every row and sample, which the kernels hold in registers from
     before the loop (_lane_constants) wherever a body's slots are static: short orders (scanned
-    summaries), long ones (recursion groups; M=12 below its padded 16), and M=17, whose one-step
-    bodies reload them, over many chunks, forward and all three gradients, in single precision
-    against a float64 loop."""
+    summaries), long ones (recursion groups; M=12 below its padded 16), and M=17 and 33, whose
+    one-step bodies rotate them a slot a step (_next_slots; 33: one chunk a row), over many chunks,
+    forward and all three gradients, in single precision against a float64 loop."""
     wide = torch.complex128 if dtype.is_complex else torch.float64
     T = 3 * chunk_length(device, M, 2, 1 << 20) + 5
     a = stable_coefficients((1,), 1, M, dtype=wide, seed=M, radius=0.95)
