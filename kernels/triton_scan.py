@@ -397,7 +397,8 @@ def _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M
 def _lane_constants(a_ptr, a_base, valid, sa_time, sa_tap, index, M: tl.constexpr, ACC: tl.constexpr,
                     IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
     """A lane's constant coefficients (A_LAYOUT 0), loaded once before its loop, in the slot order
-    of a step writing slot 0 (entry p: tap M-p; conjugated in reversed time): see _constants_at."""
+    of a step writing slot 0 (entry p: tap M-p; conjugated in reversed time): see _constants_at
+    and _next_slots."""
     tap = _taps(index, 0, M)
     tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, 0, REVERSE)
     return _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, 0, M, ACC, IS_COMPLEX, REVERSE)
@@ -420,8 +421,11 @@ def _constants_at(held, pos: tl.constexpr, M: tl.constexpr):
 def _next_slots(held, M: tl.constexpr):
     """A held constant tile in the slot order of the next step (each slot takes its lower
     neighbour's tap, cyclically over the M slots; padding stays zero), for bodies whose slots are
-    known only at run time: a static rotation a step, where a reload every step spilled the M=17
-    and M=33 reverse finishes (sm_90, Triton 3.6: 1032 and 1744 B) with cross-lane traffic."""
+    known only at run time: a rotation by a fixed permutation a step (carried across a run-time
+    loop, so M_PAD register moves a step, not renames). A reload every step instead made each pass
+    1.07-5.4x as long on the sm_90 model at M=17 (Triton 3.6, 16 x 65536), though the complex64
+    M=17 reverse finish spills more this way (1303 accesses a body against 367; its pass is still
+    faster)."""
     M_PAD: tl.constexpr = held.shape[0]
     src = tl.arange(0, M_PAD)[:, None, None, None]
     dst = tl.arange(0, M_PAD)[None, :, None, None]

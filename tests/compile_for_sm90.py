@@ -71,6 +71,7 @@ def configurations(quick: bool):
             yield torch.float32, M, True, "contiguous", "yes"
         yield torch.float32, 2, True, "constant", "yes"
         yield torch.float32, 16, False, "constant", "no"  # held in registers: spilled 4768 B reloading them
+        yield torch.float32, 17, False, "constant", "no"  # rotated a slot a step (_next_slots), summary too
         yield torch.float32, 3, True, "strided", "no"
         yield torch.complex64, 2, True, "contiguous", "yes"
         yield torch.bfloat16, 2, False, "contiguous", "no"  # float64 (no TF32 possible): the full set only

@@ -114,7 +114,7 @@ def test_leading_shapes_and_constant_coefficients(device, shapes, Ta, M):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M, dtype", [
     (2, torch.float32), (16, torch.float32), (8, torch.complex64), slow(4, torch.float32), slow(12, torch.complex64),
-    slow(17, torch.float32), slow(33, torch.float32),
+    slow(17, torch.float32), slow(17, torch.complex64), slow(33, torch.float32),
 ])
 def test_constant_coefficients_in_every_kernel_family(device, M, dtype):
     """One coefficient set for every row and sample, which the kernels hold in registers from
