@@ -383,17 +383,6 @@ def _tile_coefficients(tile_re, tile_im, k: tl.constexpr, STEPS: tl.constexpr, R
 
 
 @triton.jit
-def _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, pos, M: tl.constexpr, ACC: tl.constexpr,
-                           IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
-    """Coefficients constant over time in slot order (conjugated in reversed time)."""
-    re, im = _gather(a_ptr, a_base, tap_offset, valid & (tap <= M), a_base, 0, valid, 0, sa_tap, pos, tap.shape[0], M, ACC,
-                     2, IS_COMPLEX, False)  # strided taps, no time step
-    if REVERSE:
-        im = -im
-    return re, im
-
-
-@triton.jit
 def _lane_constants(a_ptr, a_base, valid, sa_time, sa_tap, index, M: tl.constexpr, ACC: tl.constexpr,
                     IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr):
     """A lane's constant coefficients (A_LAYOUT 0), loaded once before its loop, in the slot order
@@ -401,7 +390,20 @@ def _lane_constants(a_ptr, a_base, valid, sa_time, sa_tap, index, M: tl.constexp
     and _next_slots."""
     tap = _taps(index, 0, M)
     tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, 0, REVERSE)
-    return _constant_coefficients(a_ptr, a_base, tap, tap_offset, valid, sa_tap, 0, M, ACC, IS_COMPLEX, REVERSE)
+    re, im = _gather(a_ptr, a_base, tap_offset, valid & (tap <= M), a_base, 0, valid, 0, sa_tap, 0, index.shape[0], M,
+                     ACC, 2, IS_COMPLEX, False)  # strided taps, no time step
+    if REVERSE:
+        im = -im
+    return re, im
+
+
+@triton.jit
+def _take_slots(tile, source):
+    """A static permutation of a tile's slot axis (its first, in-thread axis): entry p takes entry
+    source[p], or zero where source[p] is -1 (``source``: [1, M_PAD, 1, 1]). Register renames where
+    the result is used in place, M_PAD moves where it is carried across a run-time loop."""
+    slots = tl.arange(0, tile.shape[0])[:, None, None, None]
+    return tl.reshape(select(tile[:, None, :, :], slots == source, 0), tile.shape)
 
 
 @triton.jit
@@ -411,10 +413,8 @@ def _constants_at(held, pos: tl.constexpr, M: tl.constexpr):
     made the M=16 forward with constant coefficients 3.5x slower than with time-varying ones on
     an H100 (bench/results/NVIDIA-H100-80GB-HBM3/peers, 2026-11-28; sm_90, Triton 3.6: its
     summary held 32 registers and spilled 1146 accesses a body)."""
-    M_PAD: tl.constexpr = held.shape[0]
-    src = tl.arange(0, M_PAD)[:, None, None, None]
-    dst = tl.arange(0, M_PAD)[None, :, None, None]
-    return tl.reshape(select(held[:, None, :, :], src == M - _taps(dst, pos, M), 0), held.shape)
+    slots = tl.arange(0, held.shape[0])[None, :, None, None]
+    return _take_slots(held, M - _taps(slots, pos, M))  # padding: tap M+1, source -1
 
 
 @triton.jit
@@ -426,10 +426,8 @@ def _next_slots(held, M: tl.constexpr):
     1.07-5.4x as long on the sm_90 model at M=17 (Triton 3.6, 16 x 65536), though the complex64
     M=17 reverse finish spills more this way (1303 accesses a body against 367; its pass is still
     faster)."""
-    M_PAD: tl.constexpr = held.shape[0]
-    src = tl.arange(0, M_PAD)[:, None, None, None]
-    dst = tl.arange(0, M_PAD)[None, :, None, None]
-    return tl.reshape(select(held[:, None, :, :], (dst < M) & (src == (dst + M - 1) % M), 0), held.shape)
+    slots = tl.arange(0, held.shape[0])[None, :, None, None]
+    return _take_slots(held, tl.where(slots < M, (slots + M - 1) % M, -1))
 
 
 @triton.jit
@@ -444,8 +442,8 @@ def _step_coefficients(
     in the slot order of position 0 when STATIC, otherwise already in this step's (the caller
     moves them on with :func:`_next_slots` after every step)."""
     tap = _taps(index, pos, M)
-    tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
     if A_LAYOUT == 0:
+        tap_offset = 0  # nothing to load: _coefficients masks the held tile by tap
         if STATIC:
             const_re = _constants_at(held_re, pos, M)
             const_im = held_im
@@ -454,6 +452,7 @@ def _step_coefficients(
         else:
             const_re, const_im = held_re, held_im
     else:
+        tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
         const_re, const_im = 0.0, 0.0
     return _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
                          M, ACC, A_LAYOUT, IS_COMPLEX, REVERSE)
@@ -496,10 +495,8 @@ def _shift_window(w, new, index, M: tl.constexpr, M_PAD: tl.constexpr):
     """The grad_a window (entry M_PAD-i holds y[n-i]) moved on to n-1: every entry takes its lower
     neighbour's value (y[n-1-i] was y[n-(i+1)]) and y[n-1-M] enters entry M_PAD-M. A static
     permutation over an in-thread axis (:func:`select`): register renames."""
-    src = tl.arange(0, M_PAD)[:, None, None, None]
-    dst = tl.arange(0, M_PAD)[None, :, None, None]
-    moved = tl.reshape(select(w[:, None, :, :], src == dst - 1, 0), w.shape)
-    return tl.where(index == M_PAD - M, new, moved)
+    slots = tl.arange(0, M_PAD)[None, :, None, None]
+    return tl.where(index == M_PAD - M, new, _take_slots(w, slots - 1))
 
 
 @triton.jit
