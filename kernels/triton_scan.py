@@ -442,8 +442,10 @@ def _step_coefficients(
     in the slot order of position 0 when STATIC, otherwise already in this step's (the caller
     moves them on with :func:`_next_slots` after every step)."""
     tap = _taps(index, pos, M)
+    # unread for constant coefficients, but Triton 3.6 compiles _coefficients past its early return
+    # for them, where a scalar in its place fails (the sm_90 compile check)
+    tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
     if A_LAYOUT == 0:
-        tap_offset = 0  # nothing to load: _coefficients masks the held tile by tap
         if STATIC:
             const_re = _constants_at(held_re, pos, M)
             const_im = held_im
@@ -452,7 +454,6 @@ def _step_coefficients(
         else:
             const_re, const_im = held_re, held_im
     else:
-        tap_offset = _tap_offsets(tap, sa_time, sa_tap, M, A_LAYOUT, REVERSE)
         const_re, const_im = 0.0, 0.0
     return _coefficients(a_ptr, a_body, k, n, T, tap, tap_offset, live, sa_time, sa_tap, const_re, const_im, index, pos,
                          M, ACC, A_LAYOUT, IS_COMPLEX, REVERSE)
