@@ -1193,13 +1193,17 @@ VECTOR_TILE_CARRIED_MAX = 4
 
 
 def rows_alignment(M: int, sa_row: int, chunk: int) -> int:
-    """The kernels' TILE_ROWS for contiguous coefficient rows: ROWS_VECTOR where every lane's first
-    coefficient (row x sa_row + chunk start x M, plus whole bodies and tiles of M-step rows) is a
-    multiple of it, else 1. Only for M a multiple of it, where (B, T, M) rows always are: for M = 1
-    and 2 it would turn with T's parity, and a training run of random lengths compile twice the
-    variants."""
-    aligned = M % ROWS_VECTOR == 0 and sa_row % ROWS_VECTOR == 0 and chunk * M % ROWS_VECTOR == 0
-    return ROWS_VECTOR if aligned else 1
+    """The largest power of two up to ROWS_VECTOR that every lane's first coefficient of contiguous
+    rows (row x sa_row + chunk start x M, plus whole bodies and tiles of M-step rows) is a multiple
+    of: the kernels' TILE_ROWS, the alignment they hint (tl.multiple_of) for vector loads. Only
+    powers of two that divide M, which (B, T, M) rows always keep whatever T: at M = 1 a power
+    above 1 would turn with T (twice the compiled variants for a training run of random lengths).
+    ROWS_VECTOR (16-byte vectors) from M = 4; 2 at M = 2, where each step's coefficient pair is one
+    8-byte vector (a body's mask changes every M entries, so no wider vector would load anyway)."""
+    alignment = ROWS_VECTOR
+    while alignment > 1 and (M % alignment or sa_row % alignment or chunk * M % alignment):
+        alignment //= 2
+    return alignment
 
 
 def tile_steps(M: int, body: int, words: int, kernel: str, reverse: bool, rows: bool = False,
@@ -1647,8 +1651,11 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
         rows = uses_rows(kernel, layout, is_complex, sms, M, a_reverse, forced=forced) and stepped
         # float64 finishes keep their tiles: the vector budget, sized on float32 compiles, left
         # them none at M >= 8 (a memory latency a step again)
-        vectors = (vectors_possible and stepped and not a_reverse and (kernel == "_summary" or compute != tl.float64)
-                   and rows_alignment(M, sa_row, shape.chunk) == ROWS_VECTOR)
+        alignment = rows_alignment(M, sa_row, shape.chunk) if vectors_possible and stepped and not a_reverse else 1
+        vectors = alignment == ROWS_VECTOR and (kernel == "_summary" or compute != tl.float64)
+        # narrower vectors (M = 2) where they cost no registers: the reverse finish (grad_a) went
+        # from 187 to 218 with them, and the sm_90 model put its pass 13% slower at 256 x 65536
+        narrow = alignment if alignment < ROWS_VECTOR and not (reverse and kernel == "_finish") else 1
         steps = 0
         if layout != A_CONSTANT:  # constant coefficients are loaded once per lane
             wide = kernel == "_summary" or compute == tl.float64
@@ -1657,7 +1664,7 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
         tile_rows = tiles_as_rows(rows, M, a_reverse, kernel, vectors) and steps > 0
         if tile_rows and vectors and carried and "tile" not in forced:
             steps = min(steps, VECTOR_TILE_CARRIED_MAX)
-        return dict(ROWS=rows, TILE_ROWS=(ROWS_VECTOR if vectors else 1) if tile_rows else 0,
+        return dict(ROWS=rows, TILE_ROWS=(ROWS_VECTOR if vectors else narrow) if tile_rows else 0,
                     TILE_STEPS=steps if tile_rows or not tiles_only_as_rows else 0)
 
     def maps(*size):  # summaries and carries are float64 whatever the input dtype

@@ -933,12 +933,14 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
                 kernel = item.kernel.__name__
                 a_reverse = item.constexprs["REVERSE"] and not item.constexprs["A_COPY"]
                 # contiguous real rows: 16-byte vectors at M a multiple of four, forward (finishes
-                # below float64)
-                vectors = (launch.startswith("rows=1") and M % triton_scan.ROWS_VECTOR == 0 and not a_reverse
+                # below float64); pairs at M = 2 but in the reverse finish
+                full = max(k for k in (1, 2, triton_scan.ROWS_VECTOR) if M % k == 0)
+                vectors = (launch.startswith("rows=1") and full == triton_scan.ROWS_VECTOR and not a_reverse
                            and (kernel == "_summary" or dtype != torch.float64))
                 expected = launch.startswith("rows=1") and triton_scan.tiles_as_rows(
                     True, M, a_reverse, kernel, vectors) and item.constexprs["TILE_STEPS"] > 0
-                alignment = triton_scan.ROWS_VECTOR if vectors else 1
+                narrow = full < triton_scan.ROWS_VECTOR and not a_reverse and not (reverse and kernel == "_finish")
+                alignment = triton_scan.ROWS_VECTOR if vectors else full if narrow else 1
                 assert item.constexprs["TILE_ROWS"] == (alignment if expected else 0), (launch, kernel, reverse)
         results[launch] = run_both(x, a, zi, g, ("triton",), True)[0]
     # one chunk per row: the state from zi (forward) or from rest (adjoint), no summary
@@ -955,21 +957,24 @@ def test_coalesced_rows_give_identical_results(monkeypatch, device, M, dtype):
 
 
 def test_rows_alignment_rules():
-    """Coefficient rows are loaded as 16-byte vectors only where every lane's row starts at a
-    multiple of four elements: (B, T, M) rows at M a multiple of four, never at M = 1 or 2, whose
-    alignment would turn with T's parity (twice the compiled variants for random lengths)."""
+    """Coefficient rows are loaded as vectors of the largest power of two (up to four elements)
+    that divides M and that every lane's row starts at a multiple of: 16-byte vectors for (B, T, M)
+    rows at M a multiple of four, pairs at M = 2 whatever T (its row stride 2T is always even), and
+    never at M = 1, whose alignment would turn with T (twice the compiled variants for random
+    lengths)."""
     for M, sa_row, chunk, expected in [(4, 4 * 1001, 64, 4), (16, 16 * 7, 1008, 4), (8, 8 * 3, 64, 4),
-                                       (16, 16 * 7 + 1, 64, 1), (4, 4 * 1001 + 2, 64, 1), (2, 2 * 4096, 64, 1),
-                                       (1, 4096, 64, 1), (4, 0, 64, 4)]:  # stride 0: one row broadcast
+                                       (16, 16 * 7 + 1, 64, 1), (4, 4 * 1001 + 2, 64, 2), (2, 2 * 4096, 64, 2),
+                                       (2, 2 * 4097, 64, 2), (2, 2 * 4096 + 1, 64, 1), (2, 2 * 4096, 33, 2),
+                                       (1, 4096, 64, 1), (1, 4097, 64, 1), (4, 0, 64, 4)]:  # stride 0: one row broadcast
         assert triton_scan.rows_alignment(M, sa_row, chunk) == expected, (M, sa_row, chunk)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("M", [4, slow(16)])
+@pytest.mark.parametrize("M", [2, 4, slow(16)])
 def test_coefficient_rows_of_any_row_stride(monkeypatch, device, M):
-    """Coefficient rows whose row stride is not a multiple of four elements take scalar loads
-    (TILE_ROWS 1), contiguous ones 16-byte vectors (TILE_ROWS 4, a hint the compiled kernel trusts:
-    a wrong one reads misaligned vectors on a GPU), also from a pointer off 16-byte alignment. All
+    """Coefficient rows whose row stride is odd take scalar loads (TILE_ROWS 1), contiguous ones
+    vectors (TILE_ROWS 4 from M = 4, 16 bytes; 2 at M = 2: a hint the compiled kernel trusts, a
+    wrong one reads misaligned vectors on a GPU), also from a pointer off 16-byte alignment. All
     give the contiguous tensor's results, bit for bit under the interpreter, and within a float32
     loop's error of float64."""
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "rows=1,tile=4")
@@ -978,7 +983,7 @@ def test_coefficient_rows_of_any_row_stride(monkeypatch, device, M):
     padded = torch.zeros(2, T * M + 1, device=device)  # rows T*M + 1 elements apart
     padded[:, :T * M] = dense.reshape(2, T * M)
     odd = padded.as_strided((2, T, M), (T * M + 1, M, 1))
-    # rows a multiple of four elements apart from a pointer 4 bytes past 16-byte alignment: the hint
+    # rows a multiple of M elements apart from a pointer 4 bytes past 16-byte alignment: the hint
     # holds for the offsets, and Triton compiles such a pointer without its alignment
     shifted = torch.zeros(2 * T * M + 1, device=device)[1:].view(2, T, M)
     shifted.copy_(dense)
@@ -986,7 +991,8 @@ def test_coefficient_rows_of_any_row_stride(monkeypatch, device, M):
     assert shifted.data_ptr() % 16 == 4 and shifted.is_contiguous()
     x, zi, g = (random_signal(shape, torch.float32, seed=k).to(device) for k, shape in enumerate([(2, T), (2, M), (2, T)]))
     results = {}
-    for name, a, alignment in (("contiguous", dense, 4), ("odd row stride", odd, 1), ("shifted pointer", shifted, 4)):
+    full = min(M, triton_scan.ROWS_VECTOR)
+    for name, a, alignment in (("contiguous", dense, full), ("odd row stride", odd, 1), ("shifted pointer", shifted, full)):
         launches, _ = triton_scan.plan(x, a, zi, torch.empty_like(x), reverse=False, sms=triton_scan._sms(x.device))
         assert {launch.constexprs.get("TILE_ROWS") for launch in launches} - {None, 0} == {alignment}, name
         results[name] = run_both(x, a, zi, g, ("triton",), True)[0]
