@@ -807,7 +807,8 @@ def _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T, M: tl.c
     c = tl.arange(0, W)[None, :]
     first = -(U_PAD - 1) - M  # column 0's time, from the body's first step n0 - t0 (u_body)
     time = tl.reshape(n0, [lanes, 1]) - t0 + first + c
-    wanted = (c < U_PAD + M - 1) & (tl.reshape(remaining, [lanes, 1]) > t0) & (time >= -M) & (time < T)
+    # (no time < T: the latest is n0 - t0 - 1 < T, the step before the body's first)
+    wanted = (c < U_PAD + M - 1) & (tl.reshape(remaining, [lanes, 1]) > t0) & (time >= -M)
     rows = tl.load(y_ptr + (tl.reshape(u_body, [lanes, 1]) + first + c), mask=wanted & (time >= 0), other=0.0)
     zi_rows = tl.zeros_like(rows)
     if lowest - t0 + first < 0:
@@ -871,7 +872,7 @@ def _finish(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
         M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0, ROWS,
     )
-    if GRAD_A_ROWS:
+    if REVERSE and ROWS:
         lowest = tl.min(tl.reshape(tl.where(valid, n0, T), [BLOCK]))  # (padding lanes would reach zi)
     if REVERSE and GRAD_A and not GRAD_A_ROWS:
         # grad_a[n, i-1] = -lam[n] conj(y[n-i]) over a window of past outputs, entry M_PAD-i holding
@@ -993,12 +994,14 @@ def _finish(
             out_rows = lanes_to_rows(out_re, column, U_PAD)
             store_rows(out_ptr, offsets, out_rows, rows_live, along)
             if REVERSE:
-                # grad_zi[-1-n] for the last M steps (n < 0), from the same rows; the tl.where hides
-                # the offsets' direction (they fall as n rises)
-                k_of = U_PAD - 1 - tl.arange(0, U_PAD)[None, :]
-                n_of = tl.reshape(n0, [lanes, 1]) - t0 - k_of
-                tail = (k_of < U) & (t0 + k_of < tl.reshape(remaining, [lanes, 1])) & (n_of < 0)
-                tl.store(tail_ptr + tl.where(tail, _lane_rows(row, u_body) * M + (-1 - n_of), 0), out_rows, mask=tail)
+                if lowest - t0 - (U - 1) < 0:
+                    # grad_zi[-1-n] for the last M steps (n < 0), from the same rows, only in the
+                    # bodies that reach them (a branch the whole program takes); the tl.where hides
+                    # the offsets' direction (they fall as n rises)
+                    k_of = U_PAD - 1 - tl.arange(0, U_PAD)[None, :]
+                    n_of = tl.reshape(n0, [lanes, 1]) - t0 - k_of
+                    tail = (k_of < U) & (t0 + k_of < tl.reshape(remaining, [lanes, 1])) & (n_of < 0)
+                    tl.store(tail_ptr + tl.where(tail, _lane_rows(row, u_body) * M + (-1 - n_of), 0), out_rows, mask=tail)
             if GRAD_A_ROWS:
                 # grad_a[n, i-1] = -lam[n] y[n-i]: entry (i-1, k) of the body's [M, U_PAD] tile, a row
                 # of U_PAD x M values per lane from time n0 - t0 - (U_PAD-1) on (step U_PAD-1-c // M)
@@ -1006,8 +1009,12 @@ def _finish(
                 ga_column = (U_PAD - 1 - grad_step) * M + index
                 c = tl.arange(0, U_PAD * M)[None, :]
                 k_of = U_PAD - 1 - c // M
-                ga_live = ((k_of < U) & (t0 + k_of < tl.reshape(remaining, [lanes, 1]))
-                           & (tl.reshape(n0, [lanes, 1]) - t0 - k_of >= 0))
+                # n = n0 - t0 - k >= 0 folded into the lane's bound: one compare an entry (with the
+                # grad_zi branch above and _past_rows' mask, the M=1 reverse finish's body went from
+                # 700 to 549 instructions and 193 to 159 registers, sm_90 model, Triton 3.6; the same
+                # fold in _body_rows as well put M=4's latency chain 35% longer)
+                ga_live = (k_of < U) & (t0 + k_of < tl.minimum(tl.reshape(remaining, [lanes, 1]),
+                                                                tl.reshape(n0, [lanes, 1]) + 1))
                 tl.store(grad_a_ptr + ((tl.reshape(u_body, [lanes, 1]) - (U_PAD - 1)) * M + c),
                          lanes_to_rows(-(lam * past), ga_column, U_PAD * M), mask=ga_live)
         elif REVERSE:
