@@ -16,6 +16,11 @@ grid order. :func:`install` makes the interpreter
 - give NaN (or a large integer) in the masked-off lanes of a block load without ``other`` (a
   GPU leaves them undefined);
 - run every launch's programs in reverse grid order;
+- check every alignment hint (``tl.multiple_of``, the ``tt.divisibility`` attribute) against the
+  values it is put on: the compiled kernel trusts it to issue vector loads, and a false one reads
+  misaligned vectors on a GPU while the interpreter ignores it. Every value must be a multiple,
+  which is what the kernels promise (their lanes' row starts); Triton reads a hint on a contiguous
+  range as one on each run's first value, which this would flag;
 
 and makes ``torch.empty``, ``torch.empty_like``, ``torch.empty_strided`` and ``Tensor.new_empty``
 (``_strided``) fill floating-point tensors with NaN, so that an output or scratch element no kernel wrote shows up in the results.
@@ -26,7 +31,7 @@ reach the builder alike there (a block load's ``other`` is broadcast first and a
 ``tests/test_sanitizer.py`` checks the kernels' source for masked loads without ``other`` too.
 
 It relies on the interpreter's internals (``GridExecutor._init_args_hst``, the builder's
-``create_masked_load``/``create_masked_store`` and ``set_grid_idx``). :func:`install` raises if they
+``create_masked_load``/``create_masked_store`` and ``set_grid_idx``, ``TensorHandle.set_attr``). :func:`install` raises if they
 are gone, and ``tests/test_sanitizer.py`` checks that a bad kernel is caught.
 """
 from __future__ import annotations
@@ -126,6 +131,16 @@ def _check(kind: str, ptrs, mask, program: int) -> None:
             readers[words] = np.where((seen == 0) | (seen == program), program, MANY)
 
 
+def _check_hint(values, divisibility) -> None:
+    """A ``tl.multiple_of`` hint (one divisor, or one per dimension) must hold for every value."""
+    divisor = max(int(d) for d in (divisibility if isinstance(divisibility, (list, tuple)) else [divisibility]))
+    data = np.asarray(values)
+    false = data % divisor != 0
+    if divisor > 1 and false.any():
+        raise SanitizerError(f"{_launch['name']}: a multiple_of({divisor}) hint is false for {int(false.sum())} of "
+                             f"{data.size} values (e.g. {data[false].ravel()[:4].tolist()})")
+
+
 def _garbage(dtype: np.dtype, shape) -> np.ndarray:
     """What a GPU's masked-off lanes might hold: NaN, or a large integer."""
     if np.issubdtype(dtype, np.floating):
@@ -153,8 +168,9 @@ def install() -> None:
 
     builder = interpreter.InterpreterBuilder
     executor = interpreter.GridExecutor
+    handle = interpreter.TensorHandle
     for owner, name in ((builder, "create_masked_load"), (builder, "create_masked_store"),
-                        (builder, "set_grid_idx"), (executor, "_init_args_hst")):
+                        (builder, "set_grid_idx"), (executor, "_init_args_hst"), (handle, "set_attr")):
         if not callable(getattr(owner, name, None)):
             raise RuntimeError(f"Triton's interpreter has no {owner.__name__}.{name}: update tests/interpreter_sanitizer.py")
     if getattr(builder, "_allpole_sanitized", False):
@@ -163,6 +179,7 @@ def install() -> None:
 
     init_args, masked_load = executor._init_args_hst, builder.create_masked_load
     masked_store, set_grid_idx = builder.create_masked_store, builder.set_grid_idx
+    set_attr = handle.set_attr
 
     def init_args_hst(self, args_dev, kwargs):
         args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
@@ -188,7 +205,13 @@ def install() -> None:
         nx, ny, nz = self.grid_dim
         return set_grid_idx(self, nx - 1 - x, ny - 1 - y, nz - 1 - z)
 
+    def checked_set_attr(self, key, value):
+        if key == "tt.divisibility":
+            _check_hint(self.data, value)
+        return set_attr(self, key, value)
+
     executor._init_args_hst = init_args_hst
+    handle.set_attr = checked_set_attr
     builder.create_masked_load = create_masked_load
     builder.create_masked_store = create_masked_store
     builder.set_grid_idx = reversed_grid_idx

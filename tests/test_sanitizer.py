@@ -32,6 +32,23 @@ def _reads_previous_program(out_ptr):
     tl.store(out_ptr + p, previous + p)
 
 
+@triton.jit
+def _hinted_gather(src_ptr, dst_ptr, start):
+    """dst[i] = src[start + 4i], the offsets hinted as multiples of 4 (as the kernels hint their
+    lanes' row starts)."""
+    offsets = tl.multiple_of(start + 4 * tl.arange(0, 4), 4)
+    tl.store(dst_ptr + tl.arange(0, 4), tl.load(src_ptr + offsets))
+
+
+def test_false_alignment_hint_is_caught():
+    """tl.multiple_of is a promise the compiled kernel vectorises on: a false one is flagged."""
+    src, dst = torch.arange(20, dtype=torch.float32), torch.zeros(4)
+    _hinted_gather[(1,)](src, dst, 4)
+    assert torch.equal(dst, src[4::4])
+    with pytest.raises(Exception, match=r"_hinted_gather: a multiple_of\(4\) hint is false for 4 of 4 values"):
+        _hinted_gather[(1,)](src, dst, 2)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_in_bounds_copy_passes(dtype):
     """Programs storing neighbouring 2-byte elements share no element: no race."""
