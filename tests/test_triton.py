@@ -49,10 +49,12 @@ def many_chunks(device: str, M: int) -> int:
 
 
 def run_both(x, a, zi, g, backends=("triton", "numba"), grad_a=True):
-    """Forward output and the gradients (of x, a and zi; without ``grad_a`` of x and zi) for each backend."""
+    """Forward output and the gradients (of x, a and zi; without ``grad_a`` of x and zi) for each backend,
+    on the tensors as given: strides, storage offsets and expanded dims reach the kernels (a clone
+    would hand them a dense copy of a strided view)."""
     results = []
     for backend in backends:
-        inputs = [t.clone().requires_grad_(grad_a or k != 1) for k, t in enumerate((x, a, zi))]
+        inputs = [t.detach().requires_grad_(grad_a or k != 1) for k, t in enumerate((x, a, zi))]
         y = allpole(*inputs, backend=backend if x.device.type == "cpu" or backend != "numba" else "naive")
         grads = torch.autograd.grad((y * g.conj()).real.sum(), [t for t in inputs if t.requires_grad])
         results.append((y.detach(), *grads))
