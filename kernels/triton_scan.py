@@ -1205,8 +1205,9 @@ def rows_alignment(M: int, sa_row: int, chunk: int) -> int:
     of: the kernels' TILE_ROWS, the alignment they hint (tl.multiple_of) for vector loads. Only
     powers of two that divide M, which (B, T, M) rows always keep whatever T: at M = 1 a power
     above 1 would turn with T (twice the compiled variants for a training run of random lengths).
-    ROWS_VECTOR (16-byte vectors) from M = 4; 2 at M = 2, where each step's coefficient pair is one
-    8-byte vector (a body's mask changes every M entries, so no wider vector would load anyway)."""
+    ROWS_VECTOR (16-byte vectors for float32) for contiguous rows from M = 4; 2 at M = 2, where each
+    step's coefficient pair is one vector (a body's mask changes every M entries, so no wider vector
+    would load anyway), and for longer orders whose row stride is 2 modulo 4."""
     alignment = ROWS_VECTOR
     while alignment > 1 and (M % alignment or sa_row % alignment or chunk * M % alignment):
         alignment //= 2
@@ -1660,8 +1661,9 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
         # them none at M >= 8 (a memory latency a step again)
         alignment = rows_alignment(M, sa_row, shape.chunk) if vectors_possible and stepped and not a_reverse else 1
         vectors = alignment == ROWS_VECTOR and (kernel == "_summary" or compute != tl.float64)
-        # narrower vectors (M = 2) where they cost no registers: the reverse finish (grad_a) went
-        # from 187 to 218 with them, and the sm_90 model put its pass 13% slower at 256 x 65536
+        # narrower vectors (M = 2) but in the reverse finish, which gains nothing from them (sm_90
+        # model, Triton 3.6, 16 x 2^20: 164 -> 168 registers, its latency chain 39% longer; before
+        # 6851bb4, 187 -> 218 and its pass 13% slower at 256 x 65536)
         narrow = alignment if alignment < ROWS_VECTOR and not (reverse and kernel == "_finish") else 1
         steps = 0
         if layout != A_CONSTANT:  # constant coefficients are loaded once per lane
@@ -1773,7 +1775,7 @@ def fuses_adjoint(M: int, sms: int | None, forced: Mapping[str, int] | None = No
     -> 90 bytes a sample, 52.7 -> 44.7 us, 3.43 -> 2.90x the memory floor). Needs the finish's
     rows (real inputs, see uses_rows) and M a power of two up to FUSED_ADJOINT_MAX_ORDER, where
     the body's [M, 8] grad_a tile and its past outputs stay in registers (at M=4 the finish holds
-    255, no spill)."""
+    255 and spills 24-32 bytes of stack, 80-96 before 6851bb4: sm_90, Triton 3.6)."""
     return grad_a_fits_rows(M) and uses_rows("_finish", A_CONTIGUOUS, False, sms, M, False, forced=forced)
 
 
