@@ -1100,6 +1100,12 @@ CARRY_BLOCK_INTERPRET = CARRY_RUN_INTERPRET = 2  # so that small tests cross run
 # The carry fused into the finish (see fused_carry_run): map elements per lane run (unrolled, so
 # compile time), and the pieces the interpreter may walk (so that small tests cross them).
 FUSED_RUN_ELEMENTS = 64
+# ... and the run of rows whose maps fit two a lane (16 x 65536, 63 maps on 32 lanes: the longest
+# run composed 8 a lane, 6 of them identities). sm_90 model (Triton 3.6), forward thread-instructions
+# per sample below 2^24 samples: M=1 54.2 -> 43.4, M=2 73.8 -> 67.8 (forward+backward M=1 173-200
+# -> 151-176, M=2 -12); predicted times equal or up to 3% shorter. Runs of one as well gained at
+# most 1% more at T=4096, for one more variant.
+FUSED_SHORT_RUN = 2
 FUSED_PIECES_INTERPRET = 2
 # The interpreter: short chunks and carry blocks of 4 chunks, so that small tests cross every
 # boundary and carry level; large lane blocks elsewhere, since its cost is per op and program.
@@ -1314,10 +1320,11 @@ def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int 
     fused while a row's maps fit one piece of the longest run (FUSED_RUN_ELEMENTS map elements:
     32 maps at M=1, 8 at M=2, 2 at M=4), except maps of CARRY_NARROW_ELEMENTS (complex M=4: the
     scan of its 80 float64 registers a lane put the adjoint finish at 255 registers and 80 bytes
-    of stack under Triton 3.9). The run is that longest one whatever the maps, so that the run, a
-    constexpr of the finish, does not make a new variant for every length; rows of one block have
-    no maps and get run 0, a finish without the piece code (which costs registers: 120 against 61
-    at M=4 under Triton 3.9). ``forced`` (the launch variable's ``fuse``) picks either way; the
+    of stack under Triton 3.9). The run is FUSED_SHORT_RUN where the maps fit that many a lane,
+    the longest one otherwise: the run is a constexpr of the finish, so two values rather than
+    one per length keep the variants few (test_few_gpu_variants_for_random_lengths). Rows of one
+    block have no maps and get run 0, a finish without the piece code (which costs registers: 120
+    against 61 at M=4 under Triton 3.9). ``forced`` (the launch variable's ``fuse``) picks either way; the
     interpreter fuses up to FUSED_PIECES_INTERPRET pieces of short runs, so that tests cross
     pieces and runs."""
     if forced == 0:
@@ -1331,6 +1338,8 @@ def fused_carry_run(M: int, is_complex: bool, n_maps: int, lanes: int, sms: int 
         run, pieces = _longest_run(elements, FUSED_RUN_ELEMENTS), 1
     if not (forced or n_maps <= lanes * run * pieces):
         return None
+    if sms is not None and n_maps <= lanes * FUSED_SHORT_RUN:
+        run = min(run, FUSED_SHORT_RUN)
     return run if n_maps else 0
 
 

@@ -7,6 +7,7 @@ tests also run on CUDA tensors with the compiled kernels and the GPU's launch ta
 """
 from __future__ import annotations
 
+import collections
 import math
 import random
 import warnings
@@ -741,6 +742,30 @@ def test_few_compiled_variants_for_random_lengths(device, monkeypatch):
     # per pass: the summary and the finish with the carry fused in (and without its piece code for
     # rows of one block); on a GPU also the carry launch and a finish for it, for the longest T
     assert len(keys) <= 8 if device == "cuda" else len(keys) <= 6, sorted(keys)
+
+
+@pytest.mark.parametrize("M", [1, 2, 4])
+@pytest.mark.parametrize("B", [1, 16])
+def test_few_gpu_variants_for_random_lengths(B, M):
+    """The GPU's plans (132 SMs, planned on meta tensors) for 20 random lengths of a training run
+    compile few variants per pass: the fused carry's run takes two values at most (FUSED_SHORT_RUN,
+    or the longest), besides 0 for rows of one block."""
+    from allpole_triton.bench import model
+
+    keys, runs = set(), collections.defaultdict(set)
+    rng = random.Random(0)
+    for T in [rng.randrange(2000, 200_000) for _ in range(20)]:
+        for reverse in (False, True):
+            t = model._pass_tensors(B, T, M, reverse, torch.float32)
+            extra = {k: t[k] for k in ("tail", "y", "grad_a") if k in t}
+            launches, _ = triton_scan.plan(t["u"], t["a"], t["zi"], t["out"], reverse=reverse, sms=132, **extra)
+            for launch in launches:
+                keys.add((launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())),
+                          launch.num_warps))
+                if launch.constexprs.get("CARRY_RUN"):
+                    runs[reverse].add(launch.constexprs["CARRY_RUN"])
+    assert all(len(r) <= 2 for r in runs.values()) and runs, runs
+    assert len(keys) <= 9, sorted(keys)
 
 
 @pytest.mark.parametrize("device", DEVICES)
