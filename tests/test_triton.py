@@ -94,15 +94,22 @@ def test_dtypes_match_numba(device, dtype, M):
         assert (f - s).abs().max() / scale < (1e-10 if dtype == torch.complex128 else 5e-4)
 
 
+LEAD_2X3 = ((2, 3), (2, 3), (2, 3))  # x lead, a lead, zi lead
+LEAD_SCALAR = ((), (), ())
+LEAD_SHARED = ((4,), (1,), (4,))  # one filter shared by every row: read with row stride 0
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shapes", [
-    ((2, 3), (2, 3), (2, 3)),  # x lead, a lead, zi lead
-    ((), (), ()),
-    ((4,), (1,), (4,)),  # one filter shared by every row: read with row stride 0
-], ids=["2x3", "scalar", "shared"])
-@pytest.mark.parametrize("Ta", ["T", 1], ids=["varying", "constant"])
+@pytest.mark.parametrize("shapes, Ta", [
+    pytest.param(LEAD_2X3, "T", id="2x3-varying"), slow(LEAD_2X3, 1, id="2x3-constant"),
+    pytest.param(LEAD_SCALAR, "T", id="scalar-varying"), pytest.param(LEAD_SCALAR, 1, id="scalar-constant"),
+    pytest.param(LEAD_SHARED, "T", id="shared-varying"), pytest.param(LEAD_SHARED, 1, id="shared-constant"),
+])
 @pytest.mark.parametrize("M", [3, slow(1)])
 def test_leading_shapes_and_constant_coefficients(device, shapes, Ta, M):
+    """Leading dims broadcast and flattened into rows, with coefficients varying over time or
+    constant (2x3-constant, a constant set per row, runs in the full suite only: make test has it
+    from test_strided_coefficients_without_copies' expanded_time)."""
     T = 2 * chunk_length(device, M, 4, 1 << 20) + 3
     x_lead, a_lead, zi_lead = shapes
     a = stable_coefficients(a_lead, T if Ta == "T" else 1, M, seed=3).to(device)
