@@ -1088,8 +1088,10 @@ BLOCK_GPU = 128
 # non-finite M=2 output at B=16, T=2^20, cause unknown; on the first H100 run (2026-11-26, before
 # coalesced rows) the stage diagnostic's groups of 16, 32 and 128 all passed at M = 1-4 (B=16,
 # T=2^20: 16 maps a row, so only the first warp of a fused carry's scan held any). Rows of many
-# blocks, maps in all four warps, are not yet measured: gpu_session.sh's diagnostic and
-# tests/test_triton.py's GPU tests run them (one row of 2^20 samples, M = 1-4).
+# blocks passed on the fifth H100 session (test_wide_scan_groups_on_gpu, one row of 2^20 samples,
+# M = 1-4), maps in all four warps only for complex M=3 (227 maps in runs of two); since
+# FUSED_SHORT_RUN, M = 1 and 2 (real and complex) hold maps in all four warps there too (not yet
+# run on a GPU).
 SCAN_GROUP_GPU = 32
 SCAN_GROUP_WIDE_GPU = 128
 CARRY_BLOCK_GPU = 256  # lanes of the short-order carry (one program per row), each walking a run of blocks

@@ -302,16 +302,19 @@ def test_adjoint_starts_from_rest_whatever_zi_holds(monkeypatch, M, launch):
     assert_within_rounding(grad_zi, want_zi, single_zi)
 
 
-FUSED_CARRY_CASES = [(1, 1 << 20, 1), (8, 1 << 17, 4)]
+FUSED_CARRY_CASES = [(1, 1 << 18, 1), (8, 1 << 17, 4)]
 CARRY_PIECES_CASES = [(2, True), (3, True), (4, False), (4, True)]
 WIDE_GROUPS_CASES = [(1, False), (4, False), (2, True), (3, True)]
 H100_SMS = 132  # the H200's too
 
 
-def check_fused_carry_shape(rows: int, T: int, M: int, sms: int) -> None:
-    """The shape test_fused_carry_on_gpu is for: more block maps than a scan group's lanes, in runs."""
+def check_fused_carry_shape(rows: int, T: int, M: int, sms: int) -> int:
+    """The shape test_fused_carry_on_gpu is for: more block maps than a scan group's lanes, in runs
+    (returned)."""
     shape, maps = forward_block_maps(M, rows, T, sms)
-    assert maps > shape.group and triton_scan.fused_carry_run(M, False, maps, shape.group, sms) > 1, (shape, maps)
+    run = triton_scan.fused_carry_run(M, False, maps, shape.group, sms)
+    assert maps > shape.group and run > 1, (shape, maps)
+    return run
 
 
 def check_carry_pieces_shape(M: int, complex_: bool, sms: int) -> None:
@@ -336,8 +339,8 @@ def test_gpu_only_tests_still_reach_their_shapes(monkeypatch):
     the next GPU session (the fourth H100 session found test_fused_carry_on_gpu's M=4 case at 31
     maps after chunks of 64 came in, f264f9b)."""
     monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
-    for rows, T, M in FUSED_CARRY_CASES:
-        check_fused_carry_shape(rows, T, M, H100_SMS)
+    runs = [check_fused_carry_shape(rows, T, M, H100_SMS) for rows, T, M in FUSED_CARRY_CASES]
+    assert runs == [32, triton_scan.FUSED_SHORT_RUN], runs  # the longest run at M=1, and the short one
     for M, complex_ in WIDE_GROUPS_CASES:
         check_wide_groups_shape(M, complex_, H100_SMS)
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"group={triton_scan.SCAN_GROUP_GPU}")
@@ -348,9 +351,10 @@ def test_gpu_only_tests_still_reach_their_shapes(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's own fused-carry shapes at full length need a GPU")
 @pytest.mark.parametrize("rows, T, M", FUSED_CARRY_CASES)
 def test_fused_carry_on_gpu(rows, T, M):
-    """Rows of few blocks take the carry fused into the finish: one row of 2^20 samples at M=1
-    (255 block maps of four-warp blocks: runs of 32 on 8 of 128 lanes) and 8 rows of 2^17 at M=4
-    (63 maps: runs of 2). Against Numba float64 loops on the CPU."""
+    """Rows of few blocks take the carry fused into the finish: one row of 2^18 samples at M=1
+    (255 block maps of one-warp blocks: the longest runs, 32 maps on 8 of 32 lanes; at 2^20 the
+    four-warp blocks of test_wide_scan_groups_on_gpu take runs of 2 on all 128 lanes) and 8 rows
+    of 2^17 at M=4 (63 maps: runs of 2). Against Numba float64 loops on the CPU."""
     check_fused_carry_shape(rows, T, M, torch.cuda.get_device_properties(0).multi_processor_count)
     assert_triton_matches_loops("cuda", rows, T, M, False, reference=numba_results)
 
@@ -373,8 +377,9 @@ def test_carry_pieces_on_gpu(monkeypatch, M, complex_):
 @pytest.mark.parametrize("M, complex_", WIDE_GROUPS_CASES)
 def test_wide_scan_groups_on_gpu(M, complex_):
     """One row of 2^20 samples as the table launches it: blocks of four warps (scan_group) whose
-    carry the finish composes itself (real M=4: 127 maps on 132 SMs, since its chunks of 64),
-    forward and backward. Against Numba float64 loops on the CPU."""
+    carry the finish composes itself (real M=4: 127 maps on 132 SMs, since its chunks of 64, in
+    runs of two on two warps; M=1 and complex M=2 and 3: 227-255 maps in runs of two, in all four
+    warps), forward and backward. Against Numba float64 loops on the CPU."""
     check_wide_groups_shape(M, complex_, torch.cuda.get_device_properties(0).multi_processor_count)
     assert_triton_matches_loops("cuda", 1, 1 << 20, M, complex_, reference=numba_results)
 
