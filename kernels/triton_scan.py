@@ -1091,7 +1091,7 @@ BLOCK_GPU = 128
 # blocks passed on the fifth H100 session (test_wide_scan_groups_on_gpu, one row of 2^20 samples,
 # M = 1-4), maps in all four warps only for complex M=3 (227 maps in runs of two); since
 # FUSED_SHORT_RUN, M = 1 and 2 (real and complex) hold maps in all four warps there too (not yet
-# run on a GPU).
+# run on a GPU; the test now has real M=2 as well).
 SCAN_GROUP_GPU = 32
 SCAN_GROUP_WIDE_GPU = 128
 CARRY_BLOCK_GPU = 256  # lanes of the short-order carry (one program per row), each walking a run of blocks
@@ -1102,8 +1102,8 @@ CARRY_BLOCK_INTERPRET = CARRY_RUN_INTERPRET = 2  # so that small tests cross run
 # The carry fused into the finish (see fused_carry_run): map elements per lane run (unrolled, so
 # compile time), and the pieces the interpreter may walk (so that small tests cross them).
 FUSED_RUN_ELEMENTS = 64
-# ... and the run of rows whose maps fit two a lane (16 x 65536, 63 maps on 32 lanes: the longest
-# run composed 8 a lane, 6 of them identities). sm_90 model (Triton 3.6), forward thread-instructions
+# ... and the run of rows whose maps fit two a lane (16 x 65536, 63 maps on 32 lanes: with the
+# longest run, 8 a lane, 24 of the 32 lanes composed identities only). sm_90 model (Triton 3.6), forward thread-instructions
 # per sample below 2^24 samples: M=1 54.2 -> 43.4, M=2 73.8 -> 67.8 (forward+backward M=1 173-200
 # -> 151-176, M=2 11.5-13.5 fewer); predicted times equal or up to 3.3% shorter. Runs of one as
 # well gained at most 1% more at T=4096, for one more variant.

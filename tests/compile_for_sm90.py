@@ -28,7 +28,10 @@ META = torch.device("meta")
 # a few chunks (short orders: one block, the carry fused into the finish), and few lanes (one-warp
 # programs: the lane kernels' and the short-order carry's)
 SHAPES = [(1, 1 << 20), (1 << 14, 4096), (1, 4096)]
-FEW_BLOCKS = (16, 1 << 16)  # short orders: 64 blocks a row, the carry fused into the finish
+FEW_BLOCKS = (16, 1 << 16)  # short orders: 64 blocks a row, the carry fused into the finish (runs of 2)
+# one row of 255 one-warp blocks: the fused carry's longest runs (8 maps a lane at M=2, 32 at M=1;
+# rows whose maps fit two a lane take FUSED_SHORT_RUN, which every other shape here does)
+LONGEST_RUNS = (1, 1 << 18)
 # real M=4: more blocks a row than even four-warp ones fuse, the carry a launch (complex M=4's always
 # is one, but its carry spills 376 B at 128 lanes, as it did before: in neither set, left alone)
 MANY_BLOCKS = (1, 1 << 28)  # (M=4's rows fuse their carry up to ~2^28 samples: chunks of 4096 from there)
@@ -208,13 +211,16 @@ def main(quick: bool) -> None:
     seen, results, copies = set(), [], {}
     folder = pathlib.Path(tempfile.mkdtemp(prefix="allpole-inductor-"))
     # quick: the first shape (its short orders' carry fused into the finish, in blocks of four warps:
-    # scan_group), one fused finish of one-warp blocks at a run of 8 (the many-row shape where real
-    # M=2's rows hold a few blocks) and the short-order carry launch (MANY_BLOCKS)
+    # scan_group), fused finishes of one-warp blocks at runs of 2 (the many-row shape where real
+    # M=2's rows hold a few blocks) and of 8 (LONGEST_RUNS), and the short-order carry launch
+    # (MANY_BLOCKS)
     scans = [((dtype, M, reverse, layout, grad_a), rows, T, pass_launches(dtype, M, reverse, layout, grad_a, rows, T))
-             for dtype, M, reverse, layout, grad_a in configurations(quick) for rows, T in (SHAPES[:1] if quick else SHAPES)]
+             for dtype, M, reverse, layout, grad_a in configurations(quick)
+             for rows, T in (SHAPES[:1] if quick else SHAPES + [LONGEST_RUNS])]
     if quick:
-        scans.append(((torch.float32, 2, True, "contiguous", "yes"), *FEW_BLOCKS,
-                      pass_launches(torch.float32, 2, True, "contiguous", "yes", *FEW_BLOCKS)))
+        for shape in (FEW_BLOCKS, LONGEST_RUNS):
+            scans.append(((torch.float32, 2, True, "contiguous", "yes"), *shape,
+                          pass_launches(torch.float32, 2, True, "contiguous", "yes", *shape)))
         scans.append(((torch.float32, 4, False, "contiguous", "no"), *MANY_BLOCKS,
                       pass_launches(torch.float32, 4, False, "contiguous", "no", *MANY_BLOCKS)))
         # the heaviest four-warp fused carries: real M=4 on all 128 lanes, the complex M=3 adjoint

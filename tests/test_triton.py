@@ -256,16 +256,18 @@ def test_wide_scan_groups_match_loops(monkeypatch, complex_):
     assert_triton_matches_loops("cpu", 1, (2 * wide + 5) * triton_scan.unroll(2) + 3, 2, complex_)
 
 
-@pytest.mark.parametrize("B, T, M, complex_, group, launches", [
-    (1, 1 << 20, 2, False, 128, 2),  # 1023 one-warp blocks need the carry launch; 255 wide ones fuse
-    (1, 1 << 20, 1, False, 128, 2),  # 1023 one-warp maps would fuse, a long walk: wide
-    (16, 1 << 16, 2, False, 32, 2),  # 63 maps: one warp fuses them
-    (256, 4096, 4, False, 32, 2),
-    (1, 1 << 20, 4, True, 32, 3),  # complex M=4 never fuses (CARRY_NARROW_ELEMENTS): one warp, a carry launch
+@pytest.mark.parametrize("B, T, M, complex_, group, launches, run", [
+    (1, 1 << 20, 2, False, 128, 2, 2),  # 1023 one-warp blocks need the carry launch; 255 wide ones fuse
+    (1, 1 << 20, 1, False, 128, 2, 2),  # 1023 one-warp maps would fuse, a long walk: wide
+    (16, 1 << 16, 2, False, 32, 2, 2),  # 63 maps: one warp fuses them, two a lane (FUSED_SHORT_RUN)
+    (1, 1 << 18, 2, False, 32, 2, 8),  # 255 maps: one warp, in the longest runs
+    (256, 4096, 4, False, 32, 2, 2),
+    (1, 1 << 20, 4, True, 32, 3, 0),  # complex M=4 never fuses (CARRY_NARROW_ELEMENTS): one warp, a carry launch
 ])
-def test_gpu_scan_groups(B, T, M, complex_, group, launches):
+def test_gpu_scan_groups(B, T, M, complex_, group, launches, run):
     """On a GPU, short orders take blocks of four warps where one warp's would leave a row's carry to
-    a launch of its own (or a long fused walk) and wide ones fuse it (scan_group)."""
+    a launch of its own (or a long fused walk) and wide ones fuse it (scan_group); a fused carry
+    composes runs of FUSED_SHORT_RUN maps a lane where a row's maps fit them, else the longest."""
     meta = torch.device("meta")
     dtype = torch.complex64 if complex_ else torch.float32
     u = torch.empty(B, T, dtype=dtype, device=meta)
@@ -275,6 +277,7 @@ def test_gpu_scan_groups(B, T, M, complex_, group, launches):
     summary, finish = planned[0], planned[-1]
     assert summary.constexprs["BLOCK"] == finish.constexprs["BLOCK"] == group
     assert finish.constexprs["STATE"] == (3 if launches == 3 else 4)
+    assert finish.constexprs["CARRY_RUN"] == run
 
 
 @pytest.mark.skipif(not triton_interpret(), reason="forces the interpreter's carry placements")
@@ -304,7 +307,7 @@ def test_adjoint_starts_from_rest_whatever_zi_holds(monkeypatch, M, launch):
 
 FUSED_CARRY_CASES = [(1, 1 << 18, 1), (8, 1 << 17, 4)]
 CARRY_PIECES_CASES = [(2, True), (3, True), (4, False), (4, True)]
-WIDE_GROUPS_CASES = [(1, False), (4, False), (2, True), (3, True)]
+WIDE_GROUPS_CASES = [(1, False), (2, False), (4, False), (2, True), (3, True)]
 H100_SMS = 132  # the H200's too
 
 
@@ -330,7 +333,7 @@ def check_wide_groups_shape(M: int, complex_: bool, sms: int) -> None:
     """test_wide_scan_groups_on_gpu's shape: the table's four-warp groups, carry fused."""
     shape, maps = forward_block_maps(M, 1, 1 << 20, sms, complex_)
     assert shape.group == triton_scan.SCAN_GROUP_WIDE_GPU, shape
-    assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) is not None
+    assert triton_scan.fused_carry_run(M, complex_, maps, shape.group, sms) == triton_scan.FUSED_SHORT_RUN
 
 
 def test_gpu_only_tests_still_reach_their_shapes(monkeypatch):
@@ -378,8 +381,8 @@ def test_carry_pieces_on_gpu(monkeypatch, M, complex_):
 def test_wide_scan_groups_on_gpu(M, complex_):
     """One row of 2^20 samples as the table launches it: blocks of four warps (scan_group) whose
     carry the finish composes itself (real M=4: 127 maps on 132 SMs, since its chunks of 64, in
-    runs of two on two warps; M=1 and complex M=2 and 3: 227-255 maps in runs of two, in all four
-    warps), forward and backward. Against Numba float64 loops on the CPU."""
+    runs of two on two warps; M=1 and 2 and complex M=2 and 3: 227-256 maps in runs of two, in all
+    four warps), forward and backward. Against Numba float64 loops on the CPU."""
     check_wide_groups_shape(M, complex_, torch.cuda.get_device_properties(0).multi_processor_count)
     assert_triton_matches_loops("cuda", 1, 1 << 20, M, complex_, reference=numba_results)
 
