@@ -1103,10 +1103,10 @@ CARRY_BLOCK_INTERPRET = CARRY_RUN_INTERPRET = 2  # so that small tests cross run
 # compile time), and the pieces the interpreter may walk (so that small tests cross them).
 FUSED_RUN_ELEMENTS = 64
 # ... and the run of rows whose maps fit two a lane (16 x 65536, 63 maps on 32 lanes: with the
-# longest run, 8 a lane, 24 of the 32 lanes composed identities only). sm_90 model (Triton 3.6), forward thread-instructions
-# per sample below 2^24 samples: M=1 54.2 -> 43.4, M=2 73.8 -> 67.8 (forward+backward M=1 173-200
-# -> 151-176, M=2 11.5-13.5 fewer); predicted times equal or up to 3.3% shorter. Runs of one as
-# well gained at most 1% more at T=4096, for one more variant.
+# longest run, 8 a lane, 24 of the 32 lanes composed identities only). sm_90 model (Triton 3.6),
+# forward thread-instructions per sample below 2^24 samples: M=1 54.2 -> 43.4, M=2 73.8 -> 67.8
+# (forward+backward M=1 173-200 -> 151-176, M=2 11.5-13.5 fewer); predicted times equal or up to
+# 3.3% shorter. Runs of one as well gained at most 1% more at T=4096, for one more variant.
 FUSED_SHORT_RUN = 2
 FUSED_PIECES_INTERPRET = 2
 # The interpreter: short chunks and carry blocks of 4 chunks, so that small tests cross every

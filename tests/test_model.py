@@ -279,11 +279,8 @@ def test_the_backward_copies_are_modelled_as_loop_free_kernels():
     import torch
 
     from allpole_triton.bench import sm90
-    from allpole_triton.kernels import triton_scan
 
-    t = model._pass_tensors(16, 65536, 16, True, torch.float32)
-    launches, _ = triton_scan.plan(t["u"], t["a"], t["zi"], t["out"], reverse=True, sms=model.SMS,
-                                   tail=t["tail"], y=t["y"], grad_a=t["grad_a"])
+    launches = model.pass_launches(16, 65536, 16, True)
     copies = [l for l in launches if l.kernel.__name__ in ("_reversed_inputs", "_adjoint_outputs")]
     assert copies
     text = ["S2R R0, SR_TID.X", "LDG.E R2, desc[UR4][R10.64]", "STG.E desc[UR4][R12.64], R2", "EXIT"]

@@ -268,11 +268,9 @@ def test_gpu_scan_groups(B, T, M, complex_, group, launches, run):
     """On a GPU, short orders take blocks of four warps where one warp's would leave a row's carry to
     a launch of its own (or a long fused walk) and wide ones fuse it (scan_group); a fused carry
     composes runs of FUSED_SHORT_RUN maps a lane where a row's maps fit them, else the longest."""
-    meta = torch.device("meta")
-    dtype = torch.complex64 if complex_ else torch.float32
-    u = torch.empty(B, T, dtype=dtype, device=meta)
-    planned, _ = triton_scan.plan(u, torch.empty(B, T, M, dtype=dtype, device=meta), torch.empty(B, M, dtype=dtype, device=meta),
-                                  torch.empty_like(u), reverse=False, sms=132)
+    from allpole_triton.bench import model
+
+    planned = model.pass_launches(B, T, M, False, torch.complex64 if complex_ else torch.float32)
     assert len(planned) == launches
     summary, finish = planned[0], planned[-1]
     assert summary.constexprs["BLOCK"] == finish.constexprs["BLOCK"] == group
@@ -735,14 +733,14 @@ def test_plans_use_one_dimensional_grids_with_int64_offsets():
 def test_few_compiled_variants_for_random_lengths(device, monkeypatch):
     """Lengths and strides are not specialised on (do_not_specialize), and the chunk is a runtime
     argument, so 20 random lengths reuse the same few kernel variants per pass."""
+    from allpole_triton.bench import sm90
+
     keys = set()
     original = triton_scan.plan
 
     def recording_plan(*args, **kwargs):
         launches, finalize = original(*args, **kwargs)
-        for launch in launches:
-            keys.add((launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())),
-                      launch.num_warps, tuple(str(t.dtype) for t in launch.args if isinstance(t, torch.Tensor))))
+        keys.update(map(sm90.variant_key, launches))
         return launches, finalize
 
     monkeypatch.setattr(triton_scan, "plan", recording_plan)
@@ -765,18 +763,14 @@ def test_few_gpu_variants_for_random_lengths(B, M):
     """The GPU's plans (132 SMs, planned on meta tensors) for 20 random lengths of a training run
     compile few variants per pass: the fused carry's run takes two values at most (FUSED_SHORT_RUN,
     or the longest), besides 0 for rows of one block."""
-    from allpole_triton.bench import model
+    from allpole_triton.bench import model, sm90
 
     keys, runs = set(), collections.defaultdict(set)
     rng = random.Random(0)
     for T in [rng.randrange(2000, 200_000) for _ in range(20)]:
         for reverse in (False, True):
-            t = model._pass_tensors(B, T, M, reverse, torch.float32)
-            extra = {k: t[k] for k in ("tail", "y", "grad_a") if k in t}
-            launches, _ = triton_scan.plan(t["u"], t["a"], t["zi"], t["out"], reverse=reverse, sms=132, **extra)
-            for launch in launches:
-                keys.add((launch.kernel.__name__, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())),
-                          launch.num_warps))
+            for launch in model.pass_launches(B, T, M, reverse):
+                keys.add(sm90.variant_key(launch))
                 if launch.constexprs.get("CARRY_RUN"):
                     runs[reverse].add(launch.constexprs["CARRY_RUN"])
     assert all(len(r) <= 2 for r in runs.values()) and runs, runs

@@ -72,13 +72,13 @@ def check(result: dict) -> None:
     # (correct, and slower: see the closing notes of the GPU scan issue)
     heavy = [k for k in result["kernels"] if k["stack"] > 16 and (k["M"] <= 8 or k["kernel"] != "_summary")]
     assert not heavy, heavy
-    # the model weighs a long-order summary's two loops by the programs that run each (model.lane_loops,
-    # which fails on any other loop structure): the first, in the SASS and in the TTGIR, is the driven
-    # recursion's (one program of a block's groups), the only one that loads the inputs
     # the fused carry's two runs (FUSED_SHORT_RUN and M=2's longest) are both compiled
     runs = {k["constexprs"].get("CARRY_RUN") for k in result["kernels"]
             if k["kernel"] == "_finish" and k["M"] == 2 and k["constexprs"].get("STATE") == "4"}
     assert {"2", "8"} <= runs, runs
+    # the model weighs a long-order summary's two loops by the programs that run each (model.lane_loops,
+    # which fails on any other loop structure): the first, in the SASS and in the TTGIR, is the driven
+    # recursion's (one program of a block's groups), the only one that loads the inputs
     unread = [(k["kernel"], k["M"], k["lane_loops_error"]) for k in result["kernels"] if k["lane_loops_error"]]
     assert not unread, unread
     long_summaries = [k for k in result["kernels"] if k["kernel"] == "_summary" and k["constexprs"]["SCAN"] == "False"]

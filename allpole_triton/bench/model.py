@@ -616,20 +616,22 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     )
 
 
-def _pass_tensors(B: int, T: int, M: int, reverse: bool, dtype: torch.dtype) -> dict:
+def pass_launches(B: int, T: int, M: int, reverse: bool, dtype: torch.dtype = torch.float32) -> list:
+    """The launches of one pass of the filter over (B, T, M) meta tensors (time-varying
+    coefficients; the backward with grad_a), planned as a GPU of SMS SMs runs them."""
+    from allpole_triton.kernels import triton_scan
+
     meta = torch.device("meta")
     u = torch.empty(B, T, dtype=dtype, device=meta)
-    tensors = {"u": u, "a": torch.empty(B, T, M, dtype=dtype, device=meta), "zi": torch.empty(B, M, dtype=dtype, device=meta),
-               "out": torch.empty_like(u)}
+    zi = torch.empty(B, M, dtype=dtype, device=meta)
+    extra = {}
     if reverse:
-        tensors.update(tail=torch.empty_like(tensors["zi"]), y=torch.empty_like(u),
-                       grad_a=torch.empty(B, T, M, dtype=dtype, device=meta))
-    return tensors
+        extra = dict(tail=torch.empty_like(zi), y=torch.empty_like(u), grad_a=torch.empty(B, T, M, dtype=dtype, device=meta))
+    return triton_scan.plan(u, torch.empty(B, T, M, dtype=dtype, device=meta), zi, torch.empty_like(u),
+                            reverse=reverse, sms=SMS, **extra)[0]
 
 
 def model_case(B: int, T: int, M: int, passes: str, cache: dict, dtype: torch.dtype = torch.float32) -> CaseModel:
-    from allpole_triton.kernels import triton_scan
-
     from . import sm90
 
     case = CaseModel(B, T, M, passes)
@@ -643,11 +645,7 @@ def model_case(B: int, T: int, M: int, passes: str, cache: dict, dtype: torch.dt
         h0 = torch.empty(B, M, dtype=dtype, device=meta)
         planned = triton_recurrence.plan(A, u, h0, torch.empty_like(u), sms=SMS)
     for reverse in {"fwd": [False], "fwdbwd": [False, True], "dense": []}[passes]:
-        tensors = _pass_tensors(B, T, M, reverse, dtype)
-        extra = {k: tensors[k] for k in ("tail", "y", "grad_a") if k in tensors}
-        launches, _ = triton_scan.plan(tensors["u"], tensors["a"], tensors["zi"], tensors["out"],
-                                       reverse=reverse, sms=SMS, **extra)
-        planned += launches
+        planned += pass_launches(B, T, M, reverse, dtype)
     for launch in planned:
         key = sm90.variant_key(launch)
         if key not in cache:
