@@ -21,6 +21,7 @@
 # Results land in bench/results/<gpu-name>/, and in $OUT as one archive, results.tar.gz, after
 # every stage, so that a cut-off run still reports:
 #   host_times.csv, host_profile.txt  each call's host cost beside its GPU time, and where it goes
+#   host_times_direct.csv  the M=2 calls again with ALLPOLE_TRITON_DIRECT_LAUNCH=1
 #   graphs_times.csv  forward+backward eager beside torch.compile(mode="reduce-overhead") (CUDA graphs)
 #   launch_times.csv  each kernel launch timed alone (the model's bounds added afterwards, see the end)
 #   diagnose.txt/.json  the forward scan stage by stage against a float64 loop
@@ -123,6 +124,11 @@ fi
 # ms per call (the kernels: 0.58 ms modelled), before the direct kernel calls. 60 s cut off M=16
 want host_times && stage 90 "$results/host_times.csv" python3 -m allpole_triton.bench.host_times -B 16 -T 65536 1048576 \
     -M 2 16 --profile "$results/host_profile.txt"
+# The host-bound calls again with the cached plans' launches straight to the compiled kernels
+# (opt-in until measured here; test_direct_launches_match_the_jit_launches_on_gpu checks them
+# bitwise): call_us row by row against host_times.csv
+want host_times && stage 45 "$results/host_times_direct.csv" env ALLPOLE_TRITON_DIRECT_LAUNCH=1 \
+    python3 -m allpole_triton.bench.host_times -B 16 -T 65536 1048576 -M 2
 # The host-bound passes again, eager beside CUDA graphs: the H200 session (2026-11-27) checked
 # reduce-overhead against eager (test_reduce_overhead_compile_on_gpu) but had no time left to time it
 want graphs && stage 120 "$results/graphs_times.csv" python3 -m allpole_triton.bench.host_times -B 16 \

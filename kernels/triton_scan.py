@@ -58,7 +58,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 
 import torch
@@ -1606,6 +1606,28 @@ def coefficient_layout(a: torch.Tensor) -> int:
 
 
 @dataclass
+class CompiledKernels:
+    """A cached plan's launch as the JIT function compiled it, for launches that skip the JIT
+    function's per-launch binding, specialisation and cache lookup (DIRECT_LAUNCH). In a plan's
+    template every argument but the tensors is fixed, and Triton specialises a tensor on its dtype
+    (part of the plan's key) and its 16-byte alignment only, so the tensors' alignments pick the
+    kernel."""
+
+    tensors: tuple[int, ...]  # positions of the tensor arguments
+    constants: tuple  # the constexpr parameters' values, in the kernel's order (after the positional ones)
+    kernels: dict = field(default_factory=dict)  # the tensors' alignments -> compiled kernel
+
+    @staticmethod
+    def of(kernel, args: tuple, constexprs: Mapping[str, object], tensors: tuple[int, ...]) -> CompiledKernels | None:
+        """For a launch of ``kernel`` with ``args`` (tensors at positions ``tensors``); None where
+        a parameter after the positional ones is not among ``constexprs``."""
+        names = kernel.arg_names[len(args):]
+        if not set(names) <= constexprs.keys():
+            return None
+        return CompiledKernels(tensors, tuple(constexprs[name] for name in names))
+
+
+@dataclass
 class Launch:
     """One kernel launch of a pass: what the driver runs, the compile check compiles and the
     performance model (allpole_triton.bench.model) counts."""
@@ -1617,12 +1639,35 @@ class Launch:
     num_warps: int
     lanes: int  # independent recurrences (0: not a lane kernel)
     steps: int  # sequential steps per lane (loop iterations of the kernel's main loop)
+    compiled: CompiledKernels | None = None  # shared by a cached plan's replays (DIRECT_LAUNCH)
 
     def run(self, wrap=None):
         """Launch it; ``wrap`` wraps the kernel first (``torch.library.wrap_triton`` under a custom
         op). Returns what the launch returns (the compiled kernel)."""
+        if wrap is None and self.compiled is not None:
+            return self._run_compiled()
         kernel = wrap(self.kernel) if wrap else self.kernel
         return kernel[(self.grid,)](*self.args, num_warps=self.num_warps, **self.constexprs)
+
+    def _run_compiled(self):
+        """Launch the kernel compiled for these tensors' alignments; the first launch of each
+        alignment goes through the JIT function, which compiles it (see CompiledKernels). What the
+        JIT function checks on every launch is then not seen again: Triton's knobs (debug,
+        instrumentation) and the globals the kernels read. Under the device guard of the pass
+        (allpole_forward, allpole_backward), as the kernel was loaded on the tensors' device."""
+        args, compiled = self.args, self.compiled
+        key = tuple([args[i].data_ptr() % 16 == 0 for i in compiled.tensors])
+        kernel = compiled.kernels.get(key)
+        if kernel is None:
+            kernel = self.kernel[(self.grid,)](*args, num_warps=self.num_warps, **self.constexprs)
+            if hasattr(kernel, "result"):  # Triton 3.9 under AsyncCompileMode: a future
+                kernel = kernel.result()
+            if kernel is not None:  # (None under the interpreter)
+                compiled.kernels[key] = kernel
+            return kernel
+        # every parameter in order, as the JIT function binds them (the launcher skips constexprs)
+        kernel[(self.grid, 1, 1)](*args, *compiled.constants)
+        return kernel
 
 
 def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, scratch=None, a_copy=False):
@@ -1860,6 +1905,15 @@ _PLANS: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used fir
 _PLANS_LOCK = threading.Lock()
 _plans_generation = 0  # bumped by every patch: a plan made before one is not stored after it
 PLAN_CACHE_SIZE = 256  # signatures kept; a training run with random lengths keeps its most recent ones
+# Opt-in until a GPU has run it (ALLPOLE_TRITON_DIRECT_LAUNCH=1, read at import): a cached plan's
+# replays launch the kernels the JIT function compiled for them (Launch._run_compiled), not through
+# it. Its per-launch Python took 34-56 us of the 1.35-1.42 ms a forward+backward at M=2 spent on the
+# H200's host (host_times.csv, 2026-11-27), where the GPU needed about as long. Only on NVIDIA
+# GPUs and the Triton versions whose binding it was checked against (3.6, 3.9: every parameter,
+# constexprs included, goes to the launcher; before 3.3 only the others did), and not on ROCm,
+# whose Triton also specialises a tensor on its storage's size (buffer loads).
+DIRECT_LAUNCH = (os.environ.get("ALLPOLE_TRITON_DIRECT_LAUNCH", "") == "1" and _VERSION >= (3, 6)
+                 and torch.version.hip is None)
 
 
 def _forget_plans() -> None:
@@ -1897,8 +1951,10 @@ def _template(launches, inputs, scratch: Scratch) -> _Template | None:
         if any(isinstance(arg, torch.Tensor) and id(arg) not in slots for arg in launch.args):
             return None
         args = tuple(slots[id(arg)] if isinstance(arg, torch.Tensor) else ("value", arg) for arg in launch.args)
+        tensors = tuple(k for k, (kind, _) in enumerate(args) if kind != "value")
+        compiled = CompiledKernels.of(launch.kernel, args, launch.constexprs, tensors) if DIRECT_LAUNCH else None
         kept.append(Launch(launch.kernel, launch.grid, args, MappingProxyType(dict(launch.constexprs)),
-                           launch.num_warps, launch.lanes, launch.steps))
+                           launch.num_warps, launch.lanes, launch.steps, compiled))
     return _Template(tuple(kept), tuple(scratch.specs))
 
 
@@ -1943,7 +1999,7 @@ def cached_plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=N
                                             for allocate, size, dtype, device in template.scratch]}
     return [Launch(launch.kernel, launch.grid,
                    tuple(tensors[kind][i] if kind != "value" else i for kind, i in launch.args),
-                   launch.constexprs, launch.num_warps, launch.lanes, launch.steps)
+                   launch.constexprs, launch.num_warps, launch.lanes, launch.steps, launch.compiled)
             for launch in template.launches], NOTHING_TO_FINISH
 
 

@@ -575,6 +575,152 @@ def test_setting_a_plan_helper_forgets_the_cached_plans(monkeypatch):
     assert not triton_scan._PLANS
 
 
+class _FakeCompiled:
+    """Stands in for Triton's CompiledKernel: ``kernel[grid](*every_parameter)``."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __getitem__(self, grid):
+        return lambda *args: self.calls.append(("compiled", self, grid, args, {}))
+
+
+class _FakeJit:
+    """Stands in for a JIT function: ``kernel[grid](*args, **constexprs)`` compiles once per
+    alignment of its tensors and returns the compiled kernel, as Triton's does."""
+
+    arg_names = ["x_ptr", "n", "BLOCK", "M"]
+
+    def __init__(self):
+        self.calls, self.kernels = [], {}
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            aligned = tuple(a.data_ptr() % 16 == 0 for a in args if isinstance(a, torch.Tensor))
+            kernel = self.kernels.setdefault(aligned, _FakeCompiled(self.calls))
+            self.calls.append(("jit", kernel, grid, args, kwargs))
+            return kernel
+        return run
+
+
+def test_direct_launches_replay_the_compiled_kernel():
+    """With a compiled-kernel table (DIRECT_LAUNCH), a launch goes through the JIT function the
+    first time its tensors have an alignment, then straight to the kernel compiled for it with every
+    parameter in order (constexprs by name after the positional ones; compile options such as
+    enable_fp_fusion are no parameters); a wrapped launch (custom op) always takes the JIT path."""
+    kernel = _FakeJit()
+    x = torch.zeros(64)
+    constexprs = {"M": 2, "BLOCK": 32, "enable_fp_fusion": True}
+    compiled = triton_scan.CompiledKernels.of(kernel, (x, 7), constexprs, (0,))
+    assert compiled.constants == (32, 2) and triton_scan.CompiledKernels.of(kernel, (x, 7), {"M": 2}, (0,)) is None
+    table = compiled.kernels
+
+    def launch(tensor, compiled=compiled, wrap=None):
+        return triton_scan.Launch(kernel, 5, (tensor, 7), constexprs, 4, 0, 0, compiled).run(wrap)
+
+    first = launch(x)
+    assert [c[0] for c in kernel.calls] == ["jit"] and table == {(True,): first}
+    assert kernel.calls[0][2:] == ((5,), (x, 7), dict(num_warps=4, **constexprs))
+    assert launch(x) is first and launch(x) is first
+    assert [c[0] for c in kernel.calls] == ["jit", "compiled", "compiled"]
+    assert kernel.calls[-1][1:] == (first, (5, 1, 1), (x, 7, 32, 2), {})
+    shifted = x[1:]  # 4 bytes past a 16-byte boundary: Triton compiles another kernel for it
+    other = launch(shifted)
+    assert other is not first and kernel.calls[-1][0] == "jit" and set(table) == {(True,), (False,)}
+    assert launch(shifted) is other and kernel.calls[-1][:2] == ("compiled", other)
+    launch(x, wrap=lambda k: k)
+    launch(x, compiled=None)
+    assert [c[0] for c in kernel.calls[-2:]] == ["jit", "jit"]
+
+
+def test_triton_specialises_tensors_on_alignment_only():
+    """What Launch._run_compiled keys its compiled kernels on: Triton tells tensors of one dtype
+    apart by their 16-byte alignment alone (not strides, contiguity or offsets that keep it); the
+    other arguments of a cached plan are fixed. Checked for the Triton installed; Triton 3.6, the
+    GPU machines', gave the same keys (2026-11-28)."""
+    libtriton = pytest.importorskip("triton._C.libtriton")
+    if not hasattr(libtriton, "native_specialize_impl"):
+        pytest.skip("this Triton specialises in Python")
+    from triton.backends.compiler import BaseBackend
+
+    def key(t):
+        return libtriton.native_specialize_impl(BaseBackend, t, False, True, True)
+
+    x = torch.zeros(64)
+    assert key(x) == key(x[4:]) == key(x[::2]) == key(torch.zeros(4, 16).t()) != key(x[1:])
+    assert [t.data_ptr() % 16 == 0 for t in (x, x[4:], x[::2], x[1:])] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_cached_plans_share_their_compiled_kernels(monkeypatch, direct):
+    """Under DIRECT_LAUNCH a cached plan's replays share one compiled-kernel table per launch (the
+    first call, which plans, launches through the JIT functions); without it they have none. A
+    table's arguments are the ones Triton's own binding hands the launcher, in its order: every
+    parameter, the constexprs after the positional ones (options such as enable_fp_fusion apart)."""
+    from triton.backends.compiler import BaseBackend
+    from triton.runtime.jit import JITFunction, create_function_from_signature
+
+    def same(got, want):
+        return [id(v) if isinstance(v, torch.Tensor) else v for v in got] == \
+            [id(v) if isinstance(v, torch.Tensor) else v for v in want]
+
+    monkeypatch.delenv("ALLPOLE_TRITON_LAUNCH", raising=False)
+    monkeypatch.setattr(triton_scan, "DIRECT_LAUNCH", direct)
+    for reverse in (False, True):
+        calls = [planned_on_meta(16, 1 << 16, 2, reverse=reverse) for _ in range(3)]
+        names = ("tail", "y", "grad_a")
+        planned = [triton_scan.cached_plan(*t[:4], reverse=reverse, sms=132, **dict(zip(names, t[4:])))[0]
+                   for t in calls]
+        assert all(launch.compiled is None for launch in planned[0])
+        for second, third in zip(planned[1], planned[2]):
+            assert second.compiled is third.compiled
+            if not direct:
+                assert second.compiled is None
+                continue
+            assert second.compiled.kernels == {}
+            assert second.compiled.tensors == tuple(k for k, v in enumerate(second.args) if isinstance(v, torch.Tensor))
+            kernel = getattr(second.kernel, "fn", second.kernel)  # (an InterpretedFunction's own)
+            jit = JITFunction(kernel)
+            bound, _, _ = create_function_from_signature(jit.signature, jit.params, BaseBackend)(
+                *second.args, **second.constexprs)
+            assert same(bound.values(), (*second.args, *second.compiled.constants)), kernel.__name__
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled kernels need a GPU")
+@pytest.mark.parametrize("M", [2, 16])
+def test_direct_launches_match_the_jit_launches_on_gpu(monkeypatch, M):
+    """DIRECT_LAUNCH's replays give bitwise the outputs and gradients of launches through the JIT
+    functions, call after call (the third call on is direct), for inputs on 16-byte boundaries and
+    inputs 4 bytes off them (contiguous views one element into their buffers: one plan, which
+    Triton compiles twice), forward and backward, short and long orders; and they did run direct."""
+    T = 1 << 16
+    a = stable_coefficients((3,), T, M, dtype=torch.float32, seed=5).cuda()
+    x = random_signal((3, T), torch.float32).cuda()
+    grad_y = random_signal((3, T), torch.float32).cuda()
+
+    def placed(t, offset):
+        return t.new_zeros(t.numel() + 1)[offset:offset + t.numel()].view(t.shape).copy_(t).requires_grad_()
+
+    results = {}
+    for direct in (False, True):
+        monkeypatch.setattr(triton_scan, "DIRECT_LAUNCH", direct)  # (and forgets the cached plans)
+        got = []
+        for call in range(4):
+            for offset in (0, 1):
+                xs, as_ = placed(x, offset), placed(a, offset)
+                assert (xs.data_ptr() % 16, as_.data_ptr() % 16) == (4 * offset, 4 * offset)
+                y = allpole(xs, as_, backend="triton")
+                y.backward(grad_y)
+                got.append([y.detach(), xs.grad, as_.grad])
+        results[direct] = got
+        if direct:  # every cached plan has a launch that compiled for both alignments
+            tables = [[launch.compiled for launch in template.launches] for template in triton_scan._PLANS.values()]
+            assert tables and all(any(t is not None and len(t.kernels) == 2 for t in plan) for plan in tables)
+    for call, (want, got) in enumerate(zip(results[False], results[True])):
+        for w, g in zip(want, got):
+            assert torch.equal(g, w), f"call {call // 2}, offset {call % 2}"
+
+
 def test_plan_cache_keeps_the_recent_plans_under_threads(monkeypatch):
     """Least recently used plans go first (a plan hit every step stays), parameters are cached like
     tensors, and threads planning many signatures at once neither fail nor overfill the cache."""
