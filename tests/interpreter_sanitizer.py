@@ -12,7 +12,16 @@ grid order. :func:`install` makes the interpreter
 - raise as well when a program loads an element that a program of the same launch stored, or
   stores one that another program stored or loaded: across programs that is a race, and a load of
   a program's own store needs a barrier that Triton does not insert for global memory (when the
-  two threads differ, which the interpreter cannot tell, so it is flagged too);
+  two threads differ, which the interpreter cannot tell, so it is flagged too). Loads the kernel
+  synchronises are let through: a program's own store once it has passed a ``tl.debug_barrier``,
+  and another program's store made before that program's last barrier before its release atomic
+  on an address that this one has since read with an acquire atomic, once this one has passed a
+  barrier after the acquire (``sem`` release, acquire or acq_rel; every atomic is a
+  read-modify-write, which continues the release sequences of the releases before it on that
+  address, so the acquire sees them all; not transitively). Threads are not told apart, so both
+  barriers are required, as if the stores, the atomic and the loads were each another thread's (a
+  scalar atomic is one thread's). What the kernel tested of the value it acquired (which blocks'
+  bits) is not checked: running programs one after another, every earlier release has happened;
 - give NaN (or a large integer) in the masked-off lanes of a block load without ``other`` (a
   GPU leaves them undefined);
 - run every launch's programs in reverse grid order;
@@ -50,7 +59,13 @@ class SanitizerError(AssertionError):
 # and per range the program (1 + linear id; 0: none) that stored each 2-byte word, and the one that
 # loaded it (MANY: more than one)
 _launch: dict[str, object] = {"name": None, "lo": np.zeros(0, np.uint64), "hi": np.zeros(0, np.uint64),
-                              "writers": [], "readers": []}
+                              "writers": [], "readers": [], "stamps": [], "clock": 1, "released": {},
+                              "barriers": {}, "acquired": {}, "pending": {}}
+# Synchronisation (see the docstring): "stamps" holds per word the clock of its last store, "clock"
+# counts stores and atomics, "released" maps an address to {program: clock} of the releases on it
+# (the clock of the releasing program's last barrier), "barriers" each program's clock at its last
+# barrier, "pending" each program's {program: clock} of the releases it has acquired since its last
+# barrier, "acquired" those it had acquired before it.
 WORD = 2  # the narrowest element a kernel stores (bf16, fp16); np.zeros pages in only what is touched
 MANY = -1
 
@@ -83,8 +98,45 @@ def _set_launch(name: str, args) -> None:
     _launch["name"] = name
     _launch["lo"] = np.array([m[0] for m in merged], dtype=np.uint64)
     _launch["hi"] = np.array([m[1] for m in merged], dtype=np.uint64)
-    for table in ("writers", "readers"):
-        _launch[table] = [np.zeros((hi - lo + WORD - 1) // WORD, dtype=np.int32) for lo, hi in merged]
+    for table, dtype in (("writers", np.int32), ("readers", np.int32), ("stamps", np.int64)):
+        _launch[table] = [np.zeros((hi - lo + WORD - 1) // WORD, dtype=dtype) for lo, hi in merged]
+    _launch.update(clock=1, released={}, barriers={}, acquired={}, pending={})
+
+
+def _synchronised(writers: np.ndarray, stamps: np.ndarray, program: int) -> np.ndarray:
+    """Which words stored by ``writers`` (at clocks ``stamps``) ``program`` may load: its own after
+    a barrier, another program's before a release it has acquired."""
+    allowed = writers == 0
+    own = writers == program
+    allowed |= own & (stamps < _launch["barriers"].get(program, 0))
+    for other, clock in _launch["acquired"].get(program, {}).items():
+        allowed |= (writers == other) & (stamps < clock)
+    return allowed
+
+
+def _atomic(ptrs, mask, sem: str, program: int) -> None:
+    """Record an atomic's acquire (the releases it reads) and release (on each active address)."""
+    addresses = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
+    active = [int(a) for a in addresses[np.broadcast_to(mask.data, addresses.shape)].ravel()]
+    if sem in ("ACQUIRE", "ACQUIRE_RELEASE"):
+        pending = _launch["pending"].setdefault(program, {})
+        for address in active:
+            for other, clock in _launch["released"].get(address, {}).items():
+                if other != program:
+                    pending[other] = max(pending.get(other, 0), clock)
+    if sem in ("RELEASE", "ACQUIRE_RELEASE"):
+        for address in active:
+            _launch["released"].setdefault(address, {})[program] = _launch["barriers"].get(program, 0)
+    _launch["clock"] += 1
+
+
+def _barrier(program: int) -> None:
+    """A program's barrier: its stores so far, and the releases it has acquired, reach all its threads."""
+    _launch["barriers"][program] = _launch["clock"]
+    acquired = _launch["acquired"].setdefault(program, {})
+    for other, clock in _launch["pending"].pop(program, {}).items():
+        acquired[other] = max(acquired.get(other, 0), clock)
+    _launch["clock"] += 1
 
 
 def _check(kind: str, ptrs, mask, program: int) -> None:
@@ -105,14 +157,16 @@ def _check(kind: str, ptrs, mask, program: int) -> None:
             f"{_launch['name']}: {int(bad.sum())} of {active.size} active {kind}s are out of bounds or "
             f"misaligned; the first, at {first:#x}, is {what}"
         )
+    now = _launch["clock"]
+    _launch["clock"] += 1
     extents = [where[0]] if where[0] == where[-1] and (where == where[0]).all() else np.unique(where)
     for extent in extents:
         here = active if len(extents) == 1 else active[where == extent]
         first = (here - lo[extent]) // np.uint64(WORD)  # every word of each element
         words = first[:, None] + np.arange(max(1, size // WORD), dtype=np.uint64)  # [element, word]
-        writers, readers = _launch["writers"][extent], _launch["readers"][extent]
+        writers, readers, stamps = (_launch[table][extent] for table in ("writers", "readers", "stamps"))
         if kind == "load":
-            clashes = [(writers[words], writers[words] != 0, "stored")]
+            clashes = [(writers[words], ~_synchronised(writers[words], stamps[words], program), "stored")]
         else:
             clashes = [(table[words], (table[words] != 0) & (table[words] != program), verb)
                        for table, verb in ((writers, "stored"), (readers, "loaded"))]
@@ -126,6 +180,7 @@ def _check(kind: str, ptrs, mask, program: int) -> None:
                 )
         if kind == "store":
             writers[words] = program
+            stamps[words] = now
         else:
             seen = readers[words]
             readers[words] = np.where((seen == 0) | (seen == program), program, MANY)
@@ -170,7 +225,8 @@ def install() -> None:
     executor = interpreter.GridExecutor
     handle = interpreter.TensorHandle
     for owner, name in ((builder, "create_masked_load"), (builder, "create_masked_store"),
-                        (builder, "set_grid_idx"), (executor, "_init_args_hst"), (handle, "set_attr")):
+                        (builder, "set_grid_idx"), (executor, "_init_args_hst"), (handle, "set_attr"),
+                        (builder, "create_atomic_rmw"), (builder, "create_atomic_cas"), (builder, "create_barrier")):
         if not callable(getattr(owner, name, None)):
             raise RuntimeError(f"Triton's interpreter has no {owner.__name__}.{name}: update tests/interpreter_sanitizer.py")
     if getattr(builder, "_allpole_sanitized", False):
@@ -180,6 +236,7 @@ def install() -> None:
     init_args, masked_load = executor._init_args_hst, builder.create_masked_load
     masked_store, set_grid_idx = builder.create_masked_store, builder.set_grid_idx
     set_attr = handle.set_attr
+    atomic_rmw, atomic_cas, barrier = builder.create_atomic_rmw, builder.create_atomic_cas, builder.create_barrier
 
     def init_args_hst(self, args_dev, kwargs):
         args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
@@ -201,6 +258,18 @@ def install() -> None:
         _check("store", ptrs, mask, program(self))
         return masked_store(self, ptrs, value, mask, cache_policy)
 
+    def create_atomic_rmw(self, rmw_op, ptr, val, mask, sem, scope):
+        _atomic(ptr, mask, sem.name, program(self))
+        return atomic_rmw(self, rmw_op, ptr, val, mask, sem, scope)
+
+    def create_atomic_cas(self, ptr, cmp, val, sem, scope):
+        _atomic(ptr, interpreter.TensorHandle(np.ones_like(ptr.data, dtype=bool), None), sem.name, program(self))
+        return atomic_cas(self, ptr, cmp, val, sem, scope)
+
+    def create_barrier(self):
+        _barrier(program(self))
+        return barrier(self)
+
     def reversed_grid_idx(self, x, y, z):
         nx, ny, nz = self.grid_dim
         return set_grid_idx(self, nx - 1 - x, ny - 1 - y, nz - 1 - z)
@@ -215,6 +284,9 @@ def install() -> None:
     builder.create_masked_load = create_masked_load
     builder.create_masked_store = create_masked_store
     builder.set_grid_idx = reversed_grid_idx
+    builder.create_atomic_rmw = create_atomic_rmw
+    builder.create_atomic_cas = create_atomic_cas
+    builder.create_barrier = create_barrier
 
     torch.empty = _nan_filled(torch.empty)
     torch.empty_like = _nan_filled(torch.empty_like)

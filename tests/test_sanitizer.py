@@ -138,6 +138,93 @@ def test_reading_own_store_is_flagged():
         _reads_own_store[(1,)](torch.zeros(8))
 
 
+@triton.jit
+def _reads_own_store_after_barrier(out_ptr, BARRIER: tl.constexpr):
+    tl.store(out_ptr + tl.program_id(0), 1.0)
+    if BARRIER:
+        tl.debug_barrier()
+    tl.store(out_ptr + 4 + tl.program_id(0), tl.load(out_ptr + tl.program_id(0)))
+
+
+def test_reading_own_store_after_a_barrier_passes():
+    out = torch.zeros(8)
+    _reads_own_store_after_barrier[(2,)](out, BARRIER=True)
+    assert out.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(Exception, match="loads 1 elements that itself stored"):
+        _reads_own_store_after_barrier[(2,)](torch.zeros(8), BARRIER=False)
+
+
+@triton.jit
+def _publishes_then_reads(data_ptr, flag_ptr, out_ptr, PUBLISH: tl.constexpr, READ: tl.constexpr,
+                          LATE: tl.constexpr, BARRIERS: tl.constexpr):
+    """Program 1 stores data, passes a barrier (BARRIERS), then sets a flag with sem PUBLISH;
+    program 0 (run after it: reverse order) reads the flag with sem READ, passes a barrier
+    (BARRIERS), then reads the data. LATE: program 1 stores more data after its flag, which program
+    0 reads instead."""
+    p = tl.program_id(0)
+    if p == 1:
+        tl.store(data_ptr, 3.0)
+        if BARRIERS:
+            tl.debug_barrier()
+        tl.atomic_xchg(flag_ptr, 1, sem=PUBLISH)
+        if LATE:
+            tl.store(data_ptr + 1, 4.0)
+    else:
+        ready = tl.atomic_add(flag_ptr, 0, sem=READ)
+        if BARRIERS:
+            tl.debug_barrier()
+        tl.store(out_ptr, tl.load(data_ptr + (1 if LATE else 0)) + ready)
+
+
+def _publish_then_read(publish: str, read: str, late: bool = False, barriers: bool = True) -> float:
+    out = torch.zeros(1)
+    _publishes_then_reads[(2,)](torch.zeros(2), torch.zeros(1, dtype=torch.int32), out, PUBLISH=publish, READ=read,
+                                LATE=late, BARRIERS=barriers)
+    return out.item()
+
+
+@pytest.mark.parametrize("publish, read", [("release", "acquire"), ("acq_rel", "acq_rel")])
+def test_release_then_acquire_lets_loads_through(publish, read):
+    """A store before a program's barrier and release, read after another's acquire of that address
+    and a barrier, is synchronised (the single pass's published words, _finish's SINGLE_PASS)."""
+    assert _publish_then_read(publish, read) == 4.0
+
+
+@pytest.mark.parametrize("publish, read, late, barriers", [
+    ("relaxed", "acquire", False, True), ("release", "relaxed", False, True), ("release", "acquire", True, True),
+    ("release", "acquire", False, False)])
+def test_unsynchronised_loads_are_flagged(publish, read, late, barriers):
+    """Without a release or an acquire, a race; a store after the release is not published by it;
+    without the barriers, one thread's atomic orders neither the other threads' stores nor their
+    loads."""
+    with pytest.raises(Exception, match="program 0 loads 1 elements that program 1 stored"):
+        _publish_then_read(publish, read, late, barriers)
+
+
+@triton.jit
+def _two_publish_then_one_reads(data_ptr, bits_ptr, out_ptr):
+    """Programs 2 and 1 (reverse order) each store a datum, pass a barrier, then set their bit of
+    one word with a release read-modify-write; program 0 reads the word with acquire semantics,
+    passes a barrier, then reads both data."""
+    p = tl.program_id(0)
+    if p > 0:
+        tl.store(data_ptr + p, p * 1.0)
+        tl.debug_barrier()
+        tl.atomic_or(bits_ptr, 1 << p, sem="release")
+    else:
+        seen = tl.atomic_or(bits_ptr, 0, sem="acquire")
+        tl.debug_barrier()
+        tl.store(out_ptr, tl.load(data_ptr + 1) + tl.load(data_ptr + 2) + seen)
+
+
+def test_an_acquire_sees_every_release_of_an_address_before_it():
+    """Read-modify-writes continue each earlier release's sequence: reading the word's latest value
+    synchronises with both programs that set a bit (the single pass's published words)."""
+    out = torch.zeros(1)
+    _two_publish_then_one_reads[(3,)](torch.zeros(3), torch.zeros(1, dtype=torch.int32), out)
+    assert out.item() == 1.0 + 2.0 + 6
+
+
 def test_empty_is_nan():
     assert torch.empty(3).isnan().all() and torch.zeros(2).new_empty(2).isnan().all()
     assert torch.empty_like(torch.zeros(2, dtype=torch.complex64)).isnan().all()
