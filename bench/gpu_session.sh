@@ -22,6 +22,7 @@
 # every stage, so that a cut-off run still reports:
 #   host_times.csv, host_profile.txt  each call's host cost beside its GPU time, and where it goes
 #   host_times_direct.csv  the M=2 calls again with ALLPOLE_TRITON_DIRECT_LAUNCH=1
+#   host_times_single.csv  the M=2 calls again with the single pass (ALLPOLE_TRITON_LAUNCH=single=1)
 #   graphs_times.csv  forward+backward eager beside torch.compile(mode="reduce-overhead") (CUDA graphs)
 #   launch_times.csv  each kernel launch timed alone (the model's bounds added afterwards, see the end)
 #   diagnose.txt/.json  the forward scan stage by stage against a float64 loop
@@ -29,6 +30,7 @@
 #   sanitizer-*.txt   compute-sanitizer's initcheck and racecheck, where the toolkit is installed
 #   results.csv, report.md   allpole-bench on CUDA against every importable peer
 #   pytest-gpu-only.txt  the tests only a GPU runs (full-length shapes, CUDA graphs), first
+#   pytest-single-pass.txt  the single pass's tests (ALLPOLE_TRITON_LAUNCH single=1), on their own: a hang ends at its cap
 #   pytest.txt        the other CUDA tests (the Triton kernels compiled, on CUDA tensors)
 #   pytest-failures.txt  each failure's traceback, written as it happens
 #   peers/results.csv, peers/report.md  16 x 65536, M 1 2 16, time-varying and constant coefficients,
@@ -129,6 +131,10 @@ want host_times && stage 90 "$results/host_times.csv" python3 -m allpole_triton.
 # bitwise): call_us row by row against host_times.csv
 want host_times && stage 45 "$results/host_times_direct.csv" env ALLPOLE_TRITON_DIRECT_LAUNCH=1 \
     python3 -m allpole_triton.bench.host_times -B 16 -T 65536 1048576 -M 2
+# ... and with the single pass (opt-in until test_single_pass_on_gpu has passed): one Triton launch a pass
+# where the carry is fused (both shapes: long rows take long chunks), its gpu_us against host_times.csv's
+want host_times && stage 60 "$results/host_times_single.csv" env ALLPOLE_TRITON_LAUNCH=single=1 \
+    python3 -m allpole_triton.bench.host_times -B 16 -T 65536 1048576 -M 2
 # The host-bound passes again, eager beside CUDA graphs: the H200 session (2026-11-27) checked
 # reduce-overhead against eager (test_reduce_overhead_compile_on_gpu) but had no time left to time it
 want graphs && stage 120 "$results/graphs_times.csv" python3 -m allpole_triton.bench.host_times -B 16 \
@@ -174,7 +180,7 @@ workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n $(nproc)")
 # of these 13 tests without a verdict on the H200 (cold compile caches), 150 s one on the fifth H100
 # session (test_carry_pieces_on_gpu[4-True]: complex M=4 carries take minutes to compile), and the
 # rest 300 s (210 s stopped them at 94% there, none failed).
-gpu_only="on_gpu or reduce_overhead or direct_calls_match or fullgraph"
+gpu_only="(on_gpu or reduce_overhead or direct_calls_match or fullgraph) and not single_pass"
 tests="tests/test_triton.py tests/test_triton_accuracy.py tests/test_recurrence.py"
 # philtorch from source, in the background while the CUDA tests compile (no stage times anything
 # then; niced, four jobs, so that the tests' compiles keep most of the cores: the fifth H100 session's
@@ -200,8 +206,12 @@ if want peers && ((budget - SECONDS > 240)) && compgen -G ".whl/build/philtorch-
 fi
 want pytest && ALLPOLE_FAILURE_LOG="$results/pytest-failures.txt" stage 240 "$results/pytest-gpu-only.txt" python3 -m pytest -v -rfE \
     --tb=short $workers -k "$gpu_only" $tests
+# the single pass's first run on a GPU, on its own: a program waiting for a flag that never comes
+# would hang, and only this stage's cap would end it
+want pytest && ALLPOLE_FAILURE_LOG="$results/pytest-failures.txt" stage 90 "$results/pytest-single-pass.txt" python3 -m pytest -v \
+    -rfE --tb=short $workers -k "single_pass" tests/test_triton.py
 want pytest && ALLPOLE_FAILURE_LOG="$results/pytest-failures.txt" stage 300 "$results/pytest.txt" python3 -m pytest -v -rfE \
-    --tb=short --durations=25 $workers -k "not ($gpu_only)" $tests
+    --tb=short --durations=25 $workers -k "not ($gpu_only) and not single_pass" $tests
 # Every peer the GPU issue names, where each runs, on one shape of its grid (torchlpc's CUDA kernel
 # takes 0.45-2.75 s a call at 16 x 2^20): the quick bench times time-varying coefficients only,
 # which torchaudio does not take, and no session had had philtorch on a GPU

@@ -16,7 +16,9 @@ fill the GPU; then a pass is three launches, or two:
 2. ``_carry_short`` / ``_carry_long``: the state entering each block (short) or chunk (long), one
    program per row, in float64: a scan of the block maps (log depth), or a walk over the chunks.
    Short orders whose rows hold few blocks skip this launch: each finish program composes the
-   maps of the blocks before its own (``fused_carry_run``).
+   maps of the blocks before its own (``fused_carry_run``). There, with ``single_pass`` (opt-in
+   until a GPU has run it), the finish computes its block's maps itself and takes the earlier
+   blocks' once they are published: one Triton launch a pass, the inputs read from DRAM once.
 3. ``_finish``: one lane per chunk re-runs the recursion from its true incoming state in the input's
    precision (float32 for 16-bit inputs) and writes the outputs (forward: y; reverse: grad_x,
    grad_zi and the fused grad_a).
@@ -564,6 +566,32 @@ def _recurse(
     return h_re, h_im, d_re, d_im
 
 
+@triton.jit
+def _block_maps(
+    u_ptr, a_ptr, prefix_ptr, row, block, local, valid, remaining, n0, u_base, a_base, index, T, chunk_len, n_chunks,
+    sa_time, sa_tap, M: tl.constexpr, R: tl.constexpr, U: tl.constexpr, BLOCK: tl.constexpr, A_LAYOUT: tl.constexpr,
+    IS_COMPLEX: tl.constexpr, REVERSE: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr,
+    TILE_ROWS: tl.constexpr, A_COPY: tl.constexpr,
+):
+    """A short-order block's chunk maps (lane = chunk of the block, from _lanes in BLOCKED mode;
+    all M+1 recursions on each step's coefficients), prefix-composed across the block's lanes; the
+    inclusive prefixes stored at prefix[row, chunk] (see _summary's SCAN, and _finish's
+    SINGLE_PASS). R = M_PAD recursions, the last M_PAD - M of them idle."""
+    d_re = tl.zeros([index.shape[0], 1, BLOCK], dtype=tl.float64)
+    d_im = tl.zeros_like(d_re)
+    recursion = tl.arange(0, R)[None, :, None]
+    # slot of y[start-1-q] (state component q) is M-1-q: the unit state of recursion r is there
+    h_re = tl.where((index == M - 1 - recursion) & (recursion < M) & valid, 1.0, 0.0).to(tl.float64)
+    h_im = tl.zeros_like(h_re)
+    h_re, h_im, d_re, d_im = _recurse(
+        u_ptr, a_ptr, h_re, h_im, d_re, d_im, remaining, n0, u_base, a_base, valid, index, T,
+        chunk_len, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS, TILE_ROWS,
+        A_COPY,
+    )
+    pair = (row * n_chunks + block * BLOCK + local).reshape([BLOCK])
+    scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), prefix_ptr, pair, M, IS_COMPLEX)
+
+
 @triton.jit(do_not_specialize=_LENGTHS)
 def _summary(
     u_ptr, a_ptr, out_ptr, T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
@@ -596,17 +624,9 @@ def _summary(
         remaining, n0, u_base, a_base = _lanes(
             row, local, block * BLOCK * chunk_len, local, valid, T, steps, chunk_len, sa_row, sa_time, M, A_LAYOUT,
             REVERSE, A_REVERSE, True)
-        recursion = tl.arange(0, R)[None, :, None]
-        # slot of y[start-1-q] (state component q) is M-1-q: the unit state of recursion r is there
-        h_re = tl.where((index == M - 1 - recursion) & (recursion < M) & valid, 1.0, 0.0).to(tl.float64)
-        h_im = tl.zeros_like(h_re)
-        h_re, h_im, d_re, d_im = _recurse(
-            u_ptr, a_ptr, h_re, h_im, d_re, d_im, remaining, n0, u_base, a_base, valid, index, T,
-            chunk_len, sa_time, sa_tap, M, U, A_LAYOUT, IS_COMPLEX, REVERSE, True, True, TILE_STEPS, ROWS, TILE_ROWS,
-            A_COPY,
-        )
-        pair = (row * n_chunks + block * BLOCK + local).reshape([BLOCK])
-        scan_store(h_re, h_im, d_re, d_im, valid.reshape([BLOCK]), out_ptr, pair, M, IS_COMPLEX)
+        _block_maps(u_ptr, a_ptr, out_ptr, row, block, local, valid, remaining, n0, u_base, a_base, index, T,
+                    chunk_len, n_chunks, sa_time, sa_tap, M, R, U, BLOCK, A_LAYOUT, IS_COMPLEX, REVERSE, TILE_STEPS,
+                    ROWS, TILE_ROWS, A_COPY)
     else:
         GROUPS: tl.constexpr = (M + R - 1) // R + 1  # summary_groups(M, R) on the host
         group = pid % GROUPS
@@ -821,15 +841,56 @@ def _past_rows(y_ptr, zi_ptr, row, u_body, n0, lowest, t0, remaining, T, M: tl.c
     return rows, zi_rows, (U_PAD - 1 + M) - step - tap
 
 
+@triton.jit
+def _publish_block(published, block):
+    """Set block's bit in its row's words (bit b % 32 of word b // 32) with release semantics: what
+    the program stored before (after a barrier: every thread's stores) becomes visible to a
+    program that reads the word with acquire semantics (the bits are set by read-modify-writes,
+    which continue each earlier release's sequence, so one acquire read sees every block whose bit
+    it finds set)."""
+    tl.atomic_or(published + block // 32, (1 << (block % 32)).to(tl.int32), sem="release", scope="gpu")
+
+
+@triton.jit
+def _words_done(seen, word, block):
+    """Whether word ``word`` of a row's bits, holding ``seen``, has the bits of every block below
+    ``block`` that it holds (blocks 32 word .. 32 word + 31)."""
+    wanted = tl.minimum(tl.maximum(block - word * 32, 0), 32)
+    need = ((tl.full(word.shape, 1, tl.int64) << wanted) - 1).to(tl.int32)  # 32 bits: -1
+    return (seen & need) == need
+
+
+@triton.jit
+def _wait_for_blocks(published, block, LANES: tl.constexpr):
+    """Wait until the bits of blocks 0 .. block-1 are all set in the row's words (see
+    _publish_block), then a barrier: what those blocks stored before setting their bits is visible
+    to every thread of the program. Each lane polls one word a round (words l, l + LANES, ...: a
+    one-warp program covers 1024 blocks in one round) with plain volatile loads, and reads it once
+    with acquire semantics when its bits are all there: an acquire atomic invalidates the SM's L1,
+    which polling with it would do every round for every program on the SM. The acquire read sees
+    at least the bits the poll saw (bits are only ever set), so it synchronises with each of their
+    blocks."""
+    word = tl.arange(0, LANES).to(tl.int64)
+    pending = word * 32 < block
+    while tl.max(pending.to(tl.int32), axis=0) > 0:
+        seen = tl.load(published + word, mask=pending, other=0, volatile=True)
+        done = pending & _words_done(seen, word, block)
+        tl.atomic_or(published + word, 0, mask=done, sem="acquire", scope="gpu")
+        word = tl.where(done, word + LANES, word)
+        pending = word * 32 < block
+    tl.debug_barrier()
+
+
 @triton.jit(do_not_specialize=_LENGTHS)
 def _finish(
-    u_ptr, a_ptr, zi_ptr, carry_ptr, prefix_ptr, out_ptr, tail_ptr, y_ptr, grad_a_ptr,
+    u_ptr, a_ptr, zi_ptr, carry_ptr, prefix_ptr, out_ptr, tail_ptr, y_ptr, grad_a_ptr, sync_ptr,
     T, steps, chunk_len, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap,
     M: tl.constexpr, M_PAD: tl.constexpr, U: tl.constexpr, U_PAD: tl.constexpr, BLOCK: tl.constexpr,
     STATE: tl.constexpr, COMPUTE: tl.constexpr, A_LAYOUT: tl.constexpr, IS_COMPLEX: tl.constexpr,
     REVERSE: tl.constexpr, GRAD_A: tl.constexpr, GRAD_A_PER_SAMPLE: tl.constexpr, GATHER_GRAD_A: tl.constexpr,
     CARRY_RUN: tl.constexpr, TILE_STEPS: tl.constexpr, ROWS: tl.constexpr, TILE_ROWS: tl.constexpr,
-    A_COPY: tl.constexpr, GRAD_A_ROWS: tl.constexpr,
+    A_COPY: tl.constexpr, GRAD_A_ROWS: tl.constexpr, SINGLE_PASS: tl.constexpr, SUMMARY_TILE_STEPS: tl.constexpr,
+    SUMMARY_ROWS: tl.constexpr, SUMMARY_TILE_ROWS: tl.constexpr,
 ):
     """Lane = chunk: run it from its incoming state and write the outputs. Forward: out = y.
     Reverse: out = grad_x, tail = grad_zi and, with GRAD_A, grad_a (per sample, or per-chunk
@@ -845,13 +906,25 @@ def _finish(
     TILE_ROWS: its coefficient tiles too (see tiles_as_rows; 0: not, else the alignment of every lane's
     row, see rows_alignment). A_COPY (reversed time): a holds the
     adjoint's coefficient rows in step order (see plan). GRAD_A_ROWS (with ROWS, per-sample grad_a,
-    M a power of two): each body's grad_a and the past outputs it needs go as coalesced rows too."""
+    M a power of two): each body's grad_a and the past outputs it needs go as coalesced rows too.
+
+    SINGLE_PASS (STATE 4): no summary launch before this one. Each program first runs its block's
+    summary (_block_maps, with the SUMMARY_* loads), publishes it (a bit in its row's words of
+    sync[1:], cdiv(n_blocks, 32) a row, after its prefixes), waits for the bits of its row's
+    earlier blocks and composes their maps as STATE 4 does; its lanes' second read of the inputs
+    then comes from cache instead of DRAM. Programs take their blocks in the order they start (a
+    ticket, sync[0]), so a program waits only for blocks whose programs are already running: no
+    deadlock, whatever order the GPU starts them in. Launch.run zeroes sync before each launch."""
     tl.static_assert(not (ROWS and IS_COMPLEX), "coalesced rows carry real planes only")
+    tl.static_assert(not SINGLE_PASS or STATE == 4, "a single pass composes its block's incoming state itself")
     tl.static_assert(not GRAD_A_ROWS or (ROWS and REVERSE and GRAD_A_PER_SAMPLE and not GATHER_GRAD_A
                                          and U % M == 0 and M == M_PAD), "grad_a rows: see plan")
     A_REVERSE: tl.constexpr = REVERSE and not A_COPY
     acc: tl.constexpr = COMPUTE
-    pid = tl.program_id(0).to(tl.int64)
+    if SINGLE_PASS:
+        pid = tl.atomic_add(sync_ptr, 1, sem="relaxed", scope="gpu").to(tl.int64)  # orders nothing: a count
+    else:
+        pid = tl.program_id(0).to(tl.int64)
     local = tl.arange(0, BLOCK)[None, None, :]
     if STATE >= 3:
         row = pid // n_blocks
@@ -868,6 +941,14 @@ def _finish(
         row, chunk, block * BLOCK * chunk_len, local, valid, T, steps, chunk_len, sa_row, sa_time, M, A_LAYOUT, REVERSE,
         A_REVERSE, STATE >= 3)
     index = tl.arange(0, M_PAD)[:, None, None]
+    if SINGLE_PASS:
+        _block_maps(u_ptr, a_ptr, prefix_ptr, row, block, local, valid, remaining, n0, u_base, a_base, index, T,
+                    chunk_len, n_chunks, sa_time, sa_tap, M, M_PAD, U, BLOCK, A_LAYOUT, IS_COMPLEX, REVERSE,
+                    SUMMARY_TILE_STEPS, SUMMARY_ROWS, SUMMARY_TILE_ROWS, A_COPY)
+        published = sync_ptr + 1 + row * ((n_blocks + 31) // 32)
+        tl.debug_barrier()  # every lane's prefix stored before the bit says so
+        _publish_block(published, block)
+        _wait_for_blocks(published, block, BLOCK)
     h_re, h_im = _incoming_state(
         zi_ptr, carry_ptr, prefix_ptr, row, chunk, local, block, n_chunks, n_blocks, valid, index,
         M, M_PAD, acc, STATE, IS_COMPLEX, BLOCK, CARRY_RUN, 1 if REVERSE else 0, ROWS,
@@ -1349,6 +1430,18 @@ def is_short(M: int) -> bool:
     return M <= SCAN_MAX_ORDER
 
 
+def single_pass(forced: Mapping[str, int] | None = None) -> bool:
+    """Whether a short-order pass whose carry is fused into the finish (STATE 4) also runs its
+    summary there (_finish's SINGLE_PASS): one Triton launch a pass instead of two (Launch.run
+    zeroes its flags first, a torch fill), and the inputs read from DRAM once, the lanes' second
+    read hitting the cache. Each program waits for the earlier
+    blocks of its row to publish their maps (flags with release and acquire semantics, blocks taken
+    in start order), which the interpreter, running programs one after another, cannot exercise:
+    so it is off unless ALLPOLE_TRITON_LAUNCH's ``single`` turns it on, until a GPU has run
+    test_single_pass_on_gpu."""
+    return _forced(forced).get("single", 0) == 1
+
+
 def forced_launch() -> Mapping[str, int]:
     """``ALLPOLE_TRITON_LAUNCH="chunk=256,group=16"`` forces the chunk length (rounded up to a multiple
     of the unroll) and the chunks per carry block on any device, e.g. the GPU's shapes under the
@@ -1381,6 +1474,8 @@ FORCED_LAUNCH_KEYS = {
     "rows": (lambda n: n in (0, 1), "0 (per-lane loads) or 1 (coalesced rows, real contiguous inputs only)"),
     "adjoint": (lambda n: n in (0, 1), "0 (the reverse kernels) or 1 (the forward scan on reversed time, real "
                                        "time-varying coefficients only)"),
+    "single": (lambda n: n in (0, 1), "0 (a summary launch) or 1 (the summary in the finish, where the carry is "
+                                      "fused: see single_pass)"),
 }
 
 
@@ -1643,7 +1738,11 @@ class Launch:
 
     def run(self, wrap=None):
         """Launch it; ``wrap`` wraps the kernel first (``torch.library.wrap_triton`` under a custom
-        op). Returns what the launch returns (the compiled kernel)."""
+        op). Returns what the launch returns (the compiled kernel). A single-pass finish's ticket and
+        block bits are zeroed first, so that the launch can run again (host_times and launch_times
+        time launches planned once)."""
+        if self.constexprs.get("SINGLE_PASS"):
+            self.args[self.kernel.arg_names.index("sync_ptr")].zero_()
         if wrap is None and self.compiled is not None:
             return self._run_compiled()
         kernel = wrap(self.kernel) if wrap else self.kernel
@@ -1736,21 +1835,28 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
         return scratch.empty((*size, *planes), torch.float64, u.device)
 
     launches = []
-    carry = prefix = u_  # placeholders for pointers a variant does not read
+    carry = prefix = sync = u_  # placeholders for pointers a variant does not read
     n_blocks, n_lanes, fused_run = 1, B * n_chunks, 0
+    summary_loads = dict(TILE_STEPS=0, ROWS=0, TILE_ROWS=0)
+    single = False
     if n_chunks == 1:
         state = 0 if reverse else 1
     elif is_short(M):
         state = 3
         n_blocks = cdiv(n_chunks, shape.group)
         prefix = maps(B * n_chunks, M * (M + 1))
-        launches.append(Launch(
-            _summary, B * n_blocks,
-            (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
-            dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, **loads("_summary", tiles_only_as_rows=True), **common,
-                 **loops), warps_for(shape.group), B * n_chunks, shape.chunk,
-        ))
+        summary_loads = loads("_summary", tiles_only_as_rows=True)
         run = fused_carry_run(M, is_complex, n_blocks - 1, shape.group, sms, forced.get("fuse"))
+        single = run is not None and single_pass(forced)
+        if single:
+            sync = scratch.empty((1 + B * cdiv(n_blocks, 32),), torch.int32, u.device)  # a ticket, each row's bits
+        else:
+            launches.append(Launch(
+                _summary, B * n_blocks,
+                (u_, a_, prefix, T, steps, shape.chunk, n_chunks, n_blocks, B * n_chunks, sa_row, sa_time, sa_tap),
+                dict(BLOCK=shape.group, R=next_power_of_2(M), SCAN=True, **summary_loads, **common, **loops),
+                warps_for(shape.group), B * n_chunks, shape.chunk,
+            ))
         if run is not None:
             state, fused_run = 4, run
         else:
@@ -1790,12 +1896,13 @@ def plan(u, a, zi, out, *, reverse, tail=None, y=None, grad_a=None, sms=None, sc
     launches.append(Launch(
         _finish, B * n_blocks if state >= 3 else cdiv(n_lanes, block),
         (u_, a_, zi_, carry, prefix, _plane(out), _plane(tail) if tail is not None else u_,
-         _plane(y) if y is not None else u_, _plane(grad_a_target) if grad_a_target is not None else u_,
+         _plane(y) if y is not None else u_, _plane(grad_a_target) if grad_a_target is not None else u_, sync,
          T, steps, shape.chunk, n_chunks, n_blocks, n_lanes, sa_row, sa_time, sa_tap),
         dict(BLOCK=block, STATE=state, COMPUTE=compute, GRAD_A=grad_a is not None, U_PAD=u_pad,
              GRAD_A_PER_SAMPLE=per_sample, GRAD_A_ROWS=grad_a_rows,
              GATHER_GRAD_A=reverse and per_sample and not grad_a_rows and gathered <= GATHER_MAX_REGISTERS,
-             CARRY_RUN=fused_run, **finish_loads, **common, **loops),
+             CARRY_RUN=fused_run, **finish_loads, **common, **loops, SINGLE_PASS=single,
+             **{f"SUMMARY_{key}": value if single else 0 for key, value in summary_loads.items()}),
         warps_for(block), n_lanes, shape.chunk,
     ))
 

@@ -10,6 +10,7 @@ Run in a process without TRITON_INTERPRET; ``python tests/compile_for_sm90.py [-
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import sys
@@ -121,62 +122,76 @@ def narrow_runtime_offsets(ir: str) -> list[str]:
     32-bit sums of runtime values are let through once widened (indices within a row, bounded by
     its 32-bit length); so is a 32-bit body step, the variable of a loop over a chunk (up to the
     argument chunk_len) negated or times one constant of at most STEP_FACTOR_MAX (triton_tiles'
-    load_rows: the plan keeps a chunk times M under 2^31). Names are taken as unique (Triton's IR
-    reuses few across regions)."""
-    definitions = {}
+    load_rows: the plan keeps a chunk times M under 2^31). Triton 3.6 reuses names across regions
+    (the single-pass finish's two chunk loops define the same ones), so each use reads the latest
+    definition of a name above it."""
+    definitions: dict[str, list[tuple[int, str, list[str]]]] = {}  # name -> (line, op, operands), in order
     loop_variables = set(_CHUNK_LOOP.findall(ir))
     constants = {name: abs(int(value)) for name, value in _INT_CONSTANT.findall(ir)}
-    for line in ir.splitlines():
+    lines = ir.splitlines()
+    for number, line in enumerate(lines):
         if m := _DEFINITION.match(line):
             operands = m.group(3).split(" loc(")[0].split(" : ")[0]
-            definitions[m.group(1)] = (m.group(2).strip('"'), _VALUE.findall(operands))
-    static: dict[str, bool] = {}
+            definitions.setdefault(m.group(1), []).append((number, m.group(2).strip('"'), _VALUE.findall(operands)))
 
-    def is_static(name: str) -> bool:
-        if name not in static:
-            static[name] = False  # arguments and loop-carried values are defined by no line
-            if name in definitions:
-                op, operands = definitions[name]
-                static[name] = op in ("arith.constant", "tt.make_range") or (
-                    op not in ("tt.load", "tt.get_program_id") and bool(operands) and all(map(is_static, operands)))
-        return static[name]
+    def definition(name: str, use: int) -> tuple[int, str, list[str]] | None:
+        """The definition of ``name`` that a use on line ``use`` reads: the latest one above it."""
+        above = [d for d in definitions.get(name, ()) if d[0] < use]
+        return above[-1] if above else None
 
-    def is_loop_step(name: str, factor: int = 1) -> bool:
+    static: dict[tuple[str, int], bool] = {}
+
+    def is_static(name: str, use: int) -> bool:
+        found = definition(name, use)
+        key = (name, found[0] if found else -1)
+        if key not in static:
+            static[key] = False  # arguments and loop-carried values are defined by no line
+            if found is not None:
+                number, op, operands = found
+                static[key] = op in ("arith.constant", "tt.make_range") or (
+                    op not in ("tt.load", "tt.get_program_id") and bool(operands)
+                    and all(is_static(o, number) for o in operands))
+        return static[key]
+
+    def is_loop_step(name: str, use: int, factor: int = 1) -> bool:
         """A chunk loop's variable, splat, negated (0 - t) or times one small constant."""
         if name in loop_variables:
             return factor <= STEP_FACTOR_MAX
-        if name not in definitions:
+        found = definition(name, use)
+        if found is None:
             return False
-        op, operands = definitions[name]
+        number, op, operands = found
         if op in ("tt.splat", "tt.broadcast") and len(operands) == 1:
-            return is_loop_step(operands[0], factor)
+            return is_loop_step(operands[0], number, factor)
         if op == "arith.subi" and len(operands) == 2:
-            return constants.get(operands[0]) == 0 and is_loop_step(operands[1], factor)
+            return constants.get(operands[0]) == 0 and is_loop_step(operands[1], number, factor)
         if op == "arith.muli" and len(operands) == 2 and factor == 1:
             for step, constant in (operands, operands[::-1]):
-                if constant in constants and is_loop_step(step, max(constants[constant], 1)):
+                if constant in constants and is_loop_step(step, number, max(constants[constant], 1)):
                     return True
         return False
 
-    def widened_wrap(name: str, seen: set[str]) -> bool:
+    def widened_wrap(name: str, use: int, seen: set) -> bool:
         """Whether ``name`` (64-bit) widens a 32-bit runtime product anywhere up its chain."""
-        if name in seen or name not in definitions:
+        found = definition(name, use)
+        if found is None or (name, found[0]) in seen:
             return False
-        seen.add(name)
-        op, operands = definitions[name]
+        seen.add((name, found[0]))
+        number, op, operands = found
         if op in ("arith.extsi", "arith.extui"):
-            source = definitions.get(operands[0])
-            return source is not None and source[0] in _PRODUCTS and not is_static(operands[0])
-        return op != "tt.load" and any(widened_wrap(o, seen) for o in operands)
+            source = definition(operands[0], number)
+            return source is not None and source[1] in _PRODUCTS and not is_static(operands[0], number)
+        return op != "tt.load" and any(widened_wrap(o, number, seen) for o in operands)
 
     flagged = []
-    for line in ir.splitlines():
+    for number, line in enumerate(lines):
         body = line.split(" loc(")[0].strip()
         if "tt.addptr" not in body:
             continue
         offset_type = _top_level_types(body.rsplit(" : ", 1)[1])[-1]
         offset = _VALUE.findall(body.split("tt.addptr", 1)[1].split(" : ")[0])[1]
-        if _INT32.match(offset_type) and not (is_static(offset) or is_loop_step(offset)) or widened_wrap(offset, set()):
+        if (_INT32.match(offset_type) and not (is_static(offset, number) or is_loop_step(offset, number))
+                or widened_wrap(offset, number, set())):
             flagged.append(body)
     return flagged
 
@@ -226,6 +241,14 @@ def main(quick: bool) -> None:
         # the heaviest four-warp fused carries: real M=4 on all 128 lanes, the complex M=3 adjoint
         for config in [(torch.float32, 4, False, "contiguous", "no"), (torch.complex64, 3, True, "contiguous", "yes")]:
             scans.append((config, *SHAPES[0], pass_launches(*config, *SHAPES[0])))
+        # the single pass (triton_scan.single_pass, opt-in): M=2 forward and backward on one-warp
+        # blocks, M=1 forward on four-warp ones
+        os.environ["ALLPOLE_TRITON_LAUNCH"] = "single=1"
+        for config, shape in [((torch.float32, 2, False, "contiguous", "no"), FEW_BLOCKS),
+                              ((torch.float32, 2, True, "contiguous", "yes"), FEW_BLOCKS),
+                              ((torch.float32, 1, False, "contiguous", "no"), SHAPES[0])]:
+            scans.append((config, *shape, pass_launches(*config, *shape)))
+        del os.environ["ALLPOLE_TRITON_LAUNCH"]
     # quick: the chunked shape only (its summary, carry and finish; one-warp programs)
     scans += [((dtype, M, False, "contiguous", "no"), rows, T, dense_launches(dtype, M, rows, T))
               for dtype, M in (DENSE if quick else DENSE_WIDE) for rows, T in (SHAPES[:1] if quick else SHAPES)]

@@ -100,7 +100,7 @@ def test_a_fused_carry_reads_the_maps_before_each_block_as_whole_sectors():
                                    torch.empty_like(u), reverse=False, sms=132)
     finish = launches[-1]
     assert [l.kernel.__name__ for l in launches] == ["_summary", "_finish"] and finish.constexprs["STATE"] == 4
-    n_blocks = finish.args[13]
+    n_blocks = model._argument(finish, "n_blocks")
     assert n_blocks == 64
     assert model._fused_carry_bytes(finish) == 16 * 64 * 63 / 2 * 32
     assert model._fused_carry_bytes(launches[0]) == 0
@@ -271,6 +271,64 @@ def test_a_long_summary_counts_each_program_through_its_own_loop():
     nested = sm90.Compiled("_summary", 64, 0, sass, ttgir, "", spans=[(3, 6), (2, 14)])
     with pytest.raises(ValueError, match="one after the other"):
         model.lane_loops(launch, nested)
+
+
+def test_a_single_pass_runs_its_summary_and_lane_loops_every_iteration(monkeypatch):
+    """A single-pass finish (triton_scan.single_pass) runs its block's summary loop, then waits for
+    the earlier blocks and composes their maps once, then its lane loop: both loops count per
+    iteration, one after the other on the latency chain (the lanes' loads L2 hits: the summary read
+    the same inputs just before), and its second read of the inputs is L2 traffic. Synthetic SASS on
+    the plan of 16 rows of 2^16 samples at M=2."""
+    import math
+
+    import torch
+
+    from allpole_triton.bench import sm90
+    from allpole_triton.kernels import triton_scan
+
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "single=1")
+    meta = torch.device("meta")
+    u = torch.empty(16, 1 << 16, device=meta)
+    a = torch.empty(16, 1 << 16, 2, device=meta)
+    (launch,), _ = triton_scan.plan(u, a, torch.empty(16, 2, device=meta), torch.empty_like(u), reverse=False,
+                                    sms=model.SMS)
+    assert model.single_pass(launch) and launch.constexprs["CARRY_RUN"] > 0
+    text = (["S2R R0, SR_TID.X", "IMAD R1, R0, 0x4, RZ"]
+            + ["LDG.E R2, desc[UR4][R10.64]", "DFMA R4, R2, R6, R4", "BRA 0x20"]  # summary
+            + ["ATOMG.E.ADD.STRONG.GPU PT, R7, desc[UR4][R12.64], RZ", "ISETP.NE.AND P0, PT, R7, RZ, PT", "BRA 0x50"]
+            + ["LDG.E.64 R8, desc[UR4][R14.64]", "DFMA R4, R8, R4, R6", "BRA 0x80"]  # the fused carry's pieces
+            + ["LDG.E R3, desc[UR4][R16.64]", "FFMA R5, R3, R5, R5", "STG.E desc[UR4][R18.64], R5", "BRA 0xb0"]  # lanes
+            + ["EXIT"])
+    sass = [(16 * k, ins) for k, ins in enumerate(text)]
+    ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
+                       "    %u = tt.load %p : tensor<8x1x32x!tt.ptr<f32>, #blocked>", "  }",
+                       "  scf.while %w {", "  }",
+                       "  scf.for %j = %a to %b step %c {",
+                       "    %m = tt.load %q : tensor<32x!tt.ptr<f64>, #blocked>", "  }",
+                       "  scf.for %k = %a to %b step %c {",
+                       "    %v = tt.load %r : tensor<8x1x32x!tt.ptr<f32>, #blocked>", "  }", "}"])
+    compiled = sm90.Compiled("_finish", 64, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+    assert compiled.spans == [(2, 4), (5, 7), (8, 10), (11, 14)]
+    assert model.lane_loops(launch, compiled) == [(2, 4, 1.0), (11, 14, 1.0)]
+    modelled = model.model_launch(launch, compiled, torch.float32)
+    iterations = math.ceil(launch.steps / launch.constexprs["U"])
+    assert modelled.thread_instructions == pytest.approx(launch.grid * 32 * launch.num_warps * (iterations * 7 + 9))
+    assert modelled.l2_bytes == pytest.approx(model._fused_carry_bytes(launch) + (16 << 16) * 4 * 3)
+    assert modelled.bytes == pytest.approx(model._launch_bytes(launch))
+    # L1: both loops' tiles every iteration, the pieces' loads as a fused carry's
+    tile = model.access_wavefronts([8, 1, 32], 4)
+    assert modelled.l1_wavefronts == pytest.approx(
+        launch.grid * (iterations * 2 * tile + model._fused_carry_wavefronts(launch, [model.access_wavefronts([32], 8)])))
+    chain = (iterations * (model.loop_cycles(text[2:5], model.DRAM_LATENCY) + model.loop_cycles(text[11:15], model.L2_LATENCY))
+             + model.loop_cycles(text[:2] + text[5:11], model.L2_LATENCY, iterations=1))
+    waves = math.ceil(launch.grid * 32 * launch.num_warps / (model._resident_lanes(64, launch.num_warps) * model.SMS))
+    assert modelled.latency_s == pytest.approx((waves * chain + model.DRAM_LATENCY) / model.CLOCK_HZ)
+    # the fill that zeroes its ticket and bits first (Launch.run) costs a launch gap too
+    bounds = (modelled.memory_s, modelled.issue_s, modelled.l1_s, modelled.latency_s)
+    assert modelled.predicted_s == pytest.approx(max(bounds) + 2 * model.LAUNCH_SECONDS) and modelled.fills == 1
+    storing = [(address, "STG.E desc[UR4][R18.64], R4" if k == 3 else ins) for k, (address, ins) in enumerate(sass)]
+    with pytest.raises(ValueError, match="summary loop"):  # a loop that stores first: not a summary
+        model.lane_loops(launch, sm90.Compiled("_finish", 64, 0, storing, ttgir, "", spans=sm90.loop_spans(storing)))
 
 
 def test_the_backward_copies_are_modelled_as_loop_free_kernels():

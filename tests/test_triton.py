@@ -256,6 +256,130 @@ def test_wide_scan_groups_match_loops(monkeypatch, complex_):
     assert_triton_matches_loops("cpu", 1, (2 * wide + 5) * triton_scan.unroll(2) + 3, 2, complex_)
 
 
+@pytest.mark.skipif(not triton_interpret(), reason="forces the single pass under the interpreter")
+@pytest.mark.parametrize("M, complex_, extra, blocks", [
+    (2, False, "", 6), (2, False, ",rows=1,adjoint=1", 6), slow(1, False, ",rows=1", 6), slow(2, True, "", 6),
+    slow(1, False, "", 66), slow(4, False, ",rows=1", 6), slow(3, False, "", 6)])
+def test_single_pass_matches_loops(monkeypatch, M, complex_, extra, blocks):
+    """The summary run inside the finish (single_pass), its maps published (a bit a block) and
+    composed by the later blocks of the row, over several blocks and two rows, forward and backward
+    (the reverse kernels; with ``adjoint=1`` the forward scan on the adjoint's coefficient copy,
+    which coalesced rows take), against float64 loops; 66 blocks a row (one row): three words of
+    bits, which the two lanes of the interpreter's programs read in two rounds. Under the sanitizer: programs in
+    reverse grid order (the tickets put them back in row order), each block's loads of the maps
+    other programs stored allowed only after it acquired their bits, its own after its barrier."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"chunk=1,group=2,fuse=1,single=1{extra}")
+    T = (2 * blocks - 1) * triton_scan.unroll(M) + 3  # blocks of 2 chunks, the last chunk part of one
+    u = torch.zeros(2, T)
+    for reverse in (False, True):
+        launches, _ = triton_scan.plan(u, torch.zeros(2, T, M), torch.zeros(2, M), u, reverse=reverse,
+                                       tail=torch.zeros(2, M) if reverse else None, y=u if reverse else None)
+        assert launches[-1].constexprs["SINGLE_PASS"] and triton_scan._summary not in [l.kernel for l in launches]
+    assert_triton_matches_loops("cpu", 2 if blocks < 32 else 1, T, M, complex_)
+
+
+def test_single_pass_only_where_the_carry_is_fused(monkeypatch):
+    """single=1 folds the summary into the finish where the finish composes the carry (STATE 4): one
+    launch a forward, its ticket and each row's block bits scratch (a word per 32 blocks); with the carry a
+    launch of its own, or one chunk a row, the launches stay as they were. Off by default."""
+    u, a, zi, out, *_ = planned_on_meta(16, 1 << 16, 2, reverse=False)
+    default = triton_scan.plan(u, a, zi, out, reverse=False, sms=132)[0]
+    assert [l.kernel for l in default] == [triton_scan._summary, triton_scan._finish]
+    assert not default[-1].constexprs["SINGLE_PASS"]
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "single=1")
+    scratch = triton_scan.Scratch()
+    (finish,), _ = triton_scan.plan(u, a, zi, out, reverse=False, sms=132, scratch=scratch)
+    sync = finish.args[finish.kernel.arg_names.index("sync_ptr")]
+    n_blocks = finish.args[finish.kernel.arg_names.index("n_blocks")]
+    assert finish.constexprs["SINGLE_PASS"] and finish.constexprs["STATE"] == 4
+    assert sync.dtype == torch.int32 and sync.shape == (1 + 16 * -(-n_blocks // 32),) and finish.grid == 16 * n_blocks
+    assert n_blocks > 32  # two words a row
+    assert scratch.specs[-1][0] is torch.empty  # Launch.run zeroes it (test_single_pass_launches_run_again)
+    assert {k: v for k, v in finish.constexprs.items() if k.startswith("SUMMARY_")} == {
+        f"SUMMARY_{k}": v for k, v in default[0].constexprs.items() if k in ("TILE_STEPS", "ROWS", "TILE_ROWS")}
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "single=1,fuse=0")
+    assert [l.kernel for l in triton_scan.plan(u, a, zi, out, reverse=False, sms=132)[0]] == [
+        triton_scan._summary, triton_scan._carry_short, triton_scan._finish]
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "single=1,chunk=65536")
+    (only,), _ = triton_scan.plan(u, a, zi, out, reverse=False, sms=132)
+    assert only.constexprs["STATE"] == 1 and not only.constexprs["SINGLE_PASS"]
+
+
+@pytest.mark.skipif(not triton_interpret(), reason="runs a kernel under the interpreter")
+def test_single_pass_launches_run_again(monkeypatch):
+    """A single pass's launch leaves its ticket past the grid and its bits set: Launch.run zeroes
+    them first, so a launch planned once runs again (host_times and launch_times time launches that
+    way) and gives the same output."""
+    monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "chunk=1,group=2,fuse=1,single=1")
+    T = 7 * triton_scan.unroll(2) + 3
+    x = random_signal((2, T), torch.float32, seed=1)
+    a = stable_coefficients((2,), T, 2, dtype=torch.float32, seed=2)
+    outputs = []
+    launches, _ = triton_scan.plan(x, a, torch.zeros(2, 2), torch.empty_like(x), reverse=False)
+    (finish,) = launches
+    for _ in range(2):
+        finish.run()
+        outputs.append(finish.args[finish.kernel.arg_names.index("out_ptr")].clone())
+    assert torch.equal(outputs[0], outputs[1])
+    torch.testing.assert_close(outputs[0], allpole_naive(x.double(), a.double(), torch.zeros(2, 2, dtype=torch.float64)).float(),
+                               rtol=1e-4, atol=1e-5)
+
+
+@triton.jit
+def _words_done_kernel(seen_ptr, out_ptr, block, LANES: tl.constexpr):
+    word = tl.arange(0, LANES).to(tl.int64)
+    tl.store(out_ptr + word, triton_scan._words_done(tl.load(seen_ptr + word), word, block).to(tl.int32))
+
+
+@pytest.mark.skipif(not triton_interpret(), reason="runs a kernel under the interpreter")
+def test_a_word_is_done_only_with_every_earlier_block_bit():
+    """The single pass's wait (triton_scan._words_done): word w holds blocks 32 w .. 32 w + 31, and a
+    block waits for the bits of the blocks below it, whatever the bits above (including bit 31,
+    the int32 sign). Each block b below 70 missing from otherwise full words delays exactly the
+    word holding it, for the blocks above b."""
+    full = torch.full((4,), -1, dtype=torch.int32)
+    for block in (0, 1, 31, 32, 33, 64, 70, 128):
+        for missing in [None, 0, 5, 31, 32, 63, 64, 69]:
+            seen = full.clone()
+            if missing is not None:
+                seen[missing // 32] &= ~(1 << (missing % 32)) if missing % 32 != 31 else 0x7FFFFFFF
+            out = torch.empty(4, dtype=torch.int32)
+            _words_done_kernel[(1,)](seen, out, block, LANES=4)
+            want = [not (missing is not None and missing < block and missing // 32 == w) for w in range(4)]
+            assert out.bool().tolist() == want, (block, missing)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the single pass's flags and tickets need a GPU to race")
+@pytest.mark.parametrize("B, T, M", [(16, 1 << 16, 2), (1, 1 << 20, 1), (256, 4096, 4), (4, 1 << 18, 2)])
+def test_single_pass_on_gpu(monkeypatch, B, T, M):
+    """The single pass (ALLPOLE_TRITON_LAUNCH single=1) on the GPU's own launch shapes: every program
+    waits for the earlier blocks of its row, with thousands of programs in flight. Its outputs and
+    gradients against the two-launch path's (the same arithmetic: within float32 rounding of it,
+    and in practice equal) and against Numba float64 loops, call after call, so that a race (a
+    block composing a map before it was stored) shows as a difference or a hang."""
+    a = stable_coefficients((B,), T, M, dtype=torch.float32, seed=7).cuda()
+    x = random_signal((B, T), torch.float32, seed=1).cuda()
+    grad_y = random_signal((B, T), torch.float32, seed=2).cuda()
+    results = {}
+    for single in (0, 1):
+        monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", f"single={single}")
+        got = []
+        for _ in range(5):
+            xs, as_ = x.clone().requires_grad_(), a.clone().requires_grad_()
+            y = allpole(xs, as_, backend="triton")
+            y.backward(grad_y)
+            got.append([y.detach(), xs.grad, as_.grad])
+        results[single] = got
+        launches, _ = triton_scan.plan(x, a, x.new_zeros(B, M), torch.empty_like(x), reverse=False,
+                                       sms=torch.cuda.get_device_properties(0).multi_processor_count)
+        assert bool(launches[-1].constexprs["SINGLE_PASS"]) == bool(single) and len(launches) == 2 - single
+    for call, got in enumerate(results[1]):
+        for w, first, g in zip(results[0][0], results[1][0], got):
+            assert torch.equal(g, first), f"call {call}: not what the first single pass gave"
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6 * w.abs().max().item(), msg=f"call {call}")
+    assert_triton_matches_loops("cuda", B, T, M, False, reference=numba_results)
+
+
 @pytest.mark.parametrize("B, T, M, complex_, group, launches, run", [
     (1, 1 << 20, 2, False, 128, 2, 2),  # 1023 one-warp blocks need the carry launch; 255 wide ones fuse
     (1, 1 << 20, 1, False, 128, 2, 2),  # 1023 one-warp maps would fuse, a long walk: wide
@@ -546,7 +670,8 @@ def test_setting_a_plan_helper_forgets_the_cached_plans(monkeypatch):
     tensors = planned_on_meta(16, 1 << 16, 2, reverse=False)
 
     def chunk():
-        return triton_scan.cached_plan(*tensors[:4], reverse=False, sms=132)[0][-1].args[11]
+        finish = triton_scan.cached_plan(*tensors[:4], reverse=False, sms=132)[0][-1]
+        return finish.args[finish.kernel.arg_names.index("chunk_len")]
 
     default = chunk()
     assert triton_scan._PLANS

@@ -81,6 +81,11 @@ def check(result: dict) -> None:
     # recursion's (one program of a block's groups), the only one that loads the inputs
     unread = [(k["kernel"], k["M"], k["lane_loops_error"]) for k in result["kernels"] if k["lane_loops_error"]]
     assert not unread, unread
+    # the single pass's finish, forward and backward: its summary loop and lane loop both read
+    single = {(k["M"], k["reverse"]) for k in result["kernels"]
+              if k["kernel"] == "_finish" and k["constexprs"].get("SINGLE_PASS") == "True"
+              and len(k["lane_loops"]) == 2 and all(loads for loads, _ in k["lane_loops"])}
+    assert {(2, False), (2, True), (1, False)} <= single, single
     long_summaries = [k for k in result["kernels"] if k["kernel"] == "_summary" and k["constexprs"]["SCAN"] == "False"]
     assert long_summaries
     misread = [k for k in long_summaries

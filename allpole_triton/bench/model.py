@@ -94,7 +94,7 @@ L2_BYTES = 50 * 2**20
 LATENCY = {"DFMA": 8, "DADD": 8, "DMUL": 8, "DMNMX": 8, "DSETP": 8, "F2F": 14, "F2I": 14, "I2F": 14, "I2FP": 14,
            "F2FP": 14, "MUFU": 14, "FRND": 14, "LDS": 30, "LDSM": 30, "SHFL": 30, "LDL": 40, "S2R": 20, "S2UR": 20,
            "LDC": 20, "ULDC": 20}
-GLOBAL_LOADS = ("LDG", "LD", "ATOM", "LDGSTS")
+GLOBAL_LOADS = ("LDG", "LD", "ATOM", "ATOMG", "LDGSTS")  # (an atomic returns its value from L2, like a load)
 # L1TEX passes one wavefront per clock per SM, and a wavefront holds the data of one 128-byte line
 # (NVIDIA's L1TEX model: wavefronts are the cycles a request takes; the lines one may hold are
 # bounded). A lane kernel's lanes are chunks at least 128 bytes apart, so a warp-wide access of a
@@ -110,7 +110,7 @@ SHARED_OPS = {"LDS": 32, "STS": 32, "LDSM": 128, "STSM": 128, "LDL": 32, "STL": 
 LAUNCH_SECONDS = 2.5e-6
 FP64_OPS = ("DFMA", "DMUL", "DADD", "DSETP", "DMNMX")
 CONVERSIONS = ("F2F",)
-MEMORY_OPS = ("LDG", "STG", "LDS", "STS", "SHFL", "LDL", "STL", "ATOM", "RED", "LDGSTS")
+MEMORY_OPS = ("LDG", "STG", "LDS", "STS", "SHFL", "LDL", "STL", "ATOM", "ATOMG", "RED", "LDGSTS")
 
 GRID = dict(B=[1, 16, 256], T=[4096, 65536, 1 << 20], M=[1, 2, 4, 16])
 
@@ -138,6 +138,7 @@ class LaunchModel:
     latency_s: float
     predicted_s: float
     loop_spills: int = 0  # local-memory accesses (LDL, STL) per iteration of the worst loop: reported, charged as L1
+    fills: int = 0  # kernels torch launches before it (a single pass's zeroed ticket and bits), counted as launches
 
 
 @dataclass
@@ -158,7 +159,7 @@ class CaseModel:
         predicted = sum(l.predicted_s for l in self.launches)
         floor = floor_bytes(self.B, self.T, self.M, self.passes) / BANDWIDTH
         return {
-            "B": self.B, "T": self.T, "M": self.M, "passes": self.passes, "launches": len(self.launches),
+            "B": self.B, "T": self.T, "M": self.M, "passes": self.passes, "launches": sum(1 + l.fills for l in self.launches),
             "thread_instructions_per_sample": thread / self.samples,
             "bytes_per_sample": moved / self.samples,
             "l2_bytes_per_sample": sum(l.l2_bytes for l in self.launches) / self.samples,
@@ -376,6 +377,16 @@ def _fused_carry_bytes(launch) -> float:
     return rows * n_blocks * (n_blocks - 1) / 2 * math.ceil(map_bytes / LINE_BYTES) * LINE_BYTES
 
 
+def _single_pass_bytes(launch) -> float:
+    """What a single-pass finish reads from L2 by design: its lanes read their inputs (and
+    coefficients) again, which its summary loop read just before (a program's block is 12 KB at
+    M=2; the programs resident at once, a few tens of MB, fit the 50 MB L2). Its DRAM traffic is
+    what _launch_bytes counts for any finish, the summary launch's reads gone."""
+    if not single_pass(launch):
+        return 0.0
+    return _tensor_bytes(launch.args[0]) + _tensor_bytes(launch.args[1])
+
+
 _ACCESS = re.compile(r"\b(tt\.load|tt\.store)\b.*?:\s*tensor<([0-9x]+)x!tt\.ptr<([a-z0-9]+)>")
 _SCALAR_ACCESS = re.compile(r"\b(tt\.load|tt\.store)\b.*?:\s*!tt\.ptr<")
 _ITEM_BYTES = {"f64": 8, "i64": 8, "f32": 4, "i32": 4, "f16": 2, "bf16": 2}
@@ -516,6 +527,12 @@ def _resident_lanes(registers: int, warps: int) -> int:
     return max(1, programs) * per_program
 
 
+def single_pass(launch) -> bool:
+    """A finish that runs its block's summary first (triton_scan.single_pass): both loops run every
+    iteration, one after the other, and its second read of the inputs comes from L2."""
+    return launch.kernel.__name__ == "_finish" and bool(launch.constexprs.get("SINGLE_PASS"))
+
+
 def lane_loops(launch, compiled) -> list[tuple[int, int, float]]:
     """The loops a launch's programs run ``iterations`` times: each one's first and last index into the
     SASS, and the share of the programs that run it. Most kernels have one, the main loop, that every
@@ -529,6 +546,17 @@ def lane_loops(launch, compiled) -> list[tuple[int, int, float]]:
     once for every program: an overcount of a branch's setup, a few hundred instructions a program."""
     if not compiled.spans:
         return []
+    if single_pass(launch):
+        # the block's summary loop first, the finish's lane loop last; between them the wait for the
+        # earlier blocks and the fused carry's piece loop, run once (Triton 3.6 adds a span for the
+        # wait's divergent fallback, which ends past the last loop)
+        spans = sorted(compiled.spans)
+        summary, finish = spans[0], spans[-1]
+        stores = [_count(compiled.body(*span), ("STG",)) for span in (summary, finish)]
+        if len(spans) < 3 or stores[0] or not stores[1]:
+            raise ValueError(f"_finish (SINGLE_PASS): expected the summary loop (no stores) first and the lane loop "
+                             f"(stores) last, with the wait between, found loops at {spans}")
+        return [(*summary, 1.0), (*finish, 1.0)]
     if launch.kernel.__name__ == "_summary" and not launch.constexprs["SCAN"]:
         from allpole_triton.kernels import triton_scan
 
@@ -577,7 +605,11 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
         in_loop, once = 0.0, copy_wavefronts(launch) / launch.grid
     else:
         in_loop, once, earlier = global_wavefronts(compiled.ttgir, launch.num_warps)
-        if len(loops) > 1:  # branches, in the same order in the TTGIR
+        if single_pass(launch):  # the summary loop per iteration too; a fused carry's pieces once
+            summary, *pieces = earlier
+            in_loop += summary
+            once += _fused_carry_wavefronts(launch, pieces) if launch.constexprs["CARRY_RUN"] else sum(pieces)
+        elif len(loops) > 1:  # branches, in the same order in the TTGIR
             if len(earlier) != len(loops) - 1:
                 raise ValueError(f"{name}: {len(loops)} loops in the SASS, but {len(earlier)} top-level loops before "
                                  f"the last in the TTGIR")
@@ -590,7 +622,7 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     l1_s = l1_wavefronts * busiest_sm_share(launch.grid) / CLOCK_HZ
     resident_lanes = _resident_lanes(compiled.registers, launch.num_warps)
     moved = _launch_bytes(launch) + _refetched_bytes(launch, resident_lanes // threads * SMS)
-    l2_moved = _fused_carry_bytes(launch)
+    l2_moved = _fused_carry_bytes(launch) + _single_pass_bytes(launch)
     memory_s = moved / BANDWIDTH + l2_moved / L2_BANDWIDTH
     # the loop-carried chain: one warp's prologue (its loads of incoming states and maps, which the
     # summary just wrote: L2 latency; a fused carry's piece loop counted once, as planned on a GPU)
@@ -604,15 +636,22 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
         chains = [iterations * loop_cycles(body, DRAM_LATENCY)
                   + loop_cycles([i for k, i in enumerate(everything[:first]) if k not in inside], L2_LATENCY, iterations=1)
                   for (body, _), (first, _, _) in zip(bodies, loops)]
+        if single_pass(launch):  # one after the other: the summary's chain, then the lanes' from L2
+            (summary, _), (finish, _) = bodies
+            chains = [iterations * (loop_cycles(summary, DRAM_LATENCY) + loop_cycles(finish, L2_LATENCY))
+                      + loop_cycles([i for k, i in enumerate(everything[:loops[-1][0]]) if k not in inside], L2_LATENCY,
+                                    iterations=1)]
         latency_cycles = waves * max(chains, default=loop_cycles(everything, L2_LATENCY, iterations=1)) + DRAM_LATENCY
     else:
         latency_cycles = iterations * max((loop_cycles(body, L2_LATENCY) for body, _ in bodies), default=0.0) + L2_LATENCY
     latency_s = latency_cycles / CLOCK_HZ
-    predicted = max(memory_s, issue_s, l1_s, latency_s) + LAUNCH_SECONDS
+    # a single pass's ticket and bits are zeroed before it (Launch.run): a fill kernel, one more gap
+    fills = 1 if single_pass(launch) else 0
+    predicted = max(memory_s, issue_s, l1_s, latency_s) + (1 + fills) * LAUNCH_SECONDS
     return LaunchModel(
         name, launch.grid, launch.lanes, iterations, unroll, round(loop_instructions), len(rest), compiled.registers,
         thread_instructions, fp64, conversions, memory_ops, moved, l2_moved, memory_s, issue_s, l1_wavefronts, l1_s,
-        latency_s, predicted, max((_count(body, ("LDL", "STL")) for body, _ in bodies), default=0),
+        latency_s, predicted, max((_count(body, ("LDL", "STL")) for body, _ in bodies), default=0), fills,
     )
 
 
