@@ -114,10 +114,17 @@ def _synchronised(writers: np.ndarray, stamps: np.ndarray, program: int) -> np.n
     return allowed
 
 
+def _active(ptrs, mask) -> np.ndarray:
+    """The addresses an access reaches: its pointers where its mask (None: every one) is on, flat."""
+    if mask is None:
+        return np.ravel(ptrs.data)
+    addresses = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
+    return addresses[np.broadcast_to(mask.data, addresses.shape)].ravel()
+
+
 def _atomic(ptrs, mask, sem: str, program: int) -> None:
     """Record an atomic's acquire (the releases it reads) and release (on each active address)."""
-    addresses = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
-    active = [int(a) for a in addresses[np.broadcast_to(mask.data, addresses.shape)].ravel()]
+    active = [int(a) for a in _active(ptrs, mask)]
     if sem in ("ACQUIRE", "ACQUIRE_RELEASE"):
         pending = _launch["pending"].setdefault(program, {})
         for address in active:
@@ -141,8 +148,7 @@ def _barrier(program: int) -> None:
 
 def _check(kind: str, ptrs, mask, program: int) -> None:
     size = ptrs.get_element_ty().primitive_bitwidth // 8
-    addresses = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
-    active = addresses[np.broadcast_to(mask.data, addresses.shape)].astype(np.uint64).ravel()
+    active = _active(ptrs, mask).astype(np.uint64)
     if active.size == 0:
         return
     lo, hi = _launch["lo"], _launch["hi"]
@@ -263,7 +269,7 @@ def install() -> None:
         return atomic_rmw(self, rmw_op, ptr, val, mask, sem, scope)
 
     def create_atomic_cas(self, ptr, cmp, val, sem, scope):
-        _atomic(ptr, interpreter.TensorHandle(np.ones_like(ptr.data, dtype=bool), None), sem.name, program(self))
+        _atomic(ptr, None, sem.name, program(self))
         return atomic_cas(self, ptr, cmp, val, sem, scope)
 
     def create_barrier(self):

@@ -633,14 +633,16 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     if launch.lanes:
         resident = resident_lanes * SMS
         waves = math.ceil(executing / resident)
-        chains = [iterations * loop_cycles(body, DRAM_LATENCY)
-                  + loop_cycles([i for k, i in enumerate(everything[:first]) if k not in inside], L2_LATENCY, iterations=1)
-                  for (body, _), (first, _, _) in zip(bodies, loops)]
+        def prologue(first: int) -> float:  # what comes before a loop, less the loops' bodies
+            return loop_cycles([i for k, i in enumerate(everything[:first]) if k not in inside], L2_LATENCY, iterations=1)
+
         if single_pass(launch):  # one after the other: the summary's chain, then the lanes' from L2
             (summary, _), (finish, _) = bodies
             chains = [iterations * (loop_cycles(summary, DRAM_LATENCY) + loop_cycles(finish, L2_LATENCY))
-                      + loop_cycles([i for k, i in enumerate(everything[:loops[-1][0]]) if k not in inside], L2_LATENCY,
-                                    iterations=1)]
+                      + prologue(loops[-1][0])]
+        else:
+            chains = [iterations * loop_cycles(body, DRAM_LATENCY) + prologue(first)
+                      for (body, _), (first, _, _) in zip(bodies, loops)]
         latency_cycles = waves * max(chains, default=loop_cycles(everything, L2_LATENCY, iterations=1)) + DRAM_LATENCY
     else:
         latency_cycles = iterations * max((loop_cycles(body, L2_LATENCY) for body, _ in bodies), default=0.0) + L2_LATENCY
