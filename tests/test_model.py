@@ -186,6 +186,59 @@ def test_the_busiest_sm_runs_whole_programs():
     assert model.busiest_sm_share(0) == 1.0
 
 
+def test_the_queue_at_dram_stretches_only_the_chains_memory_waits():
+    """model.queued_seconds: the time T at which a chain whose memory waits stretch by 1 / (1 - rho),
+    rho = memory / T, ends; between the larger of the chain and the memory time and their sum."""
+    import random
+
+    rng = random.Random(5)
+    for _ in range(200):
+        memory, chain = rng.uniform(0, 100), rng.uniform(0.1, 100)
+        wait = rng.uniform(0, chain)
+        T = model.queued_seconds(memory, chain, wait)
+        assert max(chain, memory) - 1e-9 <= T <= chain + memory + 1e-9
+        if memory > 0 and wait > 0:
+            assert T == pytest.approx((chain - wait) + wait / (1 - memory / T), rel=1e-9)
+    assert model.queued_seconds(3.0, 2.0, 2.0) == pytest.approx(5.0)  # a chain all waiting: the sum
+    assert model.queued_seconds(3.0, 2.0, 0.0) == pytest.approx(3.0)  # never waiting: the larger
+    assert model.queued_seconds(0.0, 2.0, 1.5) == pytest.approx(2.0)  # DRAM idle: the chain
+
+
+def test_only_launches_that_stream_from_dram_queue_there():
+    """model_launch takes the queued chain (loaded_s) for a launch that moves more than L2 holds, the
+    plain chain otherwise; memory_wait_s is what doubling the memory latencies adds to the chain.
+    Synthetic SASS (a load and its use a body) on the M=2 forward summaries of 16 rows of 2^16 and
+    of 2^20 samples."""
+    import torch
+
+    from allpole_triton.bench import sm90
+    from allpole_triton.kernels import triton_scan
+
+    text = ["S2R R0, SR_TID.X", "LDG.E R2, desc[UR4][R10.64]", "FFMA R3, R2, R5, R3", "STG.E desc[UR4][R12.64], R3",
+            "BRA 0x10", "EXIT"]
+    sass = [(16 * k, ins) for k, ins in enumerate(text)]
+    ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
+                       "    %u = tt.load %p : tensor<8x1x32x!tt.ptr<f32>, #blocked>", "  }", "}"])
+    compiled = sm90.Compiled("_summary", 64, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+    meta = torch.device("meta")
+    for T, streams in ((1 << 16, False), (1 << 20, True)):
+        u = torch.empty(16, T, device=meta)
+        launches, _ = triton_scan.plan(u, torch.empty(16, T, 2, device=meta), torch.empty(16, 2, device=meta),
+                                       torch.empty_like(u), reverse=False, sms=model.SMS)
+        assert launches[0].kernel is triton_scan._summary
+        modelled = model.model_launch(launches[0], compiled, torch.float32)
+        assert (modelled.bytes > model.L2_BYTES) == streams
+        assert 0 < modelled.memory_wait_s < modelled.latency_s
+        if streams:
+            assert modelled.loaded_s == pytest.approx(
+                model.queued_seconds(modelled.bytes / model.BANDWIDTH, modelled.latency_s, modelled.memory_wait_s))
+            assert modelled.loaded_s > max(modelled.latency_s, modelled.memory_s)
+        else:
+            assert modelled.loaded_s == modelled.latency_s
+        bounds = (modelled.memory_s, modelled.issue_s, modelled.l1_s, modelled.loaded_s)
+        assert modelled.predicted_s == pytest.approx(max(bounds) + model.LAUNCH_SECONDS)
+
+
 def test_a_summary_refetches_coefficients_only_when_its_groups_run_apart(monkeypatch):
     """The long-order summary's recursion groups of one lane block run as consecutive programs
     (triton_scan.summary_blocks), so a round of resident programs shares each block's coefficients

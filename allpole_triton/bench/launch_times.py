@@ -10,8 +10,9 @@ fills every intermediate), each launch is enqueued ``--repeat`` times back to ba
 events, behind a spin kernel that holds the GPU while they are enqueued (a Triton launch from
 Python takes longer to enqueue than a short kernel takes to run), which gives the kernel's own
 time. The model's terms come from the same launch compiled for sm_90
-(``allpole_triton.bench.model.model_launch``); ``predicted_us`` is the largest of them, without the
-model's host cost per launch. ``--no-model`` times only, and ``--predict CSV`` adds the model's
+(``allpole_triton.bench.model.model_launch``); ``predicted_us`` is the largest of them, the latency
+chain taken as ``loaded_us`` (stretched by DRAM's queue where the launch streams from DRAM, see
+``model.queued_seconds``), without the model's host cost per launch. ``--no-model`` times only, and ``--predict CSV`` adds the model's
 columns afterwards on any machine. Cases whose coefficients pass ``MAX_BYTES`` are skipped. Prints
 CSV. On CPU tensors under ``TRITON_INTERPRET=1`` it runs with wall-clock times (how the tests
 exercise it): the times then mean nothing.
@@ -29,7 +30,7 @@ import torch
 SPIN_CYCLES_PER_LAUNCH = 100_000  # about 60 us per launch to enqueue (a Triton launch takes 10-40)
 MAX_BYTES = 4e9  # cases whose coefficients alone pass this are skipped
 COLUMNS = ("pass", "B", "T", "M", "launch", "kernel", "grid", "warps", "measured_us", "min_us",
-           "predicted_us", "memory_us", "issue_us", "l1_us", "latency_us")
+           "predicted_us", "memory_us", "issue_us", "l1_us", "latency_us", "loaded_us")
 
 
 @dataclass
@@ -154,7 +155,8 @@ def _predicted(launch, cache: dict) -> dict:
     m = model.model_launch(launch, cache[key], torch.float32)
     # the kernel's own time: the model's per-launch host cost (LAUNCH_SECONDS) is not in the measurement
     return {"predicted_us": 1e6 * (m.predicted_s - model.LAUNCH_SECONDS), "memory_us": 1e6 * m.memory_s,
-            "issue_us": 1e6 * m.issue_s, "l1_us": 1e6 * m.l1_s, "latency_us": 1e6 * m.latency_s}
+            "issue_us": 1e6 * m.issue_s, "l1_us": 1e6 * m.l1_s, "latency_us": 1e6 * m.latency_s,
+            "loaded_us": 1e6 * m.loaded_s}
 
 
 def _print(rows: list[dict]) -> None:

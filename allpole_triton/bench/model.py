@@ -23,8 +23,10 @@ every launch is compiled for sm_90 (``sm90.compile_launch``) and its SASS read:
   per 32-byte sector), times the iterations, after the code before the loop (its loads of incoming
   states and maps, and a fused carry's composition of the maps before a block), in as many waves as
   the SMs' registers allow. So a load the compiler left behind a store (it cannot move a load above
-  a store that may alias it) costs its full latency on the chain. The launch's predicted time is the
-  largest, plus a fixed launch cost.
+  a store that may alias it) costs its full latency on the chain. Where a launch streams more than
+  L2 holds from DRAM, the chain's memory waits stretch with the queue its own traffic makes there
+  (:func:`queued_seconds`), so memory and latency add up where both matter. The launch's predicted
+  time is the largest bound, plus a fixed launch cost.
 
 Replayed on the kernels of the first GPU run (H200, commit 4550815, B=16, T=2^20, fp32), the
 latency term took the model from 4.6-37x below the measured times to 3.6-5.0x below; the earlier
@@ -49,11 +51,13 @@ launches): the busiest SM's whole programs (the M=16 finish's measured/predicted
 with one row, where neither term applies.
 
 The memory latencies were then fitted to the same replays (2026-11-28, see DRAM_LATENCY): the
-latency-bound launches had run 1.0-1.8x their predictions with unloaded latencies. What remains
-optimistic: the memory-bound M=2 launches of the second H100 session moved 1.7-1.9 TB/s (one-warp
-programs, about 8 per SM), against the 3.0 TB/s the memory bound assumes; the M=16 summary over
-many rows (2.5x at 16 x 2^20); the short-order finish with its carry fused (2.4x at 16 x 65536);
-and the dense scan at M=16: its first two launches predicted 3-10x too slow, its last 1.8x too fast.
+latency-bound launches had run 1.0-1.8x their predictions with unloaded latencies. The memory-bound
+M=2 launches moved 1.7-1.9 TB/s against the 3.0 TB/s the memory bound assumes, and the launches
+that stream from DRAM ran 1.45-2.14x the largest bound on the fifth H100 session where their
+memory and latency bounds were close: the queue at DRAM (:func:`queued_seconds`, 2026-11-28) puts
+those at 0.88-1.43x. Still off: the one-row M=16 summary at 65536 (0.65x), the backward's copies
+of short rows (1.3-2.3x, a few microseconds), and the dense scan at M=16: its first two launches
+predicted 3-10x too slow, its last 1.8x too fast.
 
 Its times are GPU times: an eager call's host cost (Python, the plan, Triton's launch path) is
 not modelled, and the H100 measured it above the GPU time of M <= 4 passes up to 2^24 samples
@@ -139,6 +143,8 @@ class LaunchModel:
     predicted_s: float
     loop_spills: int = 0  # local-memory accesses (LDL, STL) per iteration of the worst loop: reported, charged as L1
     fills: int = 0  # kernels torch launches before it (a single pass's zeroed ticket and bits), counted as launches
+    memory_wait_s: float = 0.0  # of latency_s, the waits for memory (see queued_seconds)
+    loaded_s: float = 0.0  # latency_s with those waits stretched by DRAM's queue (queued_seconds)
 
 
 @dataclass
@@ -519,6 +525,25 @@ def issue_seconds(warp_instructions: float, fp64: float, conversions: float, mem
     return cycles * busiest_sm_share(programs) / CLOCK_HZ
 
 
+def queued_seconds(memory_s: float, chain_s: float, wait_s: float) -> float:
+    """A launch's time T when its latency chain (``chain_s``, of which ``wait_s`` waits for memory)
+    shares DRAM with its own traffic (``memory_s`` at full bandwidth): the waits stretch as the
+    queue at DRAM fills, by 1 / (1 - rho) with rho = memory_s / T the share of T that DRAM is busy
+    (an M/M/1 queue's delay), so T = (chain_s - wait_s) + wait_s / (1 - memory_s / T). Its larger
+    root is at least max(chain_s, memory_s): the sum of the two where the chain is all waiting,
+    the chain alone where DRAM idles, the bandwidth alone where the chain never waits.
+
+    Taking the largest of the memory and latency bounds instead had put every launch that streams
+    from DRAM 1.45-2.14x under its time on the fifth H100 session (eb9f212, launch_times.csv):
+    the M=2 summaries and finishes at 16 x 2^20, and the M=16 finishes, whose two bounds are close.
+    With the queue the launches that stream come to 0.88-1.43x: the M=2 ones 0.99-1.32x, the M=16
+    finishes 0.96-1.43x, the M=16 summaries (a chain mostly arithmetic) 0.88-0.98x (docs/gpu-notes.md). Launches whose data fit in L2 keep the largest bound: the same session's
+    M=2 launches at 16 x 65536, timed warm, ran 1.10-1.29x the largest and 0.63-0.75x the queue."""
+    compute = max(chain_s - wait_s, 0.0)
+    total = compute + memory_s + wait_s
+    return (total + math.sqrt(max(total * total - 4 * compute * memory_s, 0.0))) / 2
+
+
 def _resident_lanes(registers: int, warps: int) -> int:
     """Threads per SM the register file allows (whole programs)."""
     per_program = 32 * warps
@@ -630,30 +655,38 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     # for lane kernels; the carries run one program per row
     # (the slowest of a summary's branches: a branch's prologue is what comes before its loop, less the
     # other branch's loop)
-    if launch.lanes:
-        resident = resident_lanes * SMS
-        waves = math.ceil(executing / resident)
+    resident = resident_lanes * SMS
+    waves = math.ceil(executing / resident)
+
+    def chain_cycles(dram: float, l2: float) -> float:
+        if not launch.lanes:
+            return iterations * max((loop_cycles(body, l2) for body, _ in bodies), default=0.0) + l2
+
         def prologue(first: int) -> float:  # what comes before a loop, less the loops' bodies
-            return loop_cycles([i for k, i in enumerate(everything[:first]) if k not in inside], L2_LATENCY, iterations=1)
+            return loop_cycles([i for k, i in enumerate(everything[:first]) if k not in inside], l2, iterations=1)
 
         if single_pass(launch):  # one after the other: the summary's chain, then the lanes' from L2
             (summary, _), (finish, _) = bodies
-            chains = [iterations * (loop_cycles(summary, DRAM_LATENCY) + loop_cycles(finish, L2_LATENCY))
-                      + prologue(loops[-1][0])]
+            chains = [iterations * (loop_cycles(summary, dram) + loop_cycles(finish, l2)) + prologue(loops[-1][0])]
         else:
-            chains = [iterations * loop_cycles(body, DRAM_LATENCY) + prologue(first)
+            chains = [iterations * loop_cycles(body, dram) + prologue(first)
                       for (body, _), (first, _, _) in zip(bodies, loops)]
-        latency_cycles = waves * max(chains, default=loop_cycles(everything, L2_LATENCY, iterations=1)) + DRAM_LATENCY
-    else:
-        latency_cycles = iterations * max((loop_cycles(body, L2_LATENCY) for body, _ in bodies), default=0.0) + L2_LATENCY
+        return waves * max(chains, default=loop_cycles(everything, l2, iterations=1)) + dram
+
+    latency_cycles = chain_cycles(DRAM_LATENCY, L2_LATENCY)
     latency_s = latency_cycles / CLOCK_HZ
+    # the chain's memory waits: what doubling every memory latency adds to it
+    memory_wait_s = max(chain_cycles(2 * DRAM_LATENCY, 2 * L2_LATENCY) - latency_cycles, 0.0) / CLOCK_HZ
+    # a launch that streams more than L2 holds from DRAM queues its loads there (queued_seconds)
+    loaded_s = queued_seconds(moved / BANDWIDTH, latency_s, memory_wait_s) if moved > L2_BYTES else latency_s
     # a single pass's ticket and bits are zeroed before it (Launch.run): a fill kernel, one more gap
     fills = 1 if single_pass(launch) else 0
-    predicted = max(memory_s, issue_s, l1_s, latency_s) + (1 + fills) * LAUNCH_SECONDS
+    predicted = max(memory_s, issue_s, l1_s, loaded_s) + (1 + fills) * LAUNCH_SECONDS
     return LaunchModel(
         name, launch.grid, launch.lanes, iterations, unroll, round(loop_instructions), len(rest), compiled.registers,
         thread_instructions, fp64, conversions, memory_ops, moved, l2_moved, memory_s, issue_s, l1_wavefronts, l1_s,
         latency_s, predicted, max((_count(body, ("LDL", "STL")) for body, _ in bodies), default=0), fills,
+        memory_wait_s, loaded_s,
     )
 
 
