@@ -1142,12 +1142,24 @@ def warps_for(lanes_per_program: int) -> int:
 # T=4096, forward+backward: M=16 189 -> 136 us at B=1, 297 -> 239 at B=256; M=8 141 -> 103 and
 # 158 -> 122), and 32 gained at most 10% more there (M=8, B=256: lost 9%).
 LANES_PER_SM = 256
-# Short orders from M=4 want half as many: a chunk's map (M(M+1) float64, 160 bytes at M=4) is a
-# fifth of what a 32-sample chunk moves. sm_90 model (Triton 3.6), M=4 at 2^20 samples: chunks of
-# 64, forward+backward 68.9-71.6 -> 65.4-66.1 us (2.9-3.0 -> 2.75-2.78x the floor); equal at 2^24
-# (chunks of 992 against 496); at M <= 2 chunks of 64 lost 12-43% at 2^20 samples. Below 2^20
-# samples the chunk stays at CHUNK_MIN_GPU either way.
+# Short orders (M <= 4) want four times as many where their rows are long enough: a lane's chain
+# waits for memory once per body, and a pass that streams from DRAM stretches those waits with its
+# own traffic (the model's queued_seconds, fitted to the fifth H100 session, where the M=2 forward
+# at 16 x 2^20 ran 1.57-1.68x its former max-of-bounds prediction with 8 one-warp programs an SM).
+# More, shorter lanes shorten each chain. sm_90 model (Triton 3.6), 2^24 samples (16 x 2^20 and
+# 256 x 65536), against 256 lanes: forward M=1 210 -> 168 us, M=2 256 -> 215, M=4 443 -> 353;
+# forward+backward M=1 513 -> 429, M=2 718 -> 637, M=4 1282 -> 1048 (3.37 -> 2.76x the floor);
+# 512 lanes gained less at M >= 2 forward+backward. Below 2^22 samples the chunk stays at its floor.
+SHORT_LANES_PER_SM = 1024
+# From M=4 a short chunk grows to WIDE_MAPS_CHUNK steps while the GPU still holds
+# WIDE_MAPS_LANES_PER_SM lanes an SM: its map (M(M+1) float64, 160 bytes at M=4) is a fifth of what
+# a 32-sample chunk moves. sm_90 model (Triton 3.6), M=4 at 2^20 samples: chunks of 64,
+# forward+backward 68.9-71.6 -> 65.4-66.1 us (2.9-3.0 -> 2.75-2.78x the floor); at M <= 2 chunks of
+# 64 lost 12-43% at 2^20 samples. Shorter rows keep chunks of 32 (64 for every row of at least 4096
+# samples made M=4 at 4096 and 65536 samples 44-55% slower).
 WIDE_MAPS_ORDER = 4
+WIDE_MAPS_CHUNK = 64
+WIDE_MAPS_LANES_PER_SM = 128
 CHUNK_MIN_GPU = {"short": 32, "long": 64}
 CHUNK_MAX_GPU = 4096
 # The long-order carry walks a row's chunks one after another while each summary and finish lane
@@ -1639,8 +1651,9 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
     """The launch for order M over ``rows`` rows of ``steps`` steps; ``sms`` is None for the interpreter.
 
     Chunks exist only to make lanes: with enough rows each row is one chunk and the pass is a single
-    launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM, down to a
-    floor below which the per-chunk maps would cost more than the samples; a long order's chunk then
+    launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM
+    (``SHORT_LANES_PER_SM`` at short orders), down to a floor below which the per-chunk maps would
+    cost more than the samples; a long order's chunk then
     grows, by up to WHOLE_WAVES_GROWTH, where that deals its programs out to the SMs more evenly
     (:func:`_whole_waves`; so a little more work may take a slightly shorter chunk).
     """
@@ -1651,12 +1664,14 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
         chunk, group, block = CHUNK_INTERPRET * u, GROUP_INTERPRET, BLOCK_INTERPRET
     else:
         group, block = SCAN_GROUP_GPU, BLOCK_GPU
-        per_sm = LANES_PER_SM // 2 if kind == "short" and M >= WIDE_MAPS_ORDER else LANES_PER_SM
+        per_sm = SHORT_LANES_PER_SM if kind == "short" else LANES_PER_SM
         wanted = max(1, rows * steps // (per_sm * sms))
         if kind == "long":  # no CHUNK_MAX_GPU: a chunk's map is M(M+1) float64, so no more than lanes need
             balance = math.ceil(steps / max(1, math.isqrt(int(steps / LONG_CARRY_STEP_COST))))
             chunk = max(wanted, CHUNK_MIN_GPU[kind], balance)
         else:
+            if M >= WIDE_MAPS_ORDER:
+                wanted = max(wanted, min(WIDE_MAPS_CHUNK, rows * steps // (WIDE_MAPS_LANES_PER_SM * sms)))
             chunk = min(max(wanted, CHUNK_MIN_GPU[kind]), CHUNK_MAX_GPU)
     # a chunk ends with its state in the slots it started in only after a whole number of M steps
     whole = math.lcm(u, M)

@@ -911,7 +911,8 @@ def test_gpu_launch_shape_rules(M):
             assert M <= triton_scan.SINGLE_CHUNK_ORDER
         assert shape.chunk >= min(previous, steps)  # more work never gives shorter chunks
         previous = shape.chunk
-    assert triton_scan.launch_shape(M, 132 * triton_scan.LANES_PER_SM, 4096, sms).chunk >= 4096
+    lanes = triton_scan.SHORT_LANES_PER_SM if triton_scan.is_short(M) else triton_scan.LANES_PER_SM
+    assert triton_scan.launch_shape(M, 132 * lanes, 4096, sms).chunk >= 4096
     # a forced chunk is kept (whole bodies), and a chunk grown for whole waves stays shorter than the
     # row, or is the row (one chunk, whole bodies)
     whole = math.lcm(u, M)
@@ -1033,7 +1034,9 @@ def test_few_compiled_variants_for_random_lengths(device, monkeypatch):
 def test_few_gpu_variants_for_random_lengths(B, M):
     """The GPU's plans (132 SMs, planned on meta tensors) for 20 random lengths of a training run
     compile few variants per pass: the fused carry's run takes two values at most (FUSED_SHORT_RUN,
-    or the longest), besides 0 for rows of one block."""
+    or the longest), besides 0 for rows of one block. Rows whose lengths straddle scan_group's
+    choice between one-warp and four-warp blocks compile both (16 rows at M=4: 11 variants, since
+    short orders took SHORT_LANES_PER_SM)."""
     from allpole_triton.bench import model, sm90
 
     keys, runs = set(), collections.defaultdict(set)
@@ -1045,7 +1048,7 @@ def test_few_gpu_variants_for_random_lengths(B, M):
                 if launch.constexprs.get("CARRY_RUN"):
                     runs[reverse].add(launch.constexprs["CARRY_RUN"])
     assert all(len(r) <= 2 for r in runs.values()) and runs, runs
-    assert len(keys) <= 9, sorted(keys)
+    assert len(keys) <= 11, sorted(keys)
 
 
 @pytest.mark.parametrize("device", DEVICES)
