@@ -1147,9 +1147,10 @@ LANES_PER_SM = 256
 # own traffic (the model's queued_seconds, fitted to the fifth H100 session, where the M=2 forward
 # at 16 x 2^20 ran 1.57-1.68x its former max-of-bounds prediction with 8 one-warp programs an SM).
 # More, shorter lanes shorten each chain. sm_90 model (Triton 3.6), 2^24 samples (16 x 2^20 and
-# 256 x 65536), against 256 lanes: forward M=1 210 -> 168 us, M=2 256 -> 215, M=4 443 -> 353;
-# forward+backward M=1 513 -> 429, M=2 718 -> 637, M=4 1282 -> 1048 (3.37 -> 2.76x the floor);
-# 512 lanes gained less at M >= 2 forward+backward. Below 2^22 samples the chunk stays at its floor.
+# 256 x 65536), against 256 lanes: forward M=1 210 -> 166 us, M=2 255 -> 214, M=4 442 -> 350;
+# forward+backward M=1 512 -> 426, M=2 717 -> 634, M=4 1281 -> 1044 (3.37 -> 2.75x the floor);
+# 512 lanes gained less at M >= 2 forward+backward. Below about 2^20 samples the chunk stays at its
+# floor, and a row's chunks stay few enough for the finish to compose its carry (_fusing_chunk).
 SHORT_LANES_PER_SM = 1024
 # From M=4 a short chunk grows to WIDE_MAPS_CHUNK steps while the GPU still holds
 # WIDE_MAPS_LANES_PER_SM lanes an SM: its map (M(M+1) float64, 160 bytes at M=4) is a fifth of what
@@ -1646,6 +1647,35 @@ def scan_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int:
     return SCAN_GROUP_GPU
 
 
+def _carry_fuses(M: int, is_complex: bool, n_chunks: int, sms: int) -> bool:
+    """Whether a row of ``n_chunks`` short-order chunks gets a finish that composes its carry itself
+    (on blocks of either width, as :func:`scan_group` picks them)."""
+    narrow = cdiv(n_chunks, SCAN_GROUP_GPU) - 1
+    if narrow <= FUSED_NARROW_MAPS_MAX and fused_carry_run(M, is_complex, narrow, SCAN_GROUP_GPU, sms) is not None:
+        return True
+    return fused_carry_run(M, is_complex, cdiv(n_chunks, SCAN_GROUP_WIDE_GPU) - 1, SCAN_GROUP_WIDE_GPU, sms) is not None
+
+
+def _fusing_chunk(chunk: int, whole: int, M: int, is_complex: bool, steps: int, sms: int) -> int:
+    """The shortest short-order chunk from ``chunk`` up (multiples of ``whole``, at most
+    CHUNK_MAX_GPU) whose rows still compose their carry in the finish; ``chunk`` where none does.
+    SHORT_LANES_PER_SM's chunks cut a long row into more maps than a fused finish composes, and the
+    carry launch that took over (one program walking a row's maps) lost more than the shorter
+    chains gained: sm_90 model, one row of 2^22 samples, forward M=4 118 -> 155 us, M=3 139 ->
+    225, complex M=2 273 -> 359 (a review's plans, sixteenth session)."""
+    longest = min(CHUNK_MAX_GPU, whole * cdiv(steps, whole))
+    if _carry_fuses(M, is_complex, cdiv(steps, chunk), sms) or not _carry_fuses(M, is_complex, cdiv(steps, longest), sms):
+        return chunk
+    short, fused = chunk // whole, longest // whole  # in wholes: the one fails, the other fuses
+    while fused - short > 1:
+        middle = (short + fused) // 2
+        if _carry_fuses(M, is_complex, cdiv(steps, middle * whole), sms):
+            fused = middle
+        else:
+            short = middle
+    return fused * whole
+
+
 def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: bool = False,
                  forced: Mapping[str, int] | None = None) -> LaunchShape:
     """The launch for order M over ``rows`` rows of ``steps`` steps; ``sms`` is None for the interpreter.
@@ -1680,6 +1710,8 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
         chunk = u * math.ceil(max(steps, 1) / u)
     if sms is not None and kind == "long" and chunk < steps and "chunk" not in forced:
         chunk = _whole_waves(chunk, whole, rows, steps, sms)
+    if sms is not None and kind == "short" and chunk < steps and not {"chunk", "group", "fuse"} & forced.keys():
+        chunk = _fusing_chunk(chunk, whole, M, is_complex, steps, sms)
     if sms is not None:  # few lanes: programs of one warp, not of BLOCK_GPU lanes mostly idle
         block = min(block, max(32, next_power_of_2(rows * cdiv(steps, chunk))))
         # a forced carry placement keeps one warp: four warps with a carry launch never ran on a GPU

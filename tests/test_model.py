@@ -202,11 +202,12 @@ def test_the_queue_at_dram_stretches_only_the_chains_memory_waits():
     assert model.queued_seconds(3.0, 2.0, 2.0) == pytest.approx(5.0)  # a chain all waiting: the sum
     assert model.queued_seconds(3.0, 2.0, 0.0) == pytest.approx(3.0)  # never waiting: the larger
     assert model.queued_seconds(0.0, 2.0, 1.5) == pytest.approx(2.0)  # DRAM idle: the chain
+    assert model.queued_seconds(1.0, 2.0, 5.0) == model.queued_seconds(1.0, 2.0, 2.0)  # no more waiting than chain
 
 
 def test_only_launches_that_stream_from_dram_queue_there():
     """model_launch takes the queued chain (loaded_s) for a launch that moves more than L2 holds, the
-    plain chain otherwise; memory_wait_s is what doubling the memory latencies adds to the chain.
+    plain chain otherwise; memory_wait_s is what doubling DRAM's latency adds to the chain.
     Synthetic SASS (a load and its use a body) on the M=2 forward summaries of 16 rows of 2^16 and
     of 2^20 samples."""
     import torch

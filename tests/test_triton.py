@@ -894,6 +894,31 @@ def test_plan_cache_keeps_the_recent_plans_under_threads(monkeypatch):
     assert not errors and len(triton_scan._PLANS) <= 4
 
 
+@pytest.mark.parametrize("M, complex_", [(1, False), (2, False), (3, False), (4, False), (2, True), (3, True)])
+def test_short_chunks_stay_long_enough_for_a_fused_carry(M, complex_):
+    """On a GPU (132 SMs, planned on meta tensors) long rows of short orders keep the carry in the
+    finish: a row's chunk is the shortest that SHORT_LANES_PER_SM asks for and whose maps the finish
+    still composes (STATE 4, no carry launch)."""
+    sms = 132
+    dtype = torch.complex64 if complex_ else torch.float32
+    meta = torch.device("meta")
+    grown = 0
+    for B, T in [(1, 2**20), (1, 2**22), (1, 2**23), (1, 2**25), (4, 2**23), (16, 2**20)]:
+        shape = triton_scan.launch_shape(M, B, T, sms, is_complex=complex_)
+        whole = math.lcm(shape.unroll, M)
+        u = torch.empty(B, T, dtype=dtype, device=meta)
+        launches, _ = triton_scan.plan(u, torch.empty(B, T, M, dtype=dtype, device=meta),
+                                       torch.empty(B, M, dtype=dtype, device=meta), torch.empty_like(u),
+                                       reverse=False, sms=sms)
+        assert [l.kernel for l in launches] == [triton_scan._summary, triton_scan._finish], (B, T)
+        assert launches[-1].constexprs["STATE"] == 4
+        asked = triton_scan.launch_shape(M, B, T, sms, is_complex=complex_, forced={"fuse": 1})
+        if shape.chunk > asked.chunk:  # grown: one whole shorter would need the carry launch
+            grown += 1
+            assert not triton_scan._carry_fuses(M, complex_, -(-T // (shape.chunk - whole)), sms)
+    assert grown or M <= 2 and not complex_  # the grid's real M <= 2 rows fuse as asked
+
+
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 8, 16, 17, 20, 24, 31, 32, 33])
 def test_gpu_launch_shape_rules(M):
     """Chunks are whole unrolled bodies, never shorter than the floor unless the row is shorter, grow

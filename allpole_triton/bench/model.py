@@ -55,7 +55,8 @@ latency-bound launches had run 1.0-1.8x their predictions with unloaded latencie
 M=2 launches moved 1.7-1.9 TB/s against the 3.0 TB/s the memory bound assumes, and the launches
 that stream from DRAM ran 1.45-2.14x the largest bound on the fifth H100 session where their
 memory and latency bounds were close: the queue at DRAM (:func:`queued_seconds`, 2026-11-28) puts
-those at 0.88-1.43x. Still off: the one-row M=16 summary at 65536 (0.65x), the backward's copies
+those at 0.88-1.43x. Still off: the M=16 carry at 256 x 65536 (2.14x: its maps outgrow L2, read
+at L2's latency), the one-row M=16 summary at 65536 (0.65x), the backward's copies
 of short rows (1.3-2.3x, a few microseconds), and the dense scan at M=16: its first two launches
 predicted 3-10x too slow, its last 1.8x too fast.
 
@@ -143,7 +144,7 @@ class LaunchModel:
     predicted_s: float
     loop_spills: int = 0  # local-memory accesses (LDL, STL) per iteration of the worst loop: reported, charged as L1
     fills: int = 0  # kernels torch launches before it (a single pass's zeroed ticket and bits), counted as launches
-    memory_wait_s: float = 0.0  # of latency_s, the waits for memory (see queued_seconds)
+    memory_wait_s: float = 0.0  # of latency_s, the waits for DRAM (see queued_seconds)
     loaded_s: float = 0.0  # latency_s with those waits stretched by DRAM's queue (queued_seconds)
 
 
@@ -536,10 +537,13 @@ def queued_seconds(memory_s: float, chain_s: float, wait_s: float) -> float:
     Taking the largest of the memory and latency bounds instead had put every launch that streams
     from DRAM 1.45-2.14x under its time on the fifth H100 session (eb9f212, launch_times.csv):
     the M=2 summaries and finishes at 16 x 2^20, and the M=16 finishes, whose two bounds are close.
-    With the queue the launches that stream come to 0.88-1.43x: the M=2 ones 0.99-1.32x, the M=16
-    finishes 0.96-1.43x, the M=16 summaries (a chain mostly arithmetic) 0.88-0.98x (docs/gpu-notes.md). Launches whose data fit in L2 keep the largest bound: the same session's
-    M=2 launches at 16 x 65536, timed warm, ran 1.10-1.29x the largest and 0.63-0.75x the queue."""
-    compute = max(chain_s - wait_s, 0.0)
+    With the queue the M=2 ones come to 0.99-1.32x, the M=16 finishes to 0.96-1.43x and the M=16
+    summaries (a chain mostly arithmetic) to 0.88-0.99x (docs/gpu-notes.md). Only waits for DRAM
+    stretch: L2 hits (a carry's maps, a single pass's second read) do not queue there. Launches
+    whose data fit in L2 keep the largest bound: the same session's M=2 launches at 16 x 65536,
+    timed warm, ran 1.10-1.29x the largest and 0.63-0.75x the queue."""
+    wait_s = min(max(wait_s, 0.0), chain_s)
+    compute = chain_s - wait_s
     total = compute + memory_s + wait_s
     return (total + math.sqrt(max(total * total - 4 * compute * memory_s, 0.0))) / 2
 
@@ -675,8 +679,8 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
 
     latency_cycles = chain_cycles(DRAM_LATENCY, L2_LATENCY)
     latency_s = latency_cycles / CLOCK_HZ
-    # the chain's memory waits: what doubling every memory latency adds to it
-    memory_wait_s = max(chain_cycles(2 * DRAM_LATENCY, 2 * L2_LATENCY) - latency_cycles, 0.0) / CLOCK_HZ
+    # the chain's waits for DRAM (L2 hits do not queue there): what doubling DRAM's latency adds to it
+    memory_wait_s = max(chain_cycles(2 * DRAM_LATENCY, L2_LATENCY) - latency_cycles, 0.0) / CLOCK_HZ
     # a launch that streams more than L2 holds from DRAM queues its loads there (queued_seconds)
     loaded_s = queued_seconds(moved / BANDWIDTH, latency_s, memory_wait_s) if moved > L2_BYTES else latency_s
     # a single pass's ticket and bits are zeroed before it (Launch.run): a fill kernel, one more gap
