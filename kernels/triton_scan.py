@@ -1638,22 +1638,19 @@ def scan_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int:
     way), M=2 74.5 -> 52.7, M=4 136 -> 81; rows of few blocks keep one warp (256 rows of 4096
     samples, M=4: 77.6 us, 90.3 with 128 lanes, whose cross-warp scans cost more than the maps they
     save; 16 rows of 65536, 63 maps: within 1% either way)."""
+    return _fusing_group(M, is_complex, n_chunks, sms) or SCAN_GROUP_GPU
+
+
+def _fusing_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int | None:
+    """The carry block (chunks) whose row of ``n_chunks`` chunks the finish composes itself: one
+    warp's while its maps stay few, four warps' otherwise; None where neither fuses."""
     narrow = cdiv(n_chunks, SCAN_GROUP_GPU) - 1
     if narrow <= FUSED_NARROW_MAPS_MAX and fused_carry_run(M, is_complex, narrow, SCAN_GROUP_GPU, sms) is not None:
         return SCAN_GROUP_GPU
     wide = cdiv(n_chunks, SCAN_GROUP_WIDE_GPU) - 1
     if fused_carry_run(M, is_complex, wide, SCAN_GROUP_WIDE_GPU, sms) is not None:
         return SCAN_GROUP_WIDE_GPU
-    return SCAN_GROUP_GPU
-
-
-def _carry_fuses(M: int, is_complex: bool, n_chunks: int, sms: int) -> bool:
-    """Whether a row of ``n_chunks`` short-order chunks gets a finish that composes its carry itself
-    (on blocks of either width, as :func:`scan_group` picks them)."""
-    narrow = cdiv(n_chunks, SCAN_GROUP_GPU) - 1
-    if narrow <= FUSED_NARROW_MAPS_MAX and fused_carry_run(M, is_complex, narrow, SCAN_GROUP_GPU, sms) is not None:
-        return True
-    return fused_carry_run(M, is_complex, cdiv(n_chunks, SCAN_GROUP_WIDE_GPU) - 1, SCAN_GROUP_WIDE_GPU, sms) is not None
+    return None
 
 
 def _fusing_chunk(chunk: int, whole: int, M: int, is_complex: bool, steps: int, sms: int) -> int:
@@ -1664,12 +1661,12 @@ def _fusing_chunk(chunk: int, whole: int, M: int, is_complex: bool, steps: int, 
     chains gained: sm_90 model, one row of 2^22 samples, forward M=4 118 -> 155 us, M=3 139 ->
     225, complex M=2 273 -> 359 (a review's plans, sixteenth session)."""
     longest = min(CHUNK_MAX_GPU, whole * cdiv(steps, whole))
-    if _carry_fuses(M, is_complex, cdiv(steps, chunk), sms) or not _carry_fuses(M, is_complex, cdiv(steps, longest), sms):
+    if _fusing_group(M, is_complex, cdiv(steps, chunk), sms) or not _fusing_group(M, is_complex, cdiv(steps, longest), sms):
         return chunk
     short, fused = chunk // whole, longest // whole  # in wholes: the one fails, the other fuses
     while fused - short > 1:
         middle = (short + fused) // 2
-        if _carry_fuses(M, is_complex, cdiv(steps, middle * whole), sms):
+        if _fusing_group(M, is_complex, cdiv(steps, middle * whole), sms):
             fused = middle
         else:
             short = middle

@@ -915,7 +915,7 @@ def test_short_chunks_stay_long_enough_for_a_fused_carry(M, complex_):
         asked = triton_scan.launch_shape(M, B, T, sms, is_complex=complex_, forced={"fuse": 1})
         if shape.chunk > asked.chunk:  # grown: one whole shorter would need the carry launch
             grown += 1
-            assert not triton_scan._carry_fuses(M, complex_, -(-T // (shape.chunk - whole)), sms)
+            assert triton_scan._fusing_group(M, complex_, -(-T // (shape.chunk - whole)), sms) is None
     assert grown or M <= 2 and not complex_  # the grid's real M <= 2 rows fuse as asked
 
 
