@@ -87,6 +87,22 @@ def test_the_main_loop_is_the_last_and_an_earlier_loop_runs_once():
     assert model.lane_loops(finish, compiled) == [(5, 7, 1.0)]
 
 
+def test_the_padding_after_the_last_exit_is_not_issued():
+    """cuobjdump lists a branch to itself and NOPs after a kernel's last EXIT (alignment, never
+    reached): they are no instructions a thread runs. A NOP inside the code, and a loop's own
+    branch, are."""
+    from allpole_triton.bench import sm90
+
+    text = ["S2R R0, SR_TID.X", "NOP", "FFMA R9, R8, R3, R9", "BRA 0x10", "EXIT", "BRA 0x50", "NOP", "NOP"]
+    sass = [(16 * k, ins) for k, ins in enumerate(text)]
+    compiled = sm90.Compiled("k", 32, 0, sass, "", "", spans=sm90.loop_spans(sass))
+    assert compiled.reachable == text[:5]
+    assert compiled.spans == [(1, 3)]
+    # a kernel that ends in a loop's branch keeps it
+    looping = sm90.Compiled("k", 32, 0, sass[:4], "", "", spans=sm90.loop_spans(sass[:4]))
+    assert looping.reachable == text[:4]
+
+
 def test_a_fused_carry_reads_the_maps_before_each_block_as_whole_sectors():
     """16 rows of 2^16 samples at M=1 on 132 SMs: 64 blocks per row, the carry fused into the finish,
     whose block b reads b maps of 16 bytes, each a 32-byte sector of L2."""

@@ -601,7 +601,7 @@ def lane_loops(launch, compiled) -> list[tuple[int, int, float]]:
 
 def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     loops = lane_loops(launch, compiled)
-    everything = [i for _, i in compiled.sass]
+    everything = compiled.reachable
     bodies = [(compiled.body(first, last), share) for first, last, share in loops]
     inside = {k for first, last, _ in loops for k in range(first, last + 1)}
     rest = [i for k, i in enumerate(everything) if k not in inside]

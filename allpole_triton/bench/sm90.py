@@ -23,7 +23,6 @@ _BIN = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 _POINTER = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16", torch.bfloat16: "*bf16",
             torch.int32: "*i32"}
 _INSTRUCTION = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
-_BRANCH = re.compile(r"BRA\s+(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))")
 
 
 def toolchain_available() -> bool:
@@ -47,6 +46,16 @@ class Compiled:
         """The loop that starts last in program order: the lane loop of the lane kernels (a fused
         carry's piece loop comes before it), the walk of the carries."""
         return self.body(*max(self.spans)) if self.spans else []
+
+    @property
+    def reachable(self) -> list[str]:
+        """The instructions a thread can issue: the SASS less its tail of padding, the NOPs that align
+        the end of the code and the branch to itself before them (a trap no path reaches: the
+        last EXIT comes first). Every other instruction counts, branches not taken among them."""
+        end = len(self.sass)
+        while end and (self.sass[end - 1][1] == "NOP" or _branch_target(self.sass[end - 1][1]) == self.sass[end - 1][0]):
+            end -= 1
+        return [i for _, i in self.sass[:end]]
 
     def body(self, first: int, last: int) -> list[str]:
         """The instructions of one loop, ``first`` to ``last`` (a span of ``spans``)."""
@@ -134,15 +143,20 @@ def _without_options(launch):
     return clean
 
 
+def _branch_target(ins: str) -> int | None:
+    """The address a BRA instruction jumps to, or None for any other instruction."""
+    m = re.search(r"BRA\s+(?:`?\(?\.?L?_?x?_?\d*\)?\s*)?0x([0-9a-f]+)", ins)
+    return int(m.group(1), 16) if m else None
+
+
 def loop_spans(sass: list[tuple[int, str]]) -> list[tuple[int, int]]:
     """(first, last) indices into ``sass`` of every loop: a branch back to a lower address."""
     addresses = [a for a, _ in sass]
     spans = []
     for index, (address, ins) in enumerate(sass):
-        m = re.search(r"BRA\s+(?:`?\(?\.?L?_?x?_?\d*\)?\s*)?0x([0-9a-f]+)", ins)
-        if not m:
+        target = _branch_target(ins)
+        if target is None:
             continue
-        target = int(m.group(1), 16)
         if target < address and target in addresses:
             spans.append((addresses.index(target), index))
     return spans
