@@ -1654,13 +1654,14 @@ def _fusing_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int | No
 
 
 def _fusing_chunk(chunk: int, whole: int, M: int, is_complex: bool, steps: int, sms: int) -> int:
-    """The shortest short-order chunk from ``chunk`` up (multiples of ``whole``, at most
-    CHUNK_MAX_GPU) whose rows still compose their carry in the finish; ``chunk`` where none does.
+    """The shortest short-order chunk from ``chunk`` up (multiples of ``whole``, up to CHUNK_MAX_GPU
+    rounded up to one) whose rows still compose their carry in the finish; ``chunk`` where none
+    does (fewer maps never stop a row from fusing, so a binary search finds it).
     SHORT_LANES_PER_SM's chunks cut a long row into more maps than a fused finish composes, and the
     carry launch that took over (one program walking a row's maps) lost more than the shorter
     chains gained: sm_90 model, one row of 2^22 samples, forward M=4 118 -> 155 us, M=3 139 ->
     225, complex M=2 273 -> 359 (a review's plans, sixteenth session)."""
-    longest = min(CHUNK_MAX_GPU, whole * cdiv(steps, whole))
+    longest = whole * cdiv(min(CHUNK_MAX_GPU, steps), whole)  # as launch_shape rounds: up to whole bodies
     if _fusing_group(M, is_complex, cdiv(steps, chunk), sms) or not _fusing_group(M, is_complex, cdiv(steps, longest), sms):
         return chunk
     short, fused = chunk // whole, longest // whole  # in wholes: the one fails, the other fuses
