@@ -256,6 +256,38 @@ def test_only_launches_that_stream_from_dram_queue_there():
         assert modelled.predicted_s == pytest.approx(max(bounds) + model.LAUNCH_SECONDS)
 
 
+def test_a_carry_reads_its_maps_from_l2_as_far_as_l2_keeps_them():
+    """The M=16 carries of 16 and 256 rows of 2^16 samples (10 and 72 MB of maps): the first waits
+    L2's latency a body, the second L2's for the share L2_RESIDENT_BYTES keeps and DRAM's for the
+    rest. Synthetic SASS: a load and its use a body."""
+    import torch
+
+    from allpole_triton.bench import sm90
+    from allpole_triton.kernels import triton_scan
+
+    text = ["S2R R0, SR_TID.X", "LDG.E.64 R2, desc[UR4][R10.64]", "DFMA R4, R2, R6, R4", "STG.E.64 desc[UR4][R12.64], R4",
+            "BRA 0x10", "EXIT"]
+    sass = [(16 * k, ins) for k, ins in enumerate(text)]
+    compiled = sm90.Compiled("_carry_long", 64, 0, sass, "tt.func public @k() {\n}", "", spans=sm90.loop_spans(sass))
+    meta = torch.device("meta")
+    body = compiled.body(*compiled.spans[0])
+    for B, resident in ((16, 1.0), (256, None)):
+        u = torch.empty(B, 1 << 16, device=meta)
+        launches, _ = triton_scan.plan(u, torch.empty(B, 1 << 16, 16, device=meta), torch.empty(B, 16, device=meta),
+                                       torch.empty_like(u), reverse=False, sms=model.SMS)
+        carry = next(l for l in launches if l.kernel is triton_scan._carry_long)
+        modelled = model.model_launch(carry, compiled, torch.float32)
+        if resident is None:
+            assert modelled.bytes > 2 * model.L2_RESIDENT_BYTES
+            resident = model.L2_RESIDENT_BYTES / modelled.bytes
+        else:
+            assert modelled.bytes < model.L2_RESIDENT_BYTES
+        wait = resident * model.L2_LATENCY + (1 - resident) * model.DRAM_LATENCY
+        chain = modelled.iterations * model.loop_cycles(body, wait) + wait
+        assert modelled.latency_s == pytest.approx(chain / model.CLOCK_HZ)
+        assert (modelled.memory_wait_s > 0) == (resident < 1)
+
+
 def test_a_summary_refetches_coefficients_only_when_its_groups_run_apart(monkeypatch):
     """The long-order summary's recursion groups of one lane block run as consecutive programs
     (triton_scan.summary_blocks), so a round of resident programs shares each block's coefficients

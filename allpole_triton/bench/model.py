@@ -92,8 +92,16 @@ THREADS_PER_SM = 2048
 # 0.74-1.29x (1.55 at 256 x 2^20, memory-bound), 1.10-1.37x and 0.89-0.92x; at 1600 and 600 the
 # short launches fell to 0.58x (docs/gpu-notes.md has the table).
 DRAM_LATENCY = 1200  # cycles: a lane kernel's loads (its inputs stream from DRAM)
-L2_LATENCY = 450  # cycles: a carry's loads (the maps the summary just wrote)
+L2_LATENCY = 450  # cycles: a carry's loads of the maps the summary just wrote (as far as L2 keeps them)
 L2_BYTES = 50 * 2**20
+# A carry reads the maps its summary wrote while streaming the pass's inputs: the share of them
+# still in L2 is this over the maps' bytes (at most all), the rest comes at DRAM_LATENCY. Fitted
+# on the fifth H100 session's eight carry launches (M=16, code eb9f212, whose carries plan as
+# today's; launch_times.csv): with every map from L2 they ran 0.88-0.92x their predictions up to
+# 10 MB of maps, but 1.42-1.47x at 37 MB and 2.14x at 72 MB; with this share 0.88-0.92x,
+# 0.96-1.00x and 0.83-0.84x (1.08x before DRAM's queue, which the 72 MB ones join, see
+# queued_seconds). Half of L2: the summaries' own traffic (1.1 GB at both) shares it.
+L2_RESIDENT_BYTES = 25 * 2**20
 # Result latencies in cycles by SASS opcode (sm_90, from published microbenchmarks of Volta to
 # Hopper; to be calibrated); every other instruction 4. Loads: the launch's memory latency.
 LATENCY = {"DFMA": 8, "DADD": 8, "DMUL": 8, "DMNMX": 8, "DSETP": 8, "F2F": 14, "F2I": 14, "I2F": 14, "I2FP": 14,
@@ -662,9 +670,12 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
     resident = resident_lanes * SMS
     waves = math.ceil(executing / resident)
 
+    resident_maps = min(1.0, L2_RESIDENT_BYTES / moved) if moved else 1.0
+
     def chain_cycles(dram: float, l2: float) -> float:
-        if not launch.lanes:
-            return iterations * max((loop_cycles(body, l2) for body, _ in bodies), default=0.0) + l2
+        if not launch.lanes:  # a carry's maps: what L2 still holds of them, the rest from DRAM
+            maps = resident_maps * l2 + (1 - resident_maps) * dram
+            return iterations * max((loop_cycles(body, maps) for body, _ in bodies), default=0.0) + maps
 
         def prologue(first: int) -> float:  # what comes before a loop, less the loops' bodies
             return loop_cycles([i for k, i in enumerate(everything[:first]) if k not in inside], l2, iterations=1)
