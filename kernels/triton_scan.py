@@ -1162,7 +1162,7 @@ WIDE_MAPS_ORDER = 4
 WIDE_MAPS_CHUNK = 64
 WIDE_MAPS_LANES_PER_SM = 128
 CHUNK_MIN_GPU = {"short": 32, "long": 64}
-CHUNK_MAX_GPU = 4096
+CHUNK_MAX_GPU = 4096  # short orders, before rounding up to whole bodies (4104 at M=3: bodies of 9)
 # The long-order carry walks a row's chunks one after another while each summary and finish lane
 # walks its chunk's steps: with n chunks the chains are n carry steps and steps / n lane steps
 # long, balanced at n = sqrt(steps / cost) with ``cost`` a carry step's time over a lane step's
@@ -1456,8 +1456,8 @@ def single_pass(forced: Mapping[str, int] | None = None) -> bool:
 
 
 def forced_launch() -> Mapping[str, int]:
-    """``ALLPOLE_TRITON_LAUNCH="chunk=256,group=16"`` forces the chunk length (rounded up to a multiple
-    of the unroll) and the chunks per carry block on any device, e.g. the GPU's shapes under the
+    """``ALLPOLE_TRITON_LAUNCH="chunk=256,group=16"`` forces the chunk length (rounded up to whole
+    bodies, a multiple of lcm(unroll, M)) and the chunks per carry block on any device, e.g. the GPU's shapes under the
     interpreter; ``fuse=0`` or ``fuse=1`` forces the short-order carry into a launch of its own or
     into the finish (see fused_carry_run). ``unroll=U`` forces the steps per loop body (a multiple
     of M; orders above UNROLL_MAX_ORDER ignore it) and ``tile=S`` the steps per coefficient tile
@@ -1656,7 +1656,10 @@ def _fusing_group(M: int, is_complex: bool, n_chunks: int, sms: int) -> int | No
 def _fusing_chunk(chunk: int, whole: int, M: int, is_complex: bool, steps: int, sms: int) -> int:
     """The shortest short-order chunk from ``chunk`` up (multiples of ``whole``, up to CHUNK_MAX_GPU
     rounded up to one) whose rows still compose their carry in the finish; ``chunk`` where none
-    does (fewer maps never stop a row from fusing, so a binary search finds it).
+    does (fewer maps never stop a row from fusing, so a binary search finds it). With a carry
+    launch either way, short chunks win: one row of 134742017 samples at M=4, forward, 2759 us
+    with chunks of 1000, 3148 with 4096, against 2735 fused at 4096 for one sample fewer (sm_90
+    model, Triton 3.6), so the chunk falls 4x there while the time does not jump.
     SHORT_LANES_PER_SM's chunks cut a long row into more maps than a fused finish composes, and the
     carry launch that took over (one program walking a row's maps) lost more than the shorter
     chains gained: sm_90 model, one row of 2^22 samples, forward M=4 118 -> 155 us, M=3 139 ->
@@ -1681,9 +1684,11 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
     Chunks exist only to make lanes: with enough rows each row is one chunk and the pass is a single
     launch. Otherwise the chunk shrinks until the GPU holds ``LANES_PER_SM`` lanes per SM
     (``SHORT_LANES_PER_SM`` at short orders), down to a floor below which the per-chunk maps would
-    cost more than the samples; a long order's chunk then
-    grows, by up to WHOLE_WAVES_GROWTH, where that deals its programs out to the SMs more evenly
-    (:func:`_whole_waves`; so a little more work may take a slightly shorter chunk).
+    cost more than the samples. A short order's chunk then grows to WIDE_MAPS_CHUNK from M=4 where
+    lanes remain, and to the shortest whose row still composes its carry in the finish
+    (:func:`_fusing_chunk`); a long order's grows, by up to WHOLE_WAVES_GROWTH, where that deals
+    its programs out to the SMs more evenly (:func:`_whole_waves`; so a little more work may take
+    a slightly shorter chunk, as may one more sample where a short row stops fusing).
     """
     forced = _forced(forced)
     u = body_steps(M, forced=forced)
@@ -1712,7 +1717,8 @@ def launch_shape(M: int, rows: int, steps: int, sms: int | None, *, is_complex: 
         chunk = _fusing_chunk(chunk, whole, M, is_complex, steps, sms)
     if sms is not None:  # few lanes: programs of one warp, not of BLOCK_GPU lanes mostly idle
         block = min(block, max(32, next_power_of_2(rows * cdiv(steps, chunk))))
-        # a forced carry placement keeps one warp: four warps with a carry launch never ran on a GPU
+        # a forced carry placement keeps one-warp blocks: scan_group picks a width for the placement
+        # it expects (and four warps with a carry launch, fuse=0, never ran on a GPU)
         if kind == "short" and not {"group", "fuse"} & forced.keys():
             group = scan_group(M, is_complex, cdiv(steps, chunk), sms)
     return LaunchShape(chunk=chunk, group=forced.get("group", group), block=block, unroll=u)

@@ -934,7 +934,10 @@ def test_gpu_launch_shape_rules(M):
             kind = "short" if triton_scan.is_short(M) else "long"
             assert shape.chunk >= triton_scan.CHUNK_MIN_GPU[kind]
             assert M <= triton_scan.SINGLE_CHUNK_ORDER
-        assert shape.chunk >= min(previous, steps)  # more work never gives shorter chunks
+        # more work never gives shorter chunks on these shapes (long orders' whole waves may take one
+        # up to WHOLE_WAVES_GROWTH shorter elsewhere, and a short row that stops fusing its carry
+        # falls back to short chunks: see launch_shape)
+        assert shape.chunk >= min(previous, steps)
         previous = shape.chunk
     lanes = triton_scan.SHORT_LANES_PER_SM if triton_scan.is_short(M) else triton_scan.LANES_PER_SM
     assert triton_scan.launch_shape(M, 132 * lanes, 4096, sms).chunk >= 4096
