@@ -55,8 +55,9 @@ latency-bound launches had run 1.0-1.8x their predictions with unloaded latencie
 M=2 launches moved 1.7-1.9 TB/s against the 3.0 TB/s the memory bound assumes, and the launches
 that stream from DRAM ran 1.45-2.14x the largest bound on the fifth H100 session where their
 memory and latency bounds were close: the queue at DRAM (:func:`queued_seconds`, 2026-11-28) puts
-those at 0.88-1.43x. Still off: the M=16 carry at 256 x 65536 (2.14x: its maps outgrow L2, read
-at L2's latency), the one-row M=16 summary at 65536 (0.65x), the backward's copies
+those at 0.88-1.43x, and the carries whose maps outgrow what L2 keeps of them read the rest at
+DRAM's latency (L2_RESIDENT_BYTES, 2026-11-29: the M=16 carries at 37 and 72 MB of maps from
+1.42-2.14x to 0.83-1.00x). Still off: the one-row M=16 summary at 65536 (0.65x), the backward's copies
 of short rows (1.3-2.3x, a few microseconds), and the dense scan at M=16: its first two launches
 predicted 3-10x too slow, its last 1.8x too fast.
 
