@@ -450,3 +450,34 @@ def test_the_backward_copies_are_modelled_as_loop_free_kernels():
         assert modelled.thread_instructions == launch.grid * 32 * launch.num_warps * len(text)
         assert modelled.other_instructions == len(text) and modelled.loop_instructions == 0
         assert modelled.l1_wavefronts == pytest.approx(model.copy_wavefronts(launch))
+
+
+def test_the_dense_summary_counts_the_chunks_a_warp_holds_not_its_lanes():
+    """The dense scan's summary runs a chunk's M+1 recursions on consecutive lanes, which load the
+    same A[n]: a warp's access touches the lines of the chunks among its 32 lanes, counted exactly
+    here by enumerating every lane offset. The finish (one chunk a lane) keeps 32."""
+    import torch
+
+    from allpole_triton.bench import sm90
+    from allpole_triton.kernels import triton_recurrence
+
+    meta = torch.device("meta")
+    for M in (2, 16):
+        u = torch.empty(1, 1 << 16, M, device=meta)
+        summary, _, finish = triton_recurrence.plan(torch.empty(1, 1 << 16, M, M, device=meta), u,
+                                                    torch.empty(1, M, device=meta), torch.empty_like(u), sms=model.SMS)
+        assert summary.constexprs["SUMMARY"] and not finish.constexprs["SUMMARY"]
+        columns = M + 1
+        chunks = [len({(first + lane) // columns for lane in range(32)}) for first in range(columns)]
+        assert model.shared_lane_lines(summary) == pytest.approx(sum(chunks) / len(chunks) / 32)
+        assert model.shared_lane_lines(finish) == 1.0
+        # model_launch charges the summary's loop accesses at that share (synthetic SASS and TTGIR:
+        # one per-lane load a body, nothing else touching L1)
+        text = ["S2R R0, SR_TID.X", "LDG.E R2, desc[UR4][R10.64]", "FFMA R3, R2, R5, R3", "BRA 0x10", "EXIT"]
+        sass = [(16 * k, ins) for k, ins in enumerate(text)]
+        ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
+                           "    %u = tt.load %p : tensor<1x1x128x!tt.ptr<f32>, #blocked>", "  }", "}"])
+        compiled = sm90.Compiled("_dense_scan", 64, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+        modelled = model.model_launch(summary, compiled, torch.float32)
+        iterations = -(-summary.steps // summary.constexprs["U"])
+        assert modelled.l1_wavefronts == pytest.approx(summary.grid * iterations * 128 * model.shared_lane_lines(summary))

@@ -483,6 +483,19 @@ def global_wavefronts(ttgir: str, num_warps: int) -> tuple[float, float, list[fl
     return loops[-1][0], outside, [l[0] for l in loops[:-1]]
 
 
+def shared_lane_lines(launch) -> float:
+    """The share of a warp's 32 lines that a per-lane access of ``launch``'s main loop touches, where
+    consecutive lanes read one address: the dense scan's summary runs the M+1 recursions of a chunk
+    on M+1 consecutive lanes, which load the same A[n] (and u[n]), so a warp's access spans the
+    (32 + M) / (M + 1) chunks it holds on average, not 32 (1 for every other launch). Counted as 32,
+    its L1 term had put the fifth H100 session's M=16 summaries at 2.8-11x their measured times
+    (the other bounds at 0.80-1.01x)."""
+    if launch.kernel.__name__ == "_dense_scan" and launch.constexprs["SUMMARY"]:
+        columns = launch.constexprs["M"] + 1
+        return (32 + columns - 1) / columns / 32
+    return 1.0
+
+
 def _fused_carry_wavefronts(launch, earlier: list[float]) -> float:
     """L1 wavefronts per program of a fused carry's piece loop (STATE 4, CARRY_RUN > 0), on average
     over the launch. Its body, counted once by :func:`global_wavefronts` (RUN loads per map element,
@@ -656,6 +669,7 @@ def model_launch(launch, compiled, dtype: torch.dtype) -> LaunchModel:
             once += _fused_carry_wavefronts(launch, earlier)
         else:
             once += sum(earlier)
+    in_loop *= shared_lane_lines(launch)
     l1_wavefronts = launch.grid * (iterations * in_loop + once) + warp_factor * per_thread(shared_wavefronts)
     l1_s = l1_wavefronts * busiest_sm_share(launch.grid) / CLOCK_HZ
     resident_lanes = _resident_lanes(compiled.registers, launch.num_warps)
