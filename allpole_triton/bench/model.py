@@ -58,8 +58,10 @@ memory and latency bounds were close: the queue at DRAM (:func:`queued_seconds`,
 those at 0.88-1.43x, and the carries whose maps outgrow what L2 keeps of them read the rest at
 DRAM's latency (L2_RESIDENT_BYTES, 2026-11-29: the M=16 carries at 37 and 72 MB of maps from
 1.42-2.14x to 0.83-1.00x). Still off: the one-row M=16 summary at 65536 (0.65x), the backward's copies
-of short rows (1.3-2.3x, a few microseconds), and the dense scan at M=16: its first two launches
-predicted 3-10x too slow, its last 1.8x too fast.
+of short rows (1.3-2.3x, a few microseconds), and the dense scan's carry (0.30-0.61x: a lane
+kernel here, its loads wait DRAM's latency, though its maps likely come from L2) and its finish at
+M=16 (1.8x); its summaries, 0.09-0.36x while every lane was counted a line of its own, are at
+0.79-0.91x (shared_lane_lines, 2026-11-29).
 
 Its times are GPU times: an eager call's host cost (Python, the plan, Triton's launch path) is
 not modelled, and the H100 measured it above the GPU time of M <= 4 passes up to 2^24 samples
