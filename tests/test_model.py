@@ -9,6 +9,21 @@ from allpole_triton.bench import model
 from allpole_triton.bench.model import DRAM_LATENCY, LATENCY, _operands, loop_cycles
 
 
+def _synthetic(name: str, text: list[str], ttgir: str = "", registers: int = 64):
+    """A compiled kernel from SASS text (an instruction every 16 bytes) and TTGIR, its loops found
+    as sm90.compile_launch finds them: no compile needed."""
+    from allpole_triton.bench import sm90
+
+    sass = [(16 * k, ins) for k, ins in enumerate(text)]
+    return sm90.Compiled(name, registers, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+
+
+def _one_loop_ttgir(tile: str) -> str:
+    """TTGIR of one loop that loads a ``tile`` (e.g. ``8x1x32``) of float32 a body."""
+    return "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
+                      f"    %u = tt.load %p : tensor<{tile}x!tt.ptr<f32>, #blocked>", "  }", "}"])
+
+
 def test_operands_name_what_each_instruction_reads_and_writes():
     assert _operands("@!P2 LDG.E R218, desc[UR4][R166.64+0x38]") == ("LDG", ["R218"], ["P2", "UR4", "R166", "R167"])
     assert _operands("DFMA R4, R2, R6, R4") == ("DFMA", ["R4", "R5"], ["R2", "R3", "R6", "R7", "R4", "R5"])
@@ -75,12 +90,9 @@ def test_the_main_loop_is_the_last_and_an_earlier_loop_runs_once():
     with the rest."""
     from types import SimpleNamespace
 
-    from allpole_triton.bench import sm90
-
     text = ["S2R R0, SR_TID.X", "DFMA R2, R4, R6, R2", "DFMA R2, R4, R6, R2", "DFMA R2, R4, R6, R2",
             "BRA 0x10", "LDG.E R8, desc[UR4][R10.64]", "FFMA R9, R8, R3, R9", "BRA 0x50", "EXIT"]
-    sass = [(16 * k, ins) for k, ins in enumerate(text)]
-    compiled = sm90.Compiled("k", 32, 0, sass, "", "", spans=sm90.loop_spans(sass))
+    compiled = _synthetic("k", text, registers=32)
     assert compiled.spans == [(1, 4), (5, 7)]
     assert compiled.main_loop == text[5:8]
     finish = SimpleNamespace(kernel=SimpleNamespace(__name__="_finish"), constexprs={})
@@ -91,15 +103,12 @@ def test_the_padding_after_the_last_exit_is_not_issued():
     """cuobjdump lists a branch to itself and NOPs after a kernel's last EXIT (alignment, never
     reached): they are no instructions a thread runs. A NOP inside the code, and a loop's own
     branch, are."""
-    from allpole_triton.bench import sm90
-
     text = ["S2R R0, SR_TID.X", "NOP", "FFMA R9, R8, R3, R9", "BRA 0x10", "EXIT", "BRA 0x50", "NOP", "NOP"]
-    sass = [(16 * k, ins) for k, ins in enumerate(text)]
-    compiled = sm90.Compiled("k", 32, 0, sass, "", "", spans=sm90.loop_spans(sass))
+    compiled = _synthetic("k", text, registers=32)
     assert compiled.reachable == text[:5]
     assert compiled.spans == [(1, 3)]
     # a kernel that ends in a loop's branch keeps it
-    looping = sm90.Compiled("k", 32, 0, sass[:4], "", "", spans=sm90.loop_spans(sass[:4]))
+    looping = _synthetic("k", text[:4], registers=32)
     assert looping.reachable == text[:4]
 
 
@@ -228,15 +237,11 @@ def test_only_launches_that_stream_from_dram_queue_there():
     of 2^20 samples."""
     import torch
 
-    from allpole_triton.bench import sm90
     from allpole_triton.kernels import triton_scan
 
     text = ["S2R R0, SR_TID.X", "LDG.E R2, desc[UR4][R10.64]", "FFMA R3, R2, R5, R3", "STG.E desc[UR4][R12.64], R3",
             "BRA 0x10", "EXIT"]
-    sass = [(16 * k, ins) for k, ins in enumerate(text)]
-    ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
-                       "    %u = tt.load %p : tensor<8x1x32x!tt.ptr<f32>, #blocked>", "  }", "}"])
-    compiled = sm90.Compiled("_summary", 64, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+    compiled = _synthetic("_summary", text, _one_loop_ttgir("8x1x32"))
     meta = torch.device("meta")
     for T, streams in ((1 << 16, False), (1 << 20, True)):
         u = torch.empty(16, T, device=meta)
@@ -262,13 +267,11 @@ def test_a_carry_reads_its_maps_from_l2_as_far_as_l2_keeps_them():
     rest. Synthetic SASS: a load and its use a body."""
     import torch
 
-    from allpole_triton.bench import sm90
     from allpole_triton.kernels import triton_scan
 
     text = ["S2R R0, SR_TID.X", "LDG.E.64 R2, desc[UR4][R10.64]", "DFMA R4, R2, R6, R4", "STG.E.64 desc[UR4][R12.64], R4",
             "BRA 0x10", "EXIT"]
-    sass = [(16 * k, ins) for k, ins in enumerate(text)]
-    compiled = sm90.Compiled("_carry_long", 64, 0, sass, "tt.func public @k() {\n}", "", spans=sm90.loop_spans(sass))
+    compiled = _synthetic("_carry_long", text, "tt.func public @k() {\n}")
     meta = torch.device("meta")
     body = compiled.body(*compiled.spans[0])
     for B, resident in ((16, 1.0), (256, None)):
@@ -338,12 +341,11 @@ def test_a_long_summary_counts_each_program_through_its_own_loop():
             + ["STG.E desc[UR4][R12.64], R3", "EXIT"]
             + ["FFMA R6, R7, R4, R6"] * 4 + ["STL [R1+0x4], R6", "BRA 0x90"]  # homogeneous
             + ["EXIT"])
-    sass = [(16 * k, ins) for k, ins in enumerate(text)]
     ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
                        "    %u = tt.load %p : tensor<8x1x128x!tt.ptr<f32>, #blocked>", "  }",
                        "  scf.for %j = %a to %b step %c {",
                        "    %v = tt.load %q : tensor<2x1x128x!tt.ptr<f32>, #blocked>", "  }", "}"])
-    compiled = sm90.Compiled("_summary", 64, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+    compiled = _synthetic("_summary", text, ttgir)
     assert compiled.spans == [(3, 6), (9, 14)]
     assert model.lane_loops(launch, compiled) == [(3, 6, pytest.approx(1 / groups)), (9, 14, pytest.approx(1 - 1 / groups))]
     modelled = model.model_launch(launch, compiled, torch.float32)
@@ -367,10 +369,10 @@ def test_a_long_summary_counts_each_program_through_its_own_loop():
     waves = math.ceil(launch.grid * 32 * launch.num_warps / (model._resident_lanes(64, launch.num_warps) * model.SMS))
     chain = iterations * driven_chain + model.loop_cycles(text[:3], model.L2_LATENCY, iterations=1)
     assert modelled.latency_s == pytest.approx((waves * chain + model.DRAM_LATENCY) / model.CLOCK_HZ)
-    single = sm90.Compiled("_summary", 64, 0, sass[:9], ttgir, "", spans=sm90.loop_spans(sass[:9]))
+    single = _synthetic("_summary", text[:9], ttgir)
     with pytest.raises(ValueError, match="driven and the homogeneous"):
         model.lane_loops(launch, single)
-    nested = sm90.Compiled("_summary", 64, 0, sass, ttgir, "", spans=[(3, 6), (2, 14)])
+    nested = sm90.Compiled("_summary", 64, 0, compiled.sass, ttgir, "", spans=[(3, 6), (2, 14)])
     with pytest.raises(ValueError, match="one after the other"):
         model.lane_loops(launch, nested)
 
@@ -385,7 +387,6 @@ def test_a_single_pass_runs_its_summary_and_lane_loops_every_iteration(monkeypat
 
     import torch
 
-    from allpole_triton.bench import sm90
     from allpole_triton.kernels import triton_scan
 
     monkeypatch.setenv("ALLPOLE_TRITON_LAUNCH", "single=1")
@@ -401,7 +402,6 @@ def test_a_single_pass_runs_its_summary_and_lane_loops_every_iteration(monkeypat
             + ["LDG.E.64 R8, desc[UR4][R14.64]", "DFMA R4, R8, R4, R6", "BRA 0x80"]  # the fused carry's pieces
             + ["LDG.E R3, desc[UR4][R16.64]", "FFMA R5, R3, R5, R5", "STG.E desc[UR4][R18.64], R5", "BRA 0xb0"]  # lanes
             + ["EXIT"])
-    sass = [(16 * k, ins) for k, ins in enumerate(text)]
     ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
                        "    %u = tt.load %p : tensor<8x1x32x!tt.ptr<f32>, #blocked>", "  }",
                        "  scf.while %w {", "  }",
@@ -409,7 +409,7 @@ def test_a_single_pass_runs_its_summary_and_lane_loops_every_iteration(monkeypat
                        "    %m = tt.load %q : tensor<32x!tt.ptr<f64>, #blocked>", "  }",
                        "  scf.for %k = %a to %b step %c {",
                        "    %v = tt.load %r : tensor<8x1x32x!tt.ptr<f32>, #blocked>", "  }", "}"])
-    compiled = sm90.Compiled("_finish", 64, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+    compiled = _synthetic("_finish", text, ttgir)
     assert compiled.spans == [(2, 4), (5, 7), (8, 10), (11, 14)]
     assert model.lane_loops(launch, compiled) == [(2, 4, 1.0), (11, 14, 1.0)]
     modelled = model.model_launch(launch, compiled, torch.float32)
@@ -428,9 +428,9 @@ def test_a_single_pass_runs_its_summary_and_lane_loops_every_iteration(monkeypat
     # the fill that zeroes its ticket and bits first (Launch.run) costs a launch gap too
     bounds = (modelled.memory_s, modelled.issue_s, modelled.l1_s, modelled.latency_s)
     assert modelled.predicted_s == pytest.approx(max(bounds) + 2 * model.LAUNCH_SECONDS) and modelled.fills == 1
-    storing = [(address, "STG.E desc[UR4][R18.64], R4" if k == 3 else ins) for k, (address, ins) in enumerate(sass)]
+    storing = ["STG.E desc[UR4][R18.64], R4" if k == 3 else ins for k, ins in enumerate(text)]
     with pytest.raises(ValueError, match="summary loop"):  # a loop that stores first: not a summary
-        model.lane_loops(launch, sm90.Compiled("_finish", 64, 0, storing, ttgir, "", spans=sm90.loop_spans(storing)))
+        model.lane_loops(launch, _synthetic("_finish", storing, ttgir))
 
 
 def test_the_backward_copies_are_modelled_as_loop_free_kernels():
@@ -438,13 +438,11 @@ def test_the_backward_copies_are_modelled_as_loop_free_kernels():
     instruction counts once per thread, and their L1 wavefronts come from the copy's shape."""
     import torch
 
-    from allpole_triton.bench import sm90
-
     launches = model.pass_launches(16, 65536, 16, True)
     copies = [l for l in launches if l.kernel.__name__ in ("_reversed_inputs", "_adjoint_outputs")]
     assert copies
     text = ["S2R R0, SR_TID.X", "LDG.E R2, desc[UR4][R10.64]", "STG.E desc[UR4][R12.64], R2", "EXIT"]
-    compiled = sm90.Compiled("copy", 16, 0, [(16 * k, i) for k, i in enumerate(text)], "", "", spans=[])
+    compiled = _synthetic("copy", text, registers=16)
     for launch in copies:
         modelled = model.model_launch(launch, compiled, torch.float32)
         assert modelled.thread_instructions == launch.grid * 32 * launch.num_warps * len(text)
@@ -458,7 +456,6 @@ def test_the_dense_summary_counts_the_chunks_a_warp_holds_not_its_lanes():
     here by enumerating every lane offset. The finish (one chunk a lane) keeps 32."""
     import torch
 
-    from allpole_triton.bench import sm90
     from allpole_triton.kernels import triton_recurrence
 
     meta = torch.device("meta")
@@ -474,10 +471,7 @@ def test_the_dense_summary_counts_the_chunks_a_warp_holds_not_its_lanes():
         # model_launch charges the summary's loop accesses at that share (synthetic SASS and TTGIR:
         # one per-lane load a body, nothing else touching L1)
         text = ["S2R R0, SR_TID.X", "LDG.E R2, desc[UR4][R10.64]", "FFMA R3, R2, R5, R3", "BRA 0x10", "EXIT"]
-        sass = [(16 * k, ins) for k, ins in enumerate(text)]
-        ttgir = "\n".join(["tt.func public @k() {", "  scf.for %i = %a to %b step %c {",
-                           "    %u = tt.load %p : tensor<1x1x128x!tt.ptr<f32>, #blocked>", "  }", "}"])
-        compiled = sm90.Compiled("_dense_scan", 64, 0, sass, ttgir, "", spans=sm90.loop_spans(sass))
+        compiled = _synthetic("_dense_scan", text, _one_loop_ttgir("1x1x128"))
         modelled = model.model_launch(summary, compiled, torch.float32)
         iterations = -(-summary.steps // summary.constexprs["U"])
         assert modelled.l1_wavefronts == pytest.approx(summary.grid * iterations * 128 * model.shared_lane_lines(summary))
