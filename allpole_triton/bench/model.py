@@ -98,7 +98,8 @@ DRAM_LATENCY = 1200  # cycles: a lane kernel's loads (its inputs stream from DRA
 L2_LATENCY = 450  # cycles: a carry's loads of the maps the summary just wrote (as far as L2 keeps them)
 L2_BYTES = 50 * 2**20
 # A carry reads the maps its summary wrote while streaming the pass's inputs: the share of them
-# still in L2 is this over the maps' bytes (at most all), the rest comes at DRAM_LATENCY. Fitted
+# still in L2 is this over the bytes the carry moves (its maps and, a seventeenth as much at M=16,
+# the states it writes; at most all), the rest comes at DRAM_LATENCY. Fitted
 # on the fifth H100 session's eight carry launches (M=16, code eb9f212, whose carries plan as
 # today's; launch_times.csv): with every map from L2 they ran 0.88-0.92x their predictions up to
 # 10 MB of maps, but 1.42-1.47x at 37 MB and 2.14x at 72 MB; with this share 0.88-0.92x,
